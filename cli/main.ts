@@ -1,0 +1,479 @@
+// The `ferry` command line: serve the local executor, and talk to any Ferry API.
+// Human output by default (a progress line on waits, on a terminal), --json for scripts.
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { loadConfig } from '#shared/config.ts';
+import type { Execution, ResultManifest } from '#shared/domain/execution.ts';
+import { isTerminal } from '#shared/domain/states.ts';
+import { formatBytes } from '#shared/domain/units.ts';
+import { isFerryError } from '#shared/errors.ts';
+import { ApiError, FerryClient, Unreachable } from './client.ts';
+
+class UsageError extends Error {}
+
+const USAGE = `usage: ferry <command> [options]
+
+commands:
+  serve                         run the local executor (Docker, or plain processes without Docker)
+  bid [job options] -- CMD…     ask for a bid; prints the offer or why Ferry declines
+  accept ID | reject ID         answer a bid
+  submit [job options] [--wait] [--follow] -- CMD…
+                                ask and accept at once; --wait exits with the job's exit code
+  status ID                     show an execution
+  ls [--state S]… [--limit N]   list executions
+  wait ID [--timeout SECONDS]   wait until the execution ends
+  logs ID [--stderr] [-f]       print stored output, or follow it live
+  cancel ID                     cancel a queued or running execution
+  result ID [--accept|--reject] show the result manifest, or review it
+  node                          show capacity, usage and limits
+
+job options:
+  --image IMAGE  --cpu N  --memory SIZE  --disk SIZE  --timeout SECONDS  --env K=V…
+  --workdir DIR  --network none|egress  --stdout-limit SIZE  --stderr-limit SIZE
+  --inline-limit SIZE  --keep head|tail|head+tail  --label K=V…  --priority N  --file SPEC.json
+
+global options: --url URL (FERRY_URL)  --token TOKEN (FERRY_TOKEN)  --json`;
+
+const OPTIONS = {
+  json: { type: 'boolean' },
+  url: { type: 'string' },
+  token: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  image: { type: 'string' },
+  cpu: { type: 'string' },
+  memory: { type: 'string' },
+  disk: { type: 'string' },
+  timeout: { type: 'string' },
+  env: { type: 'string', multiple: true },
+  workdir: { type: 'string' },
+  network: { type: 'string' },
+  'stdout-limit': { type: 'string' },
+  'stderr-limit': { type: 'string' },
+  'inline-limit': { type: 'string' },
+  keep: { type: 'string' },
+  label: { type: 'string', multiple: true },
+  priority: { type: 'string' },
+  file: { type: 'string' },
+  wait: { type: 'boolean' },
+  follow: { type: 'boolean', short: 'f' },
+  stderr: { type: 'boolean' },
+  state: { type: 'string', multiple: true },
+  limit: { type: 'string' },
+  cursor: { type: 'string' },
+  accept: { type: 'boolean' },
+  reject: { type: 'boolean' },
+  'idempotency-key': { type: 'string' },
+} as const;
+
+type Flags = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
+
+interface Io {
+  readonly out: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly err: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly env: Record<string, string | undefined>;
+}
+
+export async function main(
+  argv: readonly string[],
+  io: Io = { out: process.stdout, err: process.stderr, env: process.env },
+) {
+  try {
+    return await run(argv, io);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.err.write(`ferry: ${error.message}\n(run \`ferry --help\` for usage)\n`);
+      return 2;
+    }
+    if (error instanceof ApiError) {
+      io.err.write(`ferry: ${error.message}${detailLines(error.problem)}\n`);
+      return 1;
+    }
+    if (error instanceof Unreachable || isFerryError(error)) {
+      io.err.write(`ferry: ${error.message}\n`);
+      return 1;
+    }
+    io.err.write(`ferry: ${(error as Error).message ?? String(error)}\n`);
+    return 1;
+  }
+}
+
+function detailLines(problem: ApiError['problem']): string {
+  const errors = problem.errors as { field: string; message: string }[] | undefined;
+  if (!Array.isArray(errors) || errors.length <= 1) return '';
+  return errors.map((e) => `\n  ${e.field}: ${e.message}`).join('');
+}
+
+async function run(argv: readonly string[], io: Io): Promise<number> {
+  const dash = argv.indexOf('--');
+  const before = dash < 0 ? [...argv] : argv.slice(0, dash);
+  const command = dash < 0 ? [] : argv.slice(dash + 1);
+  let parsed: { values: Flags; positionals: string[] };
+  try {
+    parsed = parseArgs({ args: before, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const { values: flags, positionals } = parsed;
+  const [verb, ...rest] = positionals;
+  if (flags.help || verb === undefined || verb === 'help') {
+    io.out.write(`${USAGE}\n`);
+    return verb === undefined && !flags.help ? 2 : 0;
+  }
+  const config = loadConfig(io.env);
+  if (verb === 'serve') return serve(io);
+
+  const client = new FerryClient(flags.url ?? config.url, flags.token ?? config.token);
+  const id = () => {
+    const [value] = rest;
+    if (value === undefined) throw new UsageError(`${verb} needs an execution id`);
+    return value;
+  };
+  const print = (value: unknown, human: () => string) =>
+    io.out.write(flags.json ? `${JSON.stringify(value, null, 2)}\n` : `${human()}\n`);
+
+  switch (verb) {
+    case 'bid': {
+      const reply = await client.json<{ executionId: string; bid: Execution['bid'] }>(
+        'POST',
+        '/v1/bids',
+        jobSpec(flags, command),
+      );
+      print(reply.body, () => describeBid(reply.body.executionId, reply.body.bid));
+      return reply.body.bid.accepted ? 0 : 1;
+    }
+    case 'accept':
+    case 'reject': {
+      const reply = await client.json<Execution>('POST', `/v1/bids/${encodeURIComponent(id())}/${verb}`);
+      print(reply.body, () => `${reply.body.id} ${reply.body.state}`);
+      return 0;
+    }
+    case 'submit':
+      return submit(client, flags, command, io);
+    case 'status': {
+      const reply = await client.json<Execution>('GET', `/v1/executions/${encodeURIComponent(id())}`);
+      print(reply.body, () => describeExecution(reply.body));
+      return 0;
+    }
+    case 'ls': {
+      const query = new URLSearchParams();
+      for (const state of flags.state ?? []) query.append('state', state.toUpperCase());
+      if (flags.limit !== undefined) query.set('limit', flags.limit);
+      if (flags.cursor !== undefined) query.set('cursor', flags.cursor);
+      const reply = await client.json<{ items: Execution[]; nextCursor?: string }>(
+        'GET',
+        `/v1/executions?${query}`,
+      );
+      print(reply.body, () => table(reply.body.items, reply.body.nextCursor));
+      return 0;
+    }
+    case 'wait': {
+      const execution = await waitUntilDone(
+        client,
+        id(),
+        io,
+        flags.timeout === undefined ? undefined : seconds(flags.timeout),
+      );
+      print(execution, () => describeExecution(execution));
+      return isTerminal(execution.state) ? exitCodeOf(execution) : 1;
+    }
+    case 'logs': {
+      const stream = flags.stderr ? 'stderr' : 'stdout';
+      if (flags.follow) {
+        await follow(client, id(), stream, stream === 'stdout' ? io.out : io.err);
+        return 0;
+      }
+      const reply = await client.bytes(`/v1/executions/${encodeURIComponent(id())}/logs?stream=${stream}`);
+      io.out.write(reply.body);
+      return 0;
+    }
+    case 'cancel': {
+      const reply = await client.json<Execution>('POST', `/v1/executions/${encodeURIComponent(id())}/cancel`);
+      print(
+        reply.body,
+        () => `${reply.body.id} ${reply.body.state}${reply.body.stopRequested ? ' (stopping)' : ''}`,
+      );
+      return 0;
+    }
+    case 'result': {
+      if (flags.accept && flags.reject) throw new UsageError('--accept and --reject exclude each other');
+      const path = `/v1/executions/${encodeURIComponent(id())}/result`;
+      if (flags.accept || flags.reject) {
+        const reply = await client.json<Execution>('POST', `${path}/${flags.accept ? 'accept' : 'reject'}`);
+        print(reply.body, () => `${reply.body.id} result ${reply.body.result?.review ?? ''}`);
+        return 0;
+      }
+      const reply = await client.json<{
+        manifest: ResultManifest;
+        review: string;
+        links: Record<string, unknown>;
+      }>('GET', path);
+      print(reply.body, () => describeResult(reply.body.manifest, reply.body.review, reply.body.links));
+      return 0;
+    }
+    case 'node': {
+      const reply = await client.json<Record<string, unknown>>('GET', '/v1/node');
+      print(reply.body, () => JSON.stringify(reply.body, null, 2));
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown command: ${verb}`);
+  }
+}
+
+async function serve(io: Io): Promise<number> {
+  const { startLocalServer } = await import('#shared/runtime/local.ts');
+  const config = loadConfig(io.env);
+  const server = await startLocalServer(config);
+  io.err.write(
+    `ferry: serving on ${server.url} with the ${server.backend.platform} backend; data in ${config.dataDir}\n`,
+  );
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  io.err.write('ferry: stopping (running containers keep running and are picked up at the next start)\n');
+  await server.close();
+  return 0;
+}
+
+function seconds(text: string): number {
+  const value = Number(text);
+  if (!Number.isFinite(value) || value < 0) throw new UsageError(`not a number of seconds: ${text}`);
+  return value;
+}
+
+const numberOrText = (text: string): number | string => (/^\d+(\.\d+)?$/.test(text) ? Number(text) : text);
+
+function pairs(list: readonly string[] | undefined, what: string): Record<string, string> | undefined {
+  if (list === undefined) return undefined;
+  const result: Record<string, string> = {};
+  for (const item of list) {
+    const at = item.indexOf('=');
+    if (at <= 0) throw new UsageError(`${what} must be KEY=VALUE, got ${item}`);
+    result[item.slice(0, at)] = item.slice(at + 1);
+  }
+  return result;
+}
+
+function jobSpec(flags: Flags, command: readonly string[]): Record<string, unknown> {
+  let spec: Record<string, unknown> = {};
+  if (flags.file !== undefined) {
+    try {
+      spec = JSON.parse(fs.readFileSync(flags.file, 'utf8')) as Record<string, unknown>;
+    } catch (error) {
+      throw new UsageError(`cannot read the job spec ${flags.file}: ${(error as Error).message}`);
+    }
+  }
+  const set = (key: string, value: unknown) => {
+    if (value !== undefined) spec[key] = value;
+  };
+  set('image', flags.image);
+  if (command.length > 0) spec.command = [...command];
+  const resources: Record<string, unknown> = { ...(spec.resources as object | undefined) };
+  if (flags.cpu !== undefined) resources.cpu = Number(flags.cpu);
+  if (flags.memory !== undefined) resources.memory = numberOrText(flags.memory);
+  if (flags.disk !== undefined) resources.disk = numberOrText(flags.disk);
+  if (Object.keys(resources).length > 0) spec.resources = resources;
+  if (flags.timeout !== undefined) spec.timeoutSeconds = Number(flags.timeout);
+  set('env', pairs(flags.env, '--env'));
+  set('labels', pairs(flags.label, '--label'));
+  set('workdir', flags.workdir);
+  set('network', flags.network);
+  if (flags.priority !== undefined) spec.priority = Number(flags.priority);
+  const limits: Record<string, unknown> = { ...(spec.outputLimits as object | undefined) };
+  if (flags['stdout-limit'] !== undefined) limits.stdoutBytes = numberOrText(flags['stdout-limit']);
+  if (flags['stderr-limit'] !== undefined) limits.stderrBytes = numberOrText(flags['stderr-limit']);
+  if (flags['inline-limit'] !== undefined) limits.inlineBytes = numberOrText(flags['inline-limit']);
+  if (flags.keep !== undefined) limits.keep = flags.keep;
+  if (Object.keys(limits).length > 0) spec.outputLimits = limits;
+  if (spec.image === undefined) throw new UsageError('--image is required (or give it in --file)');
+  if (spec.command === undefined)
+    throw new UsageError('give the command after --, e.g. ferry submit --image alpine -- echo hello');
+  return spec;
+}
+
+async function submit(
+  client: FerryClient,
+  flags: Flags,
+  command: readonly string[],
+  io: Io,
+): Promise<number> {
+  const headers =
+    flags['idempotency-key'] === undefined ? undefined : { 'idempotency-key': flags['idempotency-key'] };
+  const reply = await client.json<Execution>('POST', '/v1/jobs', jobSpec(flags, command), headers);
+  const submitted = reply.body;
+  if (!flags.wait && !flags.follow) {
+    io.out.write(flags.json ? `${JSON.stringify(submitted, null, 2)}\n` : `${submitted.id}\n`);
+    return 0;
+  }
+  if (!flags.json && io.err.isTTY) io.err.write(`ferry: ${submitted.id} queued\n`);
+  if (flags.follow) {
+    await Promise.all([
+      follow(client, submitted.id, 'stdout', io.out),
+      follow(client, submitted.id, 'stderr', io.err),
+    ]);
+  }
+  const done = await waitUntilDone(client, submitted.id, io);
+  if (flags.json) {
+    io.out.write(`${JSON.stringify(done, null, 2)}\n`);
+  } else if (!flags.follow) {
+    if (done.result !== undefined) {
+      const base = `/v1/executions/${encodeURIComponent(done.id)}/logs`;
+      io.out.write((await client.bytes(`${base}?stream=stdout`)).body);
+      io.err.write((await client.bytes(`${base}?stream=stderr`)).body);
+    }
+  }
+  if (!flags.json && done.state !== 'COMPLETED')
+    io.err.write(`ferry: ${done.id} ${done.state}: ${done.reason ?? ''}\n`);
+  else if (!flags.json && (done.result?.stdout.truncated || done.result?.stderr.truncated)) {
+    io.err.write(`ferry: output was truncated to its limit; see \`ferry result ${done.id}\`\n`);
+  }
+  return exitCodeOf(done);
+}
+
+/** The job's own exit code; for runs that did not end by themselves, a code in the style of timeout(1) and docker. */
+function exitCodeOf(execution: Execution): number {
+  switch (execution.state) {
+    case 'COMPLETED':
+      return execution.exitCode ?? 0;
+    case 'TIMED_OUT':
+      return 124;
+    case 'CANCELLED':
+      return 130;
+    default:
+      return 125;
+  }
+}
+
+async function waitUntilDone(
+  client: FerryClient,
+  id: string,
+  io: Io,
+  timeoutSeconds?: number,
+): Promise<Execution> {
+  const started = Date.now();
+  const progress = io.err.isTTY === true;
+  const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+  let frame = 0;
+  let last: Execution | undefined;
+  const ticker = progress
+    ? setInterval(() => {
+        const elapsed = ((Date.now() - started) / 1000).toFixed(0);
+        io.err.write(`\r${frames[frame++ % frames.length]} ${id} ${last?.state ?? 'waiting'} ${elapsed}s `);
+      }, 100)
+    : undefined;
+  try {
+    for (;;) {
+      const left =
+        timeoutSeconds === undefined ? 20 : Math.min(20, timeoutSeconds - (Date.now() - started) / 1000);
+      const reply = await client.json<Execution>(
+        'GET',
+        `/v1/executions/${encodeURIComponent(id)}/wait?timeoutSeconds=${Math.max(0, Math.floor(left))}`,
+      );
+      last = reply.body;
+      if (isTerminal(last.state)) return last;
+      if (timeoutSeconds !== undefined && (Date.now() - started) / 1000 >= timeoutSeconds) return last;
+    }
+  } finally {
+    if (ticker !== undefined) {
+      clearInterval(ticker);
+      io.err.write('\r\x1b[K');
+    }
+  }
+}
+
+async function follow(
+  client: FerryClient,
+  id: string,
+  stream: 'stdout' | 'stderr',
+  out: NodeJS.WritableStream,
+) {
+  let offset = 0;
+  for (;;) {
+    const reply = await client.bytes(
+      `/v1/executions/${encodeURIComponent(id)}/logs?stream=${stream}&follow=true&offset=${offset}&waitSeconds=20`,
+    );
+    const skipped = Number(reply.headers.get('ferry-skipped-bytes') ?? '0');
+    if (skipped > 0) out.write(`\n[ferry: ${skipped} bytes not kept]\n`);
+    if (reply.body.length > 0) out.write(reply.body);
+    offset = Number(reply.headers.get('ferry-next-offset') ?? offset);
+    if (reply.headers.get('ferry-complete') === 'true') return;
+  }
+}
+
+function describeBid(executionId: string, bid: Execution['bid']): string {
+  if (!bid.accepted) return `declined: ${bid.reason}`;
+  const c = bid.constraints;
+  const e = bid.estimate;
+  return [
+    `offer ${executionId}: ${bid.reason}`,
+    c
+      ? `  size      ${c.cpu} vCPU, ${formatBytes(c.memoryMiB * 1024 * 1024)}, ${c.diskGiB} GiB disk (${c.platform})`
+      : '',
+    e
+      ? `  estimate  $${e.costPerHourUsd}/hour, at most $${e.maxCostUsd}; queue wait ~${e.queueWaitSeconds}s`
+      : '',
+    ...(c?.notes ?? []).map((n) => `  note      ${n}`),
+    `  expires   ${bid.expiresAt}`,
+    `accept with: ferry accept ${executionId}`,
+  ]
+    .filter((line) => line !== '')
+    .join('\n');
+}
+
+function describeExecution(e: Execution): string {
+  const lines = [
+    `${e.id}  ${e.state}${e.exitCode === undefined || e.exitCode === null ? '' : `  exit ${e.exitCode}`}`,
+    `  image     ${e.spec.image}`,
+    `  command   ${e.spec.command.join(' ')}`,
+  ];
+  if (e.reason) lines.push(`  reason    ${e.reason}`);
+  if (e.bid.constraints)
+    lines.push(`  size      ${e.bid.constraints.cpu} vCPU, ${e.bid.constraints.memoryMiB} MiB`);
+  for (const h of e.history) lines.push(`  ${h.at}  ${h.state}${h.reason ? `  (${h.reason})` : ''}`);
+  if (e.result) {
+    const s = e.result.stdout;
+    const r = e.result.stderr;
+    lines.push(
+      `  stdout    ${formatBytes(s.totalBytes)}${s.truncated ? ` (kept ${formatBytes(s.storedBytes)})` : ''}`,
+      `  stderr    ${formatBytes(r.totalBytes)}${r.truncated ? ` (kept ${formatBytes(r.storedBytes)})` : ''}`,
+      `  review    ${e.result.review}`,
+    );
+  }
+  return lines.join('\n');
+}
+
+function describeResult(m: ResultManifest, review: string, links: Record<string, unknown>): string {
+  const stream = (name: 'stdout' | 'stderr') => {
+    const s = m[name];
+    return `  ${name}    ${formatBytes(s.totalBytes)} produced, ${formatBytes(s.storedBytes)} stored${s.truncated ? ` (truncated, ${m.keep})` : ''}`;
+  };
+  return [
+    `${m.executionId}  exit ${m.exitCode ?? '-'}${m.signal ? ` (${m.signal})` : ''}${m.partial ? '  partial' : ''}  review ${review}`,
+    stream('stdout'),
+    stream('stderr'),
+    `  stdout link  ${String(links.stdout)}`,
+    `  stderr link  ${String(links.stderr)}`,
+  ].join('\n');
+}
+
+function table(items: readonly Execution[], nextCursor?: string): string {
+  const rows = items.map((e) => [
+    e.id,
+    e.state,
+    e.exitCode === undefined || e.exitCode === null ? '' : String(e.exitCode),
+    e.spec.image,
+    e.createdAt,
+  ]);
+  const header = ['ID', 'STATE', 'EXIT', 'IMAGE', 'CREATED'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
+  const out = [line(header), ...rows.map(line)];
+  if (nextCursor !== undefined) out.push(`(more: ferry ls --cursor ${nextCursor})`);
+  return out.join('\n');
+}

@@ -1,0 +1,346 @@
+// The HTTP API handler (API Gateway HTTP API v2 events). It decodes requests, calls one
+// use case each and encodes the answer; errors become problem+json in one place.
+import { createHash } from 'node:crypto';
+import middy, { type MiddlewareObj } from '@middy/core';
+import httpRouterHandler, { type Route } from '@middy/http-router';
+import type { APIGatewayProxyEventV2WithIAMAuthorizer, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import type { Core } from '#shared/core.ts';
+import { type ExecutionState, EXECUTION_STATES, isExecutionState } from '#shared/domain/states.ts';
+import {
+  IdempotencyConflict,
+  InvalidTransition,
+  MethodNotAllowed,
+  NotFound,
+  PayloadTooLarge,
+  Unauthorized,
+  ValidationError,
+} from '#shared/errors.ts';
+import { jsonResponse, problemOf, problemResponse } from '#shared/http/problem.ts';
+import { acceptBid, askForBid, rejectBid, submitJob } from '#shared/use-cases/bids.ts';
+import {
+  cancelExecution,
+  getExecution,
+  listExecutions,
+  waitForExecution,
+} from '#shared/use-cases/executions.ts';
+import { describeNode } from '#shared/use-cases/node.ts';
+import {
+  getResult,
+  readLog,
+  readStoredLog,
+  reviewResult,
+  type StreamName,
+} from '#shared/use-cases/results.ts';
+
+export type ApiEvent = APIGatewayProxyEventV2WithIAMAuthorizer;
+export type ApiResult = APIGatewayProxyStructuredResultV2;
+
+export const MAX_BODY_BYTES = 1024 * 1024;
+const ID_PATTERN = /^ex_[0-9a-z]{26}$/;
+const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
+
+function ownerOf(event: ApiEvent): string {
+  const owner = event.requestContext.authorizer?.iam?.userArn;
+  if (!owner) throw new Unauthorized('the request carries no caller identity');
+  return owner;
+}
+
+function idOf(event: ApiEvent): string {
+  const id = event.pathParameters?.id ?? '';
+  if (!ID_PATTERN.test(id)) {
+    throw new ValidationError(
+      `not an execution id: ${JSON.stringify(id)} (ids look like ex_ followed by 26 characters)`,
+      [{ field: 'id', message: 'malformed execution id' }],
+    );
+  }
+  return id;
+}
+
+function bodyText(event: ApiEvent): string {
+  if (event.body === undefined || event.body === '') return '';
+  return event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : event.body;
+}
+
+function jsonBody(event: ApiEvent): unknown {
+  const type = event.headers['content-type'] ?? 'application/json';
+  if (!/^application\/([\w.+-]*\+)?json\b/i.test(type)) {
+    throw new ValidationError(`the body must be JSON (content-type application/json), got ${type}`);
+  }
+  const text = bodyText(event);
+  if (text.trim() === '') throw new ValidationError('the body is empty; send the job spec as JSON');
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new ValidationError(`the body is not valid JSON: ${(error as Error).message}`);
+  }
+}
+
+/** Query parameters, with repeated ones (`state=A&state=B`) kept apart. */
+function queryValues(event: ApiEvent, name: string): string[] {
+  const raw = new URLSearchParams(event.rawQueryString ?? '');
+  const values = raw.getAll(name);
+  if (values.length > 0) return values.flatMap((v) => v.split(','));
+  return event.queryStringParameters?.[name]?.split(',') ?? [];
+}
+
+function queryNumber(event: ApiEvent, name: string, fallback: number, min: number, max: number): number {
+  const [text] = queryValues(event, name);
+  if (text === undefined || text === '') return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ValidationError(
+      `${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(text)}`,
+      [{ field: name, message: `must be a whole number from ${min} to ${max}` }],
+    );
+  }
+  return value;
+}
+
+function queryStates(event: ApiEvent): ExecutionState[] {
+  const states = queryValues(event, 'state').filter((s) => s !== '');
+  const unknown = states.filter((s) => !isExecutionState(s));
+  if (unknown.length > 0) {
+    throw new ValidationError(
+      `unknown state ${unknown.join(', ')}; states are ${EXECUTION_STATES.join(', ')}`,
+      [{ field: 'state', message: `unknown: ${unknown.join(', ')}` }],
+    );
+  }
+  return states as ExecutionState[];
+}
+
+function queryBoolean(event: ApiEvent, name: string): boolean {
+  const [text] = queryValues(event, name);
+  if (text === undefined || text === '' || text === 'false' || text === '0') return false;
+  if (text === 'true' || text === '1') return true;
+  throw new ValidationError(`${name} must be true or false, got ${JSON.stringify(text)}`);
+}
+
+function streamOf(event: ApiEvent): StreamName {
+  const [stream = 'stdout'] = queryValues(event, 'stream');
+  if (stream !== 'stdout' && stream !== 'stderr') {
+    throw new ValidationError(`stream must be stdout or stderr, got ${JSON.stringify(stream)}`);
+  }
+  return stream;
+}
+
+function noBody(event: ApiEvent): void {
+  if (bodyText(event).trim() !== '') throw new ValidationError('this request takes no body');
+}
+
+const binary = (data: Buffer, headers: Record<string, string>): ApiResult => ({
+  statusCode: 200,
+  isBase64Encoded: true,
+  headers: { 'content-type': 'application/octet-stream', ...headers },
+  body: data.toString('base64'),
+});
+
+const route = (
+  method: Route<ApiEvent, ApiResult>['method'],
+  path: string,
+  handler: (event: ApiEvent) => Promise<ApiResult>,
+): Route<ApiEvent, ApiResult> => ({ method, path, handler });
+
+function routes(core: Core): Route<ApiEvent, ApiResult>[] {
+  return [
+    route('POST', '/v1/bids', async (event) => {
+      const execution = await askForBid(core, ownerOf(event), jsonBody(event));
+      return jsonResponse(201, { executionId: execution.id, bid: execution.bid, execution });
+    }),
+    route('POST', '/v1/bids/{id}/accept', async (event) => {
+      noBody(event);
+      return jsonResponse(202, await acceptBid(core, ownerOf(event), idOf(event)));
+    }),
+    route('POST', '/v1/bids/{id}/reject', async (event) => {
+      noBody(event);
+      return jsonResponse(200, await rejectBid(core, ownerOf(event), idOf(event)));
+    }),
+    route('POST', '/v1/jobs', async (event) =>
+      jsonResponse(202, await submitJob(core, ownerOf(event), jsonBody(event))),
+    ),
+    route('GET', '/v1/executions', async (event) => {
+      const [cursor] = queryValues(event, 'cursor');
+      const page = await listExecutions(core, ownerOf(event), {
+        states: queryStates(event),
+        limit: queryNumber(event, 'limit', 50, 1, 500),
+        ...(cursor ? { cursor } : {}),
+      });
+      return jsonResponse(200, page);
+    }),
+    route('GET', '/v1/executions/{id}', async (event) =>
+      jsonResponse(200, await getExecution(core, ownerOf(event), idOf(event))),
+    ),
+    route('GET', '/v1/executions/{id}/wait', async (event) => {
+      const timeoutSeconds = queryNumber(event, 'timeoutSeconds', 20, 0, 3600);
+      const states = queryStates(event);
+      const { execution, done } = await waitForExecution(
+        core,
+        ownerOf(event),
+        idOf(event),
+        timeoutSeconds,
+        states.length > 0 ? states : undefined,
+      );
+      return jsonResponse(200, execution, { 'ferry-wait-done': String(done) });
+    }),
+    route('POST', '/v1/executions/{id}/cancel', async (event) => {
+      noBody(event);
+      return jsonResponse(202, await cancelExecution(core, ownerOf(event), idOf(event)));
+    }),
+    route('GET', '/v1/executions/{id}/logs', async (event) => {
+      const owner = ownerOf(event);
+      const id = idOf(event);
+      const stream = streamOf(event);
+      const follow = queryBoolean(event, 'follow');
+      const [offsetText] = queryValues(event, 'offset');
+      if (!follow && offsetText === undefined) {
+        return binary(await readStoredLog(core, owner, id, stream), {});
+      }
+      const chunk = await readLog(core, owner, id, stream, {
+        offset: queryNumber(event, 'offset', 0, 0, Number.MAX_SAFE_INTEGER),
+        maxBytes: queryNumber(event, 'maxBytes', 1024 * 1024, 1, 4 * 1024 * 1024),
+        waitSeconds: follow ? queryNumber(event, 'waitSeconds', 20, 0, 3600) : 0,
+      });
+      return binary(chunk.data, {
+        'ferry-next-offset': String(chunk.nextOffset),
+        'ferry-skipped-bytes': String(chunk.skippedBytes),
+        'ferry-complete': String(chunk.complete),
+        'ferry-state': chunk.state,
+      });
+    }),
+    route('GET', '/v1/executions/{id}/result', async (event) =>
+      jsonResponse(200, await getResult(core, ownerOf(event), idOf(event))),
+    ),
+    route('POST', '/v1/executions/{id}/result/accept', async (event) => {
+      noBody(event);
+      return jsonResponse(200, await reviewResult(core, ownerOf(event), idOf(event), 'ACCEPTED'));
+    }),
+    route('POST', '/v1/executions/{id}/result/reject', async (event) => {
+      noBody(event);
+      return jsonResponse(200, await reviewResult(core, ownerOf(event), idOf(event), 'REJECTED'));
+    }),
+    route('GET', '/v1/node', async (event) => {
+      ownerOf(event);
+      return jsonResponse(200, await describeNode(core));
+    }),
+  ];
+}
+
+/** 405 when the path exists for another method, 404 otherwise. */
+function notFoundFor(table: Route<ApiEvent, ApiResult>[]) {
+  const patterns = table.map((route) => ({
+    method: route.method,
+    pattern: new RegExp(`^${route.path.replace(/\{[^/]+\}/g, '[^/]+')}/?$`),
+  }));
+  return ({ method, path }: { method: string; path: string }): never => {
+    const allowed = patterns.filter((p) => p.pattern.test(path)).map((p) => p.method);
+    if (allowed.length > 0) {
+      throw new MethodNotAllowed(
+        `${method} is not allowed on ${path}; use ${[...new Set(allowed)].join(' or ')}`,
+      );
+    }
+    throw new NotFound(`no such endpoint: ${method} ${path}`);
+  };
+}
+
+/** Refuses oversized bodies before anything parses them. */
+const bodyLimit = (maxBytes: number): MiddlewareObj<ApiEvent, ApiResult> => ({
+  before: (request) => {
+    const body = request.event.body;
+    if (body === undefined) return;
+    const bytes = request.event.isBase64Encoded ? Math.floor((body.length * 3) / 4) : Buffer.byteLength(body);
+    if (bytes > maxBytes) {
+      throw new PayloadTooLarge(`the body is ${bytes} bytes; at most ${maxBytes} bytes are accepted`);
+    }
+  },
+});
+
+/**
+ * Idempotency-Key on POST: the first request with a key runs; a retry with the same key
+ * and the same request gets the first answer again; the same key with another request is refused.
+ */
+const idempotency = (core: Core): MiddlewareObj<ApiEvent, ApiResult> => {
+  const internal = (request: { internal: unknown }) => request.internal as Record<string, unknown>;
+  const keyOf = (request: { internal: unknown }) => internal(request).idempotencyKey as string | undefined;
+  return {
+    before: async (request) => {
+      const { event } = request;
+      const key = event.headers['idempotency-key'];
+      if (event.requestContext.http.method !== 'POST' || key === undefined) return;
+      if (key.length === 0 || key.length > 255) {
+        throw new ValidationError('Idempotency-Key must be 1 to 255 characters');
+      }
+      const owner = ownerOf(event);
+      const fingerprint = createHash('sha256')
+        .update(`${event.requestContext.http.method} ${event.requestContext.http.path}\n${bodyText(event)}`)
+        .digest('hex');
+      const storeKey = createHash('sha256').update(`${owner}\n${key}`).digest('hex');
+      const existing = await core.idempotency.claim(storeKey, {
+        fingerprint,
+        state: 'IN_PROGRESS',
+        expiresAt: new Date(Date.now() + IDEMPOTENCY_TTL_MS).toISOString(),
+      });
+      if (existing === undefined) {
+        internal(request).idempotencyKey = storeKey;
+        internal(request).idempotencyFingerprint = fingerprint;
+        return;
+      }
+      if (existing.fingerprint !== fingerprint) {
+        throw new IdempotencyConflict(
+          'this Idempotency-Key was used with a different request; use a new key',
+        );
+      }
+      if (existing.state === 'IN_PROGRESS' || existing.response === undefined) {
+        throw new InvalidTransition(
+          'a request with this Idempotency-Key is still in progress; retry shortly',
+        );
+      }
+      return {
+        statusCode: existing.response.statusCode,
+        headers: { ...existing.response.headers, 'idempotent-replayed': 'true' },
+        body: existing.response.body,
+      };
+    },
+    after: async (request) => {
+      const key = keyOf(request);
+      const response = request.response;
+      if (key === undefined || response === undefined || response === null) return;
+      await core.idempotency.complete(key, {
+        fingerprint: internal(request).idempotencyFingerprint as string,
+        state: 'COMPLETED',
+        response: {
+          statusCode: response.statusCode ?? 200,
+          body: response.body ?? '',
+          headers: Object.fromEntries(Object.entries(response.headers ?? {}).map(([k, v]) => [k, String(v)])),
+        },
+        expiresAt: new Date(Date.now() + IDEMPOTENCY_TTL_MS).toISOString(),
+      });
+    },
+    onError: async (request) => {
+      const key = keyOf(request);
+      // A failed request may be retried with the same key and run again.
+      if (key !== undefined) await core.idempotency.release(key);
+    },
+  };
+};
+
+const problems = (core: Core): MiddlewareObj<ApiEvent, ApiResult> => ({
+  onError: (request) => {
+    const problem = problemOf(request.error);
+    if (problem.status >= 500) {
+      core.log.error('request failed', {
+        error: request.error,
+        method: request.event.requestContext.http.method,
+        path: request.event.requestContext.http.path,
+      });
+    }
+    request.response = problemResponse(problem);
+  },
+});
+
+export function createApiHandler(core: Core, options: { maxBodyBytes?: number } = {}) {
+  const table = routes(core);
+  return middy<ApiEvent, ApiResult>()
+    .use(problems(core))
+    .use(bodyLimit(options.maxBodyBytes ?? MAX_BODY_BYTES))
+    .use(idempotency(core))
+    .handler(httpRouterHandler({ routes: table, notFoundResponse: notFoundFor(table) }) as never);
+}

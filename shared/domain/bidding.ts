@@ -1,0 +1,207 @@
+// Bidding: each strategy looks at one aspect of a job and either lets it pass or
+// declines with a reason that names what was asked and what is possible. A bid
+// collects every decline at once, so a caller fixes a spec in one round trip.
+import type { Bid, Estimate, Platform, ResolvedConstraints } from './execution.ts';
+import { FARGATE_LIMITS, fargateCostPerHour, fitFargate } from './fargate.ts';
+import type { JobSpec } from './job-spec.ts';
+import { formatBytes, formatMiB } from './units.ts';
+
+export interface BidPolicy {
+  readonly imageAllow: readonly string[];
+  readonly imageDeny: readonly string[];
+  readonly minTimeoutSeconds: number;
+  readonly maxTimeoutSeconds: number;
+  readonly allowEgress: boolean;
+  readonly maxOutputBytes: number;
+}
+
+export interface PlatformProfile {
+  readonly platform: Platform;
+  /** The most one job can be given (the host for local backends, a task for Fargate). */
+  readonly maxCpu: number;
+  readonly maxMemoryMiB: number;
+  readonly supportsGpu: boolean;
+  readonly supportsInputs: boolean;
+  readonly supportsOutputs: boolean;
+  readonly supportsPublish: boolean;
+}
+
+export type StrategyVerdict = { readonly decline?: string; readonly notes?: readonly string[] };
+export type BidStrategy = (spec: JobSpec, policy: BidPolicy, profile: PlatformProfile) => StrategyVerdict;
+
+/** Local backends' defaults when a job does not say: enough for ordinary tools. */
+export const LOCAL_DEFAULT_CPU = 1;
+export const LOCAL_DEFAULT_MEMORY_MIB = 1024;
+
+function globToRegExp(pattern: string): RegExp {
+  const escaped = pattern.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*');
+  return new RegExp(`^${escaped}$`);
+}
+
+export const imagePolicy: BidStrategy = (spec, policy) => {
+  const denied = policy.imageDeny.find((pattern) => globToRegExp(pattern).test(spec.image));
+  if (denied !== undefined) return { decline: `image ${spec.image} is denied by pattern "${denied}"` };
+  const allowed = policy.imageAllow.some((pattern) => globToRegExp(pattern).test(spec.image));
+  if (!allowed) {
+    return {
+      decline: `image ${spec.image} is not allowed; allowed images match: ${policy.imageAllow.join(', ')}`,
+    };
+  }
+  return {};
+};
+
+export const timeoutBounds: BidStrategy = (spec, policy) => {
+  const { timeoutSeconds } = spec;
+  if (timeoutSeconds < policy.minTimeoutSeconds || timeoutSeconds > policy.maxTimeoutSeconds) {
+    return {
+      decline: `timeout ${timeoutSeconds}s asked; allowed is ${policy.minTimeoutSeconds}s to ${policy.maxTimeoutSeconds}s`,
+    };
+  }
+  return {};
+};
+
+export const gpuSupport: BidStrategy = (spec, _policy, profile) => {
+  if (spec.resources.gpu > 0 && !profile.supportsGpu) {
+    return { decline: `${spec.resources.gpu} GPU asked; the ${profile.platform} backend offers no GPUs` };
+  }
+  return {};
+};
+
+export const networkPolicy: BidStrategy = (spec, policy) => {
+  if (spec.network === 'egress' && !policy.allowEgress) {
+    return { decline: 'network "egress" asked; this executor allows only network "none"' };
+  }
+  return {};
+};
+
+export const outputLimitBounds: BidStrategy = (spec, policy) => {
+  const { stdoutBytes, stderrBytes } = spec.outputLimits;
+  const over = [
+    ['stdoutBytes', stdoutBytes],
+    ['stderrBytes', stderrBytes],
+  ].filter(([, value]) => Number(value) > policy.maxOutputBytes);
+  if (over.length === 0) return {};
+  const asked = over.map(([name, value]) => `${name} ${formatBytes(Number(value))}`).join(' and ');
+  return { decline: `${asked} asked; at most ${formatBytes(policy.maxOutputBytes)} per stream is stored` };
+};
+
+export const dataCapabilities: BidStrategy = (spec, _policy, profile) => {
+  const missing: string[] = [];
+  if (spec.inputs.length > 0 && !profile.supportsInputs) missing.push('inputs');
+  if (spec.outputs.length > 0 && !profile.supportsOutputs) missing.push('outputs');
+  if (spec.publish !== undefined && !profile.supportsPublish) missing.push('publish');
+  if (missing.length === 0) return {};
+  return {
+    decline: `${missing.join(', ')} asked; the ${profile.platform} backend does not support ${missing.join(', ')}`,
+  };
+};
+
+export const DEFAULT_STRATEGIES: readonly BidStrategy[] = [
+  imagePolicy,
+  timeoutBounds,
+  gpuSupport,
+  networkPolicy,
+  outputLimitBounds,
+  dataCapabilities,
+];
+
+export type ConstraintFit =
+  | { readonly fits: true; readonly constraints: ResolvedConstraints }
+  | { readonly fits: false; readonly reason: string };
+
+/** Maps the job's resource request onto what the platform can give. */
+export function resolveConstraints(spec: JobSpec, profile: PlatformProfile): ConstraintFit {
+  const { cpu, memoryMiB, diskGiB } = spec.resources;
+  if (profile.platform === 'fargate') {
+    const fit = fitFargate(spec.resources);
+    if (!fit.fits) return fit;
+    return {
+      fits: true,
+      constraints: {
+        platform: 'fargate',
+        cpu: fit.size.cpuUnits / 1024,
+        memoryMiB: fit.size.memoryMiB,
+        diskGiB: fit.diskGiB,
+        fargate: {
+          cpu: String(fit.size.cpuUnits),
+          memory: String(fit.size.memoryMiB),
+          ephemeralStorageGiB: fit.diskGiB,
+        },
+        notes: [],
+      },
+    };
+  }
+  const wantCpu = cpu ?? Math.min(LOCAL_DEFAULT_CPU, profile.maxCpu);
+  const wantMemory = Math.ceil(memoryMiB ?? Math.min(LOCAL_DEFAULT_MEMORY_MIB, profile.maxMemoryMiB));
+  const problems: string[] = [];
+  if (wantCpu > profile.maxCpu)
+    problems.push(`cpu ${wantCpu} vCPU asked, this host offers at most ${profile.maxCpu} vCPU`);
+  if (wantMemory > profile.maxMemoryMiB) {
+    problems.push(
+      `memory ${formatMiB(wantMemory)} asked, this host offers at most ${formatMiB(profile.maxMemoryMiB)}`,
+    );
+  }
+  if (problems.length > 0) return { fits: false, reason: problems.join('; ') };
+  const notes: string[] = [];
+  if (profile.platform === 'docker' && diskGiB !== undefined) {
+    notes.push('disk is not limited by the Docker backend');
+  }
+  if (profile.platform === 'process') {
+    notes.push('the process backend does not isolate jobs: cpu, memory, disk and network are not enforced');
+  }
+  return {
+    fits: true,
+    constraints: {
+      platform: profile.platform,
+      cpu: wantCpu,
+      memoryMiB: wantMemory,
+      diskGiB: diskGiB ?? FARGATE_LIMITS.includedDiskGiB,
+      notes,
+    },
+  };
+}
+
+export interface BidInput {
+  readonly spec: JobSpec;
+  readonly policy: BidPolicy;
+  readonly profile: PlatformProfile;
+  readonly strategies?: readonly BidStrategy[];
+  /** Supplies the queue part of the estimate once the constraints are known. */
+  readonly queueEstimate: (constraints: ResolvedConstraints) => Estimate['queue'] & { waitSeconds: number };
+  readonly expiresAt: string;
+}
+
+export function makeBid(input: BidInput): Bid {
+  const { spec, policy, profile } = input;
+  const declines: string[] = [];
+  const notes: string[] = [];
+  for (const strategy of input.strategies ?? DEFAULT_STRATEGIES) {
+    const verdict = strategy(spec, policy, profile);
+    if (verdict.decline !== undefined) declines.push(verdict.decline);
+    notes.push(...(verdict.notes ?? []));
+  }
+  const fit = resolveConstraints(spec, profile);
+  if (!fit.fits) declines.unshift(fit.reason);
+  if (declines.length > 0 || !fit.fits) {
+    return { accepted: false, reason: declines.join('; ') };
+  }
+  const constraints = { ...fit.constraints, notes: [...fit.constraints.notes, ...notes] };
+  const costPerHourUsd = fargateCostPerHour(constraints.cpu, constraints.memoryMiB, constraints.diskGiB);
+  const queue = input.queueEstimate(constraints);
+  const size = `${constraints.cpu} vCPU, ${formatMiB(constraints.memoryMiB)}`;
+  return {
+    accepted: true,
+    reason:
+      profile.platform === 'fargate'
+        ? `fits Fargate size ${size} with ${constraints.diskGiB} GiB ephemeral storage`
+        : `fits this host (${profile.platform} backend) with ${size}`,
+    constraints,
+    estimate: {
+      costPerHourUsd,
+      maxCostUsd: Math.round(costPerHourUsd * (spec.timeoutSeconds / 3600) * 1e6) / 1e6,
+      queueWaitSeconds: queue.waitSeconds,
+      queue: { runningJobs: queue.runningJobs, queuedJobs: queue.queuedJobs },
+    },
+    expiresAt: input.expiresAt,
+  };
+}

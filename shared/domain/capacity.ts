@@ -1,0 +1,120 @@
+// Capacity: may a queued job launch now? Jobs that do not fit stay queued and smaller
+// ones may pass them (backfill), but a job that has waited past the starvation bound
+// reserves what it needs, so a stream of small jobs can never hold it back forever.
+
+export interface CapacityLimits {
+  readonly maxConcurrency: number;
+  readonly maxCpu: number;
+  readonly maxMemoryMiB: number;
+  readonly starvationSeconds: number;
+}
+
+export interface Demand {
+  readonly executionId: string;
+  readonly cpu: number;
+  readonly memoryMiB: number;
+  /** When it joined the queue (for waiting jobs) — the basis of fairness. */
+  readonly queuedAt: string;
+  /** When it must end at the latest (for active jobs) — the basis of wait estimates. */
+  readonly deadlineAt?: string;
+}
+
+export interface Usage {
+  /** Jobs holding capacity: launching or running. */
+  readonly active: readonly Demand[];
+  /** Jobs queued, in any order. */
+  readonly waiting: readonly Demand[];
+}
+
+export type LaunchDecision =
+  | { readonly launch: true }
+  | { readonly launch: false; readonly reason: string; readonly reservedFor?: string };
+
+interface Room {
+  slots: number;
+  cpu: number;
+  memoryMiB: number;
+}
+
+const EPSILON = 1e-9;
+
+function roomLeft(limits: CapacityLimits, active: readonly Demand[]): Room {
+  return {
+    slots: limits.maxConcurrency - active.length,
+    cpu: limits.maxCpu - active.reduce((sum, d) => sum + d.cpu, 0),
+    memoryMiB: limits.maxMemoryMiB - active.reduce((sum, d) => sum + d.memoryMiB, 0),
+  };
+}
+
+const fits = (demand: Pick<Demand, 'cpu' | 'memoryMiB'>, room: Room): boolean =>
+  room.slots >= 1 && demand.cpu <= room.cpu + EPSILON && demand.memoryMiB <= room.memoryMiB + EPSILON;
+
+const minus = (room: Room, demand: Pick<Demand, 'cpu' | 'memoryMiB'>): Room => ({
+  slots: room.slots - 1,
+  cpu: room.cpu - demand.cpu,
+  memoryMiB: room.memoryMiB - demand.memoryMiB,
+});
+
+const byAge = (a: Demand, b: Demand): number =>
+  a.queuedAt === b.queuedAt ? a.executionId.localeCompare(b.executionId) : a.queuedAt < b.queuedAt ? -1 : 1;
+
+/** The oldest job that has waited past the starvation bound: it holds the reservation. */
+export function reservationHolder(usage: Usage, limits: CapacityLimits, now: Date): Demand | undefined {
+  const bound = now.getTime() - limits.starvationSeconds * 1000;
+  return [...usage.waiting].sort(byAge).find((d) => Date.parse(d.queuedAt) <= bound);
+}
+
+export function decideLaunch(
+  candidate: Demand,
+  usage: Usage,
+  limits: CapacityLimits,
+  now: Date,
+): LaunchDecision {
+  const active = usage.active.filter((d) => d.executionId !== candidate.executionId);
+  const room = roomLeft(limits, active);
+  const holder = reservationHolder(usage, limits, now);
+  const reserved = holder !== undefined && holder.executionId !== candidate.executionId ? holder : undefined;
+  const available = reserved === undefined ? room : minus(room, reserved);
+  if (fits(candidate, available)) return { launch: true };
+
+  const want = `${candidate.cpu} vCPU, ${candidate.memoryMiB} MiB`;
+  const free = `${round(room.cpu)} vCPU, ${Math.max(0, Math.floor(room.memoryMiB))} MiB and ${Math.max(0, room.slots)} of ${limits.maxConcurrency} slots free`;
+  if (reserved !== undefined && fits(candidate, room)) {
+    return {
+      launch: false,
+      reason: `needs ${want}; ${free}, but capacity is reserved for ${reserved.executionId}, queued since ${reserved.queuedAt}`,
+      reservedFor: reserved.executionId,
+    };
+  }
+  return { launch: false, reason: `needs ${want}; ${free}` };
+}
+
+/**
+ * Seconds until the candidate could start if every active job ran to its deadline:
+ * an upper bound, 0 when it fits now.
+ */
+export function estimateWaitSeconds(
+  candidate: Pick<Demand, 'cpu' | 'memoryMiB'>,
+  usage: Usage,
+  limits: CapacityLimits,
+  now: Date,
+): number {
+  let room = roomLeft(limits, usage.active);
+  // Jobs already waiting go first (roughly; backfill may reorder).
+  for (const waiting of usage.waiting) room = minus(room, waiting);
+  if (fits(candidate, room)) return 0;
+  const ending = [...usage.active]
+    .filter((d) => d.deadlineAt !== undefined)
+    .sort((a, b) => Date.parse(a.deadlineAt ?? '') - Date.parse(b.deadlineAt ?? ''));
+  for (const done of ending) {
+    room = { slots: room.slots + 1, cpu: room.cpu + done.cpu, memoryMiB: room.memoryMiB + done.memoryMiB };
+    if (fits(candidate, room)) {
+      return Math.max(0, Math.ceil((Date.parse(done.deadlineAt ?? '') - now.getTime()) / 1000));
+    }
+  }
+  // Queued jobs hold no deadline yet; count each as one more round of the longest deadline.
+  const longest = ending.at(-1)?.deadlineAt;
+  return longest === undefined ? 0 : Math.max(0, Math.ceil((Date.parse(longest) - now.getTime()) / 1000));
+}
+
+const round = (n: number): number => Math.round(n * 1000) / 1000;

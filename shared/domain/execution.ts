@@ -1,0 +1,117 @@
+// The execution record: one job's bid, its life through the states, and its result.
+import type { JobSpec } from './job-spec.ts';
+import type { ExecutionState } from './states.ts';
+
+export type Platform = 'fargate' | 'docker' | 'process';
+
+/** What the job will actually get: the request rounded to what the platform offers. */
+export interface ResolvedConstraints {
+  readonly platform: Platform;
+  readonly cpu: number;
+  readonly memoryMiB: number;
+  readonly diskGiB: number;
+  /** The Fargate task size strings for RunTask, when the platform is Fargate. */
+  readonly fargate?: { readonly cpu: string; readonly memory: string; readonly ephemeralStorageGiB: number };
+  /** Limits the platform does not enforce, said plainly. */
+  readonly notes: readonly string[];
+}
+
+export interface Estimate {
+  /** On-demand Fargate price of this size, USD per hour (the local backends quote the same for comparison). */
+  readonly costPerHourUsd: number;
+  /** The price if the job runs until its timeout. */
+  readonly maxCostUsd: number;
+  /** Expected wait before launch given what runs and waits now; 0 when it fits at once. */
+  readonly queueWaitSeconds: number;
+  readonly queue: { readonly runningJobs: number; readonly queuedJobs: number };
+}
+
+export interface Bid {
+  readonly accepted: boolean;
+  /** Why Ferry bid as it did; for a decline it names what was asked and what is possible. */
+  readonly reason: string;
+  readonly constraints?: ResolvedConstraints;
+  readonly estimate?: Estimate;
+  readonly expiresAt?: string;
+}
+
+export type StopIntent = 'cancel' | 'timeout';
+
+export interface StreamResult {
+  readonly totalBytes: number;
+  readonly storedBytes: number;
+  readonly truncated: boolean;
+  readonly headBytes: number;
+  readonly tailBytes: number;
+  readonly omittedBytes: number;
+  readonly inline: string;
+  readonly inlineEncoding: 'utf8' | 'base64';
+  readonly inlineTruncated: boolean;
+}
+
+export type ReviewState = 'PENDING' | 'ACCEPTED' | 'REJECTED';
+
+/** The manifest written last as `executions/{id}/result.json`. */
+export interface ResultManifest {
+  readonly executionId: string;
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  /** True when the run was stopped (cancel, timeout) or recovered and output may be incomplete. */
+  readonly partial: boolean;
+  readonly startedAt: string | null;
+  readonly endedAt: string;
+  readonly stdout: StreamResult;
+  readonly stderr: StreamResult;
+  readonly outputs: readonly { name: string; path: string; bytes: number; key: string }[];
+  readonly keep: 'head' | 'tail' | 'head+tail';
+}
+
+export interface ExecutionResult {
+  readonly review: ReviewState;
+  readonly exitCode: number | null;
+  readonly manifestKey: string;
+  readonly stdout: Pick<StreamResult, 'totalBytes' | 'storedBytes' | 'truncated'>;
+  readonly stderr: Pick<StreamResult, 'totalBytes' | 'storedBytes' | 'truncated'>;
+  readonly reviewedAt?: string;
+  readonly publishedTo?: string;
+}
+
+export interface HistoryEntry {
+  readonly state: ExecutionState;
+  readonly at: string;
+  readonly reason?: string;
+}
+
+export interface Execution {
+  readonly id: string;
+  readonly owner: string;
+  readonly state: ExecutionState;
+  /** Bumped by every write; writes are conditional on the version read. */
+  readonly version: number;
+  readonly spec: JobSpec;
+  readonly bid: Bid;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+  readonly queuedAt?: string;
+  readonly launchedAt?: string;
+  readonly startedAt?: string;
+  readonly endedAt?: string;
+  /** When the run must end; set at launch from the job's timeout. */
+  readonly deadlineAt?: string;
+  readonly task?: { readonly id: string; readonly lastEventVersion: number };
+  readonly stopRequested?: { readonly intent: StopIntent; readonly at: string };
+  /** Launch attempts deferred for capacity or retryable errors. */
+  readonly deferrals: number;
+  readonly exitCode?: number | null;
+  readonly reason?: string;
+  readonly result?: ExecutionResult;
+  readonly history: readonly HistoryEntry[];
+}
+
+export const resultKeys = (id: string) => ({
+  prefix: `executions/${id}/`,
+  stdout: `executions/${id}/stdout`,
+  stderr: `executions/${id}/stderr`,
+  manifest: `executions/${id}/result.json`,
+  output: (name: string) => `executions/${id}/outputs/${name}`,
+});

@@ -1,0 +1,276 @@
+// The job spec: what a caller asks Ferry to run. The zod schema is the single source of
+// truth for validation, the TypeScript types and the OpenAPI document.
+import { z } from 'zod';
+import { ValidationError } from '../errors.ts';
+import { GiB, MiB, parseSize } from './units.ts';
+
+export const JOB_LIMITS = Object.freeze({
+  commandArgs: 4096,
+  commandArgBytes: 128 * 1024,
+  commandTotalBytes: 256 * 1024,
+  envEntries: 256,
+  envValueBytes: 32 * 1024,
+  labels: 64,
+  labelKeyLength: 63,
+  labelValueLength: 256,
+  inputs: 64,
+  outputs: 64,
+  imageLength: 512,
+  pathLength: 1024,
+  outputStreamBytesMax: 1024 * GiB,
+  inlineBytesMax: 1 * MiB,
+});
+
+export const DEFAULT_OUTPUT_LIMITS = Object.freeze({
+  stdoutBytes: 10 * MiB,
+  stderrBytes: 10 * MiB,
+  inlineBytes: 4 * 1024,
+  keep: 'head+tail' as const,
+});
+
+export const DEFAULT_TIMEOUT_SECONDS = 3600;
+
+const byteLength = (text: string): number => Buffer.byteLength(text, 'utf8');
+
+/** A size in `unit` (MiB for memory, GiB for disk) given as a number or as text with units. */
+const size = (unitBytes: number, unitName: string) =>
+  z.union([z.number(), z.string()]).transform((value, ctx) => {
+    const bytes = parseSize(value, unitBytes);
+    if (bytes === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `not a size: ${JSON.stringify(value)} (use a number of ${unitName} or text such as "512MiB", "2GiB")`,
+      });
+      return z.NEVER;
+    }
+    if (bytes <= 0) {
+      ctx.addIssue({ code: 'custom', message: `must be greater than zero, got ${JSON.stringify(value)}` });
+      return z.NEVER;
+    }
+    return bytes / unitBytes;
+  });
+
+const byteCount = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  const bytes = parseSize(value, 1);
+  if (bytes === undefined || !Number.isInteger(bytes) || bytes < 0) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `not a byte count: ${JSON.stringify(value)} (use a whole number of bytes or text such as "10MiB")`,
+    });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._/-]*$/;
+const IMAGE_REFERENCE =
+  /^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$/;
+
+const containerPath = z
+  .string()
+  .min(1)
+  .max(JOB_LIMITS.pathLength)
+  .refine((path) => path.startsWith('/'), 'must be an absolute path inside the container')
+  .refine((path) => !path.split('/').includes('..'), 'must not contain ".."');
+
+export const ResourcesSchema = z.strictObject({
+  cpu: z
+    .number()
+    .positive('must be greater than zero')
+    .max(1024, 'is far beyond any machine Ferry runs on')
+    .optional()
+    .describe('vCPU, e.g. 0.25, 1, 4'),
+  memory: size(MiB, 'MiB').optional().describe('MiB as a number, or text with units such as "2GiB"'),
+  disk: size(GiB, 'GiB').optional().describe('GiB as a number, or text with units such as "40GiB"'),
+  gpu: z.number().int('must be a whole number').min(0, 'must not be negative').max(64).optional(),
+});
+
+export const OutputLimitsSchema = z.strictObject({
+  stdoutBytes: byteCount
+    .refine((n) => n <= JOB_LIMITS.outputStreamBytesMax, 'must be at most 1 TiB')
+    .optional(),
+  stderrBytes: byteCount
+    .refine((n) => n <= JOB_LIMITS.outputStreamBytesMax, 'must be at most 1 TiB')
+    .optional(),
+  inlineBytes: byteCount.refine((n) => n <= JOB_LIMITS.inlineBytesMax, 'must be at most 1 MiB').optional(),
+  keep: z.enum(['head', 'tail', 'head+tail']).optional(),
+});
+
+export const JobSpecSchema = z.strictObject({
+  image: z
+    .string()
+    .min(1, 'must not be empty')
+    .max(JOB_LIMITS.imageLength)
+    .regex(
+      IMAGE_REFERENCE,
+      'is not a valid image reference (e.g. "alpine:3.20" or "registry/name@sha256:…")',
+    ),
+  command: z
+    .array(z.string().refine((arg) => byteLength(arg) <= JOB_LIMITS.commandArgBytes, 'argument is too long'))
+    .min(1, 'must have at least one element (the program to run)')
+    .max(JOB_LIMITS.commandArgs, `must have at most ${JOB_LIMITS.commandArgs} arguments`)
+    .refine((argv) => argv[0] !== '', 'program name (first element) must not be empty')
+    .refine(
+      (argv) => argv.reduce((total, arg) => total + byteLength(arg), 0) <= JOB_LIMITS.commandTotalBytes,
+      'arguments together must be at most 256 KiB',
+    ),
+  env: z
+    .record(
+      z
+        .string()
+        .regex(ENV_NAME, 'environment variable names are letters, digits and "_", not starting with a digit'),
+      z
+        .string()
+        .refine((value) => byteLength(value) <= JOB_LIMITS.envValueBytes, 'value is longer than 32 KiB'),
+    )
+    .refine(
+      (env) => Object.keys(env).length <= JOB_LIMITS.envEntries,
+      `at most ${JOB_LIMITS.envEntries} variables`,
+    )
+    .optional(),
+  workdir: containerPath.optional(),
+  resources: ResourcesSchema.optional(),
+  timeoutSeconds: z
+    .number()
+    .int('must be a whole number of seconds')
+    .positive('must be greater than zero')
+    .max(14 * 24 * 3600, 'must be at most 14 days')
+    .optional(),
+  network: z.enum(['none', 'egress']).optional(),
+  outputLimits: OutputLimitsSchema.optional(),
+  inputs: z
+    .array(z.strictObject({ url: z.url(), path: containerPath }))
+    .max(JOB_LIMITS.inputs)
+    .optional(),
+  outputs: z
+    .array(
+      z.strictObject({
+        path: containerPath,
+        name: z
+          .string()
+          .min(1)
+          .max(255)
+          .regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" and "-" only'),
+      }),
+    )
+    .max(JOB_LIMITS.outputs)
+    .optional(),
+  publish: z
+    .strictObject({
+      destination: z
+        .string()
+        .regex(/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/, 'must be an s3:// prefix'),
+    })
+    .optional(),
+  labels: z
+    .record(
+      z
+        .string()
+        .max(JOB_LIMITS.labelKeyLength)
+        .regex(LABEL_KEY, 'label keys are letters, digits, ".", "_", "/", "-"'),
+      z.string().max(JOB_LIMITS.labelValueLength),
+    )
+    .refine(
+      (labels) => Object.keys(labels).length <= JOB_LIMITS.labels,
+      `at most ${JOB_LIMITS.labels} labels`,
+    )
+    .optional(),
+  priority: z.number().int().min(-100).max(100).optional(),
+});
+
+export type JobSpecInput = z.input<typeof JobSpecSchema>;
+type ParsedSpec = z.output<typeof JobSpecSchema>;
+
+export type Keep = 'head' | 'tail' | 'head+tail';
+
+export interface OutputLimits {
+  readonly stdoutBytes: number;
+  readonly stderrBytes: number;
+  readonly inlineBytes: number;
+  readonly keep: Keep;
+}
+
+/** The request for resources as the caller wrote it, in Ferry's units; absent means "no preference". */
+export interface RequestedResources {
+  readonly cpu?: number;
+  readonly memoryMiB?: number;
+  readonly diskGiB?: number;
+  readonly gpu: number;
+}
+
+/** A validated job with defaults applied: what the rest of Ferry works with. */
+export interface JobSpec {
+  readonly image: string;
+  readonly command: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  readonly workdir?: string;
+  readonly resources: RequestedResources;
+  readonly timeoutSeconds: number;
+  readonly network: 'none' | 'egress';
+  readonly outputLimits: OutputLimits;
+  readonly inputs: readonly { url: string; path: string }[];
+  readonly outputs: readonly { path: string; name: string }[];
+  readonly publish?: { destination: string };
+  readonly labels: Readonly<Record<string, string>>;
+  readonly priority: number;
+}
+
+function normalise(spec: ParsedSpec): JobSpec {
+  const limits = spec.outputLimits ?? {};
+  const stdoutBytes = limits.stdoutBytes ?? DEFAULT_OUTPUT_LIMITS.stdoutBytes;
+  const stderrBytes = limits.stderrBytes ?? DEFAULT_OUTPUT_LIMITS.stderrBytes;
+  return {
+    image: spec.image,
+    command: spec.command,
+    env: spec.env ?? {},
+    ...(spec.workdir === undefined ? {} : { workdir: spec.workdir }),
+    resources: {
+      ...(spec.resources?.cpu === undefined ? {} : { cpu: spec.resources.cpu }),
+      ...(spec.resources?.memory === undefined ? {} : { memoryMiB: spec.resources.memory }),
+      ...(spec.resources?.disk === undefined ? {} : { diskGiB: spec.resources.disk }),
+      gpu: spec.resources?.gpu ?? 0,
+    },
+    timeoutSeconds: spec.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS,
+    network: spec.network ?? 'none',
+    outputLimits: {
+      stdoutBytes,
+      stderrBytes,
+      // Inline text is a view of what is stored, so it can never exceed it.
+      inlineBytes: Math.min(
+        limits.inlineBytes ?? DEFAULT_OUTPUT_LIMITS.inlineBytes,
+        Math.max(stdoutBytes, stderrBytes),
+      ),
+      keep: limits.keep ?? DEFAULT_OUTPUT_LIMITS.keep,
+    },
+    inputs: spec.inputs ?? [],
+    outputs: spec.outputs ?? [],
+    ...(spec.publish === undefined ? {} : { publish: spec.publish }),
+    labels: spec.labels ?? {},
+    priority: spec.priority ?? 0,
+  };
+}
+
+/** Turns zod issues into field-level problems a person can act on. */
+export function toFieldProblems(error: z.ZodError): { field: string; message: string }[] {
+  return error.issues.map((issue) => {
+    const field = issue.path.length === 0 ? '(body)' : issue.path.map(String).join('.');
+    if (issue.code === 'unrecognized_keys') {
+      return { field, message: `unknown field${issue.keys.length > 1 ? 's' : ''}: ${issue.keys.join(', ')}` };
+    }
+    return { field, message: issue.message };
+  });
+}
+
+export function parseJobSpec(input: unknown): JobSpec {
+  const result = JobSpecSchema.safeParse(input);
+  if (!result.success) {
+    const problems = toFieldProblems(result.error);
+    const summary = problems
+      .slice(0, 3)
+      .map((p) => `${p.field}: ${p.message}`)
+      .join('; ');
+    throw new ValidationError(`invalid job spec: ${summary}${problems.length > 3 ? '; …' : ''}`, problems);
+  }
+  return normalise(result.data);
+}

@@ -1,0 +1,59 @@
+// The ECS "Task State Change" event, the one shape in which every backend reports a
+// task's life: ECS through EventBridge, the local backends by building the same object.
+
+export interface TaskContainerState {
+  readonly name: string;
+  readonly lastStatus?: string;
+  readonly exitCode?: number;
+  readonly reason?: string;
+}
+
+export interface TaskStateChangeDetail {
+  readonly taskArn: string;
+  readonly clusterArn?: string;
+  readonly lastStatus: string;
+  readonly desiredStatus?: string;
+  /** Ferry starts every task with startedBy = the execution id. */
+  readonly startedBy?: string;
+  readonly stopCode?: string;
+  readonly stoppedReason?: string;
+  readonly containers?: readonly TaskContainerState[];
+  /** Increments with every change of the task; later events carry larger versions. */
+  readonly version: number;
+  readonly createdAt?: string;
+  readonly startedAt?: string;
+  readonly stoppingAt?: string;
+  readonly stoppedAt?: string;
+}
+
+export interface TaskStateChangeEvent {
+  readonly version: '0';
+  readonly id: string;
+  readonly 'detail-type': 'ECS Task State Change';
+  readonly source: 'aws.ecs' | 'ferry.local';
+  readonly account: string;
+  readonly time: string;
+  readonly region: string;
+  readonly resources: readonly string[];
+  readonly detail: TaskStateChangeDetail;
+}
+
+/** The container that runs the job's command; other containers are Ferry's own helpers. */
+export const JOB_CONTAINER = 'job';
+
+export function taskStateChange(
+  detail: TaskStateChangeDetail,
+  meta: { id: string; time: string; source?: TaskStateChangeEvent['source'] },
+): TaskStateChangeEvent {
+  return {
+    version: '0',
+    id: meta.id,
+    'detail-type': 'ECS Task State Change',
+    source: meta.source ?? 'ferry.local',
+    account: '000000000000',
+    time: meta.time,
+    region: 'local',
+    resources: [detail.taskArn],
+    detail,
+  };
+}

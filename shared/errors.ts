@@ -1,0 +1,93 @@
+// Ferry's one error hierarchy. Every error a caller can see is a FerryError with a stable
+// `code` and an HTTP status; anything else is an internal fault whose details stay hidden.
+
+export interface FieldProblem {
+  /** Dotted path to the offending field, e.g. `resources.memory` or `command`. */
+  readonly field: string;
+  readonly message: string;
+}
+
+export abstract class FerryError extends Error {
+  abstract readonly code: string;
+  abstract readonly status: number;
+  /** Extra members for the problem document (RFC 9457 extension members). */
+  readonly details: Record<string, unknown>;
+
+  constructor(message: string, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.details = options.details ?? {};
+  }
+}
+
+export class ValidationError extends FerryError {
+  readonly code = 'invalid-request';
+  readonly status = 400;
+  readonly problems: readonly FieldProblem[];
+
+  constructor(message: string, problems: readonly FieldProblem[] = []) {
+    super(message, { details: problems.length > 0 ? { errors: problems } : {} });
+    this.problems = problems;
+  }
+}
+
+export class PayloadTooLarge extends FerryError {
+  readonly code = 'payload-too-large';
+  readonly status = 413;
+}
+
+export class Unauthorized extends FerryError {
+  readonly code = 'unauthorized';
+  readonly status = 401;
+}
+
+export class NotFound extends FerryError {
+  readonly code = 'not-found';
+  readonly status = 404;
+}
+
+export class MethodNotAllowed extends FerryError {
+  readonly code = 'method-not-allowed';
+  readonly status = 405;
+}
+
+/** The execution is in a state where the requested action makes no sense. */
+export class InvalidTransition extends FerryError {
+  readonly code = 'invalid-state';
+  readonly status = 409;
+}
+
+/**
+ * A conditional write lost a race: the execution changed between read and write.
+ * Use cases re-read and decide again; callers only see it if retries run out.
+ */
+export class StaleExecution extends FerryError {
+  readonly code = 'stale-execution';
+  readonly status = 409;
+}
+
+/** An Idempotency-Key was reused with a different request. */
+export class IdempotencyConflict extends FerryError {
+  readonly code = 'idempotency-key-reused';
+  readonly status = 422;
+}
+
+/** Ferry would not bid on the job (returned by the ask-and-accept shortcut). */
+export class BidDeclined extends FerryError {
+  readonly code = 'bid-declined';
+  readonly status = 422;
+}
+
+/** The compute backend could not do what was asked; `retryable` says whether a later try may work. */
+export class BackendError extends FerryError {
+  readonly code = 'backend-error';
+  readonly status = 502;
+  readonly retryable: boolean;
+
+  constructor(message: string, options: { cause?: unknown; retryable: boolean }) {
+    super(message, { cause: options.cause });
+    this.retryable = options.retryable;
+  }
+}
+
+export const isFerryError = (error: unknown): error is FerryError => error instanceof FerryError;

@@ -1,0 +1,123 @@
+// The ports: what the core needs from the world. Adapters for AWS and for one machine
+// implement them; use cases depend on nothing else.
+import type { Readable } from 'node:stream';
+import type { Execution, Platform, ResolvedConstraints } from './domain/execution.ts';
+import type { ExecutionState } from './domain/states.ts';
+
+export interface Page<T> {
+  readonly items: readonly T[];
+  /** Opaque; absent on the last page. */
+  readonly nextCursor?: string;
+}
+
+export interface ListQuery {
+  readonly owner?: string;
+  readonly states?: readonly ExecutionState[];
+  readonly limit: number;
+  readonly cursor?: string;
+}
+
+export interface ExecutionStore {
+  /** Creates a new record; fails if the id exists. */
+  create(execution: Execution): Promise<void>;
+  get(id: string): Promise<Execution | undefined>;
+  /**
+   * Replaces the record only if its stored version is `expectedVersion`;
+   * otherwise throws StaleExecution and writes nothing.
+   */
+  update(next: Execution, expectedVersion: number): Promise<void>;
+  /** Newest first. Throws ValidationError for a cursor it did not issue. */
+  list(query: ListQuery): Promise<Page<Execution>>;
+}
+
+export interface IdempotencyRecord {
+  readonly fingerprint: string;
+  readonly state: 'IN_PROGRESS' | 'COMPLETED';
+  readonly response?: {
+    readonly statusCode: number;
+    readonly body: string;
+    readonly headers: Record<string, string>;
+  };
+  readonly expiresAt: string;
+}
+
+export interface IdempotencyStore {
+  /** Claims `key` for a request; returns the existing record instead if the key is taken and not expired. */
+  claim(key: string, record: IdempotencyRecord): Promise<IdempotencyRecord | undefined>;
+  complete(key: string, record: IdempotencyRecord): Promise<void>;
+  release(key: string): Promise<void>;
+}
+
+export interface DispatchMessage {
+  readonly executionId: string;
+}
+
+export interface JobQueue {
+  send(message: DispatchMessage, options?: { delaySeconds?: number }): Promise<void>;
+}
+
+export interface ObjectInfo {
+  readonly key: string;
+  readonly size: number;
+}
+
+export interface ObjectStore {
+  put(key: string, body: Buffer | string | Readable, contentType?: string): Promise<void>;
+  get(key: string): Promise<Buffer | undefined>;
+  /** Bytes [start, end) of an object, or undefined if it does not exist. */
+  getRange(key: string, start: number, end: number): Promise<Buffer | undefined>;
+  head(key: string): Promise<ObjectInfo | undefined>;
+  list(prefix: string): Promise<readonly ObjectInfo[]>;
+  deletePrefix(prefix: string): Promise<void>;
+  copy(sourceKey: string, destination: string): Promise<void>;
+  /** A link that downloads the object without further credentials, valid for `expiresSeconds`. */
+  downloadUrl(key: string, expiresSeconds: number): Promise<string>;
+}
+
+/** A task's view as the backend reports it, in the words of ECS. */
+export interface TaskStatus {
+  readonly taskId: string;
+  readonly executionId: string;
+  readonly lastStatus: 'PROVISIONING' | 'PENDING' | 'RUNNING' | 'STOPPED' | 'MISSING';
+}
+
+export interface LiveRead {
+  readonly data: Buffer;
+  readonly nextOffset: number;
+  readonly skippedBytes: number;
+}
+
+export interface HostCapacity {
+  readonly cpu: number;
+  readonly memoryMiB: number;
+}
+
+export interface ComputeBackend {
+  readonly platform: Platform;
+  /** What one job may be given at most on this backend (the host, or a Fargate task). */
+  readonly capacity: HostCapacity;
+  /**
+   * Starts the job. Resolves with the task id once the backend has accepted it.
+   * Throws BackendError; `retryable` says whether the dispatcher should try again later.
+   */
+  launch(execution: Execution, constraints: ResolvedConstraints): Promise<{ taskId: string }>;
+  /** Asks the task to stop; idempotent, and a no-op for a task that is gone. */
+  stop(taskId: string, reason: string): Promise<void>;
+  /** Current status of tasks; `MISSING` for ones the backend no longer knows. */
+  describe(taskIds: readonly string[]): Promise<readonly TaskStatus[]>;
+  /** Output of a task still running, by stream position; undefined when the backend has none live. */
+  readLive(
+    taskId: string,
+    stream: 'stdout' | 'stderr',
+    offset: number,
+    maxBytes: number,
+  ): Promise<LiveRead | undefined>;
+}
+
+export interface Clock {
+  now(): Date;
+}
+
+export interface IdGenerator {
+  next(): string;
+}

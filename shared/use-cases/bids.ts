@@ -1,0 +1,101 @@
+// Bids: ask Ferry what it would run a job on, accept or reject the offer, or do both at once.
+import { estimateWaitSeconds } from '../domain/capacity.ts';
+import { makeBid } from '../domain/bidding.ts';
+import type { Execution } from '../domain/execution.ts';
+import { parseJobSpec } from '../domain/job-spec.ts';
+import { BidDeclined, InvalidTransition, NotFound } from '../errors.ts';
+import type { Core } from '../core.ts';
+import { moveTo, mutate } from './transitions.ts';
+import { currentUsage } from './usage.ts';
+
+/** Validates the spec, bids on it and records the execution as OFFERED or DECLINED. */
+export async function askForBid(core: Core, owner: string, specInput: unknown): Promise<Execution> {
+  const spec = parseJobSpec(specInput);
+  const now = core.clock.now();
+  const usage = await currentUsage(core);
+  const bid = makeBid({
+    spec,
+    policy: core.settings.policy,
+    profile: core.settings.profile,
+    expiresAt: new Date(now.getTime() + core.settings.bidTtlSeconds * 1000).toISOString(),
+    queueEstimate: (constraints) => ({
+      waitSeconds: estimateWaitSeconds(constraints, usage, core.settings.capacity, now),
+      runningJobs: usage.active.length,
+      queuedJobs: usage.waiting.length,
+    }),
+  });
+  const at = now.toISOString();
+  const state = bid.accepted ? 'OFFERED' : 'DECLINED';
+  const execution: Execution = {
+    id: core.ids.next(),
+    owner,
+    state,
+    version: 1,
+    spec,
+    bid,
+    createdAt: at,
+    updatedAt: at,
+    deferrals: 0,
+    history: [{ state, at, ...(bid.accepted ? {} : { reason: bid.reason }) }],
+    ...(bid.accepted ? {} : { reason: bid.reason }),
+  };
+  await core.store.create(execution);
+  return execution;
+}
+
+/** Loads an execution the caller owns; another caller's execution does not exist for them. */
+export async function getOwned(core: Core, owner: string, id: string): Promise<Execution> {
+  const execution = await core.store.get(id);
+  if (execution === undefined || execution.owner !== owner) {
+    throw new NotFound(`execution ${id} does not exist`);
+  }
+  return execution;
+}
+
+export async function acceptBid(core: Core, owner: string, id: string): Promise<Execution> {
+  await getOwned(core, owner, id);
+  const queued = await mutate(core.store, id, (current) => {
+    if (current.state === 'QUEUED') return undefined; // accepting twice is harmless
+    if (current.state === 'OFFERED' && current.bid.expiresAt !== undefined) {
+      if (Date.parse(current.bid.expiresAt) < core.clock.now().getTime()) {
+        return moveTo(current, 'EXPIRED', core.clock.now(), {}, 'the bid expired before it was accepted');
+      }
+    }
+    if (current.state !== 'OFFERED') {
+      throw new InvalidTransition(`execution ${id} is ${current.state}; only an OFFERED bid can be accepted`);
+    }
+    const now = core.clock.now();
+    return moveTo(current, 'QUEUED', now, { queuedAt: now.toISOString() });
+  });
+  if (queued.state === 'EXPIRED') {
+    throw new InvalidTransition(
+      `the bid on execution ${id} expired at ${queued.bid.expiresAt}; ask for a new bid`,
+    );
+  }
+  // Sent after the write: a message for an execution that is not QUEUED is dropped by the
+  // dispatcher, and a QUEUED execution whose message was lost is re-sent by the sweeper.
+  await core.queue.send({ executionId: id });
+  return queued;
+}
+
+export async function rejectBid(core: Core, owner: string, id: string): Promise<Execution> {
+  await getOwned(core, owner, id);
+  return mutate(core.store, id, (current) => {
+    if (current.state === 'BID_REJECTED') return undefined;
+    if (current.state !== 'OFFERED') {
+      throw new InvalidTransition(`execution ${id} is ${current.state}; only an OFFERED bid can be rejected`);
+    }
+    return moveTo(current, 'BID_REJECTED', core.clock.now(), {}, 'rejected by the caller');
+  });
+}
+
+/** Ask and accept in one call; a decline is an error carrying the bid. */
+export async function submitJob(core: Core, owner: string, specInput: unknown): Promise<Execution> {
+  const offered = await askForBid(core, owner, specInput);
+  if (!offered.bid.accepted) {
+    throw new BidDeclined(`Ferry will not run this job: ${offered.bid.reason}`, {
+      details: { executionId: offered.id, bid: offered.bid },
+    });
+  }
+  return acceptBid(core, owner, offered.id);
+}

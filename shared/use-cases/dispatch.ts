@@ -1,0 +1,100 @@
+// Dispatch: turn a queue message into a launched task, or leave the job queued until
+// capacity frees. Safe under at-least-once delivery: only a QUEUED execution is moved to
+// LAUNCHING (conditionally), and a relaunch of a LAUNCHING one reuses the same task.
+import { decideLaunch } from '../domain/capacity.ts';
+import type { Execution } from '../domain/execution.ts';
+import { BackendError, StaleExecution } from '../errors.ts';
+import type { Core } from '../core.ts';
+import type { DispatchMessage } from '../ports.ts';
+import { amend, moveTo, mutate } from './transitions.ts';
+import { currentUsage, demandOf } from './usage.ts';
+
+export type DispatchOutcome =
+  | { readonly outcome: 'launched'; readonly taskId: string }
+  | { readonly outcome: 'deferred'; readonly reason: string }
+  | { readonly outcome: 'failed'; readonly reason: string }
+  | { readonly outcome: 'dropped'; readonly reason: string };
+
+export async function dispatch(core: Core, message: DispatchMessage): Promise<DispatchOutcome> {
+  const execution = await core.store.get(message.executionId);
+  if (execution === undefined) return { outcome: 'dropped', reason: 'no such execution' };
+  if (execution.state === 'LAUNCHING' && execution.task === undefined) return launch(core, execution);
+  if (execution.state !== 'QUEUED') {
+    // A duplicate delivery, or a job cancelled while its message waited.
+    return { outcome: 'dropped', reason: `execution is ${execution.state}` };
+  }
+
+  const now = core.clock.now();
+  const usage = await currentUsage(core);
+  const decision = decideLaunch(demandOf(execution), usage, core.settings.capacity, now);
+  if (!decision.launch) {
+    await core.queue.send({ executionId: execution.id }, { delaySeconds: core.settings.deferSeconds });
+    return { outcome: 'deferred', reason: decision.reason };
+  }
+
+  const launching = moveTo(execution, 'LAUNCHING', now, { launchedAt: now.toISOString() });
+  try {
+    await core.store.update(launching, execution.version);
+  } catch (error) {
+    // Another dispatcher or a cancel got there first; whoever won decides.
+    if (error instanceof StaleExecution) return { outcome: 'dropped', reason: 'execution changed meanwhile' };
+    throw error;
+  }
+  return launch(core, launching);
+}
+
+async function launch(core: Core, execution: Execution): Promise<DispatchOutcome> {
+  const constraints = execution.bid.constraints;
+  if (constraints === undefined) return fail(core, execution, 'the bid has no resolved constraints');
+  let taskId: string;
+  try {
+    ({ taskId } = await core.backend.launch(execution, constraints));
+  } catch (error) {
+    if (
+      error instanceof BackendError &&
+      error.retryable &&
+      execution.deferrals + 1 < core.settings.maxLaunchAttempts
+    ) {
+      const deferred = await mutate(core.store, execution.id, (current) =>
+        current.state === 'LAUNCHING'
+          ? amend(current, core.clock.now(), { deferrals: current.deferrals + 1 })
+          : undefined,
+      );
+      const backoff = Math.min(core.settings.deferSeconds * 2 ** deferred.deferrals, 300);
+      await core.queue.send({ executionId: execution.id }, { delaySeconds: backoff });
+      core.log.warn('launch failed, will retry', { executionId: execution.id, error, backoff });
+      return { outcome: 'deferred', reason: error.message };
+    }
+    const reason = error instanceof Error ? error.message : String(error);
+    core.log.warn('launch failed', { executionId: execution.id, error });
+    return fail(core, execution, `launch failed: ${reason}`);
+  }
+
+  const recorded = await mutate(core.store, execution.id, (current) => {
+    if (current.task !== undefined) return undefined; // the task's own events got here first
+    const now = core.clock.now();
+    return amend(current, now, {
+      task: { id: taskId, lastEventVersion: 0 },
+      deadlineAt: new Date(
+        now.getTime() + (current.spec.timeoutSeconds + core.settings.launchGraceSeconds) * 1000,
+      ).toISOString(),
+    });
+  });
+  if (recorded.stopRequested !== undefined) {
+    // Cancelled while the launch was in flight: the task must not outlive the request.
+    await core.backend.stop(
+      taskId,
+      recorded.stopRequested.intent === 'cancel' ? 'cancelled by the caller' : 'timed out',
+    );
+  }
+  return { outcome: 'launched', taskId };
+}
+
+async function fail(core: Core, execution: Execution, reason: string): Promise<DispatchOutcome> {
+  await mutate(core.store, execution.id, (current) => {
+    if (current.state !== 'QUEUED' && current.state !== 'LAUNCHING') return undefined;
+    const now = core.clock.now();
+    return moveTo(current, 'FAILED', now, { reason, endedAt: now.toISOString() }, reason);
+  });
+  return { outcome: 'failed', reason };
+}

@@ -1,0 +1,39 @@
+// What this executor offers: capacity, what is in use, per-job limits, the backend.
+import { FARGATE_LIMITS } from '../domain/fargate.ts';
+import { JOB_LIMITS } from '../domain/job-spec.ts';
+import type { Core } from '../core.ts';
+import { currentUsage } from './usage.ts';
+
+export async function describeNode(core: Core) {
+  const usage = await currentUsage(core);
+  const { capacity, policy, profile } = core.settings;
+  const sum = (key: 'cpu' | 'memoryMiB') => usage.active.reduce((total, d) => total + d[key], 0);
+  return {
+    version: core.settings.version,
+    backend: profile.platform,
+    isolated: profile.platform !== 'process',
+    capacity: {
+      maxConcurrency: capacity.maxConcurrency,
+      cpu: capacity.maxCpu,
+      memoryMiB: capacity.maxMemoryMiB,
+      starvationSeconds: capacity.starvationSeconds,
+    },
+    usage: {
+      runningJobs: usage.active.length,
+      queuedJobs: usage.waiting.length,
+      cpu: Math.round(sum('cpu') * 1000) / 1000,
+      memoryMiB: sum('memoryMiB'),
+    },
+    perJobLimits: {
+      cpu: profile.platform === 'fargate' ? FARGATE_LIMITS.maxCpu : profile.maxCpu,
+      memoryMiB: profile.platform === 'fargate' ? FARGATE_LIMITS.maxMemoryMiB : profile.maxMemoryMiB,
+      gpu: profile.supportsGpu,
+      timeoutSeconds: { min: policy.minTimeoutSeconds, max: policy.maxTimeoutSeconds },
+      outputBytesPerStream: policy.maxOutputBytes,
+      network: policy.allowEgress ? ['none', 'egress'] : ['none'],
+      images: { allow: policy.imageAllow, deny: policy.imageDeny },
+      commandArgs: JOB_LIMITS.commandArgs,
+      envEntries: JOB_LIMITS.envEntries,
+    },
+  };
+}

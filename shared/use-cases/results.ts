@@ -1,0 +1,220 @@
+// Results: the manifest with download links, output by stream position (stored or live),
+// and the caller's review — accepting publishes, rejecting deletes what was stored.
+import type { Execution, ResultManifest, StreamResult } from '../domain/execution.ts';
+import { resultKeys } from '../domain/execution.ts';
+import { isTerminal, RUN_ENDED_STATES } from '../domain/states.ts';
+import { InvalidTransition } from '../errors.ts';
+import type { Core } from '../core.ts';
+import { getOwned } from './bids.ts';
+import { amend, mutate } from './transitions.ts';
+
+export type StreamName = 'stdout' | 'stderr';
+
+export interface ResultView {
+  readonly executionId: string;
+  readonly state: Execution['state'];
+  readonly review: string;
+  readonly manifest: ResultManifest;
+  readonly links: {
+    readonly stdout: string;
+    readonly stderr: string;
+    readonly outputs: Readonly<Record<string, string>>;
+    readonly expiresAt: string;
+  };
+}
+
+async function loadManifest(core: Core, id: string): Promise<ResultManifest | undefined> {
+  const body = await core.objects.get(resultKeys(id).manifest);
+  return body === undefined ? undefined : (JSON.parse(body.toString('utf8')) as ResultManifest);
+}
+
+function requireResult(execution: Execution): NonNullable<Execution['result']> {
+  if (execution.result === undefined) {
+    const why = RUN_ENDED_STATES.includes(execution.state)
+      ? 'its run left no result'
+      : `it is ${execution.state} and has not run to an end`;
+    throw new InvalidTransition(`execution ${execution.id} has no result: ${why}`);
+  }
+  if (execution.result.review === 'REJECTED') {
+    throw new InvalidTransition(`the result of execution ${execution.id} was rejected and deleted`);
+  }
+  return execution.result;
+}
+
+export async function getResult(core: Core, owner: string, id: string): Promise<ResultView> {
+  const execution = await getOwned(core, owner, id);
+  const result = requireResult(execution);
+  const manifest = await loadManifest(core, id);
+  if (manifest === undefined)
+    throw new InvalidTransition(`the result of execution ${id} is no longer stored`);
+  const seconds = core.settings.resultLinkSeconds;
+  const keys = resultKeys(id);
+  const outputs: Record<string, string> = {};
+  for (const output of manifest.outputs)
+    outputs[output.name] = await core.objects.downloadUrl(output.key, seconds);
+  return {
+    executionId: id,
+    state: execution.state,
+    review: result.review,
+    manifest,
+    links: {
+      stdout: await core.objects.downloadUrl(keys.stdout, seconds),
+      stderr: await core.objects.downloadUrl(keys.stderr, seconds),
+      outputs,
+      expiresAt: new Date(core.clock.now().getTime() + seconds * 1000).toISOString(),
+    },
+  };
+}
+
+export async function reviewResult(
+  core: Core,
+  owner: string,
+  id: string,
+  decision: 'ACCEPTED' | 'REJECTED',
+): Promise<Execution> {
+  const execution = await getOwned(core, owner, id);
+  const result = requireResult(execution);
+  if (result.review === decision) return execution;
+  if (result.review !== 'PENDING') {
+    throw new InvalidTransition(`the result of execution ${id} was already ${result.review.toLowerCase()}`);
+  }
+  const keys = resultKeys(id);
+  let publishedTo: string | undefined;
+  if (decision === 'ACCEPTED' && execution.spec.publish !== undefined) {
+    publishedTo = `${execution.spec.publish.destination.replace(/\/$/, '')}/${id}/`;
+    for (const object of await core.objects.list(keys.prefix)) {
+      await core.objects.copy(object.key, `${publishedTo}${object.key.slice(keys.prefix.length)}`);
+    }
+  }
+  if (decision === 'REJECTED') await core.objects.deletePrefix(keys.prefix);
+  return mutate(core.store, id, (current) => {
+    if (current.result === undefined || current.result.review !== 'PENDING') return undefined;
+    const now = core.clock.now();
+    return amend(current, now, {
+      result: {
+        ...current.result,
+        review: decision,
+        reviewedAt: now.toISOString(),
+        ...(publishedTo === undefined ? {} : { publishedTo }),
+      },
+    });
+  });
+}
+
+export interface LogChunk {
+  readonly data: Buffer;
+  /** Stream position to ask for next. */
+  readonly nextOffset: number;
+  /** Bytes between the asked offset and the returned data that were not kept. */
+  readonly skippedBytes: number;
+  /** True when the run has ended and everything kept has been returned. */
+  readonly complete: boolean;
+  readonly state: Execution['state'];
+}
+
+/** Where the stored file holds a stream position: head bytes, omitted gap, then tail bytes. */
+function readPlan(summary: StreamResult, position: number, maxBytes: number) {
+  const tailStart = summary.totalBytes - summary.tailBytes;
+  const markerBytes = summary.storedBytes - summary.headBytes - summary.tailBytes;
+  if (position < summary.headBytes) {
+    const end = Math.min(summary.headBytes, position + maxBytes);
+    return { start: position, end, position, skipped: 0 };
+  }
+  const from = Math.max(position, tailStart);
+  if (from >= summary.totalBytes || summary.tailBytes === 0) {
+    return {
+      start: 0,
+      end: 0,
+      position: summary.totalBytes,
+      skipped: Math.max(0, summary.totalBytes - position),
+    };
+  }
+  const start = summary.headBytes + markerBytes + (from - tailStart);
+  return {
+    start,
+    end: Math.min(summary.storedBytes, start + maxBytes),
+    position: from,
+    skipped: from - position,
+  };
+}
+
+/** The whole stored output of one stream, as kept (with the omission marker for head+tail). */
+export async function readStoredLog(
+  core: Core,
+  owner: string,
+  id: string,
+  stream: StreamName,
+): Promise<Buffer> {
+  const execution = await getOwned(core, owner, id);
+  if (!isTerminal(execution.state)) {
+    const chunk = await readLog(core, owner, id, stream, {
+      offset: 0,
+      maxBytes: 64 * 1024 * 1024,
+      waitSeconds: 0,
+    });
+    return chunk.data;
+  }
+  if (execution.result?.review === 'REJECTED') {
+    throw new InvalidTransition(`the result of execution ${id} was rejected and deleted`);
+  }
+  return (await core.objects.get(resultKeys(id)[stream])) ?? Buffer.alloc(0);
+}
+
+/**
+ * Output from a stream position: from storage once the run has ended, from the backend
+ * while it runs. With `waitSeconds` > 0 it holds until there is something new or the run ends.
+ */
+export async function readLog(
+  core: Core,
+  owner: string,
+  id: string,
+  stream: StreamName,
+  options: { offset: number; maxBytes: number; waitSeconds: number },
+): Promise<LogChunk> {
+  const deadline = Date.now() + Math.min(options.waitSeconds, core.settings.maxWaitSeconds) * 1000;
+  for (;;) {
+    const execution = await getOwned(core, owner, id);
+    if (isTerminal(execution.state)) {
+      const manifest = execution.result === undefined ? undefined : await loadManifest(core, id);
+      if (manifest === undefined) {
+        return {
+          data: Buffer.alloc(0),
+          nextOffset: options.offset,
+          skippedBytes: 0,
+          complete: true,
+          state: execution.state,
+        };
+      }
+      const plan = readPlan(manifest[stream], options.offset, options.maxBytes);
+      const data =
+        plan.end > plan.start
+          ? ((await core.objects.getRange(resultKeys(id)[stream], plan.start, plan.end)) ?? Buffer.alloc(0))
+          : Buffer.alloc(0);
+      const nextOffset = plan.position + data.length;
+      return {
+        data,
+        nextOffset,
+        skippedBytes: plan.skipped,
+        complete: readPlan(manifest[stream], nextOffset, 1).end === 0,
+        state: execution.state,
+      };
+    }
+    if (execution.task !== undefined) {
+      const live = await core.backend.readLive(execution.task.id, stream, options.offset, options.maxBytes);
+      if (live !== undefined && (live.data.length > 0 || live.skippedBytes > 0)) {
+        return { ...live, complete: false, state: execution.state };
+      }
+    }
+    const left = deadline - Date.now();
+    if (left <= 0) {
+      return {
+        data: Buffer.alloc(0),
+        nextOffset: options.offset,
+        skippedBytes: 0,
+        complete: false,
+        state: execution.state,
+      };
+    }
+    await core.changes.waitForChange(id, Math.min(left, 250));
+  }
+}

@@ -1,0 +1,94 @@
+// The sweeper: the periodic pass that keeps promises no single event can keep —
+// deadlines are enforced, stale offers expire, lost tasks are found, lost messages re-sent.
+import { ACTIVE_STATES } from '../domain/states.ts';
+import type { Core } from '../core.ts';
+import { handleTaskStateChange } from './task-events.ts';
+import { amend, moveTo, mutate } from './transitions.ts';
+import { listAll } from './usage.ts';
+
+/** A stop request not answered by a stop event this long is sent again. */
+const STOP_RETRY_SECONDS = 30;
+
+export interface SweepReport {
+  expiredBids: number;
+  timedOut: number;
+  lostTasks: number;
+  requeued: number;
+  relaunched: number;
+}
+
+export async function sweep(core: Core): Promise<SweepReport> {
+  const report: SweepReport = { expiredBids: 0, timedOut: 0, lostTasks: 0, requeued: 0, relaunched: 0 };
+  const now = core.clock.now();
+
+  for (const offered of await listAll(core, ['OFFERED'])) {
+    if (offered.bid.expiresAt === undefined || Date.parse(offered.bid.expiresAt) > now.getTime()) continue;
+    await mutate(core.store, offered.id, (current) =>
+      current.state === 'OFFERED'
+        ? moveTo(current, 'EXPIRED', now, {}, 'the bid was not accepted in time')
+        : undefined,
+    );
+    report.expiredBids++;
+  }
+
+  for (const queued of await listAll(core, ['QUEUED'])) {
+    if (Date.parse(queued.updatedAt) + core.settings.requeueAfterSeconds * 1000 > now.getTime()) continue;
+    // Its message may have been dead-lettered; a duplicate is harmless, the dispatcher drops it.
+    await mutate(core.store, queued.id, (current) =>
+      current.state === 'QUEUED' ? amend(current, now, {}) : undefined,
+    );
+    await core.queue.send({ executionId: queued.id });
+    report.requeued++;
+  }
+
+  const active = await listAll(core, ACTIVE_STATES);
+  for (const execution of active) {
+    if (execution.task === undefined) {
+      const launchedAt = Date.parse(execution.launchedAt ?? execution.updatedAt);
+      if (launchedAt + core.settings.launchGraceSeconds * 1000 < now.getTime()) {
+        await core.queue.send({ executionId: execution.id });
+        report.relaunched++;
+      }
+      continue;
+    }
+    const overdue = execution.deadlineAt !== undefined && Date.parse(execution.deadlineAt) <= now.getTime();
+    if (overdue && execution.stopRequested === undefined) {
+      const marked = await mutate(core.store, execution.id, (current) =>
+        current.stopRequested === undefined && ACTIVE_STATES.includes(current.state)
+          ? amend(current, now, { stopRequested: { intent: 'timeout', at: now.toISOString() } })
+          : undefined,
+      );
+      if (marked.stopRequested?.intent === 'timeout' && marked.task !== undefined) {
+        await core.backend.stop(marked.task.id, `timed out after ${marked.spec.timeoutSeconds}s`);
+        report.timedOut++;
+      }
+    } else if (
+      execution.stopRequested !== undefined &&
+      Date.parse(execution.stopRequested.at) + STOP_RETRY_SECONDS * 1000 < now.getTime()
+    ) {
+      // Ask again: a stop request can be lost like any other call.
+      await core.backend.stop(execution.task.id, 'stop requested earlier');
+    }
+  }
+
+  const withTasks = active.filter((e) => e.task !== undefined);
+  if (withTasks.length > 0) {
+    const statuses = await core.backend.describe(withTasks.map((e) => e.task?.id ?? ''));
+    for (const status of statuses) {
+      if (status.lastStatus !== 'MISSING') continue;
+      const execution = withTasks.find((e) => e.task?.id === status.taskId);
+      if (execution === undefined) continue;
+      // The task is gone and its stop event never came: end the execution from what is stored.
+      await handleTaskStateChange(core, {
+        taskArn: status.taskId,
+        startedBy: execution.id,
+        lastStatus: 'STOPPED',
+        stopCode: 'TaskLost',
+        stoppedReason: 'the task disappeared from the backend without a stop event',
+        version: Number.MAX_SAFE_INTEGER,
+      });
+      report.lostTasks++;
+    }
+  }
+  return report;
+}

@@ -1,0 +1,142 @@
+// Task state changes → execution state. Events may come twice or out of order: an event
+// whose version is not newer than the last one applied is ignored, and the transition
+// table refuses any move backwards.
+import type { Execution, ExecutionResult, ResultManifest } from '../domain/execution.ts';
+import { resultKeys } from '../domain/execution.ts';
+import type { ExecutionState } from '../domain/states.ts';
+import { canTransition, isTerminal } from '../domain/states.ts';
+import { JOB_CONTAINER, type TaskStateChangeDetail } from '../domain/task-event.ts';
+import { NotFound } from '../errors.ts';
+import type { Core } from '../core.ts';
+import { amend, moveTo, mutate } from './transitions.ts';
+
+export type TaskEventOutcome = 'applied' | 'ignored';
+
+interface Ending {
+  readonly state: ExecutionState;
+  readonly exitCode: number | null;
+  readonly reason?: string;
+}
+
+/** How a stopped task ended, in Ferry's terms. */
+export function endingOf(
+  execution: Execution,
+  detail: TaskStateChangeDetail,
+  manifest?: ResultManifest,
+): Ending {
+  const container = detail.containers?.find((c) => c.name === JOB_CONTAINER) ?? detail.containers?.[0];
+  const exitCode = manifest?.exitCode ?? container?.exitCode ?? null;
+  if (execution.stopRequested?.intent === 'cancel') {
+    return { state: 'CANCELLED', exitCode, reason: 'cancelled by the caller' };
+  }
+  if (execution.stopRequested?.intent === 'timeout') {
+    return {
+      state: 'TIMED_OUT',
+      exitCode,
+      reason: `exceeded its timeout of ${execution.spec.timeoutSeconds}s`,
+    };
+  }
+  const containerReason = container?.reason ?? '';
+  if (/OutOfMemory/i.test(containerReason) || /OutOfMemory/i.test(detail.stoppedReason ?? '')) {
+    const limit = execution.bid.constraints?.memoryMiB;
+    return {
+      state: 'FAILED',
+      exitCode,
+      reason: `out of memory: the job used more than its ${limit ?? '?'} MiB limit`,
+    };
+  }
+  if (detail.stopCode === 'TaskFailedToStart') {
+    return {
+      state: 'FAILED',
+      exitCode: null,
+      reason:
+        `the task failed to start: ${detail.stoppedReason ?? containerReason ?? 'no reason given'}`.trim(),
+    };
+  }
+  if (exitCode === null) {
+    return {
+      state: 'FAILED',
+      exitCode,
+      reason: detail.stoppedReason ?? 'the job ended without an exit code',
+    };
+  }
+  return { state: 'COMPLETED', exitCode };
+}
+
+async function readManifest(core: Core, id: string): Promise<ResultManifest | undefined> {
+  const body = await core.objects.get(resultKeys(id).manifest);
+  if (body === undefined) return undefined;
+  try {
+    return JSON.parse(body.toString('utf8')) as ResultManifest;
+  } catch (error) {
+    core.log.warn('unreadable result manifest', { executionId: id, error });
+    return undefined;
+  }
+}
+
+function resultOf(id: string, manifest: ResultManifest): ExecutionResult {
+  const brief = (s: ResultManifest['stdout']) => ({
+    totalBytes: s.totalBytes,
+    storedBytes: s.storedBytes,
+    truncated: s.truncated,
+  });
+  return {
+    review: 'PENDING',
+    exitCode: manifest.exitCode,
+    manifestKey: resultKeys(id).manifest,
+    stdout: brief(manifest.stdout),
+    stderr: brief(manifest.stderr),
+  };
+}
+
+export async function handleTaskStateChange(
+  core: Core,
+  detail: TaskStateChangeDetail,
+): Promise<TaskEventOutcome> {
+  const id = detail.startedBy;
+  if (id === undefined) return 'ignored';
+  const manifest = detail.lastStatus === 'STOPPED' ? await readManifest(core, id) : undefined;
+  let applied = false;
+  try {
+    await mutate(core.store, id, (current) => {
+      applied = false;
+      if (current.task !== undefined && current.task.id !== detail.taskArn) return undefined; // another task's echo
+      if (current.task !== undefined && detail.version <= current.task.lastEventVersion) return undefined;
+      if (isTerminal(current.state)) return undefined;
+      const now = core.clock.now();
+      const task = { id: detail.taskArn, lastEventVersion: detail.version };
+      applied = true;
+      if (detail.lastStatus === 'RUNNING') {
+        if (current.state !== 'LAUNCHING') return amend(current, now, { task });
+        const startedAt = detail.startedAt ?? now.toISOString();
+        return moveTo(current, 'RUNNING', now, {
+          task,
+          startedAt,
+          deadlineAt: new Date(Date.parse(startedAt) + current.spec.timeoutSeconds * 1000).toISOString(),
+        });
+      }
+      if (detail.lastStatus === 'STOPPED') {
+        const ending = endingOf(current, detail, manifest);
+        if (!canTransition(current.state, ending.state)) return undefined;
+        return moveTo(
+          current,
+          ending.state,
+          now,
+          {
+            task,
+            exitCode: ending.exitCode,
+            endedAt: detail.stoppedAt ?? now.toISOString(),
+            ...(ending.reason === undefined ? {} : { reason: ending.reason }),
+            ...(manifest === undefined ? {} : { result: resultOf(id, manifest) }),
+          },
+          ending.reason,
+        );
+      }
+      return amend(current, now, { task });
+    });
+  } catch (error) {
+    if (error instanceof NotFound) return 'ignored';
+    throw error;
+  }
+  return applied ? 'applied' : 'ignored';
+}

@@ -1,0 +1,33 @@
+// The capacity picture the dispatcher and the bidder decide on: what holds capacity now,
+// and what waits for it, read from the store.
+import type { Demand, Usage } from '../domain/capacity.ts';
+import type { Execution } from '../domain/execution.ts';
+import { ACTIVE_STATES, type ExecutionState } from '../domain/states.ts';
+import type { Core } from '../core.ts';
+
+export function demandOf(execution: Execution): Demand {
+  const constraints = execution.bid.constraints;
+  return {
+    executionId: execution.id,
+    cpu: constraints?.cpu ?? 0,
+    memoryMiB: constraints?.memoryMiB ?? 0,
+    queuedAt: execution.queuedAt ?? execution.createdAt,
+    ...(execution.deadlineAt === undefined ? {} : { deadlineAt: execution.deadlineAt }),
+  };
+}
+
+export async function listAll(core: Core, states: readonly ExecutionState[]): Promise<Execution[]> {
+  const all: Execution[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await core.store.list({ states, limit: 500, ...(cursor === undefined ? {} : { cursor }) });
+    all.push(...page.items);
+    cursor = page.nextCursor;
+  } while (cursor !== undefined);
+  return all;
+}
+
+export async function currentUsage(core: Core): Promise<Usage> {
+  const [active, waiting] = await Promise.all([listAll(core, ACTIVE_STATES), listAll(core, ['QUEUED'])]);
+  return { active: active.map(demandOf), waiting: waiting.map(demandOf) };
+}
