@@ -5,7 +5,7 @@ import middy, { type MiddlewareObj } from '@middy/core';
 import httpRouterHandler, { type Route } from '@middy/http-router';
 import type { APIGatewayProxyEventV2WithIAMAuthorizer, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import type { Core } from '#shared/core.ts';
-import { type ExecutionState, EXECUTION_STATES, isExecutionState } from '#shared/domain/states.ts';
+import { EXECUTION_STATES, type ExecutionState, isExecutionState } from '#shared/domain/states.ts';
 import {
   IdempotencyConflict,
   InvalidTransition,

@@ -3,9 +3,9 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
-import { ValidationError } from './errors.ts';
 import { toFieldProblems } from './domain/job-spec.ts';
 import { MiB, parseSize } from './domain/units.ts';
+import { ValidationError } from './errors.ts';
 
 const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const bool = z

@@ -216,10 +216,11 @@ export interface JobSpec {
   readonly priority: number;
 }
 
-function normalise(spec: ParsedSpec): JobSpec {
+function normalise(spec: ParsedSpec, maxOutputBytes: number): JobSpec {
   const limits = spec.outputLimits ?? {};
-  const stdoutBytes = limits.stdoutBytes ?? DEFAULT_OUTPUT_LIMITS.stdoutBytes;
-  const stderrBytes = limits.stderrBytes ?? DEFAULT_OUTPUT_LIMITS.stderrBytes;
+  // A default never exceeds what the executor stores; only an explicit ask can be declined.
+  const stdoutBytes = limits.stdoutBytes ?? Math.min(DEFAULT_OUTPUT_LIMITS.stdoutBytes, maxOutputBytes);
+  const stderrBytes = limits.stderrBytes ?? Math.min(DEFAULT_OUTPUT_LIMITS.stderrBytes, maxOutputBytes);
   return {
     image: spec.image,
     command: spec.command,
@@ -262,7 +263,8 @@ export function toFieldProblems(error: z.ZodError): { field: string; message: st
   });
 }
 
-export function parseJobSpec(input: unknown): JobSpec {
+/** Validates a job spec and applies defaults; output limit defaults are capped at `maxOutputBytes`. */
+export function parseJobSpec(input: unknown, maxOutputBytes = Number.POSITIVE_INFINITY): JobSpec {
   const result = JobSpecSchema.safeParse(input);
   if (!result.success) {
     const problems = toFieldProblems(result.error);
@@ -272,5 +274,5 @@ export function parseJobSpec(input: unknown): JobSpec {
       .join('; ');
     throw new ValidationError(`invalid job spec: ${summary}${problems.length > 3 ? '; …' : ''}`, problems);
   }
-  return normalise(result.data);
+  return normalise(result.data, maxOutputBytes);
 }

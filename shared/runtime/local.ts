@@ -14,6 +14,12 @@ import { type ApiEvent, createApiHandler, MAX_BODY_BYTES } from '../../functions
 import { createDispatcherHandler } from '../../functions/dispatcher.ts';
 import { createSweeperHandler } from '../../functions/sweeper.ts';
 import { createTaskEventsHandler } from '../../functions/task-events.ts';
+import { DirectoryObjectStore } from '../adapters/local/dir-object-store.ts';
+import { DockerBackend } from '../adapters/local/docker-backend.ts';
+import { FileExecutionStore, FileIdempotencyStore } from '../adapters/local/file-store.ts';
+import { LocalQueue } from '../adapters/local/local-queue.ts';
+import { ProcessBackend } from '../adapters/local/process-backend.ts';
+import { executionIds, systemClock } from '../adapters/system.ts';
 import type { FerryConfig } from '../config.ts';
 import type { Core } from '../core.ts';
 import type { PlatformProfile } from '../domain/bidding.ts';
@@ -24,12 +30,6 @@ import { problemOf, problemResponse } from '../http/problem.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import type { ComputeBackend, HostCapacity } from '../ports.ts';
 import { listAll } from '../use-cases/usage.ts';
-import { DirectoryObjectStore } from '../adapters/local/dir-object-store.ts';
-import { DockerBackend } from '../adapters/local/docker-backend.ts';
-import { FileExecutionStore, FileIdempotencyStore } from '../adapters/local/file-store.ts';
-import { LocalQueue } from '../adapters/local/local-queue.ts';
-import { ProcessBackend } from '../adapters/local/process-backend.ts';
-import { executionIds, systemClock } from '../adapters/system.ts';
 
 export const FERRY_VERSION = '0.1.0';
 

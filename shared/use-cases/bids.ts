@@ -1,16 +1,17 @@
 // Bids: ask Ferry what it would run a job on, accept or reject the offer, or do both at once.
-import { estimateWaitSeconds } from '../domain/capacity.ts';
+
+import type { Core } from '../core.ts';
 import { makeBid } from '../domain/bidding.ts';
+import { estimateWaitSeconds } from '../domain/capacity.ts';
 import type { Execution } from '../domain/execution.ts';
 import { parseJobSpec } from '../domain/job-spec.ts';
 import { BidDeclined, InvalidTransition, NotFound } from '../errors.ts';
-import type { Core } from '../core.ts';
 import { moveTo, mutate } from './transitions.ts';
 import { currentUsage } from './usage.ts';
 
 /** Validates the spec, bids on it and records the execution as OFFERED or DECLINED. */
 export async function askForBid(core: Core, owner: string, specInput: unknown): Promise<Execution> {
-  const spec = parseJobSpec(specInput);
+  const spec = parseJobSpec(specInput, core.settings.policy.maxOutputBytes);
   const now = core.clock.now();
   const usage = await currentUsage(core);
   const bid = makeBid({

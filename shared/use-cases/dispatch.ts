@@ -1,10 +1,11 @@
 // Dispatch: turn a queue message into a launched task, or leave the job queued until
 // capacity frees. Safe under at-least-once delivery: only a QUEUED execution is moved to
 // LAUNCHING (conditionally), and a relaunch of a LAUNCHING one reuses the same task.
+
+import type { Core } from '../core.ts';
 import { decideLaunch } from '../domain/capacity.ts';
 import type { Execution } from '../domain/execution.ts';
 import { BackendError, StaleExecution } from '../errors.ts';
-import type { Core } from '../core.ts';
 import type { DispatchMessage } from '../ports.ts';
 import { amend, moveTo, mutate } from './transitions.ts';
 import { currentUsage, demandOf } from './usage.ts';

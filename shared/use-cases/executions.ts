@@ -1,8 +1,9 @@
 // Looking at executions and stopping them: get, list by states, wait, cancel.
+
+import type { Core } from '../core.ts';
 import type { Execution } from '../domain/execution.ts';
 import { type ExecutionState, isTerminal } from '../domain/states.ts';
 import { InvalidTransition } from '../errors.ts';
-import type { Core } from '../core.ts';
 import type { Page } from '../ports.ts';
 import { getOwned } from './bids.ts';
 import { amend, moveTo, mutate } from './transitions.ts';

@@ -1,7 +1,8 @@
 // What this executor offers: capacity, what is in use, per-job limits, the backend.
+
+import type { Core } from '../core.ts';
 import { FARGATE_LIMITS } from '../domain/fargate.ts';
 import { JOB_LIMITS } from '../domain/job-spec.ts';
-import type { Core } from '../core.ts';
 import { currentUsage } from './usage.ts';
 
 export async function describeNode(core: Core) {

@@ -1,10 +1,11 @@
 // Results: the manifest with download links, output by stream position (stored or live),
 // and the caller's review — accepting publishes, rejecting deletes what was stored.
+
+import type { Core } from '../core.ts';
 import type { Execution, ResultManifest, StreamResult } from '../domain/execution.ts';
 import { resultKeys } from '../domain/execution.ts';
 import { isTerminal, RUN_ENDED_STATES } from '../domain/states.ts';
 import { InvalidTransition } from '../errors.ts';
-import type { Core } from '../core.ts';
 import { getOwned } from './bids.ts';
 import { amend, mutate } from './transitions.ts';
 

@@ -1,7 +1,8 @@
 // The sweeper: the periodic pass that keeps promises no single event can keep —
 // deadlines are enforced, stale offers expire, lost tasks are found, lost messages re-sent.
-import { ACTIVE_STATES } from '../domain/states.ts';
+
 import type { Core } from '../core.ts';
+import { ACTIVE_STATES } from '../domain/states.ts';
 import { handleTaskStateChange } from './task-events.ts';
 import { amend, moveTo, mutate } from './transitions.ts';
 import { listAll } from './usage.ts';

@@ -1,13 +1,14 @@
 // Task state changes → execution state. Events may come twice or out of order: an event
 // whose version is not newer than the last one applied is ignored, and the transition
 // table refuses any move backwards.
+
+import type { Core } from '../core.ts';
 import type { Execution, ExecutionResult, ResultManifest } from '../domain/execution.ts';
 import { resultKeys } from '../domain/execution.ts';
 import type { ExecutionState } from '../domain/states.ts';
 import { canTransition, isTerminal } from '../domain/states.ts';
 import { JOB_CONTAINER, type TaskStateChangeDetail } from '../domain/task-event.ts';
 import { NotFound } from '../errors.ts';
-import type { Core } from '../core.ts';
 import { amend, moveTo, mutate } from './transitions.ts';
 
 export type TaskEventOutcome = 'applied' | 'ignored';

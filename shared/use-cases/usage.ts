@@ -1,9 +1,10 @@
 // The capacity picture the dispatcher and the bidder decide on: what holds capacity now,
 // and what waits for it, read from the store.
+
+import type { Core } from '../core.ts';
 import type { Demand, Usage } from '../domain/capacity.ts';
 import type { Execution } from '../domain/execution.ts';
 import { ACTIVE_STATES, type ExecutionState } from '../domain/states.ts';
-import type { Core } from '../core.ts';
 
 export function demandOf(execution: Execution): Demand {
   const constraints = execution.bid.constraints;

@@ -3,7 +3,7 @@
 // server attaches to it for byte-exact capture; containers outlive a server restart, and
 // `recover` adopts them again (output is replayed from the engine's local log driver).
 import type { Readable } from 'node:stream';
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
 import { BackendError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';

@@ -1,0 +1,108 @@
+// A Core on the local adapters with a backend under the test's control, for testing use
+// cases without running anything: the test plays the part of the task and its events.
+
+import { DirectoryObjectStore } from '../../shared/adapters/local/dir-object-store.ts';
+import { FileExecutionStore, FileIdempotencyStore } from '../../shared/adapters/local/file-store.ts';
+import { LocalQueue } from '../../shared/adapters/local/local-queue.ts';
+import { executionIds } from '../../shared/adapters/system.ts';
+import type { Core } from '../../shared/core.ts';
+import type { Execution, ResolvedConstraints } from '../../shared/domain/execution.ts';
+import type { BackendError } from '../../shared/errors.ts';
+import { silentLogger } from '../../shared/logger.ts';
+import type { ComputeBackend, LiveRead, TaskStatus } from '../../shared/ports.ts';
+import { tempDir } from './server.ts';
+
+export class ScriptedBackend implements ComputeBackend {
+  readonly platform = 'docker' as const;
+  readonly capacity = { cpu: 2, memoryMiB: 4096 };
+  readonly launched: string[] = [];
+  readonly stopped: string[] = [];
+  readonly tasks = new Map<string, 'RUNNING' | 'STOPPED'>();
+  /** Errors the next launches throw, in order. */
+  readonly failures: BackendError[] = [];
+  /** Runs inside launch, before it returns: lets a test race something against the launch. */
+  duringLaunch: (() => Promise<void>) | undefined;
+
+  async launch(execution: Execution, _constraints: ResolvedConstraints): Promise<{ taskId: string }> {
+    const failure = this.failures.shift();
+    if (failure !== undefined) throw failure;
+    await this.duringLaunch?.();
+    const taskId = `task/${execution.id}`;
+    if (!this.tasks.has(taskId)) this.launched.push(taskId);
+    this.tasks.set(taskId, 'RUNNING');
+    return { taskId };
+  }
+
+  async stop(taskId: string): Promise<void> {
+    this.stopped.push(taskId);
+  }
+
+  async describe(taskIds: readonly string[]): Promise<readonly TaskStatus[]> {
+    return taskIds.map((taskId) => ({
+      taskId,
+      executionId: taskId.slice('task/'.length),
+      lastStatus: this.tasks.get(taskId) ?? 'MISSING',
+    }));
+  }
+
+  async readLive(): Promise<LiveRead | undefined> {
+    return undefined;
+  }
+}
+
+export interface TestCore {
+  readonly core: Core;
+  readonly backend: ScriptedBackend;
+  readonly queue: LocalQueue;
+  readonly store: FileExecutionStore;
+  readonly now: { value: Date };
+}
+
+export async function buildTestCore(overrides: Partial<Core['settings']> = {}): Promise<TestCore> {
+  const dir = await tempDir('ferry-core-');
+  const store = await FileExecutionStore.open(dir);
+  const now = { value: new Date('2030-01-01T00:00:00.000Z') };
+  const queue = new LocalQueue({ visibilitySeconds: 30, maxReceives: 5, now: () => now.value.getTime() });
+  const backend = new ScriptedBackend();
+  const core: Core = {
+    store,
+    idempotency: await FileIdempotencyStore.open(dir),
+    queue,
+    objects: await DirectoryObjectStore.open(dir, () => 'http://127.0.0.1:1'),
+    backend,
+    changes: store,
+    clock: { now: () => now.value },
+    ids: executionIds(() => now.value.getTime()),
+    log: silentLogger,
+    settings: {
+      policy: {
+        imageAllow: ['*'],
+        imageDeny: [],
+        minTimeoutSeconds: 1,
+        maxTimeoutSeconds: 86400,
+        allowEgress: true,
+        maxOutputBytes: 1024 * 1024,
+      },
+      profile: {
+        platform: 'docker',
+        maxCpu: 2,
+        maxMemoryMiB: 4096,
+        supportsGpu: false,
+        supportsInputs: false,
+        supportsOutputs: false,
+        supportsPublish: true,
+      },
+      capacity: { maxConcurrency: 2, maxCpu: 2, maxMemoryMiB: 4096, starvationSeconds: 60 },
+      bidTtlSeconds: 300,
+      deferSeconds: 1,
+      maxLaunchAttempts: 4,
+      resultLinkSeconds: 60,
+      maxWaitSeconds: 5,
+      launchGraceSeconds: 120,
+      requeueAfterSeconds: 60,
+      version: 'test',
+      ...overrides,
+    },
+  };
+  return { core, backend, queue, store, now };
+}

@@ -1,0 +1,80 @@
+import { describe, expect, it } from 'vitest';
+import {
+  type CapacityLimits,
+  type Demand,
+  decideLaunch,
+  estimateWaitSeconds,
+} from '../../shared/domain/capacity.ts';
+
+const limits: CapacityLimits = { maxConcurrency: 4, maxCpu: 2, maxMemoryMiB: 4096, starvationSeconds: 60 };
+const now = new Date('2030-01-01T00:10:00.000Z');
+const ago = (seconds: number) => new Date(now.getTime() - seconds * 1000).toISOString();
+const job = (id: string, cpu: number, queuedSecondsAgo = 0, extra: Partial<Demand> = {}): Demand => ({
+  executionId: id,
+  cpu,
+  memoryMiB: 256,
+  queuedAt: ago(queuedSecondsAgo),
+  ...extra,
+});
+
+describe('capacity', () => {
+  it('launches what fits and defers what does not, saying why', () => {
+    expect(decideLaunch(job('a', 1), { active: [job('r', 1)], waiting: [job('a', 1)] }, limits, now)).toEqual(
+      {
+        launch: true,
+      },
+    );
+    const decision = decideLaunch(
+      job('big', 2),
+      { active: [job('r', 1)], waiting: [job('big', 2)] },
+      limits,
+      now,
+    );
+    expect(decision).toEqual({
+      launch: false,
+      reason: 'needs 2 vCPU, 256 MiB; 1 vCPU, 3840 MiB and 3 of 4 slots free',
+    });
+  });
+
+  it('counts concurrency slots as well as cpu and memory', () => {
+    const active = [job('r1', 0.1), job('r2', 0.1), job('r3', 0.1), job('r4', 0.1)];
+    expect(decideLaunch(job('a', 0.1), { active, waiting: [] }, limits, now).launch).toBe(false);
+  });
+
+  it('lets small jobs pass a big one until the big one has waited past the bound', () => {
+    const running = [job('r', 1)];
+    const big = job('big', 2, 30);
+    const small = job('small', 0.5, 1);
+    expect(decideLaunch(small, { active: running, waiting: [big, small] }, limits, now).launch).toBe(true);
+
+    const starving = job('big', 2, 61);
+    const decision = decideLaunch(small, { active: running, waiting: [starving, small] }, limits, now);
+    expect(decision).toMatchObject({ launch: false, reservedFor: 'big' });
+    // Once the running job ends, the starving job fits and goes first.
+    expect(decideLaunch(starving, { active: [], waiting: [starving, small] }, limits, now).launch).toBe(true);
+  });
+
+  it('reserves only for the oldest starving job', () => {
+    const older = job('older', 1, 120);
+    const younger = job('younger', 1, 90);
+    expect(
+      decideLaunch(younger, { active: [job('r', 1)], waiting: [older, younger] }, limits, now),
+    ).toMatchObject({
+      launch: false,
+      reservedFor: 'older',
+    });
+    expect(
+      decideLaunch(older, { active: [job('r', 1)], waiting: [older, younger] }, limits, now).launch,
+    ).toBe(true);
+  });
+
+  it('estimates the wait from the deadlines of running jobs', () => {
+    const usage = {
+      active: [job('r1', 1, 0, { deadlineAt: ago(-30) }), job('r2', 1, 0, { deadlineAt: ago(-90) })],
+      waiting: [],
+    };
+    expect(estimateWaitSeconds({ cpu: 1, memoryMiB: 256 }, usage, limits, now)).toBe(30);
+    expect(estimateWaitSeconds({ cpu: 2, memoryMiB: 256 }, usage, limits, now)).toBe(90);
+    expect(estimateWaitSeconds({ cpu: 1, memoryMiB: 256 }, { active: [], waiting: [] }, limits, now)).toBe(0);
+  });
+});

@@ -1,0 +1,123 @@
+import { describe, expect, it } from 'vitest';
+import { parseJobSpec } from '../../shared/domain/job-spec.ts';
+import { formatBytes, parseSize } from '../../shared/domain/units.ts';
+import { ValidationError } from '../../shared/errors.ts';
+
+function problemsOf(input: unknown): { field: string; message: string }[] {
+  try {
+    parseJobSpec(input);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ValidationError);
+    return [...(error as ValidationError).problems];
+  }
+  throw new Error('expected the spec to be refused');
+}
+
+describe('job spec', () => {
+  it('applies defaults to a minimal spec', () => {
+    const spec = parseJobSpec({ image: 'alpine:3.20', command: ['echo', 'hi'] });
+    expect(spec).toMatchObject({
+      image: 'alpine:3.20',
+      command: ['echo', 'hi'],
+      env: {},
+      timeoutSeconds: 3600,
+      network: 'none',
+      resources: { gpu: 0 },
+      outputLimits: {
+        stdoutBytes: 10 * 1024 * 1024,
+        stderrBytes: 10 * 1024 * 1024,
+        inlineBytes: 4096,
+        keep: 'head+tail',
+      },
+      priority: 0,
+    });
+  });
+
+  it('reads sizes as numbers or with units', () => {
+    const spec = parseJobSpec({
+      image: 'alpine',
+      command: ['true'],
+      resources: { cpu: 0.5, memory: '1.5GiB', disk: 40 },
+      outputLimits: { stdoutBytes: '1MiB', stderrBytes: 2048, inlineBytes: '1KiB', keep: 'tail' },
+    });
+    expect(spec.resources).toEqual({ cpu: 0.5, memoryMiB: 1536, diskGiB: 40, gpu: 0 });
+    expect(spec.outputLimits).toEqual({
+      stdoutBytes: 1048576,
+      stderrBytes: 2048,
+      inlineBytes: 1024,
+      keep: 'tail',
+    });
+    expect(parseJobSpec({ image: 'a', command: ['x'], resources: { memory: 512 } }).resources.memoryMiB).toBe(
+      512,
+    );
+    expect(
+      parseJobSpec({ image: 'a', command: ['x'], resources: { disk: '50 GB' } }).resources.diskGiB,
+    ).toBeCloseTo(46.566, 2);
+  });
+
+  it('names unknown fields, at any depth', () => {
+    expect(problemsOf({ image: 'a', command: ['x'], colour: 'red' })).toContainEqual({
+      field: '(body)',
+      message: 'unknown field: colour',
+    });
+    expect(problemsOf({ image: 'a', command: ['x'], resources: { gpus: 1 } })).toContainEqual({
+      field: 'resources',
+      message: 'unknown field: gpus',
+    });
+  });
+
+  it('refuses wrong types, empty commands and bad sizes with the field named', () => {
+    expect(problemsOf({ image: 'a', command: 'echo hi' }).map((p) => p.field)).toEqual(['command']);
+    expect(problemsOf({ image: 'a', command: [] })[0]?.message).toMatch(/at least one element/);
+    expect(problemsOf({ image: 'a', command: [''] })[0]?.message).toMatch(/must not be empty/);
+    expect(problemsOf({ image: 'a', command: ['x'], resources: { cpu: -1 } })[0]?.field).toBe(
+      'resources.cpu',
+    );
+    expect(problemsOf({ image: 'a', command: ['x'], resources: { memory: 'lots' } })[0]?.message).toMatch(
+      /not a size: "lots"/,
+    );
+    expect(problemsOf({ image: 'a', command: ['x'], env: { A: 1 } })[0]?.field).toBe('env.A');
+    expect(problemsOf({ image: 'a', command: ['x'], env: { '1A': 'x' } })[0]?.field).toBe('env.1A');
+    expect(problemsOf({ image: 'Not An Image', command: ['x'] })[0]?.field).toBe('image');
+    expect(problemsOf({ image: 'a', command: ['x'], timeoutSeconds: 0 })[0]?.field).toBe('timeoutSeconds');
+    expect(problemsOf({ image: 'a', command: ['x'], workdir: 'relative' })[0]?.field).toBe('workdir');
+    expect(problemsOf(null)[0]?.field).toBe('(body)');
+  });
+
+  it('bounds counts and sizes', () => {
+    const env = Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`V${i}`, 'x']));
+    expect(problemsOf({ image: 'a', command: ['x'], env })[0]?.message).toMatch(/at most 256/);
+    expect(problemsOf({ image: 'a', command: ['x', 'y'.repeat(200 * 1024)] })[0]?.message).toMatch(
+      /too long/,
+    );
+    expect(problemsOf({ image: 'a', command: Array.from({ length: 5000 }, () => 'x') })[0]?.message).toMatch(
+      /at most 4096/,
+    );
+  });
+
+  it('keeps the inline view within what is stored', () => {
+    const spec = parseJobSpec({
+      image: 'a',
+      command: ['x'],
+      outputLimits: { stdoutBytes: 100, stderrBytes: 50, inlineBytes: 4096 },
+    });
+    expect(spec.outputLimits.inlineBytes).toBe(100);
+  });
+});
+
+describe('sizes', () => {
+  it('parses binary and decimal units', () => {
+    expect(parseSize('1KiB', 1)).toBe(1024);
+    expect(parseSize('1kb', 1)).toBe(1000);
+    expect(parseSize(' 2 GiB ', 1)).toBe(2 * 1024 ** 3);
+    expect(parseSize('3', 1024)).toBe(3072);
+    expect(parseSize('12 parsecs', 1)).toBeUndefined();
+    expect(parseSize(Number.NaN, 1)).toBeUndefined();
+  });
+
+  it('prints sizes for people', () => {
+    expect(formatBytes(0)).toBe('0 B');
+    expect(formatBytes(1536)).toBe('1.5 KiB');
+    expect(formatBytes(10 * 1024 * 1024)).toBe('10 MiB');
+  });
+});

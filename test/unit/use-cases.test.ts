@@ -1,0 +1,168 @@
+import { describe, expect, it } from 'vitest';
+import type { TaskStateChangeDetail } from '../../shared/domain/task-event.ts';
+import { BackendError } from '../../shared/errors.ts';
+import { acceptBid, askForBid, submitJob } from '../../shared/use-cases/bids.ts';
+import { dispatch } from '../../shared/use-cases/dispatch.ts';
+import { cancelExecution } from '../../shared/use-cases/executions.ts';
+import { sweep } from '../../shared/use-cases/sweep.ts';
+import { handleTaskStateChange } from '../../shared/use-cases/task-events.ts';
+import { buildTestCore } from '../support/core.ts';
+
+const OWNER = 'owner-a';
+const job = { image: 'alpine:3', command: ['true'], timeoutSeconds: 60 };
+
+function event(id: string, version: number, lastStatus: string, extra: Partial<TaskStateChangeDetail> = {}) {
+  return { taskArn: `task/${id}`, startedBy: id, version, lastStatus, ...extra };
+}
+
+const exited = (id: string, version: number, exitCode: number) =>
+  event(id, version, 'STOPPED', {
+    stopCode: 'EssentialContainerExited',
+    containers: [{ name: 'job', exitCode }],
+  });
+
+describe('dispatch under at-least-once delivery', () => {
+  it('launches once when the same message comes three times', async () => {
+    const { core, backend } = await buildTestCore();
+    const execution = await submitJob(core, OWNER, job);
+
+    const outcomes = [];
+    for (let i = 0; i < 3; i++) outcomes.push((await dispatch(core, { executionId: execution.id })).outcome);
+
+    expect(outcomes).toEqual(['launched', 'dropped', 'dropped']);
+    expect(backend.launched).toEqual([`task/${execution.id}`]);
+    expect((await core.store.get(execution.id))?.state).toBe('LAUNCHING');
+  });
+
+  it('defers a job that does not fit and launches it once capacity frees', async () => {
+    const { core, backend, queue } = await buildTestCore();
+    const first = await submitJob(core, OWNER, { ...job, resources: { cpu: 2 } });
+    const second = await submitJob(core, OWNER, { ...job, resources: { cpu: 1 } });
+    await dispatch(core, { executionId: first.id });
+
+    const deferred = await dispatch(core, { executionId: second.id });
+    expect(deferred).toMatchObject({ outcome: 'deferred' });
+    expect(queue.depth).toBe(3); // two accepts and the deferral
+
+    await handleTaskStateChange(core, exited(first.id, 2, 0));
+    expect((await dispatch(core, { executionId: second.id })).outcome).toBe('launched');
+    expect(backend.launched).toHaveLength(2);
+  });
+
+  it('retries throttling with backoff, and fails a launch the backend refuses for good', async () => {
+    const { core, backend } = await buildTestCore();
+    const throttled = await submitJob(core, OWNER, job);
+    backend.failures.push(new BackendError('Rate exceeded', { retryable: true }));
+    expect(await dispatch(core, { executionId: throttled.id })).toMatchObject({ outcome: 'deferred' });
+    expect((await core.store.get(throttled.id))?.deferrals).toBe(1);
+    expect(await dispatch(core, { executionId: throttled.id })).toMatchObject({ outcome: 'launched' });
+
+    const invalid = await submitJob(core, OWNER, job);
+    backend.failures.push(new BackendError('image not found', { retryable: false }));
+    await dispatch(core, { executionId: invalid.id });
+    const failed = await core.store.get(invalid.id);
+    expect(failed?.state).toBe('FAILED');
+    expect(failed?.reason).toBe('launch failed: image not found');
+  });
+
+  it('stops a task whose execution was cancelled while the launch was in flight', async () => {
+    const { core, backend } = await buildTestCore();
+    const execution = await submitJob(core, OWNER, job);
+    backend.duringLaunch = async () => {
+      backend.duringLaunch = undefined;
+      await cancelExecution(core, OWNER, execution.id);
+    };
+
+    await dispatch(core, { executionId: execution.id });
+
+    expect(backend.stopped).toEqual([`task/${execution.id}`]);
+    await handleTaskStateChange(core, event(execution.id, 3, 'STOPPED', { stopCode: 'UserInitiated' }));
+    expect((await core.store.get(execution.id))?.state).toBe('CANCELLED');
+  });
+
+  it('drops the message of a job cancelled while queued', async () => {
+    const { core, backend } = await buildTestCore();
+    const execution = await submitJob(core, OWNER, job);
+    await cancelExecution(core, OWNER, execution.id);
+    expect(await dispatch(core, { executionId: execution.id })).toMatchObject({ outcome: 'dropped' });
+    expect(backend.launched).toEqual([]);
+  });
+});
+
+describe('task state changes', () => {
+  it('ignores duplicates and out-of-order events', async () => {
+    const { core } = await buildTestCore();
+    const execution = await submitJob(core, OWNER, job);
+    await dispatch(core, { executionId: execution.id });
+
+    // The stop arrives first, then the (older) running event, then the stop again.
+    expect(await handleTaskStateChange(core, exited(execution.id, 3, 4))).toBe('applied');
+    expect(await handleTaskStateChange(core, event(execution.id, 2, 'RUNNING'))).toBe('ignored');
+    expect(await handleTaskStateChange(core, exited(execution.id, 3, 4))).toBe('ignored');
+
+    const final = await core.store.get(execution.id);
+    expect(final).toMatchObject({ state: 'COMPLETED', exitCode: 4 });
+    expect(final?.history.map((h) => h.state)).toEqual(['OFFERED', 'QUEUED', 'LAUNCHING', 'COMPLETED']);
+  });
+
+  it('maps out-of-memory and failed starts to FAILED with a reason', async () => {
+    const { core } = await buildTestCore();
+    const oom = await submitJob(core, OWNER, { ...job, resources: { memory: 512 } });
+    await dispatch(core, { executionId: oom.id });
+    await handleTaskStateChange(
+      core,
+      event(oom.id, 2, 'STOPPED', {
+        containers: [
+          { name: 'job', exitCode: 137, reason: 'OutOfMemoryError: Container killed due to memory usage' },
+        ],
+      }),
+    );
+    expect(await core.store.get(oom.id)).toMatchObject({
+      state: 'FAILED',
+      reason: 'out of memory: the job used more than its 512 MiB limit',
+    });
+
+    const unpullable = await submitJob(core, OWNER, job);
+    await dispatch(core, { executionId: unpullable.id });
+    await handleTaskStateChange(
+      core,
+      event(unpullable.id, 2, 'STOPPED', {
+        stopCode: 'TaskFailedToStart',
+        stoppedReason: 'CannotPullContainerError',
+      }),
+    );
+    expect((await core.store.get(unpullable.id))?.reason).toBe(
+      'the task failed to start: CannotPullContainerError',
+    );
+  });
+});
+
+describe('sweeper', () => {
+  it('expires offers, times out overdue runs and fails lost tasks', async () => {
+    const { core, backend, now } = await buildTestCore();
+    const offer = await askForBid(core, OWNER, job);
+    const overdue = await submitJob(core, OWNER, { ...job, timeoutSeconds: 5 });
+    const lost = await submitJob(core, OWNER, { ...job, timeoutSeconds: 3600 });
+    await dispatch(core, { executionId: overdue.id });
+    await dispatch(core, { executionId: lost.id });
+    await handleTaskStateChange(
+      core,
+      event(overdue.id, 2, 'RUNNING', { startedAt: now.value.toISOString() }),
+    );
+    backend.tasks.delete(`task/${lost.id}`);
+
+    now.value = new Date(now.value.getTime() + 301_000);
+    const report = await sweep(core);
+
+    expect(report).toMatchObject({ expiredBids: 1, timedOut: 1, lostTasks: 1 });
+    expect((await core.store.get(offer.id))?.state).toBe('EXPIRED');
+    expect(backend.stopped).toContain(`task/${overdue.id}`);
+    await handleTaskStateChange(core, event(overdue.id, 3, 'STOPPED', { stopCode: 'UserInitiated' }));
+    expect((await core.store.get(overdue.id))?.state).toBe('TIMED_OUT');
+    expect(await core.store.get(lost.id)).toMatchObject({
+      state: 'FAILED',
+      reason: 'the task disappeared from the backend without a stop event',
+    });
+    await expect(acceptBid(core, OWNER, offer.id)).rejects.toThrow(/EXPIRED/);
+  });
+});
