@@ -22,7 +22,9 @@ export default async function setup(project: TestProject): Promise<void> {
     available = true;
   } catch (error) {
     if (process.env.CI === 'true') {
-      throw new Error(`CI=true but no Docker Engine answers (${(error as Error).message}); .ci/run must start dockerd`);
+      throw new Error(
+        `CI=true but no Docker Engine answers (${(error as Error).message}); .ci/run must start dockerd`,
+      );
     }
     console.warn('[ferry tests] no Docker Engine: the Docker backend suites will be skipped');
   }

@@ -32,7 +32,9 @@ export async function startServer(env: Record<string, string> = {}, dataDir?: st
     PATH: process.env.PATH,
     ...env,
   });
-  const server = await startLocalServer(config, { log: createLogger(process.env.FERRY_TEST_LOG === '1' ? 'debug' : 'error') });
+  const server = await startLocalServer(config, {
+    log: createLogger(process.env.FERRY_TEST_LOG === '1' ? 'debug' : 'error'),
+  });
   return {
     url: server.url,
     client: new FerryClient(server.url),
@@ -97,7 +99,12 @@ export async function waitDone(client: FerryClient, id: string, seconds = 60): P
 }
 
 /** Waits until the execution reaches one of `states`. */
-export async function waitFor(client: FerryClient, id: string, states: string[], seconds = 60): Promise<Execution> {
+export async function waitFor(
+  client: FerryClient,
+  id: string,
+  states: string[],
+  seconds = 60,
+): Promise<Execution> {
   const deadline = Date.now() + seconds * 1000;
   const query = states.map((s) => `state=${s}`).join('&');
   for (;;) {
