@@ -225,7 +225,8 @@ async function serve(io: Io): Promise<number> {
   const config = loadConfig(io.env);
   const server = await startLocalServer(config);
   io.err.write(
-    `ferry: serving on ${server.url} with the ${server.backend.platform} backend; data in ${config.dataDir}\n`,
+    `ferry: serving on ${server.url} with the ${server.backend.platform} backend` +
+      `${server.backend.platform === 'process' ? ' (jobs are NOT isolated)' : ''}; data in ${config.dataDir}\n`,
   );
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

@@ -13,6 +13,7 @@ import {
   NotFound,
   PayloadTooLarge,
   Unauthorized,
+  UnsupportedMediaType,
   ValidationError,
 } from '#shared/errors.ts';
 import { jsonResponse, problemOf, problemResponse } from '#shared/http/problem.ts';
@@ -64,7 +65,7 @@ function bodyText(event: ApiEvent): string {
 function jsonBody(event: ApiEvent): unknown {
   const type = event.headers['content-type'] ?? 'application/json';
   if (!/^application\/([\w.+-]*\+)?json\b/i.test(type)) {
-    throw new ValidationError(`the body must be JSON (content-type application/json), got ${type}`);
+    throw new UnsupportedMediaType(`the body must be JSON (content-type application/json), got ${type}`);
   }
   const text = bodyText(event);
   if (text.trim() === '') throw new ValidationError('the body is empty; send the job spec as JSON');

@@ -36,6 +36,12 @@ export class PayloadTooLarge extends FerryError {
   readonly status = 413;
 }
 
+/** The body is in a format the endpoint does not take (it takes JSON). */
+export class UnsupportedMediaType extends FerryError {
+  readonly code = 'unsupported-media-type';
+  readonly status = 415;
+}
+
 export class Unauthorized extends FerryError {
   readonly code = 'unauthorized';
   readonly status = 401;

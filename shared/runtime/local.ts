@@ -87,7 +87,13 @@ async function chooseBackend(
   options: LocalServerOptions,
   log: Logger,
 ): Promise<{ docker?: Docker; platform: 'docker' | 'process' }> {
-  if (config.backend === 'process') return { platform: 'process' };
+  if (config.backend === 'process') {
+    log.warn(
+      'process backend: jobs run as plain processes on this machine, WITHOUT isolation ' +
+        '(the image is ignored; cpu, memory, disk and network are not limited).',
+    );
+    return { platform: 'process' };
+  }
   const docker =
     options.docker ??
     new Docker(config.dockerSocket === undefined ? {} : { socketPath: config.dockerSocket });

@@ -56,7 +56,8 @@ export async function getOwned(core: Core, owner: string, id: string): Promise<E
 export async function acceptBid(core: Core, owner: string, id: string): Promise<Execution> {
   await getOwned(core, owner, id);
   const queued = await mutate(core.store, id, (current) => {
-    if (current.state === 'QUEUED') return undefined; // accepting twice is harmless
+    // Accepting twice is harmless: a retry gets the execution as it is, however far it got.
+    if (current.queuedAt !== undefined) return undefined;
     if (current.state === 'OFFERED' && current.bid.expiresAt !== undefined) {
       if (Date.parse(current.bid.expiresAt) < core.clock.now().getTime()) {
         return moveTo(current, 'EXPIRED', core.clock.now(), {}, 'the bid expired before it was accepted');
@@ -73,6 +74,8 @@ export async function acceptBid(core: Core, owner: string, id: string): Promise<
       `the bid on execution ${id} expired at ${queued.bid.expiresAt}; ask for a new bid`,
     );
   }
+  // Accepted earlier and already past the queue: nothing to send.
+  if (queued.state !== 'QUEUED') return queued;
   // Sent after the write: a message for an execution that is not QUEUED is dropped by the
   // dispatcher, and a QUEUED execution whose message was lost is re-sent by the sweeper.
   await core.queue.send({ executionId: id });
