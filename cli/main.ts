@@ -81,7 +81,7 @@ export async function main(
     return await run(argv, io);
   } catch (error) {
     if (error instanceof UsageError) {
-      io.err.write(`ferry: ${error.message}\n(run \`ferry --help\` for usage)\n`);
+      io.err.write(`ferry: ${error.message} (see \`ferry --help\`)\n`);
       return 2;
     }
     if (error instanceof ApiError) {

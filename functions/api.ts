@@ -234,9 +234,10 @@ function notFoundFor(table: Route<ApiEvent, ApiResult>[]) {
   return ({ method, path }: { method: string; path: string }): never => {
     const allowed = patterns.filter((p) => p.pattern.test(path)).map((p) => p.method);
     if (allowed.length > 0) {
-      throw new MethodNotAllowed(
-        `${method} is not allowed on ${path}; use ${[...new Set(allowed)].join(' or ')}`,
-      );
+      const methods = [...new Set(allowed)];
+      throw new MethodNotAllowed(`${method} is not allowed on ${path}; use ${methods.join(' or ')}`, {
+        details: { allow: methods },
+      });
     }
     throw new NotFound(`no such endpoint: ${method} ${path}`);
   };

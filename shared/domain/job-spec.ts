@@ -254,12 +254,13 @@ function normalise(spec: ParsedSpec, maxOutputBytes: number): JobSpec {
 
 /** Turns zod issues into field-level problems a person can act on. */
 export function toFieldProblems(error: z.ZodError): { field: string; message: string }[] {
-  return error.issues.map((issue) => {
+  return error.issues.flatMap((issue) => {
     const field = issue.path.length === 0 ? '(body)' : issue.path.map(String).join('.');
     if (issue.code === 'unrecognized_keys') {
-      return { field, message: `unknown field${issue.keys.length > 1 ? 's' : ''}: ${issue.keys.join(', ')}` };
+      const prefix = issue.path.length === 0 ? '' : `${field}.`;
+      return issue.keys.map((key) => ({ field: `${prefix}${key}`, message: 'unknown field' }));
     }
-    return { field, message: issue.message };
+    return [{ field, message: issue.message }];
   });
 }
 

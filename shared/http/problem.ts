@@ -54,9 +54,12 @@ export function problemOf(error: unknown): Problem {
 }
 
 export function problemResponse(problem: Problem): APIGatewayProxyStructuredResultV2 {
+  const allow: Record<string, string> = Array.isArray(problem.allow)
+    ? { allow: problem.allow.join(', ') }
+    : {};
   return {
     statusCode: problem.status,
-    headers: { 'content-type': 'application/problem+json' },
+    headers: { 'content-type': 'application/problem+json', ...allow },
     body: JSON.stringify(problem),
   };
 }

@@ -177,7 +177,14 @@ export async function startLocalServer(
   const dispatcher = createDispatcherHandler(core);
   const taskEventsHandler = createTaskEventsHandler(core);
   const sweeper = createSweeperHandler(core);
-  onTaskEvent = (event) => taskEventsHandler(event, lambdaContext('task-events'));
+  onTaskEvent = async (event) => {
+    const reply = await taskEventsHandler(event, lambdaContext('task-events'));
+    // A stopped task frees a slot: the job deferred longest for want of one is looked at again
+    // now, not after its delay. Local jobs can last milliseconds, and waiting out the delay
+    // capped throughput at about max-concurrency jobs per deferSeconds.
+    if (event.detail.lastStatus === 'STOPPED' && reply.outcome === 'applied') queue.releaseDelayed(1);
+    return reply;
+  };
 
   await recover(core, backend, queue, log);
 

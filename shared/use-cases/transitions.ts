@@ -1,7 +1,7 @@
 // Changing an execution: every write goes through here, so every write is checked
 // against the transition table and conditional on the version that was read.
 import type { Execution } from '../domain/execution.ts';
-import { canTransition, type ExecutionState } from '../domain/states.ts';
+import { canTransition, type ExecutionState, isTerminal } from '../domain/states.ts';
 import { InvalidTransition, NotFound, StaleExecution } from '../errors.ts';
 import type { ExecutionStore } from '../ports.ts';
 
@@ -26,6 +26,8 @@ export function moveTo(
   const at = now.toISOString();
   return {
     ...execution,
+    // The reason a run ended (or never ran) is the execution's reason too.
+    ...(reason !== undefined && isTerminal(to) ? { reason } : {}),
     ...patch,
     state: to,
     version: execution.version + 1,

@@ -57,12 +57,12 @@ describe('job spec', () => {
 
   it('names unknown fields, at any depth', () => {
     expect(problemsOf({ image: 'a', command: ['x'], colour: 'red' })).toContainEqual({
-      field: '(body)',
-      message: 'unknown field: colour',
+      field: 'colour',
+      message: 'unknown field',
     });
     expect(problemsOf({ image: 'a', command: ['x'], resources: { gpus: 1 } })).toContainEqual({
-      field: 'resources',
-      message: 'unknown field: gpus',
+      field: 'resources.gpus',
+      message: 'unknown field',
     });
   });
 

@@ -76,6 +76,21 @@ export class LocalQueue implements JobQueue {
     this.wake();
   }
 
+  /**
+   * Makes up to `max` messages still waiting out their delivery delay visible now, those due
+   * soonest first; received (in-flight) messages stay hidden. Local only: the runtime calls
+   * it when capacity frees, so a deferred job need not wait out its whole delay.
+   */
+  releaseDelayed(max: number): void {
+    const now = this.now();
+    const delayed = [...this.messages.values()]
+      .filter((m) => m.receiptHandle === undefined && m.visibleAt > now)
+      .sort((a, b) => a.visibleAt - b.visibleAt)
+      .slice(0, max);
+    for (const message of delayed) message.visibleAt = now;
+    if (delayed.length > 0) this.wake();
+  }
+
   /** Messages not yet deleted, visible or not (ApproximateNumberOfMessages + NotVisible). */
   get depth(): number {
     return this.messages.size;

@@ -1,0 +1,286 @@
+// ExecutionStore and IdempotencyStore on DynamoDB. Every write of an execution is
+// conditional on the version read (a lost race becomes StaleExecution); listing by owner and
+// states goes through indexes, one query per state, merged newest first behind one cursor.
+import { ConditionalCheckFailedException, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import {
+  DeleteCommand,
+  DynamoDBDocumentClient,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  type QueryCommandInput,
+} from '@aws-sdk/lib-dynamodb';
+import type { Execution } from '../../domain/execution.ts';
+import { type ExecutionState, isExecutionState, isTerminal } from '../../domain/states.ts';
+import { StaleExecution, ValidationError } from '../../errors.ts';
+import type { ExecutionStore, IdempotencyRecord, IdempotencyStore, ListQuery, Page } from '../../ports.ts';
+import { INDEXES, SORT_KEY, TABLE_KEY, TTL_ATTRIBUTE } from './table.ts';
+
+interface ExecutionItem {
+  readonly pk: string;
+  readonly owner: string;
+  readonly state: ExecutionState;
+  readonly ownerState: string;
+  readonly sortKey: string;
+  readonly version: number;
+  readonly execution: Execution;
+  readonly expiresAtEpoch?: number;
+}
+
+/** Where each state's query stopped: the last sort key returned, or null for "from the start". */
+type CursorState = Record<string, string | null>;
+
+const ALL = '*';
+
+export interface DynamoStoreOptions {
+  readonly tableName: string;
+  /** Finished executions are deleted by TTL this long after they end. */
+  readonly retentionDays: number;
+  readonly client?: DynamoDBClient;
+}
+
+export function documentClient(client?: DynamoDBClient): DynamoDBDocumentClient {
+  return DynamoDBDocumentClient.from(client ?? new DynamoDBClient({}), {
+    marshallOptions: { removeUndefinedValues: true },
+  });
+}
+
+export class DynamoExecutionStore implements ExecutionStore {
+  private readonly db: DynamoDBDocumentClient;
+  private readonly table: string;
+
+  constructor(private readonly options: DynamoStoreOptions) {
+    this.db = documentClient(options.client);
+    this.table = options.tableName;
+  }
+
+  private itemOf(execution: Execution): ExecutionItem {
+    const ended = isTerminal(execution.state)
+      ? Date.parse(execution.endedAt ?? execution.updatedAt)
+      : undefined;
+    return {
+      pk: execution.id,
+      owner: execution.owner,
+      state: execution.state,
+      ownerState: `${execution.owner}#${execution.state}`,
+      sortKey: `${execution.createdAt}#${execution.id}`,
+      version: execution.version,
+      execution,
+      ...(ended === undefined
+        ? {}
+        : { [TTL_ATTRIBUTE]: Math.floor(ended / 1000) + this.options.retentionDays * 86400 }),
+    };
+  }
+
+  async create(execution: Execution): Promise<void> {
+    try {
+      await this.db.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: this.itemOf(execution),
+          ConditionExpression: 'attribute_not_exists(#pk)',
+          ExpressionAttributeNames: { '#pk': TABLE_KEY },
+        }),
+      );
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) {
+        throw new StaleExecution(`execution ${execution.id} already exists`, { cause: error });
+      }
+      throw error;
+    }
+  }
+
+  async get(id: string): Promise<Execution | undefined> {
+    const reply = await this.db.send(
+      new GetCommand({ TableName: this.table, Key: { [TABLE_KEY]: id }, ConsistentRead: true }),
+    );
+    return (reply.Item as ExecutionItem | undefined)?.execution;
+  }
+
+  async update(next: Execution, expectedVersion: number): Promise<void> {
+    try {
+      await this.db.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: this.itemOf(next),
+          ConditionExpression: '#version = :expected',
+          ExpressionAttributeNames: { '#version': 'version' },
+          ExpressionAttributeValues: { ':expected': expectedVersion },
+        }),
+      );
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) {
+        throw new StaleExecution(
+          `execution ${next.id} changed since it was read (version ${expectedVersion})`,
+          {
+            cause: error,
+          },
+        );
+      }
+      throw error;
+    }
+  }
+
+  async list(query: ListQuery): Promise<Page<Execution>> {
+    const partitions = this.partitionsFor(query);
+    const after =
+      query.cursor === undefined ? undefined : decodeCursor(query.cursor, Object.keys(partitions));
+    const fetched = await Promise.all(
+      Object.entries(partitions).map(async ([name, input]) => {
+        const start = after?.[name];
+        if (start === undefined && after !== undefined)
+          return { name, items: [] as ExecutionItem[], more: false };
+        const reply = await this.db.send(
+          new QueryCommand({
+            ...input,
+            Limit: query.limit,
+            ScanIndexForward: false,
+            ...(start ? { ExclusiveStartKey: startKey(input, start) } : {}),
+          }),
+        );
+        return {
+          name,
+          items: (reply.Items ?? []) as ExecutionItem[],
+          more: reply.LastEvaluatedKey !== undefined,
+        };
+      }),
+    );
+    const merged = fetched
+      .flatMap(({ name, items }) => items.map((item) => ({ name, item })))
+      .sort((a, b) => (a.item.sortKey < b.item.sortKey ? 1 : a.item.sortKey > b.item.sortKey ? -1 : 0));
+    const taken = merged.slice(0, query.limit);
+    const next: CursorState = {};
+    let more = false;
+    for (const { name, items, more: partitionMore } of fetched) {
+      const mine = taken.filter((t) => t.name === name);
+      const last = mine.at(-1)?.item.sortKey ?? after?.[name] ?? null;
+      const leftOver = mine.length < items.length || partitionMore;
+      if (leftOver) {
+        next[name] = last;
+        more = true;
+      }
+    }
+    const items = taken.map((t) => t.item.execution);
+    return more ? { items, nextCursor: encodeCursor(next) } : { items };
+  }
+
+  /** One query per state (or one for all states), keyed by the name used in cursors. */
+  private partitionsFor(query: ListQuery): Record<string, QueryCommandInput> {
+    const states = query.states?.length ? [...new Set(query.states)] : undefined;
+    const queryOn = (index: { name: string; partitionKey: string }, value: string): QueryCommandInput => ({
+      TableName: this.table,
+      IndexName: index.name,
+      KeyConditionExpression: '#p = :p',
+      ExpressionAttributeNames: { '#p': index.partitionKey },
+      ExpressionAttributeValues: { ':p': value },
+    });
+    if (states === undefined) {
+      if (query.owner === undefined)
+        throw new Error('listing every execution of every caller is not supported');
+      return { [ALL]: queryOn(INDEXES.byOwner, query.owner) };
+    }
+    return Object.fromEntries(
+      states.map((state) => [
+        state,
+        query.owner === undefined
+          ? queryOn(INDEXES.byState, state)
+          : queryOn(INDEXES.byOwnerState, `${query.owner}#${state}`),
+      ]),
+    );
+  }
+}
+
+function startKey(input: QueryCommandInput, sortKey: string): Record<string, string> {
+  const partitionAttribute = input.ExpressionAttributeNames?.['#p'] ?? '';
+  const id = sortKey.slice(sortKey.lastIndexOf('#') + 1);
+  return {
+    [TABLE_KEY]: id,
+    [partitionAttribute]: String(input.ExpressionAttributeValues?.[':p']),
+    [SORT_KEY]: sortKey,
+  };
+}
+
+function encodeCursor(state: CursorState): string {
+  return Buffer.from(JSON.stringify({ v: 1, s: state })).toString('base64url');
+}
+
+function decodeCursor(cursor: string, partitions: readonly string[]): CursorState {
+  const invalid = () =>
+    new ValidationError('invalid cursor: pass back the nextCursor of an earlier page, with the same states', [
+      { field: 'cursor', message: 'not a cursor for this query' },
+    ]);
+  let parsed: { v?: unknown; s?: unknown };
+  try {
+    parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as typeof parsed;
+  } catch {
+    throw invalid();
+  }
+  if (parsed.v !== 1 || typeof parsed.s !== 'object' || parsed.s === null) throw invalid();
+  const state = parsed.s as Record<string, unknown>;
+  for (const [name, value] of Object.entries(state)) {
+    const known = partitions.includes(name) && (name === ALL || isExecutionState(name));
+    const wellFormed =
+      value === null || (typeof value === 'string' && /^\d{4}-\d\d-\d\dT[^#]+#ex_[0-9a-z]{26}$/.test(value));
+    if (!known || !wellFormed) throw invalid();
+  }
+  if (Object.keys(state).length === 0) throw invalid();
+  return state as CursorState;
+}
+
+export class DynamoIdempotencyStore implements IdempotencyStore {
+  private readonly db: DynamoDBDocumentClient;
+
+  constructor(
+    private readonly tableName: string,
+    client?: DynamoDBClient,
+  ) {
+    this.db = documentClient(client);
+  }
+
+  private keyOf(key: string) {
+    return { [TABLE_KEY]: `idempotency#${key}` };
+  }
+
+  async claim(key: string, record: IdempotencyRecord): Promise<IdempotencyRecord | undefined> {
+    try {
+      await this.db.send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: {
+            ...this.keyOf(key),
+            record,
+            [TTL_ATTRIBUTE]: Math.floor(Date.parse(record.expiresAt) / 1000),
+          },
+          // Taken unless the earlier claim has expired (TTL deletion is lazy).
+          ConditionExpression: 'attribute_not_exists(#pk) OR #ttl < :now',
+          ExpressionAttributeNames: { '#pk': TABLE_KEY, '#ttl': TTL_ATTRIBUTE },
+          ExpressionAttributeValues: { ':now': Math.floor(Date.now() / 1000) },
+        }),
+      );
+      return undefined;
+    } catch (error) {
+      if (!(error instanceof ConditionalCheckFailedException)) throw error;
+      const existing = await this.db.send(
+        new GetCommand({ TableName: this.tableName, Key: this.keyOf(key), ConsistentRead: true }),
+      );
+      return (existing.Item as { record?: IdempotencyRecord } | undefined)?.record;
+    }
+  }
+
+  async complete(key: string, record: IdempotencyRecord): Promise<void> {
+    await this.db.send(
+      new PutCommand({
+        TableName: this.tableName,
+        Item: {
+          ...this.keyOf(key),
+          record,
+          [TTL_ATTRIBUTE]: Math.floor(Date.parse(record.expiresAt) / 1000),
+        },
+      }),
+    );
+  }
+
+  async release(key: string): Promise<void> {
+    await this.db.send(new DeleteCommand({ TableName: this.tableName, Key: this.keyOf(key) }));
+  }
+}

@@ -1,0 +1,169 @@
+// The `ferry` command line as a user runs it: a child process talking to a real server
+// on the process backend. Exit codes and what reaches stdout and stderr are the contract.
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import type { Execution } from '../../shared/domain/execution.ts';
+import { startServer, type TestServer } from '../support/server.ts';
+
+const FERRY = path.resolve('bin/ferry.js');
+
+let server: TestServer;
+
+interface Run {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs `ferry ARGS…` with only the environment a user would have, plus FERRY_URL. */
+function ferry(args: string[], url: string = server.url): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [FERRY, ...args], {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, FERRY_URL: url },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+    });
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+    });
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** A loopback port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const probe = net.createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', () => resolve()));
+  const { port } = probe.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  return port;
+}
+
+beforeAll(async () => {
+  server = await startServer({ FERRY_BACKEND: 'process' });
+});
+
+afterAll(async () => {
+  await server?.close();
+});
+
+describe('ferry submit --wait', () => {
+  test("prints exactly the job's output and exits 0", async () => {
+    const run = await ferry(['submit', '--wait', '--image', 'x/y:1', '--', 'echo', 'hello']);
+
+    expect(run).toMatchObject({ code: 0, stdout: 'hello\n', stderr: '' });
+  });
+
+  test("exits with the job's own exit code", async () => {
+    const run = await ferry([
+      'submit',
+      '--wait',
+      '--image',
+      'x/y:1',
+      '--',
+      'sh',
+      '-c',
+      'echo oops >&2; exit 3',
+    ]);
+
+    expect(run.code).toBe(3);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toBe('oops\n');
+  });
+
+  test('a program that does not exist exits 125 and names it', async () => {
+    const run = await ferry(['submit', '--wait', '--image', 'x/y:1', '--', 'ferry-no-such-program']);
+
+    expect(run.code).toBe(125);
+    expect(run.stderr).toMatch(/FAILED: .*ferry-no-such-program/);
+  });
+
+  test('--json prints the finished execution as parseable JSON', async () => {
+    const run = await ferry(['submit', '--wait', '--json', '--image', 'x/y:1', '--', 'echo', 'hello']);
+
+    expect(run.code).toBe(0);
+    const execution = JSON.parse(run.stdout) as Execution;
+    expect(execution).toMatchObject({
+      state: 'COMPLETED',
+      exitCode: 0,
+      spec: { command: ['echo', 'hello'] },
+    });
+  });
+});
+
+describe('other commands', () => {
+  test('submit without --wait prints the id, and status --json shows it', async () => {
+    const submitted = await ferry(['submit', '--image', 'x/y:1', '--', 'true']);
+    const id = submitted.stdout.trim();
+
+    const status = await ferry(['status', '--json', id]);
+
+    expect(submitted.code).toBe(0);
+    expect(id).toMatch(/^ex_[0-9a-z]{26}$/);
+    expect(status.code).toBe(0);
+    expect((JSON.parse(status.stdout) as Execution).id).toBe(id);
+  });
+
+  test('node --json reports the process backend', async () => {
+    const run = await ferry(['node', '--json']);
+
+    expect(run.code).toBe(0);
+    expect(JSON.parse(run.stdout)).toMatchObject({ backend: 'process', isolated: false });
+  });
+
+  test('a bid Ferry declines exits 1 and says why', async () => {
+    const run = await ferry(['bid', '--image', 'x/y:1', '--cpu', '1000', '--', 'true']);
+
+    expect(run.code).toBe(1);
+    expect(run.stdout).toMatch(/^declined: cpu 1000 vCPU asked/);
+  });
+});
+
+describe('errors', () => {
+  test('a usage error exits 2 with one line saying what is wrong', async () => {
+    const run = await ferry(['submit', '--wait', '--', 'echo', 'hello']);
+
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    expect(run.stderr.trimEnd().split('\n')).toHaveLength(1);
+    expect(run.stderr).toMatch(/^ferry: --image is required.*\(see `ferry --help`\)\n$/);
+  });
+
+  test('an unknown option is a usage error', async () => {
+    const run = await ferry(['submit', '--bogus', '--image', 'x/y:1', '--', 'true']);
+
+    expect(run.code).toBe(2);
+    expect(run.stderr.split('\n')[0]).toMatch(/^ferry: .*--bogus/);
+  });
+
+  test('an unreachable server gives a one-line error and exit 1', async () => {
+    const url = `http://127.0.0.1:${await closedPort()}`;
+
+    const run = await ferry(['submit', '--wait', '--image', 'x/y:1', '--', 'echo', 'hello'], url);
+
+    expect(run.code).toBe(1);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toMatch(new RegExp(`^ferry: cannot reach Ferry at ${url}[^\\n]*\\n$`));
+  });
+
+  test('a spec the server refuses exits 1 with its reason', async () => {
+    const run = await ferry(['submit', '--image', 'Not An Image', '--', 'true']);
+
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^ferry: invalid job spec: image: /);
+  });
+
+  test('an unknown execution exits 1 with a not-found message', async () => {
+    const run = await ferry(['status', `ex_${'0'.repeat(26)}`]);
+
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^ferry: execution ex_0{26} does not exist\n$/);
+  });
+});
