@@ -4,6 +4,7 @@ import type { BidPolicy, PlatformProfile } from './domain/bidding.ts';
 import type { CapacityLimits } from './domain/capacity.ts';
 import type { Logger } from './logger.ts';
 import type {
+  CapacityLedger,
   Clock,
   ComputeBackend,
   ExecutionStore,
@@ -44,6 +45,7 @@ export interface Core {
   readonly queue: JobQueue;
   readonly objects: ObjectStore;
   readonly backend: ComputeBackend;
+  readonly ledger: CapacityLedger;
   readonly changes: ChangeFeed;
   readonly clock: Clock;
   readonly ids: IdGenerator;

@@ -114,6 +114,30 @@ export interface ComputeBackend {
   ): Promise<LiveRead | undefined>;
 }
 
+export interface CapacityDemand {
+  readonly cpu: number;
+  readonly memoryMiB: number;
+}
+
+export interface CapacityBudget {
+  readonly maxConcurrency: number;
+  readonly maxCpu: number;
+  readonly maxMemoryMiB: number;
+}
+
+/**
+ * The hard budget shared by every dispatcher: a reservation per execution, taken only if
+ * the total stays within the budget, and released exactly once.
+ */
+export interface CapacityLedger {
+  /** True if the execution now holds (or already held) a reservation; false if it would exceed the budget. */
+  reserve(executionId: string, demand: CapacityDemand, budget: CapacityBudget): Promise<boolean>;
+  /** Gives the reservation back; releasing twice, or what was never reserved, does nothing. */
+  release(executionId: string): Promise<void>;
+  /** Executions holding a reservation, for reconciliation. */
+  holders(): Promise<readonly string[]>;
+}
+
 export interface Clock {
   now(): Date;
 }

@@ -18,6 +18,7 @@ import { DirectoryObjectStore } from '../adapters/local/dir-object-store.ts';
 import { DockerBackend } from '../adapters/local/docker-backend.ts';
 import { FileExecutionStore, FileIdempotencyStore } from '../adapters/local/file-store.ts';
 import { LocalQueue } from '../adapters/local/local-queue.ts';
+import { MemoryCapacityLedger } from '../adapters/local/memory-ledger.ts';
 import { ProcessBackend } from '../adapters/local/process-backend.ts';
 import { executionIds, systemClock } from '../adapters/system.ts';
 import type { FerryConfig } from '../config.ts';
@@ -29,7 +30,7 @@ import { PayloadTooLarge, Unauthorized } from '../errors.ts';
 import { problemOf, problemResponse } from '../http/problem.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import type { ComputeBackend, HostCapacity } from '../ports.ts';
-import { listAll } from '../use-cases/usage.ts';
+import { demandOf, listAll } from '../use-cases/usage.ts';
 
 export const FERRY_VERSION = '0.1.0';
 
@@ -139,6 +140,7 @@ export async function startLocalServer(
           PATH: config.processPath,
         });
 
+  const ledger = new MemoryCapacityLedger();
   const profile: PlatformProfile = {
     platform: backend.platform,
     maxCpu: host.cpu,
@@ -154,6 +156,7 @@ export async function startLocalServer(
     queue,
     objects,
     backend,
+    ledger,
     changes: store,
     clock: systemClock,
     ids: executionIds(),
@@ -277,6 +280,12 @@ async function recover(core: Core, backend: ComputeBackend, queue: LocalQueue, l
   const queued = await listAll(core, ['QUEUED']);
   const active = await listAll(core, ACTIVE_STATES);
   for (const execution of queued) await queue.send({ executionId: execution.id });
+  const unbounded = {
+    maxConcurrency: Number.POSITIVE_INFINITY,
+    maxCpu: Number.POSITIVE_INFINITY,
+    maxMemoryMiB: Number.POSITIVE_INFINITY,
+  };
+  for (const execution of active) await core.ledger.reserve(execution.id, demandOf(execution), unbounded);
   for (const execution of active) {
     if (execution.task === undefined) await queue.send({ executionId: execution.id });
   }

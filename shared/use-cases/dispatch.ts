@@ -5,6 +5,7 @@
 import type { Core } from '../core.ts';
 import { decideLaunch } from '../domain/capacity.ts';
 import type { Execution } from '../domain/execution.ts';
+import { isTerminal } from '../domain/states.ts';
 import { BackendError, StaleExecution } from '../errors.ts';
 import type { DispatchMessage } from '../ports.ts';
 import { amend, moveTo, mutate } from './transitions.ts';
@@ -33,10 +34,18 @@ export async function dispatch(core: Core, message: DispatchMessage): Promise<Di
     return { outcome: 'deferred', reason: decision.reason };
   }
 
+  // The listing above may lag behind other dispatchers; the ledger is the hard budget.
+  const demand = demandOf(execution);
+  if (!(await core.ledger.reserve(execution.id, demand, core.settings.capacity))) {
+    await core.queue.send({ executionId: execution.id }, { delaySeconds: core.settings.deferSeconds });
+    return { outcome: 'deferred', reason: 'the capacity budget is taken by jobs launched meanwhile' };
+  }
+
   const launching = moveTo(execution, 'LAUNCHING', now, { launchedAt: now.toISOString() });
   try {
     await core.store.update(launching, execution.version);
   } catch (error) {
+    await core.ledger.release(execution.id);
     // Another dispatcher or a cancel got there first; whoever won decides.
     if (error instanceof StaleExecution) return { outcome: 'dropped', reason: 'execution changed meanwhile' };
     throw error;
@@ -92,10 +101,11 @@ async function launch(core: Core, execution: Execution): Promise<DispatchOutcome
 }
 
 async function fail(core: Core, execution: Execution, reason: string): Promise<DispatchOutcome> {
-  await mutate(core.store, execution.id, (current) => {
+  const failed = await mutate(core.store, execution.id, (current) => {
     if (current.state !== 'QUEUED' && current.state !== 'LAUNCHING') return undefined;
     const now = core.clock.now();
     return moveTo(current, 'FAILED', now, { reason, endedAt: now.toISOString() }, reason);
   });
+  if (isTerminal(failed.state)) await core.ledger.release(execution.id);
   return { outcome: 'failed', reason };
 }

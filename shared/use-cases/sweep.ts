@@ -2,7 +2,7 @@
 // deadlines are enforced, stale offers expire, lost tasks are found, lost messages re-sent.
 
 import type { Core } from '../core.ts';
-import { ACTIVE_STATES } from '../domain/states.ts';
+import { ACTIVE_STATES, isTerminal } from '../domain/states.ts';
 import { handleTaskStateChange } from './task-events.ts';
 import { amend, moveTo, mutate } from './transitions.ts';
 import { listAll } from './usage.ts';
@@ -16,10 +16,19 @@ export interface SweepReport {
   lostTasks: number;
   requeued: number;
   relaunched: number;
+  /** Capacity reservations of ended executions given back. */
+  released: number;
 }
 
 export async function sweep(core: Core): Promise<SweepReport> {
-  const report: SweepReport = { expiredBids: 0, timedOut: 0, lostTasks: 0, requeued: 0, relaunched: 0 };
+  const report: SweepReport = {
+    expiredBids: 0,
+    timedOut: 0,
+    lostTasks: 0,
+    requeued: 0,
+    relaunched: 0,
+    released: 0,
+  };
   const now = core.clock.now();
 
   for (const offered of await listAll(core, ['OFFERED'])) {
@@ -89,6 +98,13 @@ export async function sweep(core: Core): Promise<SweepReport> {
         version: Number.MAX_SAFE_INTEGER,
       });
       report.lostTasks++;
+    }
+  }
+  for (const holder of await core.ledger.holders()) {
+    const execution = await core.store.get(holder);
+    if (execution === undefined || isTerminal(execution.state)) {
+      await core.ledger.release(holder);
+      report.released++;
     }
   }
   return report;

@@ -139,5 +139,8 @@ export async function handleTaskStateChange(
     if (error instanceof NotFound) return 'ignored';
     throw error;
   }
+  // Released after the terminal write, and again on a duplicate event: release is idempotent,
+  // and the sweeper releases whatever a crash in between left held.
+  if (detail.lastStatus === 'STOPPED') await core.ledger.release(id);
   return applied ? 'applied' : 'ignored';
 }

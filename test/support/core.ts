@@ -4,6 +4,7 @@
 import { DirectoryObjectStore } from '../../shared/adapters/local/dir-object-store.ts';
 import { FileExecutionStore, FileIdempotencyStore } from '../../shared/adapters/local/file-store.ts';
 import { LocalQueue } from '../../shared/adapters/local/local-queue.ts';
+import { MemoryCapacityLedger } from '../../shared/adapters/local/memory-ledger.ts';
 import { executionIds } from '../../shared/adapters/system.ts';
 import type { Core } from '../../shared/core.ts';
 import type { Execution, ResolvedConstraints } from '../../shared/domain/execution.ts';
@@ -70,6 +71,7 @@ export async function buildTestCore(overrides: Partial<Core['settings']> = {}): 
     queue,
     objects: await DirectoryObjectStore.open(dir, () => 'http://127.0.0.1:1'),
     backend,
+    ledger: new MemoryCapacityLedger(),
     changes: store,
     clock: { now: () => now.value },
     ids: executionIds(() => now.value.getTime()),

@@ -1,0 +1,305 @@
+// ComputeBackend on ECS Fargate. One task definition per image (family named from a hash
+// of what defines it, looked up before it is registered), RunTask with task-level size
+// overrides and a client token derived from the execution id, failures[] read as
+// retryable (capacity, throttling) or final (invalid request), StopTask for cancel and timeout.
+import { createHash } from 'node:crypto';
+import {
+  ClientException,
+  DescribeTaskDefinitionCommand,
+  DescribeTasksCommand,
+  ECSClient,
+  type Failure,
+  ListTasksCommand,
+  RegisterTaskDefinitionCommand,
+  type RegisterTaskDefinitionCommandInput,
+  RunTaskCommand,
+  type RunTaskCommandInput,
+  StopTaskCommand,
+} from '@aws-sdk/client-ecs';
+import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
+import { JOB_CONTAINER } from '../../domain/task-event.ts';
+import { BackendError } from '../../errors.ts';
+import type { Logger } from '../../logger.ts';
+import type { ComputeBackend, HostCapacity, LiveRead, TaskStatus } from '../../ports.ts';
+
+export interface EcsBackendOptions {
+  readonly cluster: string;
+  readonly subnets: readonly string[];
+  readonly securityGroups: readonly string[];
+  readonly assignPublicIp: boolean;
+  readonly executionRoleArn: string;
+  readonly taskRoleArn: string;
+  readonly logGroup: string;
+  readonly region: string;
+  /** `FARGATE` or `FARGATE_SPOT`. */
+  readonly capacityProvider: 'FARGATE' | 'FARGATE_SPOT';
+  readonly client?: ECSClient;
+  readonly log: Logger;
+  /** Pause between in-call retries; injectable so tests of backoff need not sleep. */
+  readonly sleep?: (ms: number) => Promise<void>;
+}
+
+/** Reasons in failures[] or error names that a later attempt may get past. */
+const RETRYABLE = [
+  /capacity is unavailable/i,
+  /^RESOURCE:/,
+  /^AGENT$/,
+  /throttl/i,
+  /rate exceeded/i,
+  /too many concurrent attempts/i,
+  /ServerException/,
+  /ServiceUnavailable/i,
+  /InternalError/i,
+];
+
+const isRetryable = (text: string): boolean => RETRYABLE.some((pattern) => pattern.test(text));
+
+function describeError(error: unknown): string {
+  const e = error as { name?: string; message?: string };
+  return `${e.name ?? 'Error'}: ${e.message ?? String(error)}`;
+}
+
+export class EcsBackend implements ComputeBackend {
+  readonly platform = 'fargate' as const;
+  readonly capacity: HostCapacity = { cpu: 16, memoryMiB: 122880 };
+  private readonly ecs: ECSClient;
+  private readonly sleep: (ms: number) => Promise<void>;
+  /** Task definition ARNs by family, for the life of this process (a warm Lambda). */
+  private readonly definitions = new Map<string, string>();
+
+  constructor(private readonly options: EcsBackendOptions) {
+    this.ecs = options.client ?? new ECSClient({});
+    this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+  }
+
+  /** The task definition for an image: everything that makes two tasks different but the run's own inputs. */
+  taskDefinitionFor(image: string): RegisterTaskDefinitionCommandInput {
+    const o = this.options;
+    const body = {
+      requiresCompatibilities: ['FARGATE' as const],
+      networkMode: 'awsvpc' as const,
+      cpu: '256',
+      memory: '512',
+      executionRoleArn: o.executionRoleArn,
+      taskRoleArn: o.taskRoleArn,
+      runtimePlatform: { operatingSystemFamily: 'LINUX' as const, cpuArchitecture: 'X86_64' as const },
+      containerDefinitions: [
+        {
+          name: JOB_CONTAINER,
+          image,
+          essential: true,
+          logConfiguration: {
+            logDriver: 'awslogs' as const,
+            options: {
+              'awslogs-group': o.logGroup,
+              'awslogs-region': o.region,
+              'awslogs-stream-prefix': 'ferry',
+            },
+          },
+        },
+      ],
+    };
+    const family = `ferry-${createHash('sha256').update(JSON.stringify(body)).digest('hex').slice(0, 20)}`;
+    return { family, ...body };
+  }
+
+  /** Describe first (cheap, and no new revision); register only for a new family. */
+  async ensureTaskDefinition(image: string): Promise<string> {
+    const definition = this.taskDefinitionFor(image);
+    const family = definition.family ?? '';
+    const cached = this.definitions.get(family);
+    if (cached !== undefined) return cached;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const found = await this.ecs.send(new DescribeTaskDefinitionCommand({ taskDefinition: family }));
+        const arn =
+          found.taskDefinition?.status === 'ACTIVE' ? found.taskDefinition.taskDefinitionArn : undefined;
+        if (arn !== undefined) {
+          this.definitions.set(family, arn);
+          return arn;
+        }
+      } catch (error) {
+        if (
+          !(error instanceof ClientException) ||
+          !/unable to describe|not found|does not exist/i.test(String(error.message))
+        ) {
+          if (!isRetryable(describeError(error)) || attempt >= 5) throw this.launchError(error);
+          await this.sleep(backoff(attempt));
+          continue;
+        }
+      }
+      try {
+        const registered = await this.ecs.send(new RegisterTaskDefinitionCommand(definition));
+        const arn = registered.taskDefinition?.taskDefinitionArn;
+        if (arn === undefined)
+          throw new BackendError('RegisterTaskDefinition returned no ARN', { retryable: true });
+        this.definitions.set(family, arn);
+        return arn;
+      } catch (error) {
+        // Another dispatcher registering the same family at once, or the 1-per-second
+        // registration rate: wait, then describe again — the other one's revision will do.
+        if (!isRetryable(describeError(error)) || attempt >= 5) throw this.launchError(error);
+        await this.sleep(backoff(attempt));
+      }
+    }
+  }
+
+  runTaskInput(
+    execution: Execution,
+    constraints: ResolvedConstraints,
+    taskDefinition: string,
+  ): RunTaskCommandInput {
+    const size = constraints.fargate ?? {
+      cpu: String(Math.round(constraints.cpu * 1024)),
+      memory: String(constraints.memoryMiB),
+      ephemeralStorageGiB: constraints.diskGiB,
+    };
+    const { spec } = execution;
+    return {
+      cluster: this.options.cluster,
+      taskDefinition,
+      count: 1,
+      capacityProviderStrategy: [{ capacityProvider: this.options.capacityProvider, weight: 1 }],
+      startedBy: execution.id,
+      // Same execution, same token: a retried RunTask returns the task it already started.
+      clientToken: createHash('sha256').update(`ferry:${execution.id}`).digest('hex').slice(0, 64),
+      group: 'ferry',
+      networkConfiguration: {
+        awsvpcConfiguration: {
+          subnets: [...this.options.subnets],
+          securityGroups: [...this.options.securityGroups],
+          assignPublicIp: this.options.assignPublicIp ? 'ENABLED' : 'DISABLED',
+        },
+      },
+      overrides: {
+        cpu: size.cpu,
+        memory: size.memory,
+        ...(size.ephemeralStorageGiB > 20
+          ? { ephemeralStorage: { sizeInGiB: size.ephemeralStorageGiB } }
+          : {}),
+        containerOverrides: [
+          {
+            name: JOB_CONTAINER,
+            command: [...spec.command],
+            environment: Object.entries(spec.env).map(([name, value]) => ({ name, value })),
+          },
+        ],
+      },
+      tags: [
+        { key: 'ferry:execution', value: execution.id },
+        ...Object.entries(spec.labels)
+          .slice(0, 40)
+          .map(([key, value]) => ({ key: `ferry:label:${key}`.slice(0, 128), value })),
+      ],
+      propagateTags: 'TASK_DEFINITION',
+    };
+  }
+
+  async launch(execution: Execution, constraints: ResolvedConstraints): Promise<{ taskId: string }> {
+    if (execution.deferrals > 0) {
+      // A retry: if an earlier attempt started a task after all, that task is the one.
+      const existing = await this.findTask(execution.id);
+      if (existing !== undefined) return { taskId: existing };
+    }
+    const taskDefinition = await this.ensureTaskDefinition(execution.spec.image);
+    const input = this.runTaskInput(execution, constraints, taskDefinition);
+    for (let attempt = 1; ; attempt++) {
+      let failures: Failure[] = [];
+      try {
+        const reply = await this.ecs.send(new RunTaskCommand(input));
+        const arn = reply.tasks?.[0]?.taskArn;
+        if (arn !== undefined) return { taskId: arn };
+        failures = reply.failures ?? [];
+      } catch (error) {
+        if (!isRetryable(describeError(error)) || attempt >= 3) throw this.launchError(error);
+        await this.sleep(backoff(attempt));
+        continue;
+      }
+      // RunTask "succeeded" without a task: the reasons are in failures[].
+      const reason = failures
+        .map((f) => `${f.reason ?? 'unknown'}${f.detail ? ` (${f.detail})` : ''}`)
+        .join('; ');
+      const retryable = failures.length === 0 || failures.some((f) => isRetryable(f.reason ?? ''));
+      if (!retryable || attempt >= 3) {
+        throw new BackendError(`RunTask started no task: ${reason || 'no reason given'}`, { retryable });
+      }
+      this.options.log.warn('RunTask started no task; retrying', {
+        executionId: execution.id,
+        reason,
+        attempt,
+      });
+      await this.sleep(backoff(attempt));
+    }
+  }
+
+  private launchError(error: unknown): BackendError {
+    if (error instanceof BackendError) return error;
+    const text = describeError(error);
+    return new BackendError(text, { cause: error, retryable: isRetryable(text) });
+  }
+
+  private async findTask(executionId: string): Promise<string | undefined> {
+    const reply = await this.ecs.send(
+      new ListTasksCommand({
+        cluster: this.options.cluster,
+        startedBy: executionId,
+        desiredStatus: 'RUNNING',
+      }),
+    );
+    return reply.taskArns?.[0];
+  }
+
+  async stop(taskId: string, reason: string): Promise<void> {
+    try {
+      await this.ecs.send(
+        new StopTaskCommand({ cluster: this.options.cluster, task: taskId, reason: reason.slice(0, 255) }),
+      );
+    } catch (error) {
+      // A task that is already gone is stopped.
+      if (/not found|does not exist|STOPPED/i.test(describeError(error))) return;
+      throw new BackendError(`could not stop ${taskId}: ${describeError(error)}`, {
+        cause: error,
+        retryable: true,
+      });
+    }
+  }
+
+  async describe(taskIds: readonly string[]): Promise<readonly TaskStatus[]> {
+    const statuses: TaskStatus[] = [];
+    for (let i = 0; i < taskIds.length; i += 100) {
+      const batch = taskIds.slice(i, i + 100);
+      const reply = await this.ecs.send(
+        new DescribeTasksCommand({ cluster: this.options.cluster, tasks: batch }),
+      );
+      for (const taskId of batch) {
+        const task = reply.tasks?.find((t) => t.taskArn === taskId);
+        const status = task?.lastStatus;
+        statuses.push({
+          taskId,
+          executionId: task?.startedBy ?? '',
+          lastStatus:
+            task === undefined
+              ? 'MISSING'
+              : status === 'RUNNING' ||
+                  status === 'STOPPED' ||
+                  status === 'PENDING' ||
+                  status === 'PROVISIONING'
+                ? status
+                : 'PENDING',
+        });
+      }
+    }
+    return statuses;
+  }
+
+  async readLive(): Promise<LiveRead | undefined> {
+    // Live output on Fargate comes from the publisher's periodic flushes to S3 (see the
+    // Fargate task issue); until then a running task's output is read after it ends.
+    return undefined;
+  }
+}
+
+function backoff(attempt: number): number {
+  const base = Math.min(2000, 100 * 2 ** attempt);
+  return base / 2 + Math.random() * (base / 2);
+}
