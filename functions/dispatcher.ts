@@ -9,7 +9,11 @@ import { dispatch } from '#shared/use-cases/dispatch.ts';
 function decode(body: string): DispatchMessage | undefined {
   try {
     const parsed = JSON.parse(body) as Partial<DispatchMessage>;
-    return typeof parsed.executionId === 'string' ? { executionId: parsed.executionId } : undefined;
+    if (typeof parsed.executionId !== 'string') return undefined;
+    return {
+      executionId: parsed.executionId,
+      ...(typeof parsed.token === 'string' ? { token: parsed.token } : {}),
+    };
   } catch {
     return undefined;
   }

@@ -40,7 +40,7 @@ const EnvSchema = z.strictObject({
   FERRY_HOST: z.string().min(1).default('127.0.0.1'),
   FERRY_PORT: integer(0, 65535).default(8080),
   FERRY_TOKEN: z.string().min(8).optional(),
-  FERRY_MAX_CONCURRENCY: integer(1, 10_000).default(4),
+  FERRY_MAX_CONCURRENCY: integer(1, 10_000).optional(),
   FERRY_MAX_CPU: z.coerce.number().positive().optional(),
   FERRY_MAX_MEMORY: memory.optional(),
   FERRY_STARVATION_SECONDS: integer(0, 7 * 24 * 3600).default(60),
@@ -58,6 +58,19 @@ const EnvSchema = z.strictObject({
   FERRY_RESULT_LINK_SECONDS: integer(1, 7 * 24 * 3600).default(3600),
   FERRY_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
   FERRY_URL: z.url().optional(),
+  // AWS deployment (set by the CDK construct on each function).
+  FERRY_TABLE_NAME: z.string().min(1).optional(),
+  FERRY_QUEUE_URL: z.url().optional(),
+  FERRY_BUCKET: z.string().min(3).optional(),
+  FERRY_CLUSTER: z.string().min(1).optional(),
+  FERRY_SUBNETS: patterns.optional(),
+  FERRY_SECURITY_GROUPS: patterns.optional(),
+  FERRY_ASSIGN_PUBLIC_IP: bool.optional(),
+  FERRY_TASK_ROLE_ARN: z.string().min(1).optional(),
+  FERRY_EXECUTION_ROLE_ARN: z.string().min(1).optional(),
+  FERRY_LOG_GROUP: z.string().min(1).optional(),
+  FERRY_CAPACITY_PROVIDER: z.enum(['FARGATE', 'FARGATE_SPOT']).default('FARGATE'),
+  FERRY_RETENTION_DAYS: integer(1, 3650).default(30),
 });
 
 export interface FerryConfig {
@@ -91,7 +104,37 @@ export interface FerryConfig {
   readonly url: string;
   /** PATH given to jobs of the process backend, so their programs are found. */
   readonly processPath: string;
+  /** Present when every AWS setting is: the deployment's resources. */
+  readonly aws?: AwsSettings;
 }
+
+export interface AwsSettings {
+  readonly region: string;
+  readonly tableName: string;
+  readonly queueUrl: string;
+  readonly bucket: string;
+  readonly cluster: string;
+  readonly subnets: readonly string[];
+  readonly securityGroups: readonly string[];
+  readonly assignPublicIp: boolean;
+  readonly taskRoleArn: string;
+  readonly executionRoleArn: string;
+  readonly logGroup: string;
+  readonly capacityProvider: 'FARGATE' | 'FARGATE_SPOT';
+  readonly retentionDays: number;
+}
+
+const AWS_KEYS = [
+  'FERRY_TABLE_NAME',
+  'FERRY_QUEUE_URL',
+  'FERRY_BUCKET',
+  'FERRY_CLUSTER',
+  'FERRY_SUBNETS',
+  'FERRY_SECURITY_GROUPS',
+  'FERRY_TASK_ROLE_ARN',
+  'FERRY_EXECUTION_ROLE_ARN',
+  'FERRY_LOG_GROUP',
+] as const;
 
 /** Parses FERRY_* variables (and DOCKER_HOST) from `env`; throws ValidationError naming every bad one. */
 export function loadConfig(env: Record<string, string | undefined> = {}, cwd = '.'): FerryConfig {
@@ -114,6 +157,7 @@ export function loadConfig(env: Record<string, string | undefined> = {}, cwd = '
       'invalid configuration: FERRY_MIN_TIMEOUT_SECONDS is above FERRY_MAX_TIMEOUT_SECONDS',
     );
   }
+  const onAws = e.FERRY_TABLE_NAME !== undefined;
   const dockerHost = env.DOCKER_HOST?.startsWith('unix://')
     ? env.DOCKER_HOST.slice('unix://'.length)
     : undefined;
@@ -125,10 +169,11 @@ export function loadConfig(env: Record<string, string | undefined> = {}, cwd = '
     port: e.FERRY_PORT,
     ...(e.FERRY_TOKEN === undefined ? {} : { token: e.FERRY_TOKEN }),
     capacity: {
-      maxConcurrency: e.FERRY_MAX_CONCURRENCY,
-      maxCpu: e.FERRY_MAX_CPU ?? os.cpus().length,
+      maxConcurrency: e.FERRY_MAX_CONCURRENCY ?? (onAws ? 50 : 4),
+      // On AWS the budget guards the account's Fargate vCPU quota; locally, the host.
+      maxCpu: e.FERRY_MAX_CPU ?? (onAws ? 64 : os.cpus().length),
       // Leave a quarter of the host to the server, Docker and the system.
-      maxMemoryMiB: e.FERRY_MAX_MEMORY ?? Math.floor((os.totalmem() * 0.75) / MiB),
+      maxMemoryMiB: e.FERRY_MAX_MEMORY ?? (onAws ? 256 * 1024 : Math.floor((os.totalmem() * 0.75) / MiB)),
       starvationSeconds: e.FERRY_STARVATION_SECONDS,
     },
     policy: {
@@ -147,8 +192,40 @@ export function loadConfig(env: Record<string, string | undefined> = {}, cwd = '
     logLevel: e.FERRY_LOG_LEVEL,
     url: e.FERRY_URL ?? `http://${e.FERRY_HOST}:${e.FERRY_PORT}`,
     processPath: env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+    ...awsSettings(e, env),
   };
   return deepFreeze(config);
+}
+
+function awsSettings(
+  e: z.output<typeof EnvSchema>,
+  env: Record<string, string | undefined>,
+): { aws?: AwsSettings } {
+  const given = AWS_KEYS.filter((key) => e[key] !== undefined);
+  if (given.length === 0) return {};
+  const missing = AWS_KEYS.filter((key) => e[key] === undefined);
+  if (missing.length > 0) {
+    throw new ValidationError(
+      `invalid configuration: the AWS settings are incomplete; missing ${missing.join(', ')}`,
+    );
+  }
+  return {
+    aws: {
+      region: env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1',
+      tableName: e.FERRY_TABLE_NAME ?? '',
+      queueUrl: e.FERRY_QUEUE_URL ?? '',
+      bucket: e.FERRY_BUCKET ?? '',
+      cluster: e.FERRY_CLUSTER ?? '',
+      subnets: e.FERRY_SUBNETS ?? [],
+      securityGroups: e.FERRY_SECURITY_GROUPS ?? [],
+      assignPublicIp: e.FERRY_ASSIGN_PUBLIC_IP ?? false,
+      taskRoleArn: e.FERRY_TASK_ROLE_ARN ?? '',
+      executionRoleArn: e.FERRY_EXECUTION_ROLE_ARN ?? '',
+      logGroup: e.FERRY_LOG_GROUP ?? '',
+      capacityProvider: e.FERRY_CAPACITY_PROVIDER,
+      retentionDays: e.FERRY_RETENTION_DAYS,
+    },
+  };
 }
 
 function deepFreeze<T>(value: T): T {

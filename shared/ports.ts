@@ -50,6 +50,11 @@ export interface IdempotencyStore {
 
 export interface DispatchMessage {
   readonly executionId: string;
+  /**
+   * The execution's current dispatch token. A message with an older token was superseded
+   * (the sweeper re-sent it) and is dropped, so copies never multiply.
+   */
+  readonly token?: string;
 }
 
 export interface JobQueue {

@@ -100,6 +100,8 @@ export interface Execution {
   readonly deadlineAt?: string;
   readonly task?: { readonly id: string; readonly lastEventVersion: number };
   readonly stopRequested?: { readonly intent: StopIntent; readonly at: string };
+  /** Names the one live chain of dispatch messages; see DispatchMessage.token. */
+  readonly dispatchToken?: string;
   /** Launch attempts deferred for capacity or retryable errors. */
   readonly deferrals: number;
   readonly exitCode?: number | null;

@@ -30,9 +30,9 @@ import { PayloadTooLarge, Unauthorized } from '../errors.ts';
 import { problemOf, problemResponse } from '../http/problem.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import type { ComputeBackend, HostCapacity } from '../ports.ts';
+import { messageFor } from '../use-cases/dispatch.ts';
 import { demandOf, listAll } from '../use-cases/usage.ts';
-
-export const FERRY_VERSION = '0.1.0';
+import { FERRY_VERSION } from '../version.ts';
 
 export interface LocalServer {
   readonly url: string;
@@ -279,7 +279,7 @@ export async function startLocalServer(
 async function recover(core: Core, backend: ComputeBackend, queue: LocalQueue, log: Logger): Promise<void> {
   const queued = await listAll(core, ['QUEUED']);
   const active = await listAll(core, ACTIVE_STATES);
-  for (const execution of queued) await queue.send({ executionId: execution.id });
+  for (const execution of queued) await queue.send(messageFor(execution));
   const unbounded = {
     maxConcurrency: Number.POSITIVE_INFINITY,
     maxCpu: Number.POSITIVE_INFINITY,
@@ -287,7 +287,7 @@ async function recover(core: Core, backend: ComputeBackend, queue: LocalQueue, l
   };
   for (const execution of active) await core.ledger.reserve(execution.id, demandOf(execution), unbounded);
   for (const execution of active) {
-    if (execution.task === undefined) await queue.send({ executionId: execution.id });
+    if (execution.task === undefined) await queue.send(messageFor(execution));
   }
   let adopted = 0;
   if (backend instanceof DockerBackend) {

@@ -55,7 +55,9 @@ export async function getOwned(core: Core, owner: string, id: string): Promise<E
 
 export async function acceptBid(core: Core, owner: string, id: string): Promise<Execution> {
   await getOwned(core, owner, id);
+  let accepted = false;
   const queued = await mutate(core.store, id, (current) => {
+    accepted = false;
     // Accepting twice is harmless: a retry gets the execution as it is, however far it got.
     if (current.queuedAt !== undefined) return undefined;
     if (current.state === 'OFFERED' && current.bid.expiresAt !== undefined) {
@@ -67,18 +69,22 @@ export async function acceptBid(core: Core, owner: string, id: string): Promise<
       throw new InvalidTransition(`execution ${id} is ${current.state}; only an OFFERED bid can be accepted`);
     }
     const now = core.clock.now();
-    return moveTo(current, 'QUEUED', now, { queuedAt: now.toISOString() });
+    accepted = true;
+    return moveTo(current, 'QUEUED', now, { queuedAt: now.toISOString(), dispatchToken: core.ids.next() });
   });
   if (queued.state === 'EXPIRED') {
     throw new InvalidTransition(
       `the bid on execution ${id} expired at ${queued.bid.expiresAt}; ask for a new bid`,
     );
   }
-  // Accepted earlier and already past the queue: nothing to send.
-  if (queued.state !== 'QUEUED') return queued;
+  // Accepted by an earlier call, which sent the message: one chain of messages per job.
+  if (!accepted) return queued;
   // Sent after the write: a message for an execution that is not QUEUED is dropped by the
   // dispatcher, and a QUEUED execution whose message was lost is re-sent by the sweeper.
-  await core.queue.send({ executionId: id });
+  await core.queue.send({
+    executionId: id,
+    ...(queued.dispatchToken ? { token: queued.dispatchToken } : {}),
+  });
   return queued;
 }
 

@@ -20,6 +20,13 @@ export type DispatchOutcome =
 export async function dispatch(core: Core, message: DispatchMessage): Promise<DispatchOutcome> {
   const execution = await core.store.get(message.executionId);
   if (execution === undefined) return { outcome: 'dropped', reason: 'no such execution' };
+  if (
+    message.token !== undefined &&
+    execution.dispatchToken !== undefined &&
+    message.token !== execution.dispatchToken
+  ) {
+    return { outcome: 'dropped', reason: 'superseded by a newer dispatch message' };
+  }
   if (execution.state === 'LAUNCHING' && execution.task === undefined) return launch(core, execution);
   if (execution.state !== 'QUEUED') {
     // A duplicate delivery, or a job cancelled while its message waited.
@@ -30,14 +37,14 @@ export async function dispatch(core: Core, message: DispatchMessage): Promise<Di
   const usage = await currentUsage(core);
   const decision = decideLaunch(demandOf(execution), usage, core.settings.capacity, now);
   if (!decision.launch) {
-    await core.queue.send({ executionId: execution.id }, { delaySeconds: core.settings.deferSeconds });
+    await core.queue.send(messageFor(execution), { delaySeconds: core.settings.deferSeconds });
     return { outcome: 'deferred', reason: decision.reason };
   }
 
   // The listing above may lag behind other dispatchers; the ledger is the hard budget.
   const demand = demandOf(execution);
   if (!(await core.ledger.reserve(execution.id, demand, core.settings.capacity))) {
-    await core.queue.send({ executionId: execution.id }, { delaySeconds: core.settings.deferSeconds });
+    await core.queue.send(messageFor(execution), { delaySeconds: core.settings.deferSeconds });
     return { outcome: 'deferred', reason: 'the capacity budget is taken by jobs launched meanwhile' };
   }
 
@@ -52,6 +59,12 @@ export async function dispatch(core: Core, message: DispatchMessage): Promise<Di
   }
   return launch(core, launching);
 }
+
+/** The next message of the execution's one live chain. */
+export const messageFor = (execution: Execution): DispatchMessage => ({
+  executionId: execution.id,
+  ...(execution.dispatchToken === undefined ? {} : { token: execution.dispatchToken }),
+});
 
 async function launch(core: Core, execution: Execution): Promise<DispatchOutcome> {
   const constraints = execution.bid.constraints;
@@ -71,7 +84,7 @@ async function launch(core: Core, execution: Execution): Promise<DispatchOutcome
           : undefined,
       );
       const backoff = Math.min(core.settings.deferSeconds * 2 ** deferred.deferrals, 300);
-      await core.queue.send({ executionId: execution.id }, { delaySeconds: backoff });
+      await core.queue.send(messageFor(execution), { delaySeconds: backoff });
       core.log.warn('launch failed, will retry', { executionId: execution.id, error, backoff });
       return { outcome: 'deferred', reason: error.message };
     }

@@ -3,6 +3,7 @@
 
 import type { Core } from '../core.ts';
 import { ACTIVE_STATES, isTerminal } from '../domain/states.ts';
+import { messageFor } from './dispatch.ts';
 import { handleTaskStateChange } from './task-events.ts';
 import { amend, moveTo, mutate } from './transitions.ts';
 import { listAll } from './usage.ts';
@@ -43,11 +44,12 @@ export async function sweep(core: Core): Promise<SweepReport> {
 
   for (const queued of await listAll(core, ['QUEUED'])) {
     if (Date.parse(queued.updatedAt) + core.settings.requeueAfterSeconds * 1000 > now.getTime()) continue;
-    // Its message may have been dead-lettered; a duplicate is harmless, the dispatcher drops it.
-    await mutate(core.store, queued.id, (current) =>
-      current.state === 'QUEUED' ? amend(current, now, {}) : undefined,
+    // Its message may have been dead-lettered: start a new chain, which supersedes the old one.
+    const renewed = await mutate(core.store, queued.id, (current) =>
+      current.state === 'QUEUED' ? amend(current, now, { dispatchToken: core.ids.next() }) : undefined,
     );
-    await core.queue.send({ executionId: queued.id });
+    if (renewed.state !== 'QUEUED') continue;
+    await core.queue.send(messageFor(renewed));
     report.requeued++;
   }
 
@@ -56,7 +58,7 @@ export async function sweep(core: Core): Promise<SweepReport> {
     if (execution.task === undefined) {
       const launchedAt = Date.parse(execution.launchedAt ?? execution.updatedAt);
       if (launchedAt + core.settings.launchGraceSeconds * 1000 < now.getTime()) {
-        await core.queue.send({ executionId: execution.id });
+        await core.queue.send(messageFor(execution));
         report.relaunched++;
       }
       continue;

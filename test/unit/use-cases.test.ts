@@ -89,6 +89,38 @@ describe('dispatch under at-least-once delivery', () => {
   });
 });
 
+describe('one live chain of dispatch messages per job', () => {
+  it('drops a message superseded by the sweeper, so copies never multiply', async () => {
+    const { core, queue, now } = await buildTestCore();
+    const blocker = await submitJob(core, OWNER, { ...job, resources: { cpu: 2 } });
+    const waiting = await submitJob(core, OWNER, { ...job, resources: { cpu: 1 } });
+    await dispatch(core, { executionId: blocker.id });
+    const firstToken = (await core.store.get(waiting.id))?.dispatchToken;
+    expect(await dispatch(core, { executionId: waiting.id, token: firstToken })).toMatchObject({ outcome: 'deferred' });
+
+    now.value = new Date(now.value.getTime() + 61_000);
+    const report = await sweep(core);
+
+    expect(report.requeued).toBe(1);
+    const renewed = (await core.store.get(waiting.id))?.dispatchToken;
+    expect(renewed).not.toBe(firstToken);
+    expect(await dispatch(core, { executionId: waiting.id, token: firstToken })).toEqual({
+      outcome: 'dropped',
+      reason: 'superseded by a newer dispatch message',
+    });
+    expect(await dispatch(core, { executionId: waiting.id, token: renewed })).toMatchObject({ outcome: 'deferred' });
+    expect(queue.depth).toBeGreaterThan(0);
+  });
+
+  it('sends one message however often a bid is accepted', async () => {
+    const { core, queue } = await buildTestCore();
+    const offer = await askForBid(core, OWNER, job);
+    await acceptBid(core, OWNER, offer.id);
+    await acceptBid(core, OWNER, offer.id);
+    expect(queue.depth).toBe(1);
+  });
+});
+
 describe('task state changes', () => {
   it('ignores duplicates and out-of-order events', async () => {
     const { core } = await buildTestCore();

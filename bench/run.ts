@@ -1,0 +1,219 @@
+// `npm run bench`: Ferry's speed and memory goals, measured in one run and printed side by
+// side with their baselines and targets. A MISS is reported, not thrown: the exit code is 0
+// unless a measurement itself could not be made.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import os from 'node:os';
+import Docker from 'dockerode';
+import { benchCapture, type CaptureBench } from './capture.ts';
+import { benchLatency, LATENCY_IMAGE, type LatencyBench } from './latency.ts';
+import { benchThroughput, type ThroughputBench } from './throughput.ts';
+
+const LATENCY_ROUNDS = 25;
+const LATENCY_WARMUP = 3;
+const THROUGHPUT_JOBS = 200;
+const THROUGHPUT_CONCURRENCY = 8;
+
+const TARGET_LATENCY_RATIO = 1.1;
+const TARGET_CAPTURE_RATIO = 0.5;
+const TARGET_CAPTURE_RSS_MB = 150;
+const MB_PER_MiB = (1024 * 1024) / 1e6;
+
+type Verdict = 'PASS' | 'MISS' | '';
+
+interface Row {
+  readonly measure: string;
+  readonly ferry: string;
+  readonly baseline: string;
+  readonly ratio: string;
+  readonly target: string;
+  readonly verdict: Verdict;
+}
+
+async function machine(): Promise<string[]> {
+  const cpus = os.cpus();
+  let dockerVersion = 'unreachable';
+  try {
+    const version = await new Docker().version();
+    dockerVersion = `${version.Version} (API ${version.ApiVersion}, ${version.Os}/${version.Arch})`;
+  } catch (error) {
+    dockerVersion = `unreachable: ${(error as Error).message}`;
+  }
+  return [
+    `cores   ${cpus.length} × ${cpus[0]?.model.trim() ?? 'unknown CPU'}`,
+    `memory  ${(os.totalmem() / 1024 ** 3).toFixed(1)} GiB total, ${(os.freemem() / 1024 ** 3).toFixed(1)} GiB free`,
+    `os      ${os.type()} ${os.release()} ${os.arch()}`,
+    `node    ${process.version}`,
+    `docker  server ${dockerVersion}`,
+    `load    ${loadAverage()} at start (other work on the machine makes every figure noisier)`,
+  ];
+}
+
+const loadAverage = (): string =>
+  `1/5/15-min load average ${os
+    .loadavg()
+    .map((v) => v.toFixed(2))
+    .join(' / ')}`;
+
+/** The process backend's ceiling without Ferry: `true` spawned directly, as many at a time. */
+async function rawSpawnJobsPerSecond(jobs: number, parallelism: number): Promise<number> {
+  const started = performance.now();
+  let next = 0;
+  const worker = async () => {
+    while (next < jobs) {
+      next += 1;
+      const child = spawn('true', [], { stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout.resume();
+      child.stderr.resume();
+      const [code] = (await once(child, 'close')) as [number | null];
+      if (code !== 0) throw new Error(`true exited ${code}`);
+    }
+  };
+  await Promise.all(Array.from({ length: parallelism }, worker));
+  return jobs / ((performance.now() - started) / 1000);
+}
+
+const ms = (value: number): string => `${value.toFixed(0)} ms`;
+const verdict = (ok: boolean): Verdict => (ok ? 'PASS' : 'MISS');
+
+function latencyRows(result: LatencyBench): Row[] {
+  const p90Ratio = result.ferry.p90 / result.docker.p90;
+  return [
+    {
+      measure: `1. submit→finished, echo hello, p50 (n=${result.ferry.samplesMs.length} each)`,
+      ferry: ms(result.ferry.p50),
+      baseline: `${ms(result.docker.p50)} docker run`,
+      ratio: result.ratio.toFixed(3),
+      target: `≤ ${TARGET_LATENCY_RATIO.toFixed(2)}`,
+      verdict: verdict(result.ratio <= TARGET_LATENCY_RATIO),
+    },
+    {
+      measure: '   submit→finished, p90',
+      ferry: ms(result.ferry.p90),
+      baseline: `${ms(result.docker.p90)} docker run`,
+      ratio: p90Ratio.toFixed(3),
+      target: '',
+      verdict: '',
+    },
+    {
+      measure: '   submit→finished, min … max',
+      ferry: `${result.ferry.min.toFixed(0)}…${result.ferry.max.toFixed(0)} ms`,
+      baseline: `${result.docker.min.toFixed(0)}…${result.docker.max.toFixed(0)} ms`,
+      ratio: '',
+      target: '',
+      verdict: '',
+    },
+  ];
+}
+
+function throughputRows(result: ThroughputBench, rawJobsPerSecond: number): Row[] {
+  return [
+    {
+      measure: `2. process backend, ${result.jobs} × \`true\` (${result.cpuPerJob} vCPU), max ${result.maxConcurrency} at once`,
+      ferry: `${result.jobsPerSecond.toFixed(1)} jobs/s`,
+      baseline: `${rawJobsPerSecond.toFixed(0)} jobs/s raw spawn`,
+      ratio: (result.jobsPerSecond / rawJobsPerSecond).toFixed(3),
+      target: '(report)',
+      verdict: '',
+    },
+    {
+      measure: '   all terminal after / all accepted after',
+      ferry: `${result.seconds.toFixed(2)} s / ${result.submitSeconds.toFixed(2)} s`,
+      baseline: '',
+      ratio: '',
+      target: `${result.completed}/${result.jobs} COMPLETED`,
+      verdict: '',
+    },
+  ];
+}
+
+function captureRows(result: CaptureBench): Row[] {
+  const peakMB = result.peakRssMiB * MB_PER_MiB;
+  const rawPeakMB = result.rawPeakRssMiB * MB_PER_MiB;
+  return [
+    {
+      measure: `3. capture ${(result.totalBytes / 1024 ** 3).toFixed(0)} GiB stdout, 10 MiB head+tail: throughput`,
+      ferry: `${result.captureMiBps.toFixed(0)} MiB/s`,
+      baseline: `${result.rawMiBps.toFixed(0)} MiB/s raw pipe`,
+      ratio: result.ratio.toFixed(3),
+      target: `≥ ${TARGET_CAPTURE_RATIO.toFixed(2)}`,
+      verdict: verdict(result.ratio >= TARGET_CAPTURE_RATIO),
+    },
+    {
+      measure: '   capture: peak RSS of the capturing process',
+      ferry: `${peakMB.toFixed(1)} MB`,
+      baseline: `${rawPeakMB.toFixed(1)} MB raw pipe`,
+      ratio: (peakMB / rawPeakMB).toFixed(3),
+      target: `< ${TARGET_CAPTURE_RSS_MB} MB`,
+      verdict: verdict(peakMB < TARGET_CAPTURE_RSS_MB),
+    },
+  ];
+}
+
+function printTable(rows: readonly Row[]): void {
+  const header: Row = {
+    measure: 'measure',
+    ferry: 'Ferry',
+    baseline: 'baseline',
+    ratio: 'ratio',
+    target: 'target',
+    verdict: 'result' as Verdict,
+  };
+  const columns = ['measure', 'ferry', 'baseline', 'ratio', 'target', 'verdict'] as const;
+  const all = [header, ...rows];
+  const widths = columns.map((column) => Math.max(...all.map((row) => row[column].length)));
+  const line = (row: Row) =>
+    columns
+      .map((column, i) => {
+        const width = widths[i] ?? 0;
+        return column === 'ratio' ? row[column].padStart(width) : row[column].padEnd(width);
+      })
+      .join('  ')
+      .trimEnd();
+  console.log(line(header));
+  console.log(widths.map((w) => '─'.repeat(w)).join('  '));
+  for (const row of rows) console.log(line(row));
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const info = await machine();
+  const step = (text: string) =>
+    process.stderr.write(`[bench +${((performance.now() - started) / 1000).toFixed(0)}s] ${text}\n`);
+
+  step(
+    `1/3 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
+  );
+  const latency = await benchLatency({ rounds: LATENCY_ROUNDS, warmup: LATENCY_WARMUP });
+  step(`2/3 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
+  const rawSpawn = await rawSpawnJobsPerSecond(THROUGHPUT_JOBS, THROUGHPUT_CONCURRENCY);
+  const throughput = await benchThroughput({
+    jobs: THROUGHPUT_JOBS,
+    maxConcurrency: THROUGHPUT_CONCURRENCY,
+    clientParallelism: 16,
+  });
+  step('3/3 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
+  const capture = await benchCapture();
+
+  const rows = [...latencyRows(latency), ...throughputRows(throughput, rawSpawn), ...captureRows(capture)];
+  console.log('');
+  console.log(`Ferry benchmark, ${new Date().toISOString()}`);
+  for (const text of info) console.log(`  ${text}`);
+  console.log('');
+  printTable(rows);
+  console.log('');
+  const misses = rows.filter((row) => row.verdict === 'MISS');
+  console.log(
+    misses.length === 0
+      ? 'all targets: PASS'
+      : `MISS on ${misses.length} target(s): ${misses.map((row) => row.measure.replace(/^\d\.\s*|^\s+/, '')).join('; ')}`,
+  );
+  console.log(
+    `samples (ms): ferry [${latency.ferry.samplesMs.map((v) => v.toFixed(0)).join(' ')}]` +
+      `  docker run [${latency.docker.samplesMs.map((v) => v.toFixed(0)).join(' ')}]`,
+  );
+  console.log(`${loadAverage()} at the end`);
+  console.log(`total bench time ${((performance.now() - started) / 1000).toFixed(0)} s`);
+}
+
+await main();

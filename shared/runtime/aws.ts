@@ -1,0 +1,91 @@
+// The AWS runtime: builds Ferry's dependencies on DynamoDB, SQS, S3 and ECS from validated
+// config, once per Lambda container (clients are reused on warm starts).
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { ECSClient } from '@aws-sdk/client-ecs';
+import { S3Client } from '@aws-sdk/client-s3';
+import { SQSClient } from '@aws-sdk/client-sqs';
+import { DynamoCapacityLedger } from '../adapters/aws/dynamo-ledger.ts';
+import { DynamoExecutionStore, DynamoIdempotencyStore } from '../adapters/aws/dynamo-store.ts';
+import { EcsBackend } from '../adapters/aws/ecs-backend.ts';
+import { S3ObjectStore } from '../adapters/aws/s3-object-store.ts';
+import { SqsJobQueue } from '../adapters/aws/sqs-queue.ts';
+import { executionIds, systemClock } from '../adapters/system.ts';
+import type { FerryConfig } from '../config.ts';
+import type { ChangeFeed, Core } from '../core.ts';
+import { FARGATE_LIMITS } from '../domain/fargate.ts';
+import { createLogger, type Logger } from '../logger.ts';
+import { FERRY_VERSION } from '../version.ts';
+
+export interface AwsClients {
+  readonly dynamodb?: DynamoDBClient;
+  readonly sqs?: SQSClient;
+  readonly s3?: S3Client;
+  readonly ecs?: ECSClient;
+}
+
+/** Without push notifications from DynamoDB, a wait re-reads once a second. */
+const pollingFeed: ChangeFeed = {
+  waitForChange: (_id, timeoutMs) => new Promise((resolve) => setTimeout(resolve, Math.min(timeoutMs, 1000))),
+};
+
+export function buildAwsCore(config: FerryConfig, clients: AwsClients = {}, log?: Logger): Core {
+  const aws = config.aws;
+  if (aws === undefined) {
+    throw new Error(
+      'the AWS settings (FERRY_TABLE_NAME, FERRY_QUEUE_URL, FERRY_BUCKET, FERRY_CLUSTER, …) are not set',
+    );
+  }
+  const logger = log ?? createLogger(config.logLevel, (line) => process.stdout.write(line));
+  const dynamodb = clients.dynamodb ?? new DynamoDBClient({ region: aws.region });
+  const store = new DynamoExecutionStore({
+    tableName: aws.tableName,
+    retentionDays: aws.retentionDays,
+    client: dynamodb,
+  });
+  return {
+    store,
+    idempotency: new DynamoIdempotencyStore(aws.tableName, dynamodb),
+    queue: new SqsJobQueue(aws.queueUrl, clients.sqs ?? new SQSClient({ region: aws.region })),
+    objects: new S3ObjectStore(aws.bucket, clients.s3 ?? new S3Client({ region: aws.region })),
+    backend: new EcsBackend({
+      cluster: aws.cluster,
+      subnets: aws.subnets,
+      securityGroups: aws.securityGroups,
+      assignPublicIp: aws.assignPublicIp,
+      executionRoleArn: aws.executionRoleArn,
+      taskRoleArn: aws.taskRoleArn,
+      logGroup: aws.logGroup,
+      region: aws.region,
+      capacityProvider: aws.capacityProvider,
+      client: clients.ecs ?? new ECSClient({ region: aws.region }),
+      log: logger,
+    }),
+    ledger: new DynamoCapacityLedger(aws.tableName, dynamodb),
+    changes: pollingFeed,
+    clock: systemClock,
+    ids: executionIds(),
+    log: logger,
+    settings: {
+      policy: config.policy,
+      profile: {
+        platform: 'fargate',
+        maxCpu: FARGATE_LIMITS.maxCpu,
+        maxMemoryMiB: FARGATE_LIMITS.maxMemoryMiB,
+        supportsGpu: false,
+        supportsInputs: false,
+        supportsOutputs: false,
+        supportsPublish: true,
+      },
+      capacity: config.capacity,
+      bidTtlSeconds: config.policy.bidTtlSeconds,
+      deferSeconds: 10,
+      maxLaunchAttempts: 10,
+      resultLinkSeconds: config.resultLinkSeconds,
+      // API Gateway ends a request after 29 s.
+      maxWaitSeconds: 25,
+      launchGraceSeconds: 600,
+      requeueAfterSeconds: 900,
+      version: FERRY_VERSION,
+    },
+  };
+}
