@@ -96,7 +96,9 @@ describe('one live chain of dispatch messages per job', () => {
     const waiting = await submitJob(core, OWNER, { ...job, resources: { cpu: 1 } });
     await dispatch(core, { executionId: blocker.id });
     const firstToken = (await core.store.get(waiting.id))?.dispatchToken;
-    expect(await dispatch(core, { executionId: waiting.id, token: firstToken })).toMatchObject({ outcome: 'deferred' });
+    expect(await dispatch(core, { executionId: waiting.id, token: firstToken })).toMatchObject({
+      outcome: 'deferred',
+    });
 
     now.value = new Date(now.value.getTime() + 61_000);
     const report = await sweep(core);
@@ -108,7 +110,9 @@ describe('one live chain of dispatch messages per job', () => {
       outcome: 'dropped',
       reason: 'superseded by a newer dispatch message',
     });
-    expect(await dispatch(core, { executionId: waiting.id, token: renewed })).toMatchObject({ outcome: 'deferred' });
+    expect(await dispatch(core, { executionId: waiting.id, token: renewed })).toMatchObject({
+      outcome: 'deferred',
+    });
     expect(queue.depth).toBeGreaterThan(0);
   });
 
