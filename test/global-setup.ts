@@ -2,6 +2,7 @@
 // image. Under CI=true a missing engine is an error, never a reason to skip.
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
+import { startMoto } from './support/moto.ts';
 import Docker from 'dockerode';
 import type { TestProject } from 'vitest/node';
 
@@ -11,10 +12,14 @@ declare module 'vitest' {
   export interface ProvidedContext {
     dockerAvailable: boolean;
     testImage: string;
+    /** Where the AWS API emulator answers (moto server, or LocalStack via AWS_ENDPOINT_URL). */
+    awsEndpoint: string;
+    /** 'moto' when the suite started its own moto server; 'external' when AWS_ENDPOINT_URL was given. */
+    awsEmulator: 'moto' | 'external';
   }
 }
 
-export default async function setup(project: TestProject): Promise<void> {
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const docker = new Docker();
   let available = false;
   try {
@@ -37,4 +42,15 @@ export default async function setup(project: TestProject): Promise<void> {
   }
   project.provide('dockerAvailable', available);
   project.provide('testImage', TEST_IMAGE);
+
+  const external = process.env.AWS_ENDPOINT_URL;
+  if (external !== undefined && external !== '') {
+    project.provide('awsEndpoint', external);
+    project.provide('awsEmulator', 'external');
+    return async () => undefined;
+  }
+  const moto = await startMoto();
+  project.provide('awsEndpoint', moto.endpoint);
+  project.provide('awsEmulator', 'moto');
+  return moto.stop;
 }

@@ -34,6 +34,11 @@ export class DynamoCapacityLedger implements CapacityLedger {
   async reserve(executionId: string, demand: CapacityDemand, budget: CapacityBudget): Promise<boolean> {
     const cpu = cpuUnits(demand.cpu);
     const memory = Math.ceil(demand.memoryMiB);
+    // The condition below lets the very first reservation through unchecked (there is no
+    // counter yet), so a demand the whole budget cannot hold is refused here.
+    if (cpu > cpuUnits(budget.maxCpu) || memory > Math.floor(budget.maxMemoryMiB) || budget.maxConcurrency < 1) {
+      return false;
+    }
     try {
       await this.db.send(
         new TransactWriteCommand({

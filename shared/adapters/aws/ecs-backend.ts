@@ -88,6 +88,9 @@ export class EcsBackend implements ComputeBackend {
           name: JOB_CONTAINER,
           image,
           essential: true,
+          // A soft reservation only: the task-level memory is the job's limit. Some emulators
+          // cannot place a container that has neither a memory limit nor a reservation.
+          memoryReservation: 64,
           logConfiguration: {
             logDriver: 'awslogs' as const,
             options: {

@@ -1,0 +1,110 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { DynamoExecutionStore, DynamoIdempotencyStore } from '../../shared/adapters/aws/dynamo-store.ts';
+import { executionIds } from '../../shared/adapters/system.ts';
+import type { Execution } from '../../shared/domain/execution.ts';
+import { parseJobSpec } from '../../shared/domain/job-spec.ts';
+import { StaleExecution, ValidationError } from '../../shared/errors.ts';
+import { moveTo } from '../../shared/use-cases/transitions.ts';
+import { type AwsEnvironment, createAwsEnvironment } from '../support/aws.ts';
+
+const ids = executionIds();
+
+function offered(owner: string, createdAt: string): Execution {
+  return {
+    id: ids.next(),
+    owner,
+    state: 'OFFERED',
+    version: 1,
+    spec: parseJobSpec({ image: 'alpine', command: ['true'] }),
+    bid: { accepted: true, reason: 'test' },
+    createdAt,
+    updatedAt: createdAt,
+    deferrals: 0,
+    history: [{ state: 'OFFERED', at: createdAt }],
+  };
+}
+
+describe('DynamoDB execution store', () => {
+  let aws: AwsEnvironment;
+  let store: DynamoExecutionStore;
+
+  beforeAll(async () => {
+    aws = await createAwsEnvironment();
+    store = new DynamoExecutionStore({
+      tableName: aws.tableName,
+      retentionDays: 7,
+      client: aws.clients.dynamodb,
+    });
+  });
+
+  it('writes only on the version read', async () => {
+    const execution = offered('alice', '2030-01-01T00:00:00.000Z');
+    await store.create(execution);
+    await expect(store.create(execution)).rejects.toBeInstanceOf(StaleExecution);
+
+    await store.update(moveTo(execution, 'QUEUED', new Date()), 1);
+    await expect(store.update(moveTo(execution, 'EXPIRED', new Date()), 1)).rejects.toBeInstanceOf(
+      StaleExecution,
+    );
+    expect((await store.get(execution.id))?.state).toBe('QUEUED');
+  });
+
+  it('lists by owner and several states, newest first, page by page', async () => {
+    const made: Execution[] = [];
+    for (let i = 0; i < 7; i++) {
+      let e = offered('bob', `2030-01-02T00:00:0${i}.000Z`);
+      await store.create(e);
+      if (i % 2 === 0) {
+        const next = moveTo(e, 'QUEUED', new Date());
+        await store.update(next, e.version);
+        e = next;
+      }
+      made.push(e);
+    }
+    await store.create(offered('carol', '2030-01-02T00:00:09.000Z'));
+
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await store.list({
+        owner: 'bob',
+        states: ['OFFERED', 'QUEUED'],
+        limit: 3,
+        ...(cursor ? { cursor } : {}),
+      });
+      expect(page.items.length).toBeLessThanOrEqual(3);
+      seen.push(...page.items.map((e) => e.id));
+      cursor = page.nextCursor;
+    } while (cursor !== undefined);
+
+    expect(seen).toEqual([...made].reverse().map((e) => e.id));
+    const queuedOnly = await store.list({ owner: 'bob', states: ['QUEUED'], limit: 10 });
+    expect(queuedOnly.items.map((e) => e.state)).toEqual(['QUEUED', 'QUEUED', 'QUEUED', 'QUEUED']);
+    const all = await store.list({ owner: 'bob', limit: 100 });
+    expect(all.items).toHaveLength(7);
+  });
+
+  it('refuses a cursor from nowhere, or from another query', async () => {
+    await expect(store.list({ owner: 'bob', limit: 1, cursor: 'not-a-cursor' })).rejects.toBeInstanceOf(
+      ValidationError,
+    );
+    const page = await store.list({ owner: 'bob', states: ['QUEUED'], limit: 1 });
+    expect(page.nextCursor).toBeDefined();
+    await expect(
+      store.list({ owner: 'bob', states: ['OFFERED'], limit: 1, cursor: page.nextCursor }),
+    ).rejects.toBeInstanceOf(ValidationError);
+  });
+
+  it('claims an idempotency key once', async () => {
+    const keys = new DynamoIdempotencyStore(aws.tableName, aws.clients.dynamodb);
+    const record = {
+      fingerprint: 'f1',
+      state: 'IN_PROGRESS' as const,
+      expiresAt: '2099-01-01T00:00:00.000Z',
+    };
+    expect(await keys.claim('k1', record)).toBeUndefined();
+    expect(await keys.claim('k1', { ...record, fingerprint: 'f2' })).toEqual(record);
+    await keys.release('k1');
+    expect(await keys.claim('k1', record)).toBeUndefined();
+  });
+});

@@ -1,0 +1,111 @@
+// Per-run AWS resources on the emulator: a table, queues, a bucket and a cluster with
+// fresh names, and SDK clients pointed at the emulator through its endpoint.
+import { randomUUID } from 'node:crypto';
+import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { CreateSecurityGroupCommand, DescribeSubnetsCommand, EC2Client } from '@aws-sdk/client-ec2';
+import { CreateClusterCommand, ECSClient } from '@aws-sdk/client-ecs';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateQueueCommand, GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { inject } from 'vitest';
+import { tableDefinition } from '../../shared/adapters/aws/table.ts';
+import { loadConfig } from '../../shared/config.ts';
+
+export const REGION = 'us-east-1';
+
+/** `endpoint` defaults to the emulator the test setup provides; give it outside vitest (the bench). */
+export function clientConfig(endpoint: string = inject('awsEndpoint')) {
+  return {
+    region: REGION,
+    endpoint,
+    credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+    // Path-style S3 addressing: emulators do not resolve bucket sub-domains.
+    forcePathStyle: true,
+    maxAttempts: 1,
+  };
+}
+
+export function awsClients(endpoint?: string) {
+  const config = clientConfig(endpoint);
+  return {
+    dynamodb: new DynamoDBClient(config),
+    sqs: new SQSClient(config),
+    s3: new S3Client(config),
+    ecs: new ECSClient(config),
+  };
+}
+
+export interface AwsEnvironment {
+  readonly tableName: string;
+  readonly queueUrl: string;
+  readonly deadLetterQueueUrl: string;
+  readonly bucket: string;
+  readonly cluster: string;
+  readonly clients: ReturnType<typeof awsClients>;
+  /** The FERRY_* settings a deployment would give its functions. */
+  readonly env: Record<string, string>;
+}
+
+export async function createAwsEnvironment(endpoint?: string): Promise<AwsEnvironment> {
+  const id = randomUUID().slice(0, 8);
+  const clients = awsClients(endpoint);
+  const tableName = `ferry-${id}`;
+  const bucket = `ferry-results-${id}`;
+  const cluster = `ferry-${id}`;
+  await clients.dynamodb.send(new CreateTableCommand(tableDefinition(tableName)));
+  const dlq = await clients.sqs.send(new CreateQueueCommand({ QueueName: `ferry-${id}-dlq` }));
+  const dlqArn = (
+    await clients.sqs.send(
+      new GetQueueAttributesCommand({ QueueUrl: dlq.QueueUrl, AttributeNames: ['QueueArn'] }),
+    )
+  ).Attributes?.QueueArn;
+  const queue = await clients.sqs.send(
+    new CreateQueueCommand({
+      QueueName: `ferry-${id}`,
+      Attributes: {
+        VisibilityTimeout: '60',
+        RedrivePolicy: JSON.stringify({ deadLetterTargetArn: dlqArn, maxReceiveCount: 5 }),
+      },
+    }),
+  );
+  await clients.s3.send(new CreateBucketCommand({ Bucket: bucket }));
+  const created = await clients.ecs.send(
+    new CreateClusterCommand({ clusterName: cluster, capacityProviders: ['FARGATE', 'FARGATE_SPOT'] }),
+  );
+  // The emulator's default VPC stands in for the network a deployment would create.
+  const ec2 = new EC2Client(clientConfig());
+  const subnets = await ec2.send(
+    new DescribeSubnetsCommand({ Filters: [{ Name: 'default-for-az', Values: ['true'] }] }),
+  );
+  const subnet = subnets.Subnets?.[0];
+  const group = await ec2.send(
+    new CreateSecurityGroupCommand({
+      GroupName: `ferry-${id}`,
+      Description: 'Ferry tasks',
+      VpcId: subnet?.VpcId,
+    }),
+  );
+  const env = {
+    FERRY_TABLE_NAME: tableName,
+    FERRY_QUEUE_URL: queue.QueueUrl ?? '',
+    FERRY_BUCKET: bucket,
+    FERRY_CLUSTER: created.cluster?.clusterArn ?? cluster,
+    FERRY_SUBNETS: subnet?.SubnetId ?? '',
+    FERRY_SECURITY_GROUPS: group.GroupId ?? '',
+    FERRY_TASK_ROLE_ARN: 'arn:aws:iam::123456789012:role/ferry-task',
+    FERRY_EXECUTION_ROLE_ARN: 'arn:aws:iam::123456789012:role/ferry-task-execution',
+    FERRY_LOG_GROUP: `/ferry/${id}/tasks`,
+    AWS_REGION: REGION,
+  };
+  return {
+    tableName,
+    queueUrl: queue.QueueUrl ?? '',
+    deadLetterQueueUrl: dlq.QueueUrl ?? '',
+    bucket,
+    cluster: env.FERRY_CLUSTER,
+    clients,
+    env,
+  };
+}
+
+export const awsConfig = (environment: AwsEnvironment, extra: Record<string, string> = {}) =>
+  loadConfig({ ...environment.env, FERRY_LOG_LEVEL: 'error', ...extra });
