@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { Context, SQSEvent } from 'aws-lambda';
 import Docker from 'dockerode';
-import { type ApiEvent, createApiHandler, MAX_BODY_BYTES } from '../../functions/api.ts';
+import { createApiHandler, MAX_BODY_BYTES } from '../../functions/api.ts';
 import { createDispatcherHandler } from '../../functions/dispatcher.ts';
 import { createSweeperHandler } from '../../functions/sweeper.ts';
 import { createTaskEventsHandler } from '../../functions/task-events.ts';
@@ -27,6 +27,7 @@ import type { PlatformProfile } from '../domain/bidding.ts';
 import { ACTIVE_STATES } from '../domain/states.ts';
 import type { TaskStateChangeEvent } from '../domain/task-event.ts';
 import { PayloadTooLarge, Unauthorized } from '../errors.ts';
+import { apiGatewayEvent } from '../http/api-gateway-event.ts';
 import { problemOf, problemResponse } from '../http/problem.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import type { ComputeBackend, HostCapacity } from '../ports.ts';
@@ -374,50 +375,16 @@ async function serveHttp(request: http.IncomingMessage, response: http.ServerRes
     for (const [name, value] of Object.entries(request.headers)) {
       if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(',') : value;
     }
-    const query: Record<string, string> = {};
-    for (const [name, value] of url.searchParams)
-      query[name] = name in query ? `${query[name]},${value}` : value;
-    const now = new Date();
-    const event = {
-      version: '2.0',
-      routeKey: '$default',
-      rawPath: url.pathname,
-      rawQueryString: url.search.slice(1),
+    const event = apiGatewayEvent({
+      method: request.method ?? 'GET',
+      path: url.pathname,
+      query: url.search.slice(1),
       headers,
-      ...(url.search.length > 1 ? { queryStringParameters: query } : {}),
-      requestContext: {
-        accountId: '000000000000',
-        apiId: 'local',
-        domainName: headers.host ?? 'localhost',
-        domainPrefix: 'local',
-        http: {
-          method: request.method ?? 'GET',
-          path: url.pathname,
-          protocol: `HTTP/${request.httpVersion}`,
-          sourceIp: request.socket.remoteAddress ?? '127.0.0.1',
-          userAgent: headers['user-agent'] ?? '',
-        },
-        requestId: randomUUID(),
-        routeKey: '$default',
-        stage: '$default',
-        time: now.toISOString(),
-        timeEpoch: now.getTime(),
-        authorizer: {
-          iam: {
-            accessKey: 'local',
-            accountId: '000000000000',
-            callerId: owner,
-            cognitoIdentity: null,
-            principalOrgId: null,
-            userArn: owner,
-            userId: owner,
-          },
-        },
-      },
-      ...(body.length > 0
-        ? { body: body.toString('base64'), isBase64Encoded: true }
-        : { isBase64Encoded: false }),
-    } as unknown as ApiEvent;
+      body,
+      caller: owner,
+      sourceIp: request.socket.remoteAddress ?? '127.0.0.1',
+      protocol: `HTTP/${request.httpVersion}`,
+    });
     const reply = await deps.api(event, lambdaContext('api'));
     const replyBody = reply.body === undefined ? '' : reply.body;
     const bytes = reply.isBase64Encoded ? Buffer.from(replyBody, 'base64') : Buffer.from(replyBody, 'utf8');

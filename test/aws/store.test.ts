@@ -2,27 +2,15 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { DynamoExecutionStore, DynamoIdempotencyStore } from '../../shared/adapters/aws/dynamo-store.ts';
 import { executionIds } from '../../shared/adapters/system.ts';
 import type { Execution } from '../../shared/domain/execution.ts';
-import { parseJobSpec } from '../../shared/domain/job-spec.ts';
 import { StaleExecution, ValidationError } from '../../shared/errors.ts';
 import { moveTo } from '../../shared/use-cases/transitions.ts';
 import { type AwsEnvironment, createAwsEnvironment } from '../support/aws.ts';
+import { offeredExecution } from '../support/fixtures.ts';
 
 const ids = executionIds();
 
-function offered(owner: string, createdAt: string): Execution {
-  return {
-    id: ids.next(),
-    owner,
-    state: 'OFFERED',
-    version: 1,
-    spec: parseJobSpec({ image: 'alpine', command: ['true'] }),
-    bid: { accepted: true, reason: 'test' },
-    createdAt,
-    updatedAt: createdAt,
-    deferrals: 0,
-    history: [{ state: 'OFFERED', at: createdAt }],
-  };
-}
+const offered = (owner: string, createdAt: string): Execution =>
+  offeredExecution(ids.next(), createdAt, owner);
 
 describe('DynamoDB execution store', () => {
   let aws: AwsEnvironment;

@@ -72,7 +72,7 @@ export async function createAwsEnvironment(endpoint?: string): Promise<AwsEnviro
     new CreateClusterCommand({ clusterName: cluster, capacityProviders: ['FARGATE', 'FARGATE_SPOT'] }),
   );
   // The emulator's default VPC stands in for the network a deployment would create.
-  const ec2 = new EC2Client(clientConfig());
+  const ec2 = new EC2Client(clientConfig(endpoint));
   const subnets = await ec2.send(
     new DescribeSubnetsCommand({ Filters: [{ Name: 'default-for-az', Values: ['true'] }] }),
   );

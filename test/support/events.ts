@@ -6,6 +6,7 @@ import type { Message } from '@aws-sdk/client-sqs';
 import type { Context, SQSEvent } from 'aws-lambda';
 import type { ApiEvent } from '../../functions/api.ts';
 import type { TaskStateChangeDetail, TaskStateChangeEvent } from '../../shared/domain/task-event.ts';
+import { apiGatewayEvent } from '../../shared/http/api-gateway-event.ts';
 
 export const lambdaContext = {
   callbackWaitsForEmptyEventLoop: false,
@@ -27,41 +28,15 @@ export function apiEvent(
   path: string,
   options: { body?: unknown; owner?: string; query?: string; headers?: Record<string, string> } = {},
 ): ApiEvent {
-  const owner = options.owner ?? 'arn:aws:iam::123456789012:user/alice';
-  const now = new Date();
-  return {
-    version: '2.0',
-    routeKey: '$default',
-    rawPath: path,
-    rawQueryString: options.query ?? '',
+  return apiGatewayEvent({
+    method,
+    path,
+    query: options.query ?? '',
     headers: { 'content-type': 'application/json', ...options.headers },
-    requestContext: {
-      accountId: '123456789012',
-      apiId: 'api',
-      domainName: 'api.example.com',
-      domainPrefix: 'api',
-      http: { method, path, protocol: 'HTTP/1.1', sourceIp: '192.0.2.1', userAgent: 'test' },
-      requestId: randomUUID(),
-      routeKey: '$default',
-      stage: '$default',
-      time: now.toISOString(),
-      timeEpoch: now.getTime(),
-      authorizer: {
-        iam: {
-          accessKey: 'AKIA',
-          accountId: '123456789012',
-          callerId: owner,
-          cognitoIdentity: null,
-          principalOrgId: null,
-          userArn: owner,
-          userId: owner,
-        },
-      },
-    },
-    ...(options.body === undefined
-      ? { isBase64Encoded: false }
-      : { body: JSON.stringify(options.body), isBase64Encoded: false }),
-  } as unknown as ApiEvent;
+    ...(options.body === undefined ? {} : { body: Buffer.from(JSON.stringify(options.body)) }),
+    caller: options.owner ?? 'arn:aws:iam::123456789012:user/alice',
+    accountId: '123456789012',
+  });
 }
 
 export function sqsEvent(

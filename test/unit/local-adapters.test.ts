@@ -1,26 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { FileExecutionStore } from '../../shared/adapters/local/file-store.ts';
 import { LocalQueue } from '../../shared/adapters/local/local-queue.ts';
-import type { Execution } from '../../shared/domain/execution.ts';
-import { parseJobSpec } from '../../shared/domain/job-spec.ts';
 import { InvalidTransition, StaleExecution, ValidationError } from '../../shared/errors.ts';
 import { moveTo } from '../../shared/use-cases/transitions.ts';
+import { offeredExecution } from '../support/fixtures.ts';
 import { tempDir } from '../support/server.ts';
 
-function execution(id: string, createdAt: string, owner = 'a'): Execution {
-  return {
-    id,
-    owner,
-    state: 'OFFERED',
-    version: 1,
-    spec: parseJobSpec({ image: 'alpine', command: ['true'] }),
-    bid: { accepted: true, reason: 'test' },
-    createdAt,
-    updatedAt: createdAt,
-    deferrals: 0,
-    history: [{ state: 'OFFERED', at: createdAt }],
-  };
-}
+const execution = offeredExecution;
 
 describe('local queue (SQS semantics)', () => {
   it('hides a received message for the visibility timeout, then delivers it again', async () => {

@@ -18,17 +18,23 @@ const RESERVATION_PREFIX = 'capacity#reservation#';
 /** Reservations are listed through the byState index under this pseudo-state. */
 const RESERVATION_PARTITION = 'capacity-reservation';
 
+/** Tries of one transaction that keeps colliding with other dispatchers' before giving up. */
+const CONFLICT_ATTEMPTS = 6;
+
 /** CPU is counted in units of 1/1024 vCPU so the sums are whole numbers. */
 const cpuUnits = (cpu: number): number => Math.round(cpu * 1024);
 
 export class DynamoCapacityLedger implements CapacityLedger {
   private readonly db: DynamoDBDocumentClient;
+  private readonly sleep: (ms: number) => Promise<void>;
 
   constructor(
     private readonly tableName: string,
     client?: DynamoDBClient,
+    sleep?: (ms: number) => Promise<void>,
   ) {
     this.db = documentClient(client);
+    this.sleep = sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
   }
 
   async reserve(executionId: string, demand: CapacityDemand, budget: CapacityBudget): Promise<boolean> {
@@ -36,11 +42,15 @@ export class DynamoCapacityLedger implements CapacityLedger {
     const memory = Math.ceil(demand.memoryMiB);
     // The condition below lets the very first reservation through unchecked (there is no
     // counter yet), so a demand the whole budget cannot hold is refused here.
-    if (cpu > cpuUnits(budget.maxCpu) || memory > Math.floor(budget.maxMemoryMiB) || budget.maxConcurrency < 1) {
+    if (
+      cpu > cpuUnits(budget.maxCpu) ||
+      memory > Math.floor(budget.maxMemoryMiB) ||
+      budget.maxConcurrency < 1
+    ) {
       return false;
     }
     try {
-      await this.db.send(
+      await this.transact(
         new TransactWriteCommand({
           TransactItems: [
             {
@@ -84,10 +94,7 @@ export class DynamoCapacityLedger implements CapacityLedger {
       if (!(error instanceof TransactionCanceledException)) throw error;
       const [reservation, total] = error.CancellationReasons ?? [];
       if (reservation?.Code === 'ConditionalCheckFailed') return true; // already held
-      if (total?.Code === 'ConditionalCheckFailed') {
-        // A first reservation larger than the whole budget also lands here.
-        return false;
-      }
+      if (total?.Code === 'ConditionalCheckFailed') return false;
       throw error;
     }
   }
@@ -100,7 +107,7 @@ export class DynamoCapacityLedger implements CapacityLedger {
     const item = held.Item as { cpuUnits?: number; memoryMiB?: number } | undefined;
     if (item === undefined) return;
     try {
-      await this.db.send(
+      await this.transact(
         new TransactWriteCommand({
           TransactItems: [
             {
@@ -136,6 +143,27 @@ export class DynamoCapacityLedger implements CapacityLedger {
         return;
       }
       throw error;
+    }
+  }
+
+  /**
+   * Every reservation and release writes the one counter item, so concurrent dispatchers'
+   * transactions collide (TransactionConflict, which the SDK does not retry): try again
+   * shortly, since the condition is decided afresh each time.
+   */
+  private async transact(command: TransactWriteCommand): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.db.send(command);
+        return;
+      } catch (error) {
+        const conflict =
+          error instanceof TransactionCanceledException &&
+          (error.CancellationReasons ?? []).some((r) => r.Code === 'TransactionConflict') &&
+          !(error.CancellationReasons ?? []).some((r) => r.Code === 'ConditionalCheckFailed');
+        if (!conflict || attempt >= CONFLICT_ATTEMPTS) throw error;
+        await this.sleep(Math.random() * 25 * 2 ** attempt);
+      }
     }
   }
 
