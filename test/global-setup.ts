@@ -2,9 +2,9 @@
 // image. Under CI=true a missing engine is an error, never a reason to skip.
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { startMoto } from './support/moto.ts';
 import Docker from 'dockerode';
 import type { TestProject } from 'vitest/node';
+import { startMoto } from './support/moto.ts';
 
 export const TEST_IMAGE = 'ferry-test:busybox';
 
