@@ -2,9 +2,9 @@
 // capture per task, the result files and manifest (written last), and task state change
 // events in ECS's shape so the same `task-events` handler applies them.
 import { randomUUID } from 'node:crypto';
+import { storeResult } from '../../capture/result-writer.ts';
 import { StreamCapture } from '../../capture/stream-capture.ts';
-import type { Execution, ResultManifest } from '../../domain/execution.ts';
-import { resultKeys } from '../../domain/execution.ts';
+import type { Execution } from '../../domain/execution.ts';
 import type { OutputLimits } from '../../domain/job-spec.ts';
 import {
   JOB_CONTAINER,
@@ -102,29 +102,18 @@ export class LocalTaskBook {
    */
   async finish(task: LocalTask, ending: TaskEnding): Promise<void> {
     if (task.status === 'STOPPED') return;
-    const keys = resultKeys(task.executionId);
-    const stdout = task.stdout.finish();
-    const stderr = task.stderr.finish();
     const endedAt = new Date().toISOString();
-    const manifest: ResultManifest = {
-      executionId: task.executionId,
-      exitCode: ending.exitCode,
-      signal: ending.signal,
-      partial: task.stopReason !== undefined || task.recovered,
-      startedAt: task.startedAt,
-      endedAt,
-      stdout: stdout.summary,
-      stderr: stderr.summary,
-      outputs: [],
-      keep: task.keep,
-    };
     try {
-      await this.objects.put(keys.stdout, stdout.stored, 'application/octet-stream');
-      await this.objects.put(keys.stderr, stderr.stored, 'application/octet-stream');
-      await this.objects.put(keys.manifest, JSON.stringify(manifest, null, 2), 'application/json');
+      await storeResult(this.objects, task.executionId, task, task.keep, {
+        exitCode: ending.exitCode,
+        signal: ending.signal,
+        partial: task.stopReason !== undefined || task.recovered,
+        startedAt: task.startedAt,
+        endedAt,
+      });
     } catch (error) {
-      // The stop event still goes out: the execution ends FAILED-or-COMPLETED without a result
-      // rather than hanging in RUNNING.
+      // The stop event still goes out: the execution ends without a result rather than
+      // hanging in RUNNING.
       this.log.error('could not store the result', { executionId: task.executionId, error });
     }
     task.status = 'STOPPED';
