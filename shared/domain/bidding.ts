@@ -165,6 +165,8 @@ export interface BidInput {
   readonly spec: JobSpec;
   readonly policy: BidPolicy;
   readonly profile: PlatformProfile;
+  /** The executor's whole capacity: a job larger than it could never start. */
+  readonly budget?: { readonly maxCpu: number; readonly maxMemoryMiB: number };
   readonly strategies?: readonly BidStrategy[];
   /** Supplies the queue part of the estimate once the constraints are known. */
   readonly queueEstimate: (constraints: ResolvedConstraints) => Estimate['queue'] & { waitSeconds: number };
@@ -182,6 +184,17 @@ export function makeBid(input: BidInput): Bid {
   }
   const fit = resolveConstraints(spec, profile);
   if (!fit.fits) declines.unshift(fit.reason);
+  else if (input.budget !== undefined) {
+    const { cpu, memoryMiB } = fit.constraints;
+    const over: string[] = [];
+    if (cpu > input.budget.maxCpu) over.push(`${cpu} vCPU`);
+    if (memoryMiB > input.budget.maxMemoryMiB) over.push(formatMiB(memoryMiB));
+    if (over.length > 0) {
+      declines.unshift(
+        `the job needs ${over.join(' and ')}; this executor's whole capacity is ${input.budget.maxCpu} vCPU and ${formatMiB(input.budget.maxMemoryMiB)}`,
+      );
+    }
+  }
   if (declines.length > 0 || !fit.fits) {
     return { accepted: false, reason: declines.join('; ') };
   }

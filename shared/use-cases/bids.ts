@@ -9,8 +9,8 @@ import { BidDeclined, InvalidTransition, NotFound } from '../errors.ts';
 import { moveTo, mutate } from './transitions.ts';
 import { currentUsage } from './usage.ts';
 
-/** Validates the spec, bids on it and records the execution as OFFERED or DECLINED. */
-export async function askForBid(core: Core, owner: string, specInput: unknown): Promise<Execution> {
+/** Validates the spec and bids on it: the execution OFFERED or DECLINED, not yet stored. */
+async function bidOn(core: Core, owner: string, specInput: unknown): Promise<Execution> {
   const spec = parseJobSpec(specInput, core.settings.policy.maxOutputBytes);
   const now = core.clock.now();
   const usage = await currentUsage(core);
@@ -18,6 +18,7 @@ export async function askForBid(core: Core, owner: string, specInput: unknown): 
     spec,
     policy: core.settings.policy,
     profile: core.settings.profile,
+    budget: core.settings.capacity,
     expiresAt: new Date(now.getTime() + core.settings.bidTtlSeconds * 1000).toISOString(),
     queueEstimate: (constraints) => ({
       waitSeconds: estimateWaitSeconds(constraints, usage, core.settings.capacity, now),
@@ -40,6 +41,12 @@ export async function askForBid(core: Core, owner: string, specInput: unknown): 
     history: [{ state, at, ...(bid.accepted ? {} : { reason: bid.reason }) }],
     ...(bid.accepted ? {} : { reason: bid.reason }),
   };
+  return execution;
+}
+
+/** Validates the spec, bids on it and records the execution as OFFERED or DECLINED. */
+export async function askForBid(core: Core, owner: string, specInput: unknown): Promise<Execution> {
+  const execution = await bidOn(core, owner, specInput);
   await core.store.create(execution);
   return execution;
 }
@@ -101,11 +108,23 @@ export async function rejectBid(core: Core, owner: string, id: string): Promise<
 
 /** Ask and accept in one call; a decline is an error carrying the bid. */
 export async function submitJob(core: Core, owner: string, specInput: unknown): Promise<Execution> {
-  const offered = await askForBid(core, owner, specInput);
+  const offered = await bidOn(core, owner, specInput);
   if (!offered.bid.accepted) {
+    await core.store.create(offered);
     throw new BidDeclined(`Ferry will not run this job: ${offered.bid.reason}`, {
       details: { executionId: offered.id, bid: offered.bid },
     });
   }
-  return acceptBid(core, owner, offered.id);
+  // Offered and accepted in the same breath: stored once, already QUEUED.
+  const now = core.clock.now();
+  const queued = moveTo(offered, 'QUEUED', now, {
+    queuedAt: now.toISOString(),
+    dispatchToken: core.ids.next(),
+  });
+  await core.store.create({ ...queued, version: 1 });
+  await core.queue.send({
+    executionId: queued.id,
+    ...(queued.dispatchToken ? { token: queued.dispatchToken } : {}),
+  });
+  return { ...queued, version: 1 };
 }

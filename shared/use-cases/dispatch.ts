@@ -93,16 +93,23 @@ async function launch(core: Core, execution: Execution): Promise<DispatchOutcome
     return fail(core, execution, `launch failed: ${reason}`);
   }
 
-  const recorded = await mutate(core.store, execution.id, (current) => {
-    if (current.task !== undefined) return undefined; // the task's own events got here first
-    const now = core.clock.now();
-    return amend(current, now, {
-      task: { id: taskId, lastEventVersion: 0 },
-      deadlineAt: new Date(
-        now.getTime() + (current.spec.timeoutSeconds + core.settings.launchGraceSeconds) * 1000,
-      ).toISOString(),
-    });
-  });
+  const recorded = await mutate(
+    core.store,
+    execution.id,
+    (current) => {
+      if (current.task !== undefined) return undefined; // the task's own events got here first
+      const now = core.clock.now();
+      return amend(current, now, {
+        task: { id: taskId, lastEventVersion: 0 },
+        deadlineAt: new Date(
+          now.getTime() + (current.spec.timeoutSeconds + core.settings.launchGraceSeconds) * 1000,
+        ).toISOString(),
+      });
+    },
+    8,
+    // Usually what this dispatcher just wrote; if anything changed since, it reads again.
+    execution,
+  );
   if (recorded.stopRequested !== undefined) {
     // Cancelled while the launch was in flight: the task must not outlive the request.
     await core.backend.stop(

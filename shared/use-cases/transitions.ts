@@ -51,9 +51,13 @@ export async function mutate(
   id: string,
   decide: (current: Execution) => Execution | undefined,
   attempts = 8,
+  /** The version the caller just wrote, if any: the first attempt starts from it without a read. */
+  known?: Execution,
 ): Promise<Execution> {
+  let fresh = known;
   for (let attempt = 1; ; attempt++) {
-    const current = await store.get(id);
+    const current = fresh ?? (await store.get(id));
+    fresh = undefined;
     if (current === undefined) throw new NotFound(`execution ${id} does not exist`);
     const next = decide(current);
     if (next === undefined) return current;

@@ -52,6 +52,22 @@ const RETRYABLE = [
   /InternalError/i,
 ];
 
+/**
+ * ECS's task lifecycle in the port's words. A task winding down (DEACTIVATING, STOPPING,
+ * DEPROVISIONING) has run and still holds its resources: it is not PENDING. DELETED is gone.
+ */
+const TASK_STATUS: Readonly<Record<string, TaskStatus['lastStatus']>> = {
+  PROVISIONING: 'PROVISIONING',
+  PENDING: 'PENDING',
+  ACTIVATING: 'PENDING',
+  RUNNING: 'RUNNING',
+  DEACTIVATING: 'RUNNING',
+  STOPPING: 'RUNNING',
+  DEPROVISIONING: 'RUNNING',
+  STOPPED: 'STOPPED',
+  DELETED: 'MISSING',
+};
+
 const isRetryable = (text: string): boolean => RETRYABLE.some((pattern) => pattern.test(text));
 
 function describeError(error: unknown): string {
@@ -276,19 +292,10 @@ export class EcsBackend implements ComputeBackend {
       );
       for (const taskId of batch) {
         const task = reply.tasks?.find((t) => t.taskArn === taskId);
-        const status = task?.lastStatus;
         statuses.push({
           taskId,
           executionId: task?.startedBy ?? '',
-          lastStatus:
-            task === undefined
-              ? 'MISSING'
-              : status === 'RUNNING' ||
-                  status === 'STOPPED' ||
-                  status === 'PENDING' ||
-                  status === 'PROVISIONING'
-                ? status
-                : 'PENDING',
+          lastStatus: task === undefined ? 'MISSING' : (TASK_STATUS[task.lastStatus ?? ''] ?? 'PENDING'),
         });
       }
     }

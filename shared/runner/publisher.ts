@@ -1,0 +1,132 @@
+// The publisher: the container beside a Fargate job that captures its stdout and stderr
+// (read from the FIFOs the wrapper writes) under the job's output limits, refreshes a live
+// window of each stream in S3 while the job runs, and stores the result — outputs first,
+// result.json last — when the job ends or the task is stopped.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { encodeLive, liveKey, storeResult } from '../capture/result-writer.ts';
+import { captureLimitsFor, captureStream, StreamCapture } from '../capture/stream-capture.ts';
+import type { ResultManifest } from '../domain/execution.ts';
+import type { OutputLimits } from '../domain/job-spec.ts';
+import type { Logger } from '../logger.ts';
+import type { ObjectStore } from '../ports.ts';
+
+export interface PublisherOptions {
+  readonly executionId: string;
+  /** Holds the `stdout` and `stderr` FIFOs and, at the end, the wrapper's `exit.json`. */
+  readonly ioDir: string;
+  readonly limits: OutputLimits;
+  readonly objects: ObjectStore;
+  readonly log: Logger;
+  /** How often the live window is refreshed while output keeps coming. */
+  readonly flushSeconds: number;
+  /** After a stop request, how long to keep draining before storing what there is. */
+  readonly stopGraceSeconds: number;
+  /** Resolves when the task is asked to stop (SIGTERM from ECS). */
+  readonly stopped: Promise<void>;
+}
+
+interface WrapperExit {
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  readonly timedOut: boolean;
+  readonly startError: string | null;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function readExit(ioDir: string, waitMs: number): Promise<WrapperExit | undefined> {
+  const file = path.join(ioDir, 'exit.json');
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      return JSON.parse(await fsp.readFile(file, 'utf8')) as WrapperExit;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || Date.now() >= deadline) return undefined;
+      await sleep(100);
+    }
+  }
+}
+
+/**
+ * Opening a FIFO for reading waits for its writer. If the job never opens it (it never
+ * started), a stop must not leave the publisher waiting: opening the write end ourselves
+ * lets the read end open and see end-of-file at once.
+ */
+function unblock(fifo: string): void {
+  try {
+    fs.closeSync(fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+  } catch {
+    // No reader waiting (ENXIO) or already gone: nothing to unblock.
+  }
+}
+
+export async function publish(options: PublisherOptions): Promise<ResultManifest> {
+  const { executionId, ioDir, limits, objects, log } = options;
+  const startedAt = new Date().toISOString();
+  const captures = {
+    stdout: new StreamCapture(captureLimitsFor(limits, 'stdout')),
+    stderr: new StreamCapture(captureLimitsFor(limits, 'stderr')),
+  };
+  const streams = (['stdout', 'stderr'] as const).map((name) => {
+    const fifo = path.join(ioDir, name);
+    const readable = fs.createReadStream(fifo, { highWaterMark: 1024 * 1024 });
+    return { name, fifo, readable, done: captureStream(readable, captures[name]) };
+  });
+  const drained = Promise.all(streams.map((s) => s.done)).then(() => 'drained' as const);
+
+  let flushed = { stdout: -1, stderr: -1 };
+  let flushing = Promise.resolve();
+  const flush = () => {
+    flushing = flushing
+      .then(async () => {
+        for (const name of ['stdout', 'stderr'] as const) {
+          const total = captures[name].totalBytes;
+          if (total === flushed[name]) continue;
+          await objects.put(
+            liveKey(executionId, name),
+            encodeLive(captures[name]),
+            'application/octet-stream',
+          );
+          flushed = { ...flushed, [name]: total };
+        }
+      })
+      .catch((error) => log.warn('could not refresh the live output', { executionId, error }));
+  };
+  const timer = setInterval(flush, options.flushSeconds * 1000);
+
+  let stopRequested = false;
+  const stop = options.stopped.then(async () => {
+    stopRequested = true;
+    log.info('stop requested; draining output', { executionId, graceSeconds: options.stopGraceSeconds });
+    await sleep(options.stopGraceSeconds * 1000);
+    return 'grace-over' as const;
+  });
+  const outcome = await Promise.race([drained, stop]);
+  clearInterval(timer);
+  if (outcome === 'grace-over') {
+    for (const stream of streams) {
+      unblock(stream.fifo);
+      stream.readable.destroy();
+    }
+  }
+  await flushing;
+
+  const exit = await readExit(ioDir, outcome === 'drained' ? 5000 : 0);
+  if (exit?.startError) log.warn('the job did not start', { executionId, reason: exit.startError });
+  const manifest = await storeResult(objects, executionId, captures, limits.keep, {
+    exitCode: exit?.exitCode ?? null,
+    signal: exit?.signal ?? null,
+    partial: stopRequested || outcome === 'grace-over' || exit === undefined || exit.timedOut,
+    startedAt,
+    endedAt: new Date().toISOString(),
+    ...(exit?.timedOut ? { timedOut: true } : {}),
+  });
+  await Promise.all(
+    (['stdout', 'stderr'] as const).map((name) =>
+      objects.deletePrefix(liveKey(executionId, name)).catch(() => undefined),
+    ),
+  );
+  return manifest;
+}

@@ -1,0 +1,321 @@
+// The Fargate backend against the emulator's ECS: one task definition per image, looked up
+// before it is registered; RunTask carrying the execution's size, command and environment;
+// StopTask and DescribeTasks as cancel and the sweeper use them.
+import {
+  DescribeTaskDefinitionCommand,
+  DescribeTasksCommand,
+  ECSClient,
+  ListTaskDefinitionsCommand,
+  ListTasksCommand,
+  type Task,
+} from '@aws-sdk/client-ecs';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { EcsBackend } from '../../shared/adapters/aws/ecs-backend.ts';
+import { executionIds } from '../../shared/adapters/system.ts';
+import type { AwsSettings } from '../../shared/config.ts';
+import { type PlatformProfile, resolveConstraints } from '../../shared/domain/bidding.ts';
+import type { Execution, ResolvedConstraints } from '../../shared/domain/execution.ts';
+import { FARGATE_LIMITS } from '../../shared/domain/fargate.ts';
+import { parseJobSpec } from '../../shared/domain/job-spec.ts';
+import { silentLogger } from '../../shared/logger.ts';
+import { type AwsEnvironment, awsConfig, clientConfig, createAwsEnvironment } from '../support/aws.ts';
+import { ecsError, FaultInjector, type RecordedCall, recordCalls } from '../support/sdk-faults.ts';
+
+const FARGATE: PlatformProfile = {
+  platform: 'fargate',
+  maxCpu: FARGATE_LIMITS.maxCpu,
+  maxMemoryMiB: FARGATE_LIMITS.maxMemoryMiB,
+  supportsGpu: false,
+  supportsInputs: false,
+  supportsOutputs: false,
+  supportsPublish: true,
+};
+
+const ids = executionIds();
+
+/** An execution as the dispatcher hands it to the backend: bid on for Fargate, LAUNCHING. */
+function launching(specInput: Record<string, unknown>): {
+  execution: Execution;
+  constraints: ResolvedConstraints;
+} {
+  const spec = parseJobSpec(specInput);
+  const fit = resolveConstraints(spec, FARGATE);
+  if (!fit.fits) throw new Error(fit.reason);
+  const at = new Date().toISOString();
+  const execution: Execution = {
+    id: ids.next(),
+    owner: 'arn:aws:iam::123456789012:user/alice',
+    state: 'LAUNCHING',
+    version: 3,
+    spec,
+    bid: { accepted: true, reason: 'fits', constraints: fit.constraints },
+    createdAt: at,
+    updatedAt: at,
+    queuedAt: at,
+    launchedAt: at,
+    deferrals: 0,
+    history: [],
+  };
+  return { execution, constraints: fit.constraints };
+}
+
+describe('ECS Fargate backend', () => {
+  let aws: AwsEnvironment;
+  let settings: AwsSettings;
+
+  /** A backend as a freshly started dispatcher builds it, with its own client. */
+  function coldBackend(client: ECSClient = new ECSClient(clientConfig())): EcsBackend {
+    return new EcsBackend({ ...settings, client, log: silentLogger, sleep: async () => undefined });
+  }
+
+  /** A cold backend whose ECS calls are recorded. */
+  function countedBackend(): { backend: EcsBackend; calls: RecordedCall[] } {
+    const client = new ECSClient(clientConfig());
+    const calls = recordCalls(client, []);
+    return { backend: coldBackend(client), calls };
+  }
+
+  const operations = (calls: readonly RecordedCall[]) => calls.map((c) => c.operation);
+
+  async function describeTask(taskArn: string): Promise<Task> {
+    const reply = await aws.clients.ecs.send(
+      new DescribeTasksCommand({ cluster: aws.cluster, tasks: [taskArn], include: ['TAGS'] }),
+    );
+    const task = reply.tasks?.[0];
+    if (task === undefined) throw new Error(`ECS does not know ${taskArn}`);
+    return task;
+  }
+
+  beforeAll(async () => {
+    aws = await createAwsEnvironment();
+    const config = awsConfig(aws).aws;
+    if (config === undefined) throw new Error('the test environment has no AWS settings');
+    settings = config;
+  });
+
+  it('registers the task definition of an image once, and finds it on a cold start', async () => {
+    const image = 'public.ecr.aws/docker/library/alpine:3.20';
+    const first = countedBackend();
+
+    const a = launching({ image, command: ['true'] });
+    await first.backend.launch(a.execution, a.constraints);
+    const b = launching({ image, command: ['false'] });
+    await first.backend.launch(b.execution, b.constraints);
+
+    expect(operations(first.calls)).toEqual([
+      'DescribeTaskDefinition',
+      'RegisterTaskDefinition',
+      'RunTask',
+      // warm: the definition is remembered
+      'RunTask',
+    ]);
+
+    const cold = countedBackend();
+    const c = launching({ image, command: ['true'] });
+    await cold.backend.launch(c.execution, c.constraints);
+
+    expect(operations(cold.calls)).toEqual(['DescribeTaskDefinition', 'RunTask']);
+    const family = cold.backend.taskDefinitionFor(image).family;
+    const revisions = await aws.clients.ecs.send(new ListTaskDefinitionsCommand({ familyPrefix: family }));
+    expect(revisions.taskDefinitionArns).toHaveLength(1);
+  });
+
+  it('gives another image another family', async () => {
+    const { backend, calls } = countedBackend();
+    const busybox = backend.taskDefinitionFor('public.ecr.aws/docker/library/busybox:1.36').family;
+    const alpine = backend.taskDefinitionFor('public.ecr.aws/docker/library/alpine:3.20').family;
+    expect(busybox).not.toBe(alpine);
+    expect(busybox).toMatch(/^ferry-[0-9a-f]{20}$/);
+
+    const arn = await backend.ensureTaskDefinition('public.ecr.aws/docker/library/busybox:1.36');
+
+    expect(arn).toContain(`:task-definition/${busybox}:1`);
+    expect(operations(calls)).toEqual(['DescribeTaskDefinition', 'RegisterTaskDefinition']);
+  });
+
+  it('registers a Fargate definition with the job container, the roles and awsvpc networking', async () => {
+    const image = 'public.ecr.aws/docker/library/python:3.12-slim';
+    const arn = await coldBackend().ensureTaskDefinition(image);
+
+    const { taskDefinition } = await aws.clients.ecs.send(
+      new DescribeTaskDefinitionCommand({ taskDefinition: arn }),
+    );
+
+    expect(taskDefinition).toMatchObject({
+      taskDefinitionArn: arn,
+      status: 'ACTIVE',
+      requiresCompatibilities: ['FARGATE'],
+      networkMode: 'awsvpc',
+      cpu: '256',
+      memory: '512',
+      taskRoleArn: settings.taskRoleArn,
+      executionRoleArn: settings.executionRoleArn,
+      runtimePlatform: { operatingSystemFamily: 'LINUX', cpuArchitecture: 'X86_64' },
+    });
+    expect(taskDefinition?.containerDefinitions).toHaveLength(1);
+    expect(taskDefinition?.containerDefinitions?.[0]).toMatchObject({
+      name: 'job',
+      image,
+      essential: true,
+      logConfiguration: {
+        logDriver: 'awslogs',
+        options: {
+          'awslogs-group': settings.logGroup,
+          'awslogs-region': settings.region,
+          'awslogs-stream-prefix': 'ferry',
+        },
+      },
+    });
+  });
+
+  it("runs the task with the execution's size, command and environment", async () => {
+    const { execution, constraints } = launching({
+      image: 'public.ecr.aws/docker/library/alpine:3.20',
+      command: ['sh', '-c', 'echo "$GREETING" > /dev/stderr'],
+      env: { GREETING: 'hello world', EMPTY: '' },
+      resources: { cpu: 2, memory: '5GiB', disk: '50GiB' },
+      labels: { team: 'data' },
+    });
+
+    const { taskId } = await coldBackend().launch(execution, constraints);
+
+    const task = await describeTask(taskId);
+    expect(task.taskArn).toBe(taskId);
+    expect(task.startedBy).toBe(execution.id);
+    expect(task.clusterArn).toBe(aws.cluster);
+    expect(task.group).toBe('ferry');
+    expect(task.capacityProviderName).toBe('FARGATE');
+    expect(task.overrides).toEqual({
+      cpu: '2048',
+      memory: '5120',
+      ephemeralStorage: { sizeInGiB: 50 },
+      containerOverrides: [
+        {
+          name: 'job',
+          command: ['sh', '-c', 'echo "$GREETING" > /dev/stderr'],
+          environment: [
+            { name: 'GREETING', value: 'hello world' },
+            { name: 'EMPTY', value: '' },
+          ],
+        },
+      ],
+    });
+    expect(task.tags).toEqual(
+      expect.arrayContaining([
+        { key: 'ferry:execution', value: execution.id },
+        { key: 'ferry:label:team', value: 'data' },
+      ]),
+    );
+    const eni = task.attachments?.find((a) => a.type === 'ElasticNetworkInterface');
+    expect(eni?.details).toEqual(expect.arrayContaining([{ name: 'subnetId', value: settings.subnets[0] }]));
+  });
+
+  it('leaves ephemeral storage at the Fargate default of 20 GiB unasked', async () => {
+    const { execution, constraints } = launching({
+      image: 'public.ecr.aws/docker/library/alpine:3.20',
+      command: ['true'],
+    });
+
+    const { taskId } = await coldBackend().launch(execution, constraints);
+
+    const task = await describeTask(taskId);
+    expect(task.overrides?.cpu).toBe('256');
+    expect(task.overrides?.memory).toBe('512');
+    expect(task.overrides?.ephemeralStorage).toBeUndefined();
+    expect(task.overrides?.containerOverrides?.[0]?.environment).toEqual([]);
+  });
+
+  it('reuses the task an earlier attempt started when the launch is retried', async () => {
+    const { backend, calls } = countedBackend();
+    const { execution, constraints } = launching({
+      image: 'public.ecr.aws/docker/library/alpine:3.20',
+      command: ['true'],
+    });
+    const first = await backend.launch(execution, constraints);
+
+    const retried = await backend.launch({ ...execution, deferrals: 1 }, constraints);
+
+    expect(retried.taskId).toBe(first.taskId);
+    expect(operations(calls).filter((op) => op === 'RunTask')).toHaveLength(1);
+    const listed = await aws.clients.ecs.send(
+      new ListTasksCommand({ cluster: aws.cluster, startedBy: execution.id }),
+    );
+    expect(listed.taskArns).toEqual([first.taskId]);
+  });
+
+  it('stops a task, and stopping it again is harmless', async () => {
+    const backend = coldBackend();
+    const { execution, constraints } = launching({
+      image: 'public.ecr.aws/docker/library/alpine:3.20',
+      command: ['sleep', '3600'],
+    });
+    const { taskId } = await backend.launch(execution, constraints);
+
+    await backend.stop(taskId, 'cancelled by the caller');
+    await backend.stop(taskId, 'cancelled by the caller');
+
+    const task = await describeTask(taskId);
+    expect(task.desiredStatus).toBe('STOPPED');
+    expect(task.lastStatus).toBe('STOPPED');
+    expect(task.stoppedReason).toBe('cancelled by the caller');
+    expect(await backend.describe([taskId])).toEqual([
+      { taskId, executionId: execution.id, lastStatus: 'STOPPED' },
+    ]);
+  });
+
+  it('treats a task ECS does not know as already stopped', async () => {
+    // ECS answers InvalidParameterException "The referenced task was not found."; moto 5.2.5
+    // answers HTTP 500 with a Python traceback instead, so ECS's answer is given here.
+    const client = new ECSClient(clientConfig());
+    const faults = new FaultInjector(client).always(
+      'StopTask',
+      ecsError('InvalidParameterException', 'The referenced task was not found.'),
+    );
+    const unknown = `arn:aws:ecs:us-east-1:123456789012:task/${aws.cluster.split('/').pop()}/0123456789abcdef0123456789abcdef`;
+
+    await expect(coldBackend(client).stop(unknown, 'cancelled by the caller')).resolves.toBeUndefined();
+    expect(faults.count('StopTask')).toBe(1);
+  });
+
+  it('reports tasks it does not know as MISSING, next to the ones it does', async () => {
+    const backend = coldBackend();
+    const { execution, constraints } = launching({
+      image: 'public.ecr.aws/docker/library/alpine:3.20',
+      command: ['sleep', '60'],
+    });
+    const { taskId } = await backend.launch(execution, constraints);
+    const unknown = `arn:aws:ecs:us-east-1:123456789012:task/${aws.cluster.split('/').pop()}/fedcba9876543210fedcba9876543210`;
+
+    const statuses = await backend.describe([unknown, taskId]);
+
+    expect(statuses).toEqual([
+      { taskId: unknown, executionId: '', lastStatus: 'MISSING' },
+      // Known, in whatever phase: moto walks a task on towards STOPPED each time it is described.
+      {
+        taskId,
+        executionId: execution.id,
+        lastStatus: expect.stringMatching(/^(PROVISIONING|PENDING|RUNNING|STOPPED)$/),
+      },
+    ]);
+    expect(await backend.describe([])).toEqual([]);
+  });
+
+  // moto walks a described task one phase on per DescribeTasks: DEACTIVATING, STOPPING,
+  // DEPROVISIONING, then STOPPED. Another emulator keeps its own pace.
+  it.skipIf(inject('awsEmulator') !== 'moto')(
+    'reports a task winding down as RUNNING until it has stopped',
+    async () => {
+      const backend = coldBackend();
+      const { execution, constraints } = launching({
+        image: 'public.ecr.aws/docker/library/alpine:3.20',
+        command: ['true'],
+      });
+      const { taskId } = await backend.launch(execution, constraints);
+
+      const seen: string[] = [];
+      for (let i = 0; i < 5; i++) seen.push((await backend.describe([taskId]))[0]?.lastStatus ?? '');
+
+      expect(seen).toEqual(['RUNNING', 'RUNNING', 'RUNNING', 'STOPPED', 'STOPPED']);
+    },
+  );
+});
