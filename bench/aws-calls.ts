@@ -57,11 +57,10 @@ export interface AwsCallsBench {
 
 const PURPOSES: Readonly<Record<string, string>> = {
   'api POST /v1/jobs|DynamoDB.Query': 'capacity picture for the bid estimate (one query per state)',
-  'api POST /v1/jobs|DynamoDB.PutItem': 'create the OFFERED record; then the conditional write to QUEUED',
+  'api POST /v1/jobs|DynamoDB.PutItem': 'create the execution, already QUEUED (bid and accept in one write)',
   'api POST /v1/jobs|DynamoDB.GetItem': 'read the record to accept (ownership, then the version to write on)',
   'api POST /v1/jobs|SQS.SendMessage': 'the dispatch message',
-  'dispatcher (SQS batch of 1)|DynamoDB.GetItem':
-    'read the execution (state, dispatch token); re-read to record the task',
+  'dispatcher (SQS batch of 1)|DynamoDB.GetItem': 'read the execution (state, dispatch token)',
   'dispatcher (SQS batch of 1)|DynamoDB.Query':
     'capacity picture: active and queued executions (one query per state)',
   'dispatcher (SQS batch of 1)|DynamoDB.TransactWriteItems': 'reserve vCPU/memory in the capacity ledger',

@@ -5,6 +5,8 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import os from 'node:os';
 import Docker from 'dockerode';
+import { startMoto } from '../test/support/moto.ts';
+import { benchAwsCalls, formatAwsCalls } from './aws-calls.ts';
 import { benchCapture, type CaptureBench } from './capture.ts';
 import { benchLatency, LATENCY_IMAGE, type LatencyBench } from './latency.ts';
 import { benchThroughput, type ThroughputBench } from './throughput.ts';
@@ -182,18 +184,21 @@ async function main(): Promise<void> {
     process.stderr.write(`[bench +${((performance.now() - started) / 1000).toFixed(0)}s] ${text}\n`);
 
   step(
-    `1/3 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
+    `1/4 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
   );
   const latency = await benchLatency({ rounds: LATENCY_ROUNDS, warmup: LATENCY_WARMUP });
-  step(`2/3 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
+  step(`2/4 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
   const rawSpawn = await rawSpawnJobsPerSecond(THROUGHPUT_JOBS, THROUGHPUT_CONCURRENCY);
   const throughput = await benchThroughput({
     jobs: THROUGHPUT_JOBS,
     maxConcurrency: THROUGHPUT_CONCURRENCY,
     clientParallelism: 16,
   });
-  step('3/3 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
+  step('3/4 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
   const capture = await benchCapture();
+  step('4/4 AWS API calls per execution, counted against moto server');
+  const moto = await startMoto();
+  const awsCalls = await benchAwsCalls(moto.endpoint).finally(() => moto.stop());
 
   const rows = [...latencyRows(latency), ...throughputRows(throughput, rawSpawn), ...captureRows(capture)];
   console.log('');
@@ -212,6 +217,12 @@ async function main(): Promise<void> {
     `samples (ms): ferry [${latency.ferry.samplesMs.map((v) => v.toFixed(0)).join(' ')}]` +
       `  docker run [${latency.docker.samplesMs.map((v) => v.toFixed(0)).join(' ')}]`,
   );
+  console.log('');
+  console.log(
+    'AWS API calls per execution (happy path, through the Lambda handlers; first = new image, warm = cached):',
+  );
+  for (const text of formatAwsCalls(awsCalls)) console.log(`  ${text}`);
+  console.log('');
   console.log(`${loadAverage()} at the end`);
   console.log(`total bench time ${((performance.now() - started) / 1000).toFixed(0)} s`);
 }

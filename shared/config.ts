@@ -235,3 +235,72 @@ function deepFreeze<T>(value: T): T {
   }
   return value;
 }
+
+const PublisherEnvSchema = z.object({
+  FERRY_EXECUTION_ID: z.string().regex(/^ex_[0-9a-z]{26}$/),
+  FERRY_BUCKET: z.string().min(3),
+  FERRY_OUTPUT_LIMITS: z.string().transform((text, ctx) => {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'not JSON' });
+      return z.NEVER;
+    }
+  }),
+  FERRY_IO_DIR: z.string().min(1).default('/ferry/io'),
+  FERRY_LIVE_FLUSH_SECONDS: z.coerce.number().positive().max(300).default(5),
+  FERRY_STOP_GRACE_SECONDS: z.coerce.number().min(0).max(110).default(20),
+  FERRY_S3_FORCE_PATH_STYLE: bool.default(false),
+  FERRY_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+});
+
+const OutputLimitsEnvSchema = z.strictObject({
+  stdoutBytes: z.number().int().min(0),
+  stderrBytes: z.number().int().min(0),
+  inlineBytes: z.number().int().min(0),
+  keep: z.enum(['head', 'tail', 'head+tail']),
+});
+
+export interface PublisherConfig {
+  readonly executionId: string;
+  readonly bucket: string;
+  readonly limits: z.output<typeof OutputLimitsEnvSchema>;
+  readonly ioDir: string;
+  readonly flushSeconds: number;
+  readonly stopGraceSeconds: number;
+  readonly forcePathStyle: boolean;
+  readonly region: string;
+  readonly logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+}
+
+/** The publisher container's settings, given by the task definition and RunTask overrides. */
+export function loadPublisherConfig(env: Record<string, string | undefined>): PublisherConfig {
+  const known = Object.fromEntries(Object.entries(env).filter(([key]) => key in PublisherEnvSchema.shape));
+  const parsed = PublisherEnvSchema.safeParse(known);
+  if (!parsed.success) {
+    const problems = toFieldProblems(parsed.error);
+    throw new ValidationError(
+      `invalid publisher configuration: ${problems.map((p) => `${p.field}: ${p.message}`).join('; ')}`,
+    );
+  }
+  const limits = OutputLimitsEnvSchema.safeParse(parsed.data.FERRY_OUTPUT_LIMITS);
+  if (!limits.success) {
+    throw new ValidationError(
+      `invalid publisher configuration: FERRY_OUTPUT_LIMITS: ${toFieldProblems(limits.error)
+        .map((p) => `${p.field}: ${p.message}`)
+        .join('; ')}`,
+    );
+  }
+  const e = parsed.data;
+  return deepFreeze({
+    executionId: e.FERRY_EXECUTION_ID,
+    bucket: e.FERRY_BUCKET,
+    limits: limits.data,
+    ioDir: e.FERRY_IO_DIR,
+    flushSeconds: e.FERRY_LIVE_FLUSH_SECONDS,
+    stopGraceSeconds: e.FERRY_STOP_GRACE_SECONDS,
+    forcePathStyle: e.FERRY_S3_FORCE_PATH_STYLE,
+    region: env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1',
+    logLevel: e.FERRY_LOG_LEVEL,
+  });
+}

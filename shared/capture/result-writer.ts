@@ -12,6 +12,7 @@ export interface RunEnding {
   readonly signal: string | null;
   /** Stopped (cancel, timeout) or recovered: what was captured may not be all there was. */
   readonly partial: boolean;
+  readonly timedOut?: boolean;
   readonly startedAt: string | null;
   readonly endedAt: string;
 }
@@ -31,6 +32,7 @@ export async function storeResult(
     exitCode: ending.exitCode,
     signal: ending.signal,
     partial: ending.partial,
+    ...(ending.timedOut ? { timedOut: true } : {}),
     startedAt: ending.startedAt,
     endedAt: ending.endedAt,
     stdout: stdout.summary,

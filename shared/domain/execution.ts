@@ -58,6 +58,8 @@ export interface ResultManifest {
   readonly signal: string | null;
   /** True when the run was stopped (cancel, timeout) or recovered and output may be incomplete. */
   readonly partial: boolean;
+  /** The job ran out of time and was stopped inside its task (Fargate's wrapper). */
+  readonly timedOut?: boolean;
   readonly startedAt: string | null;
   readonly endedAt: string;
   readonly stdout: StreamResult;

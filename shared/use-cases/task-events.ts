@@ -30,7 +30,7 @@ export function endingOf(
   if (execution.stopRequested?.intent === 'cancel') {
     return { state: 'CANCELLED', exitCode, reason: 'cancelled by the caller' };
   }
-  if (execution.stopRequested?.intent === 'timeout') {
+  if (execution.stopRequested?.intent === 'timeout' || manifest?.timedOut === true) {
     return {
       state: 'TIMED_OUT',
       exitCode,
