@@ -6,7 +6,13 @@ import { loadPublisherConfig } from '../shared/config.ts';
 import { createLogger } from '../shared/logger.ts';
 import { publish } from '../shared/runner/publisher.ts';
 
-const config = loadPublisherConfig(process.env);
+let config: ReturnType<typeof loadPublisherConfig>;
+try {
+  config = loadPublisherConfig(process.env);
+} catch (error) {
+  process.stderr.write(`ferry publisher: ${(error as Error).message}\n`);
+  process.exit(2);
+}
 const log = createLogger(config.logLevel, (line) => process.stdout.write(line));
 const stopped = new Promise<void>((resolve) => {
   process.once('SIGTERM', () => resolve());

@@ -1,0 +1,223 @@
+// The Fargate task's anatomy, run for real with Docker against the emulated S3: the init
+// container hands the static wrapper over a shared volume, the job's image (one static
+// program, no shell) runs through it, and the publisher stores the result in S3.
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import Docker from 'dockerode';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { executionIds } from '../../shared/adapters/system.ts';
+import type { ResultManifest } from '../../shared/domain/execution.ts';
+import { clientConfig } from '../support/aws.ts';
+
+const RUNNER = 'ferry-runner:test';
+const JOB = 'ferry-testjob:noshell';
+const docker = new Docker();
+const ids = executionIds();
+
+if (!inject('dockerAvailable') && process.env.CI === 'true') {
+  throw new Error('CI=true but no Docker Engine: the task anatomy cannot be proven');
+}
+
+interface Run {
+  readonly executionId: string;
+  readonly jobExit: number;
+  readonly manifest: ResultManifest;
+  readonly stdout: Buffer;
+  readonly stderr: Buffer;
+  readonly publisherLog: string;
+}
+
+const s3 = new S3Client(clientConfig());
+const bucket = `ferry-anatomy-${randomUUID().slice(0, 8)}`;
+
+async function object(key: string): Promise<Buffer> {
+  const reply = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  return Buffer.from(await (reply.Body?.transformToByteArray() ?? Promise.resolve(new Uint8Array())));
+}
+
+async function runContainer(options: Docker.ContainerCreateOptions): Promise<{ exit: number; log: string }> {
+  const container = await docker.createContainer(options);
+  await container.start();
+  const { StatusCode } = (await container.wait()) as { StatusCode: number };
+  const log = (await container.logs({ stdout: true, stderr: true })).toString('utf8');
+  await container.remove({ force: true });
+  return { exit: StatusCode, log };
+}
+
+/** Runs one job the way its Fargate task would, with `docker` instead of ECS. */
+async function runTask(
+  argv: string[],
+  options: { limits: object; timeoutSeconds?: number; stopAfterMs?: number },
+): Promise<Run> {
+  const executionId = ids.next();
+  const volume = `ferry-${executionId}`;
+  await docker.createVolume({ Name: volume });
+  const mount = { HostConfig: { Binds: [`${volume}:/ferry`] } };
+  try {
+    const init = await runContainer({
+      Image: RUNNER,
+      Entrypoint: ['/opt/ferry/ferry-wrapper'],
+      Cmd: ['--init', '/ferry'],
+      ...mount,
+    });
+    expect(init.exit).toBe(0);
+
+    const publisher = await docker.createContainer({
+      Image: RUNNER,
+      Env: [
+        `FERRY_EXECUTION_ID=${executionId}`,
+        `FERRY_BUCKET=${bucket}`,
+        `FERRY_OUTPUT_LIMITS=${JSON.stringify(options.limits)}`,
+        'FERRY_IO_DIR=/ferry/io',
+        'FERRY_S3_FORCE_PATH_STYLE=true',
+        'FERRY_STOP_GRACE_SECONDS=2',
+        `AWS_ENDPOINT_URL=${inject('awsEndpoint')}`,
+        'AWS_ACCESS_KEY_ID=test',
+        'AWS_SECRET_ACCESS_KEY=test',
+        'AWS_REGION=us-east-1',
+      ],
+      HostConfig: { Binds: [`${volume}:/ferry`], NetworkMode: 'host' },
+    });
+    await publisher.start();
+
+    const job = await docker.createContainer({
+      Image: JOB,
+      Entrypoint: ['/ferry/bin/ferry-wrapper'],
+      Cmd: [
+        '--io',
+        '/ferry/io',
+        '--timeout',
+        String(options.timeoutSeconds ?? 60),
+        '--grace',
+        '1',
+        '--',
+        ...argv,
+      ],
+      NetworkDisabled: true,
+      ...mount,
+    });
+    await job.start();
+    if (options.stopAfterMs !== undefined) {
+      // What StopTask does: SIGTERM to every container of the task.
+      await new Promise((resolve) => setTimeout(resolve, options.stopAfterMs));
+      await Promise.all([job.kill({ signal: 'SIGTERM' }), publisher.kill({ signal: 'SIGTERM' })]);
+    }
+    const { StatusCode: jobExit } = (await job.wait()) as { StatusCode: number };
+    await publisher.wait();
+    const publisherLog = (await publisher.logs({ stdout: true, stderr: true })).toString('utf8');
+    await Promise.all([job.remove({ force: true }), publisher.remove({ force: true })]);
+
+    const manifest = JSON.parse(
+      (await object(`executions/${executionId}/result.json`)).toString(),
+    ) as ResultManifest;
+    return {
+      executionId,
+      jobExit,
+      manifest,
+      stdout: await object(`executions/${executionId}/stdout`),
+      stderr: await object(`executions/${executionId}/stderr`),
+      publisherLog,
+    };
+  } finally {
+    await docker
+      .getVolume(volume)
+      .remove({ force: true })
+      .catch(() => undefined);
+  }
+}
+
+/** Bytes the test job writes for `out N`: byte i is i % 256. */
+const pattern = (from: number, length: number) =>
+  Buffer.from(Array.from({ length }, (_, i) => (from + i) % 256));
+
+describe.skipIf(!inject('dockerAvailable'))('Fargate task anatomy (Docker + emulated S3)', () => {
+  beforeAll(() => {
+    execFileSync('bash', ['scripts/build-runner-image.sh', RUNNER], { stdio: 'inherit' });
+    execFileSync('bash', ['scripts/build-testjob-image.sh', JOB], { stdio: 'inherit' });
+    return s3.send(new CreateBucketCommand({ Bucket: bucket })).then(() => undefined);
+  }, 180_000);
+
+  afterAll(() => s3.destroy());
+
+  it('captures stdout, stderr and the exit code of an image without a shell', async () => {
+    const run = await runTask(['/testjob', 'line', 'hello', 'err', 'oops', 'exit', '3'], {
+      limits: { stdoutBytes: 1024, stderrBytes: 1024, inlineBytes: 256, keep: 'head+tail' },
+    });
+
+    expect(run.jobExit).toBe(3);
+    expect(run.stdout.toString()).toBe('hello\n');
+    expect(run.stderr.toString()).toBe('oops\n');
+    expect(run.manifest).toMatchObject({
+      executionId: run.executionId,
+      exitCode: 3,
+      signal: null,
+      partial: false,
+      stdout: { totalBytes: 6, storedBytes: 6, truncated: false, inline: 'hello\n', inlineEncoding: 'utf8' },
+      stderr: { totalBytes: 5, truncated: false, inline: 'oops\n' },
+    });
+    // The live window is a working file: gone once the result is complete.
+    const listed = await s3.send(
+      new ListObjectsV2Command({ Bucket: bucket, Prefix: `executions/${run.executionId}/` }),
+    );
+    expect(listed.Contents?.map((o) => o.Key?.split('/').slice(2).join('/')).sort()).toEqual([
+      'result.json',
+      'stderr',
+      'stdout',
+    ]);
+  });
+
+  it('keeps head and tail byte-exact under the limit, with totals and truncation flags', async () => {
+    const total = 3_000_000;
+    const run = await runTask(['/testjob', 'out', String(total)], {
+      limits: { stdoutBytes: 10_000, stderrBytes: 1024, inlineBytes: 64, keep: 'head+tail' },
+    });
+
+    expect(run.manifest.exitCode).toBe(0);
+    expect(run.manifest.stdout).toMatchObject({
+      totalBytes: total,
+      truncated: true,
+      headBytes: 5_000,
+      tailBytes: 5_000,
+      omittedBytes: total - 10_000,
+      inlineEncoding: 'base64',
+      inlineTruncated: true,
+    });
+    const marker = Buffer.from(`\n[ferry: ${total - 10_000} bytes omitted]\n`);
+    expect(run.stdout.equals(Buffer.concat([pattern(0, 5_000), marker, pattern(total - 5_000, 5_000)]))).toBe(
+      true,
+    );
+    expect(run.manifest.stderr).toMatchObject({ totalBytes: 0, truncated: false });
+  });
+
+  it('reports a program the image does not have', async () => {
+    const run = await runTask(['/no-such-program'], {
+      limits: { stdoutBytes: 1024, stderrBytes: 1024, inlineBytes: 256, keep: 'tail' },
+    });
+
+    expect(run.jobExit).toBe(127);
+    expect(run.manifest.exitCode).toBe(127);
+    expect(run.stderr.toString()).toContain('cannot run /no-such-program: No such file or directory');
+  });
+
+  it('stops a job at its timeout inside the task and keeps what it wrote', async () => {
+    const run = await runTask(['/testjob', 'line', 'started', 'sleep', '60', 'line', 'never'], {
+      limits: { stdoutBytes: 1024, stderrBytes: 1024, inlineBytes: 256, keep: 'head' },
+      timeoutSeconds: 2,
+    });
+
+    expect(run.manifest).toMatchObject({ timedOut: true, partial: true, signal: 'SIGTERM', exitCode: 143 });
+    expect(run.stdout.toString()).toBe('started\n');
+  });
+
+  it('still stores what was captured when the task is stopped', async () => {
+    const run = await runTask(['/testjob', 'line', 'working', 'sleep', '60'], {
+      limits: { stdoutBytes: 1024, stderrBytes: 1024, inlineBytes: 256, keep: 'tail' },
+      stopAfterMs: 1500,
+    });
+
+    expect(run.manifest).toMatchObject({ partial: true, signal: 'SIGTERM' });
+    expect(run.stdout.toString()).toBe('working\n');
+    expect(run.publisherLog).toContain('stop requested');
+  });
+});
