@@ -69,6 +69,7 @@ const EnvSchema = z.strictObject({
   FERRY_TASK_ROLE_ARN: z.string().min(1).optional(),
   FERRY_EXECUTION_ROLE_ARN: z.string().min(1).optional(),
   FERRY_LOG_GROUP: z.string().min(1).optional(),
+  FERRY_RUNNER_IMAGE: z.string().min(1).optional(),
   FERRY_CAPACITY_PROVIDER: z.enum(['FARGATE', 'FARGATE_SPOT']).default('FARGATE'),
   FERRY_RETENTION_DAYS: integer(1, 3650).default(30),
 });
@@ -120,6 +121,7 @@ export interface AwsSettings {
   readonly taskRoleArn: string;
   readonly executionRoleArn: string;
   readonly logGroup: string;
+  readonly runnerImage: string;
   readonly capacityProvider: 'FARGATE' | 'FARGATE_SPOT';
   readonly retentionDays: number;
 }
@@ -134,6 +136,7 @@ const AWS_KEYS = [
   'FERRY_TASK_ROLE_ARN',
   'FERRY_EXECUTION_ROLE_ARN',
   'FERRY_LOG_GROUP',
+  'FERRY_RUNNER_IMAGE',
 ] as const;
 
 /** Parses FERRY_* variables (and DOCKER_HOST) from `env`; throws ValidationError naming every bad one. */
@@ -222,6 +225,7 @@ function awsSettings(
       taskRoleArn: e.FERRY_TASK_ROLE_ARN ?? '',
       executionRoleArn: e.FERRY_EXECUTION_ROLE_ARN ?? '',
       logGroup: e.FERRY_LOG_GROUP ?? '',
+      runnerImage: e.FERRY_RUNNER_IMAGE ?? '',
       capacityProvider: e.FERRY_CAPACITY_PROVIDER,
       retentionDays: e.FERRY_RETENTION_DAYS,
     },

@@ -49,6 +49,8 @@ export function buildAwsCore(config: FerryConfig, clients: AwsClients = {}, log?
     objects: new S3ObjectStore(aws.bucket, clients.s3 ?? new S3Client({ region: aws.region })),
     backend: new EcsBackend({
       cluster: aws.cluster,
+      runnerImage: aws.runnerImage,
+      bucket: aws.bucket,
       subnets: aws.subnets,
       securityGroups: aws.securityGroups,
       assignPublicIp: aws.assignPublicIp,

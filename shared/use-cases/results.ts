@@ -1,6 +1,7 @@
 // Results: the manifest with download links, output by stream position (stored or live),
 // and the caller's review — accepting publishes, rejecting deletes what was stored.
 
+import { liveKey, readLiveObject } from '../capture/result-writer.ts';
 import type { Core } from '../core.ts';
 import type { Execution, ResultManifest, StreamResult } from '../domain/execution.ts';
 import { resultKeys } from '../domain/execution.ts';
@@ -161,6 +162,18 @@ export async function readStoredLog(
   return (await core.objects.get(resultKeys(id)[stream])) ?? Buffer.alloc(0);
 }
 
+/** The live window a Fargate publisher keeps in the object store while the job runs. */
+async function readPublishedLive(
+  core: Core,
+  id: string,
+  stream: StreamName,
+  offset: number,
+  maxBytes: number,
+) {
+  const object = await core.objects.get(liveKey(id, stream));
+  return object === undefined ? undefined : readLiveObject(object, offset, maxBytes);
+}
+
 /**
  * Output from a stream position: from storage once the run has ended, from the backend
  * while it runs. With `waitSeconds` > 0 it holds until there is something new or the run ends.
@@ -201,7 +214,9 @@ export async function readLog(
       };
     }
     if (execution.task !== undefined) {
-      const live = await core.backend.readLive(execution.task.id, stream, options.offset, options.maxBytes);
+      const live =
+        (await core.backend.readLive(execution.task.id, stream, options.offset, options.maxBytes)) ??
+        (await readPublishedLive(core, id, stream, options.offset, options.maxBytes));
       if (live !== undefined && (live.data.length > 0 || live.skippedBytes > 0)) {
         return { ...live, complete: false, state: execution.state };
       }

@@ -133,7 +133,7 @@ describe('ECS Fargate backend', () => {
     expect(operations(calls)).toEqual(['DescribeTaskDefinition', 'RegisterTaskDefinition']);
   });
 
-  it('registers a Fargate definition with the job container, the roles and awsvpc networking', async () => {
+  it('registers a Fargate definition with the task anatomy, the roles and awsvpc networking', async () => {
     const image = 'public.ecr.aws/docker/library/python:3.12-slim';
     const arn = await coldBackend().ensureTaskDefinition(image);
 
@@ -152,20 +152,52 @@ describe('ECS Fargate backend', () => {
       executionRoleArn: settings.executionRoleArn,
       runtimePlatform: { operatingSystemFamily: 'LINUX', cpuArchitecture: 'X86_64' },
     });
-    expect(taskDefinition?.containerDefinitions).toHaveLength(1);
-    expect(taskDefinition?.containerDefinitions?.[0]).toMatchObject({
-      name: 'job',
-      image,
-      essential: true,
-      logConfiguration: {
-        logDriver: 'awslogs',
-        options: {
-          'awslogs-group': settings.logGroup,
-          'awslogs-region': settings.region,
-          'awslogs-stream-prefix': 'ferry',
-        },
+    // The anatomy: an init container hands the static wrapper over a shared volume, the
+    // job's image runs through it, and the publisher (essential: it ends the task once the
+    // result is stored) uploads the output.
+    expect(taskDefinition?.volumes).toEqual([expect.objectContaining({ name: 'ferry' })]);
+    const containers = taskDefinition?.containerDefinitions ?? [];
+    expect(containers.map((c) => c.name)).toEqual(['ferry-init', 'job', 'ferry-publisher']);
+    const [init, job, publisher] = containers;
+    const shared = [{ sourceVolume: 'ferry', containerPath: '/ferry', readOnly: false }];
+    const logs = (prefix: string) => ({
+      logDriver: 'awslogs',
+      options: {
+        'awslogs-group': settings.logGroup,
+        'awslogs-region': settings.region,
+        'awslogs-stream-prefix': prefix,
       },
     });
+    expect(init).toMatchObject({
+      image: settings.runnerImage,
+      essential: false,
+      entryPoint: ['/opt/ferry/ferry-wrapper'],
+      command: ['--init', '/ferry'],
+      mountPoints: shared,
+      logConfiguration: logs('ferry-init'),
+    });
+    expect(job).toMatchObject({
+      image,
+      essential: false,
+      entryPoint: ['/ferry/bin/ferry-wrapper'],
+      dependsOn: [{ containerName: 'ferry-init', condition: 'SUCCESS' }],
+      mountPoints: shared,
+      logConfiguration: logs('ferry-job'),
+    });
+    expect(publisher).toMatchObject({
+      image: settings.runnerImage,
+      essential: true,
+      dependsOn: [{ containerName: 'ferry-init', condition: 'SUCCESS' }],
+      mountPoints: shared,
+      stopTimeout: 60,
+      logConfiguration: logs('ferry-publisher'),
+    });
+    expect(publisher?.environment).toEqual(
+      expect.arrayContaining([
+        { name: 'FERRY_BUCKET', value: settings.bucket },
+        { name: 'FERRY_IO_DIR', value: '/ferry/io' },
+      ]),
+    );
   });
 
   it("runs the task with the execution's size, command and environment", async () => {
@@ -192,10 +224,26 @@ describe('ECS Fargate backend', () => {
       containerOverrides: [
         {
           name: 'job',
-          command: ['sh', '-c', 'echo "$GREETING" > /dev/stderr'],
+          command: [
+            '--io',
+            '/ferry/io',
+            '--timeout',
+            '3600',
+            '--',
+            'sh',
+            '-c',
+            'echo "$GREETING" > /dev/stderr',
+          ],
           environment: [
             { name: 'GREETING', value: 'hello world' },
             { name: 'EMPTY', value: '' },
+          ],
+        },
+        {
+          name: 'ferry-publisher',
+          environment: [
+            { name: 'FERRY_EXECUTION_ID', value: execution.id },
+            { name: 'FERRY_OUTPUT_LIMITS', value: JSON.stringify(execution.spec.outputLimits) },
           ],
         },
       ],

@@ -9,6 +9,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { createApiHandler } from '../../functions/api.ts';
 import { createDispatcherHandler } from '../../functions/dispatcher.ts';
 import { createTaskEventsHandler } from '../../functions/task-events.ts';
+import { encodeLive, liveKey } from '../../shared/capture/result-writer.ts';
+import { StreamCapture } from '../../shared/capture/stream-capture.ts';
 import type { Core } from '../../shared/core.ts';
 import type { Execution, ResultManifest } from '../../shared/domain/execution.ts';
 import { silentLogger } from '../../shared/logger.ts';
@@ -153,7 +155,15 @@ describe('Ferry on AWS (emulated)', () => {
     expect(task.startedBy).toBe(id);
     expect(task.overrides?.cpu).toBe('1024');
     expect(task.overrides?.memory).toBe('3072');
-    expect(task.overrides?.containerOverrides?.[0]?.command).toEqual(['echo', 'hello']);
+    expect(task.overrides?.containerOverrides?.[0]?.command).toEqual([
+      '--io',
+      '/ferry/io',
+      '--timeout',
+      '3600',
+      '--',
+      'echo',
+      'hello',
+    ]);
 
     await d.taskEvents(taskEvent(task, { lastStatus: 'RUNNING', version: 2 }), lambdaContext);
     expect((await call<Execution>(d, 'GET', `/v1/executions/${id}`)).body.state).toBe('RUNNING');
@@ -181,6 +191,41 @@ describe('Ferry on AWS (emulated)', () => {
       lambdaContext,
     );
     expect(Buffer.from(logs.body ?? '', 'base64').toString()).toBe('hello\n');
+  });
+
+  it('follows the live output the publisher refreshes in S3 while the job runs', async () => {
+    const d = deploy(aws);
+    const id = (await call<Execution>(d, 'POST', '/v1/jobs', job)).body.id;
+    await deliverQueue(d);
+    const taskArn = (await call<Execution>(d, 'GET', `/v1/executions/${id}`)).body.task?.id ?? '';
+    await d.taskEvents(
+      taskEvent(await describeTask(d, taskArn), { lastStatus: 'RUNNING', version: 2 }),
+      lambdaContext,
+    );
+    const capture = new StreamCapture({ storedBytes: 1024, inlineBytes: 64, keep: 'head+tail' });
+    capture.write(Buffer.from('line 1\nline 2\n'));
+    await d.core.objects.put(liveKey(id, 'stdout'), encodeLive(capture));
+
+    const follow = (offset: number) =>
+      d.api(
+        apiEvent('GET', `/v1/executions/${id}/logs`, {
+          query: `stream=stdout&follow=true&offset=${offset}&waitSeconds=0`,
+        }),
+        lambdaContext,
+      );
+    const first = await follow(0);
+    expect(Buffer.from(first.body ?? '', 'base64').toString()).toBe('line 1\nline 2\n');
+    expect(first.headers).toMatchObject({
+      'ferry-next-offset': '14',
+      'ferry-complete': 'false',
+      'ferry-state': 'RUNNING',
+    });
+
+    capture.write(Buffer.from('line 3\n'));
+    await d.core.objects.put(liveKey(id, 'stdout'), encodeLive(capture));
+    const next = await follow(14);
+    expect(Buffer.from(next.body ?? '', 'base64').toString()).toBe('line 3\n');
+    expect(next.headers).toMatchObject({ 'ferry-next-offset': '21' });
   });
 
   it('launches one task when the same message is delivered three times', async () => {

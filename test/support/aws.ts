@@ -94,6 +94,7 @@ export async function createAwsEnvironment(endpoint?: string): Promise<AwsEnviro
     FERRY_TASK_ROLE_ARN: 'arn:aws:iam::123456789012:role/ferry-task',
     FERRY_EXECUTION_ROLE_ARN: 'arn:aws:iam::123456789012:role/ferry-task-execution',
     FERRY_LOG_GROUP: `/ferry/${id}/tasks`,
+    FERRY_RUNNER_IMAGE: '123456789012.dkr.ecr.us-east-1.amazonaws.com/ferry-runner:test',
     AWS_REGION: REGION,
   };
   return {

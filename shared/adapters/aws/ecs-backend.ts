@@ -24,6 +24,10 @@ import type { ComputeBackend, HostCapacity, LiveRead, TaskStatus } from '../../p
 
 export interface EcsBackendOptions {
   readonly cluster: string;
+  /** Ferry's runner image: the wrapper for the init container, and the publisher. */
+  readonly runnerImage: string;
+  /** Where the publisher stores results. */
+  readonly bucket: string;
   readonly subnets: readonly string[];
   readonly securityGroups: readonly string[];
   readonly assignPublicIp: boolean;
@@ -38,6 +42,11 @@ export interface EcsBackendOptions {
   /** Pause between in-call retries; injectable so tests of backoff need not sleep. */
   readonly sleep?: (ms: number) => Promise<void>;
 }
+
+export const INIT_CONTAINER = 'ferry-init';
+export const PUBLISHER_CONTAINER = 'ferry-publisher';
+const SHARED_VOLUME = 'ferry';
+const SHARED_PATH = '/ferry';
 
 /** Reasons in failures[] or error names that a later attempt may get past. */
 const RETRYABLE = [
@@ -91,6 +100,12 @@ export class EcsBackend implements ComputeBackend {
   /** The task definition for an image: everything that makes two tasks different but the run's own inputs. */
   taskDefinitionFor(image: string): RegisterTaskDefinitionCommandInput {
     const o = this.options;
+    const logs = (prefix: string) => ({
+      logDriver: 'awslogs' as const,
+      options: { 'awslogs-group': o.logGroup, 'awslogs-region': o.region, 'awslogs-stream-prefix': prefix },
+    });
+    const shared = [{ sourceVolume: SHARED_VOLUME, containerPath: SHARED_PATH, readOnly: false }];
+    const afterInit = [{ containerName: INIT_CONTAINER, condition: 'SUCCESS' as const }];
     const body = {
       requiresCompatibilities: ['FARGATE' as const],
       networkMode: 'awsvpc' as const,
@@ -99,22 +114,49 @@ export class EcsBackend implements ComputeBackend {
       executionRoleArn: o.executionRoleArn,
       taskRoleArn: o.taskRoleArn,
       runtimePlatform: { operatingSystemFamily: 'LINUX' as const, cpuArchitecture: 'X86_64' as const },
+      // Task-local storage the three containers share: the wrapper and the output FIFOs.
+      volumes: [{ name: SHARED_VOLUME }],
       containerDefinitions: [
         {
+          // Hands the static wrapper to the job's image and makes the FIFOs, then exits.
+          name: INIT_CONTAINER,
+          image: o.runnerImage,
+          essential: false,
+          user: '0',
+          entryPoint: ['/opt/ferry/ferry-wrapper'],
+          command: ['--init', SHARED_PATH],
+          mountPoints: shared,
+          memoryReservation: 16,
+          logConfiguration: logs('ferry-init'),
+        },
+        {
+          // The job's own image, run through the wrapper: no shell needed, exit code recorded.
           name: JOB_CONTAINER,
           image,
-          essential: true,
+          // The publisher decides when the task ends, once the output is stored.
+          essential: false,
+          entryPoint: [`${SHARED_PATH}/bin/ferry-wrapper`],
+          dependsOn: afterInit,
+          mountPoints: shared,
           // A soft reservation only: the task-level memory is the job's limit. Some emulators
           // cannot place a container that has neither a memory limit nor a reservation.
           memoryReservation: 64,
-          logConfiguration: {
-            logDriver: 'awslogs' as const,
-            options: {
-              'awslogs-group': o.logGroup,
-              'awslogs-region': o.region,
-              'awslogs-stream-prefix': 'ferry',
-            },
-          },
+          logConfiguration: logs('ferry-job'),
+        },
+        {
+          name: PUBLISHER_CONTAINER,
+          image: o.runnerImage,
+          essential: true,
+          dependsOn: afterInit,
+          mountPoints: shared,
+          memoryReservation: 64,
+          // Time to store what was captured after StopTask (cancel, timeout).
+          stopTimeout: 60,
+          environment: [
+            { name: 'FERRY_BUCKET', value: o.bucket },
+            { name: 'FERRY_IO_DIR', value: `${SHARED_PATH}/io` },
+          ],
+          logConfiguration: logs('ferry-publisher'),
         },
       ],
     };
@@ -199,8 +241,23 @@ export class EcsBackend implements ComputeBackend {
         containerOverrides: [
           {
             name: JOB_CONTAINER,
-            command: [...spec.command],
+            // The wrapper's own arguments, then the job's argv untouched.
+            command: [
+              '--io',
+              `${SHARED_PATH}/io`,
+              '--timeout',
+              String(spec.timeoutSeconds),
+              '--',
+              ...spec.command,
+            ],
             environment: Object.entries(spec.env).map(([name, value]) => ({ name, value })),
+          },
+          {
+            name: PUBLISHER_CONTAINER,
+            environment: [
+              { name: 'FERRY_EXECUTION_ID', value: execution.id },
+              { name: 'FERRY_OUTPUT_LIMITS', value: JSON.stringify(spec.outputLimits) },
+            ],
           },
         ],
       },
