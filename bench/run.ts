@@ -9,6 +9,7 @@ import { startMoto } from '../test/support/moto.ts';
 import { benchAwsCalls, formatAwsCalls } from './aws-calls.ts';
 import { benchCapture, type CaptureBench } from './capture.ts';
 import { benchLatency, LATENCY_IMAGE, type LatencyBench } from './latency.ts';
+import { benchPublisher, type PublisherBench } from './publisher.ts';
 import { benchThroughput, type ThroughputBench } from './throughput.ts';
 
 const LATENCY_ROUNDS = 25;
@@ -152,6 +153,28 @@ function captureRows(result: CaptureBench): Row[] {
   ];
 }
 
+function publisherRows(result: PublisherBench): Row[] {
+  const peakMB = result.peakRssMiB * MB_PER_MiB;
+  return [
+    {
+      measure: '4. Fargate publisher: 1 GiB via wrapper + FIFO to S3, 10 MiB kept',
+      ferry: `${result.publisherMiBps.toFixed(0)} MiB/s`,
+      baseline: `${result.rawMiBps.toFixed(0)} MiB/s FIFO to cat`,
+      ratio: result.ratio.toFixed(3),
+      target: `≥ ${TARGET_CAPTURE_RATIO.toFixed(2)}`,
+      verdict: verdict(result.ratio >= TARGET_CAPTURE_RATIO),
+    },
+    {
+      measure: '   publisher: peak RSS (bundled, as in the runner image)',
+      ferry: `${peakMB.toFixed(1)} MB`,
+      baseline: '',
+      ratio: '',
+      target: `< ${TARGET_CAPTURE_RSS_MB} MB`,
+      verdict: verdict(peakMB < TARGET_CAPTURE_RSS_MB),
+    },
+  ];
+}
+
 function printTable(rows: readonly Row[]): void {
   const header: Row = {
     measure: 'measure',
@@ -184,23 +207,33 @@ async function main(): Promise<void> {
     process.stderr.write(`[bench +${((performance.now() - started) / 1000).toFixed(0)}s] ${text}\n`);
 
   step(
-    `1/4 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
+    `1/5 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
   );
   const latency = await benchLatency({ rounds: LATENCY_ROUNDS, warmup: LATENCY_WARMUP });
-  step(`2/4 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
+  step(`2/5 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
   const rawSpawn = await rawSpawnJobsPerSecond(THROUGHPUT_JOBS, THROUGHPUT_CONCURRENCY);
   const throughput = await benchThroughput({
     jobs: THROUGHPUT_JOBS,
     maxConcurrency: THROUGHPUT_CONCURRENCY,
     clientParallelism: 16,
   });
-  step('3/4 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
+  step('3/5 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
   const capture = await benchCapture();
-  step('4/4 AWS API calls per execution, counted against moto server');
   const moto = await startMoto();
+  step('4/5 Fargate publisher: 1 GiB through the wrapper and FIFOs into emulated S3');
+  const publisher = await benchPublisher(moto.endpoint).catch(async (error) => {
+    await moto.stop();
+    throw error;
+  });
+  step('5/5 AWS API calls per execution, counted against moto server');
   const awsCalls = await benchAwsCalls(moto.endpoint).finally(() => moto.stop());
 
-  const rows = [...latencyRows(latency), ...throughputRows(throughput, rawSpawn), ...captureRows(capture)];
+  const rows = [
+    ...latencyRows(latency),
+    ...throughputRows(throughput, rawSpawn),
+    ...captureRows(capture),
+    ...publisherRows(publisher),
+  ];
   console.log('');
   console.log(`Ferry benchmark, ${new Date().toISOString()}`);
   for (const text of info) console.log(`  ${text}`);

@@ -16,7 +16,7 @@
  * - after SECONDS the job gets SIGTERM, then SIGKILL after the grace period;
  * - a SIGTERM or SIGINT sent to the wrapper (ECS StopTask) is passed on to the job;
  * - when the job ends, DIR/exit.json records {"exitCode", "signal", "timedOut",
- *   "startError"} (written to a temporary file, then renamed), and the wrapper exits
+ *   "stopped" (a stop was passed on), "startError"} (written to a temporary file, then renamed), and the wrapper exits
  *   with the job's code (128 + signal when it was killed).
  * As PID 1 of the container it also reaps orphans, so none linger as zombies.
  */
@@ -79,14 +79,15 @@ static void write_json_string(FILE *out, const char *text) {
   fputc('"', out);
 }
 
-static void write_exit(const char *dir, int exit_code, int sig, int timed_out, const char *start_error) {
+static void write_exit(const char *dir, int exit_code, int sig, int timed_out, int stopped, const char *start_error) {
   char tmp[4096], final[4096];
   snprintf(tmp, sizeof tmp, "%s/exit.json.tmp", dir);
   snprintf(final, sizeof final, "%s/exit.json", dir);
   FILE *out = fopen(tmp, "w");
   if (!out) die("cannot write exit.json");
-  if (sig) fprintf(out, "{\"exitCode\":%d,\"signal\":\"%s\",\"timedOut\":%s,\"startError\":", 128 + sig, signal_name(sig), timed_out ? "true" : "false");
-  else fprintf(out, "{\"exitCode\":%d,\"signal\":null,\"timedOut\":%s,\"startError\":", exit_code, timed_out ? "true" : "false");
+  if (sig) fprintf(out, "{\"exitCode\":%d,\"signal\":\"%s\",", 128 + sig, signal_name(sig));
+  else fprintf(out, "{\"exitCode\":%d,\"signal\":null,", exit_code);
+  fprintf(out, "\"timedOut\":%s,\"stopped\":%s,\"startError\":", timed_out ? "true" : "false", stopped ? "true" : "false");
   if (start_error) write_json_string(out, start_error);
   else fputs("null", out);
   fputs("}\n", out);
@@ -231,10 +232,10 @@ int main(int argc, char **argv) {
   while (waitpid(-1, NULL, WNOHANG) > 0) {}
 
   if (WIFSIGNALED(status)) {
-    write_exit(io, 0, WTERMSIG(status), timed_out, start_error[0] ? start_error : NULL);
+    write_exit(io, 0, WTERMSIG(status), timed_out, forwarded, start_error[0] ? start_error : NULL);
     return 128 + WTERMSIG(status);
   }
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 125;
-  write_exit(io, code, 0, timed_out, start_error[0] ? start_error : NULL);
+  write_exit(io, code, 0, timed_out, forwarded, start_error[0] ? start_error : NULL);
   return code;
 }
