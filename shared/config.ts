@@ -70,6 +70,7 @@ const EnvSchema = z.strictObject({
   FERRY_EXECUTION_ROLE_ARN: z.string().min(1).optional(),
   FERRY_LOG_GROUP: z.string().min(1).optional(),
   FERRY_RUNNER_IMAGE: z.string().min(1).optional(),
+  FERRY_NETWORK_ISOLATION: z.enum(['open', 'isolated']).default('open'),
   FERRY_CAPACITY_PROVIDER: z.enum(['FARGATE', 'FARGATE_SPOT']).default('FARGATE'),
   FERRY_RETENTION_DAYS: integer(1, 3650).default(30),
 });
@@ -122,6 +123,8 @@ export interface AwsSettings {
   readonly executionRoleArn: string;
   readonly logGroup: string;
   readonly runnerImage: string;
+  /** `isolated`: tasks sit in subnets without a route out, so network "none" holds. */
+  readonly networkIsolation: 'open' | 'isolated';
   readonly capacityProvider: 'FARGATE' | 'FARGATE_SPOT';
   readonly retentionDays: number;
 }
@@ -226,6 +229,7 @@ function awsSettings(
       executionRoleArn: e.FERRY_EXECUTION_ROLE_ARN ?? '',
       logGroup: e.FERRY_LOG_GROUP ?? '',
       runnerImage: e.FERRY_RUNNER_IMAGE ?? '',
+      networkIsolation: e.FERRY_NETWORK_ISOLATION,
       capacityProvider: e.FERRY_CAPACITY_PROVIDER,
       retentionDays: e.FERRY_RETENTION_DAYS,
     },

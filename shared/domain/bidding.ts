@@ -24,6 +24,8 @@ export interface PlatformProfile {
   readonly supportsInputs: boolean;
   readonly supportsOutputs: boolean;
   readonly supportsPublish: boolean;
+  /** False where a job asking for network "none" still gets an interface that can reach out. */
+  readonly enforcesNetworkNone: boolean;
 }
 
 export type StrategyVerdict = { readonly decline?: string; readonly notes?: readonly string[] };
@@ -67,9 +69,16 @@ export const gpuSupport: BidStrategy = (spec, _policy, profile) => {
   return {};
 };
 
-export const networkPolicy: BidStrategy = (spec, policy) => {
+export const networkPolicy: BidStrategy = (spec, policy, profile) => {
   if (spec.network === 'egress' && !policy.allowEgress) {
     return { decline: 'network "egress" asked; this executor allows only network "none"' };
+  }
+  if (spec.network === 'none' && !profile.enforcesNetworkNone) {
+    return {
+      notes: [
+        `network "none" is not enforced here: ${profile.platform === 'fargate' ? "the task's security group allows egress (deploy with the isolated network layout to enforce it)" : 'jobs share the host network'}`,
+      ],
+    };
   }
   return {};
 };

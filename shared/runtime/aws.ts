@@ -77,6 +77,7 @@ export function buildAwsCore(config: FerryConfig, clients: AwsClients = {}, log?
         supportsInputs: false,
         supportsOutputs: false,
         supportsPublish: true,
+        enforcesNetworkNone: aws.networkIsolation === 'isolated',
       },
       capacity: config.capacity,
       bidTtlSeconds: config.policy.bidTtlSeconds,

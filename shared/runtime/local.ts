@@ -150,6 +150,8 @@ export async function startLocalServer(
     supportsInputs: false,
     supportsOutputs: false,
     supportsPublish: true,
+    // Docker gives a job no network at all; plain processes share the host's.
+    enforcesNetworkNone: backend.platform === 'docker',
   };
   const core: Core = {
     store,

@@ -29,6 +29,7 @@ const FARGATE: PlatformProfile = {
   supportsInputs: false,
   supportsOutputs: false,
   supportsPublish: true,
+  enforcesNetworkNone: true,
 };
 
 const ids = executionIds();

@@ -93,6 +93,7 @@ export async function buildTestCore(overrides: Partial<Core['settings']> = {}): 
         supportsInputs: false,
         supportsOutputs: false,
         supportsPublish: true,
+        enforcesNetworkNone: true,
       },
       capacity: { maxConcurrency: 2, maxCpu: 2, maxMemoryMiB: 4096, starvationSeconds: 60 },
       bidTtlSeconds: 300,

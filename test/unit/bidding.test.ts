@@ -25,6 +25,7 @@ const fargate: PlatformProfile = {
   supportsInputs: true,
   supportsOutputs: true,
   supportsPublish: true,
+  enforcesNetworkNone: true,
 };
 
 const docker: PlatformProfile = { ...fargate, platform: 'docker', maxCpu: 2, maxMemoryMiB: 4096 };
@@ -138,6 +139,15 @@ describe('bids', () => {
       platform: 'process',
     });
     if (processFit.fits) expect(processFit.constraints.notes[0]).toMatch(/does not isolate/);
+  });
+
+  it('says when network "none" is not enforced', () => {
+    const open = bid({ network: 'none' }, { ...fargate, enforcesNetworkNone: false });
+    expect(open.accepted).toBe(true);
+    expect(open.constraints?.notes).toContainEqual(
+      expect.stringMatching(/network "none" is not enforced here/),
+    );
+    expect(bid({ network: 'none' }).constraints?.notes).toEqual([]);
   });
 
   it('declines inputs where the backend cannot fetch them', () => {
