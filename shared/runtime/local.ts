@@ -136,7 +136,7 @@ export async function startLocalServer(
   const chosen = await chooseBackend(config, options, log);
   const backend =
     chosen.platform === 'docker' && chosen.docker !== undefined
-      ? new DockerBackend(chosen.docker, host, objects, emit, log)
+      ? new DockerBackend(chosen.docker, host, objects, emit, log, config.dockerOutputJournal)
       : new ProcessBackend(host, objects, emit, log, path.join(config.dataDir, 'work'), {
           PATH: config.processPath,
         });

@@ -75,7 +75,7 @@ export async function spawnServer(env: Record<string, string>): Promise<ServerPr
     client: new FerryClient(url),
     child,
     kill: async (signal = 'SIGKILL') => {
-      if (child.exitCode !== null) return;
+      if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));
       child.kill(signal);
       await exited;

@@ -5,7 +5,6 @@
 import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
-import { BackendError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
 import type { ComputeBackend, HostCapacity, LiveRead, ObjectStore, TaskStatus } from '../../ports.ts';
 import { type LocalTask, LocalTaskBook, type TaskEventSink } from './local-tasks.ts';
@@ -37,6 +36,12 @@ export class DockerBackend implements ComputeBackend {
     objects: ObjectStore,
     emit: TaskEventSink,
     private readonly log: Logger,
+    /**
+     * Keep a journal of each job's output in the engine (the `local` log driver), so a
+     * server restarted mid-run can replay it. It costs throughput on output made of very
+     * many short lines, which the engine journals one line at a time.
+     */
+    private readonly outputJournal = true,
   ) {
     this.book = new LocalTaskBook(objects, emit, log);
   }
@@ -93,7 +98,9 @@ export class DockerBackend implements ComputeBackend {
           NetworkMode: spec.network === 'egress' ? 'bridge' : 'none',
           PidsLimit: 4096,
           // A bounded journal of the output, replayed only if the server restarts mid-run.
-          LogConfig: { Type: 'local', Config: { 'max-size': '64m', 'max-file': '2' } },
+          LogConfig: this.outputJournal
+            ? { Type: 'local', Config: { 'max-size': '64m', 'max-file': '2' } }
+            : { Type: 'none', Config: {} },
         },
       });
     } catch (error) {
@@ -201,19 +208,20 @@ export class DockerBackend implements ComputeBackend {
     if (this.stopping.has(taskId)) return;
     this.stopping.add(taskId);
     const name = containerName(taskId.slice(TASK_PREFIX.length));
-    try {
-      await this.docker.getContainer(name).stop({ t: STOP_GRACE_SECONDS });
-    } catch (error) {
-      this.stopping.delete(taskId);
-      // 304: already stopped; 404: already gone. Both mean the stop is done.
-      const status = statusOf(error);
-      if (status !== 304 && status !== 404) {
-        throw new BackendError(`could not stop ${name}: ${messageOf(error)}`, {
-          cause: error,
-          retryable: true,
-        });
-      }
-    }
+    // The engine answers a stop only once the container is gone (up to the grace period);
+    // the caller need not wait for that: the stop event reports it.
+    void this.docker
+      .getContainer(name)
+      .stop({ t: STOP_GRACE_SECONDS })
+      .catch((error) => {
+        this.stopping.delete(taskId);
+        // 304: already stopped; 404: already gone. Both mean the stop is done.
+        const status = statusOf(error);
+        if (status !== 304 && status !== 404) {
+          // The sweeper asks again when no stop event follows.
+          this.log.warn('could not stop the container', { taskId, error: messageOf(error) });
+        }
+      });
   }
 
   async describe(taskIds: readonly string[]): Promise<readonly TaskStatus[]> {

@@ -70,7 +70,9 @@ export class LocalTaskBook {
       }),
       keep: limits.keep,
       status: 'PENDING',
-      version: 0,
+      // A task picked up after a restart goes on from the events its execution already applied;
+      // starting again at 0 would make its STOPPED event look stale and be ignored.
+      version: recovered ? (execution.task?.lastEventVersion ?? 0) : 0,
       startedAt: null,
       recovered,
     };
