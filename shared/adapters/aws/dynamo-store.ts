@@ -241,16 +241,16 @@ export class DynamoIdempotencyStore implements IdempotencyStore {
     return { [TABLE_KEY]: `idempotency#${key}` };
   }
 
+  private itemOf(key: string, record: IdempotencyRecord) {
+    return { ...this.keyOf(key), record, [TTL_ATTRIBUTE]: Math.floor(Date.parse(record.expiresAt) / 1000) };
+  }
+
   async claim(key: string, record: IdempotencyRecord): Promise<IdempotencyRecord | undefined> {
     try {
       await this.db.send(
         new PutCommand({
           TableName: this.tableName,
-          Item: {
-            ...this.keyOf(key),
-            record,
-            [TTL_ATTRIBUTE]: Math.floor(Date.parse(record.expiresAt) / 1000),
-          },
+          Item: this.itemOf(key, record),
           // Taken unless the earlier claim has expired (TTL deletion is lazy).
           ConditionExpression: 'attribute_not_exists(#pk) OR #ttl < :now',
           ExpressionAttributeNames: { '#pk': TABLE_KEY, '#ttl': TTL_ATTRIBUTE },
@@ -271,11 +271,7 @@ export class DynamoIdempotencyStore implements IdempotencyStore {
     await this.db.send(
       new PutCommand({
         TableName: this.tableName,
-        Item: {
-          ...this.keyOf(key),
-          record,
-          [TTL_ATTRIBUTE]: Math.floor(Date.parse(record.expiresAt) / 1000),
-        },
+        Item: this.itemOf(key, record),
       }),
     );
   }
