@@ -1,4 +1,8 @@
 // A small client for Ferry's HTTP API, used by the CLI (and by tests and the benchmark).
+// Against a deployed Ferry (API Gateway with IAM authorization) requests are signed with
+// SigV4, service `execute-api`, with credentials from the standard AWS chain.
+import { Sha256 } from '@aws-crypto/sha256-js';
+import { SignatureV4 } from '@smithy/signature-v4';
 
 export class ApiError extends Error {
   constructor(
@@ -17,10 +21,87 @@ export interface Reply<T> {
   readonly body: T;
 }
 
+/** Adds authentication headers to a request about to be sent. */
+export interface RequestSigner {
+  sign(request: {
+    readonly method: string;
+    readonly url: URL;
+    readonly headers: Readonly<Record<string, string>>;
+    readonly body?: string;
+  }): Promise<Record<string, string>>;
+}
+
+export interface AwsCredentials {
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+  readonly sessionToken?: string;
+  readonly expiration?: Date;
+}
+
+/** The region of an API Gateway endpoint (`{id}.execute-api.{region}.amazonaws.com`), if it is one. */
+export function executeApiRegion(url: string): string | undefined {
+  let host: string;
+  try {
+    host = new URL(url).hostname;
+  } catch {
+    return undefined;
+  }
+  return /^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$/.exec(host)?.[1];
+}
+
+/** Signs requests with SigV4 for API Gateway (`execute-api`), as an IAM-authorized route expects. */
+export function sigv4Signer(options: {
+  readonly region: string;
+  readonly credentials: AwsCredentials | (() => Promise<AwsCredentials>);
+  /** For tests: the signing time. */
+  readonly now?: () => Date;
+}): RequestSigner {
+  const signer = new SignatureV4({
+    service: 'execute-api',
+    region: options.region,
+    credentials: options.credentials,
+    sha256: Sha256,
+    // API Gateway checks no payload-hash header; the payload is in the signature either way.
+    applyChecksum: false,
+  });
+  return {
+    async sign({ method, url, headers, body }) {
+      const query: Record<string, string | string[]> = {};
+      for (const key of new Set(url.searchParams.keys())) {
+        const values = url.searchParams.getAll(key);
+        query[key] = values.length === 1 ? (values[0] ?? '') : values;
+      }
+      const signed = await signer.sign(
+        {
+          method,
+          protocol: url.protocol,
+          hostname: url.hostname,
+          ...(url.port === '' ? {} : { port: Number(url.port) }),
+          path: url.pathname,
+          query,
+          // The host is signed; fetch sends the same one from the URL.
+          headers: { ...headers, host: url.host },
+          ...(body === undefined ? {} : { body }),
+        },
+        options.now === undefined ? {} : { signingDate: options.now() },
+      );
+      const { host: _host, ...rest } = signed.headers;
+      return rest;
+    },
+  };
+}
+
+/** A SigV4 signer with credentials from the standard chain (environment, profile, SSO, IMDS, …). */
+export async function sigv4FromDefaultChain(region: string): Promise<RequestSigner> {
+  const { defaultProvider } = await import('@aws-sdk/credential-provider-node');
+  return sigv4Signer({ region, credentials: defaultProvider() });
+}
+
 export class FerryClient {
   constructor(
     readonly baseUrl: string,
     private readonly token?: string,
+    private readonly signer?: RequestSigner,
   ) {}
 
   private async request(
@@ -28,15 +109,27 @@ export class FerryClient {
     path: string,
     init: { body?: unknown; headers?: Record<string, string> } = {},
   ) {
-    const headers: Record<string, string> = { ...init.headers };
-    if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`;
+    let headers: Record<string, string> = { ...init.headers };
+    // A signed request carries its identity in the signature; a bearer token would replace it.
+    if (this.token !== undefined && this.signer === undefined) headers.authorization = `Bearer ${this.token}`;
     if (init.body !== undefined) headers['content-type'] = 'application/json';
+    // API Gateway's stage URL ends in a slash; the paths here begin with one.
+    const url = `${this.baseUrl.replace(/\/+$/, '')}${path}`;
+    const body = init.body === undefined ? undefined : JSON.stringify(init.body);
+    if (this.signer !== undefined) {
+      headers = await this.signer.sign({
+        method,
+        url: new URL(url),
+        headers,
+        ...(body === undefined ? {} : { body }),
+      });
+    }
     let response: Response;
     try {
-      response = await fetch(`${this.baseUrl}${path}`, {
+      response = await fetch(url, {
         method,
         headers,
-        ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
+        ...(body === undefined ? {} : { body }),
       });
     } catch (error) {
       throw new Unreachable(

@@ -7,7 +7,14 @@ import type { Execution, ResultManifest } from '#shared/domain/execution.ts';
 import { isTerminal } from '#shared/domain/states.ts';
 import { formatBytes } from '#shared/domain/units.ts';
 import { isFerryError } from '#shared/errors.ts';
-import { ApiError, FerryClient, Unreachable } from './client.ts';
+import {
+  ApiError,
+  executeApiRegion,
+  FerryClient,
+  type RequestSigner,
+  sigv4FromDefaultChain,
+  Unreachable,
+} from './client.ts';
 
 class UsageError extends Error {}
 
@@ -32,12 +39,15 @@ job options:
   --workdir DIR  --network none|egress  --stdout-limit SIZE  --stderr-limit SIZE
   --inline-limit SIZE  --keep head|tail|head+tail  --label K=V…  --priority N  --file SPEC.json
 
-global options: --url URL (FERRY_URL)  --token TOKEN (FERRY_TOKEN)  --json`;
+global options: --url URL (FERRY_URL)  --token TOKEN (FERRY_TOKEN)  --json
+  --sigv4 [--region R]          sign requests with AWS credentials (automatic for execute-api URLs)`;
 
 const OPTIONS = {
   json: { type: 'boolean' },
   url: { type: 'string' },
   token: { type: 'string' },
+  sigv4: { type: 'boolean' },
+  region: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   image: { type: 'string' },
   cpu: { type: 'string' },
@@ -122,7 +132,8 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
   const config = loadConfig(io.env);
   if (verb === 'serve') return serve(io);
 
-  const client = new FerryClient(flags.url ?? config.url, flags.token ?? config.token);
+  const url = flags.url ?? config.url;
+  const client = new FerryClient(url, flags.token ?? config.token, await signerFor(url, flags));
   const id = () => {
     const [value] = rest;
     if (value === undefined) throw new UsageError(`${verb} needs an execution id`);
@@ -218,6 +229,17 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
     default:
       throw new UsageError(`unknown command: ${verb}`);
   }
+}
+
+/**
+ * A deployed Ferry sits behind API Gateway with IAM authorization: its execute-api URLs are
+ * signed automatically; `--sigv4` signs for any other URL (a custom domain), with `--region`.
+ */
+async function signerFor(url: string, flags: Flags): Promise<RequestSigner | undefined> {
+  const region = flags.region ?? executeApiRegion(url);
+  if (!flags.sigv4 && executeApiRegion(url) === undefined) return undefined;
+  if (region === undefined) throw new UsageError(`--sigv4 needs --region: ${url} names no region`);
+  return sigv4FromDefaultChain(region);
 }
 
 async function serve(io: Io): Promise<number> {
