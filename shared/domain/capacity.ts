@@ -1,6 +1,7 @@
 // Capacity: may a queued job launch now? Jobs that do not fit stay queued and smaller
 // ones may pass them (backfill), but a job that has waited past the starvation bound
 // reserves what it needs, so a stream of small jobs can never hold it back forever.
+// Among jobs that fit, a higher priority goes first; age past the bound beats priority.
 
 export interface CapacityLimits {
   readonly maxConcurrency: number;
@@ -17,6 +18,8 @@ export interface Demand {
   readonly queuedAt: string;
   /** When it must end at the latest (for active jobs) — the basis of wait estimates. */
   readonly deadlineAt?: string;
+  /** Higher goes first among waiting jobs that fit; 0 when not given. */
+  readonly priority?: number;
 }
 
 export interface Usage {
@@ -75,7 +78,20 @@ export function decideLaunch(
   const holder = reservationHolder(usage, limits, now);
   const reserved = holder !== undefined && holder.executionId !== candidate.executionId ? holder : undefined;
   const available = reserved === undefined ? room : minus(room, reserved);
-  if (fits(candidate, available)) return { launch: true };
+  if (fits(candidate, available)) {
+    const first = usage.waiting.find(
+      (d) =>
+        d.executionId !== candidate.executionId &&
+        d.executionId !== reserved?.executionId &&
+        (d.priority ?? 0) > (candidate.priority ?? 0) &&
+        fits(d, available),
+    );
+    if (first === undefined || holder?.executionId === candidate.executionId) return { launch: true };
+    return {
+      launch: false,
+      reason: `${first.executionId} (priority ${first.priority}) fits the free capacity and goes first`,
+    };
+  }
 
   const want = `${candidate.cpu} vCPU, ${candidate.memoryMiB} MiB`;
   const free = `${round(room.cpu)} vCPU, ${Math.max(0, Math.floor(room.memoryMiB))} MiB and ${Math.max(0, room.slots)} of ${limits.maxConcurrency} slots free`;

@@ -13,6 +13,7 @@ export function demandOf(execution: Execution): Demand {
     cpu: constraints?.cpu ?? 0,
     memoryMiB: constraints?.memoryMiB ?? 0,
     queuedAt: execution.queuedAt ?? execution.createdAt,
+    priority: execution.spec.priority,
     ...(execution.deadlineAt === undefined ? {} : { deadlineAt: execution.deadlineAt }),
   };
 }

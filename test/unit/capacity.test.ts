@@ -68,6 +68,26 @@ describe('capacity', () => {
     ).toBe(true);
   });
 
+  it('lets a waiting job of higher priority go first, unless the candidate is starving', () => {
+    const low = job('low', 1, 5, { priority: 0 });
+    const high = job('high', 1, 1, { priority: 10 });
+    expect(decideLaunch(low, { active: [job('r', 1)], waiting: [low, high] }, limits, now)).toEqual({
+      launch: false,
+      reason: 'high (priority 10) fits the free capacity and goes first',
+    });
+    expect(decideLaunch(high, { active: [job('r', 1)], waiting: [low, high] }, limits, now).launch).toBe(
+      true,
+    );
+    // A higher priority that cannot fit anyway holds nobody back.
+    const huge = job('huge', 2, 1, { priority: 10 });
+    expect(decideLaunch(low, { active: [job('r', 1)], waiting: [low, huge] }, limits, now).launch).toBe(true);
+    // Past the starvation bound, age beats priority.
+    const starving = job('old', 1, 120, { priority: -5 });
+    expect(
+      decideLaunch(starving, { active: [job('r', 1)], waiting: [starving, high] }, limits, now).launch,
+    ).toBe(true);
+  });
+
   it('estimates the wait from the deadlines of running jobs', () => {
     const usage = {
       active: [job('r1', 1, 0, { deadlineAt: ago(-30) }), job('r2', 1, 0, { deadlineAt: ago(-90) })],
