@@ -16,6 +16,7 @@ import {
   UnsupportedMediaType,
   ValidationError,
 } from '#shared/errors.ts';
+import { openApiDocument } from '#shared/http/openapi.ts';
 import { jsonResponse, problemOf, problemResponse } from '#shared/http/problem.ts';
 import { acceptBid, askForBid, rejectBid, submitJob } from '#shared/use-cases/bids.ts';
 import {
@@ -141,7 +142,7 @@ const route = (
   handler: (event: ApiEvent) => Promise<ApiResult>,
 ): Route<ApiEvent, ApiResult> => ({ method, path, handler });
 
-function routes(core: Core): Route<ApiEvent, ApiResult>[] {
+export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
   return [
     route('POST', '/v1/bids', async (event) => {
       const execution = await askForBid(core, ownerOf(event), jsonBody(event));
@@ -218,6 +219,7 @@ function routes(core: Core): Route<ApiEvent, ApiResult>[] {
       noBody(event);
       return jsonResponse(200, await reviewResult(core, ownerOf(event), idOf(event), 'REJECTED'));
     }),
+    route('GET', '/v1/openapi.json', async () => jsonResponse(200, openApiDocument())),
     route('GET', '/v1/node', async (event) => {
       ownerOf(event);
       return jsonResponse(200, await describeNode(core));
