@@ -517,6 +517,10 @@ export class FerryExecutor extends Construct {
       FERRY_MAX_MEMORY: text(props.capacity?.maxMemoryMiB),
       FERRY_IMAGE_ALLOW: list(props.images?.allow, 'images.allow'),
       FERRY_IMAGE_DENY: list(props.images?.deny, 'images.deny'),
+      // Bids decline any other destination, so no job asks for a copy the api may not make.
+      FERRY_PUBLISH_ALLOW: props.publishDestinations?.length
+        ? props.publishDestinations.map((d) => `${d.replace(/\*$/, '')}*`).join(',')
+        : undefined,
       FERRY_MAX_TIMEOUT_SECONDS: text(props.jobLimits?.maxTimeout?.toSeconds()),
       FERRY_LOG_LEVEL: props.logLevel,
     };

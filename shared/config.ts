@@ -47,6 +47,7 @@ const EnvSchema = z.strictObject({
   FERRY_BID_TTL_SECONDS: integer(1, 7 * 24 * 3600).default(300),
   FERRY_IMAGE_ALLOW: patterns.default(['*']),
   FERRY_IMAGE_DENY: patterns.default([]),
+  FERRY_PUBLISH_ALLOW: patterns.optional(),
   FERRY_MIN_TIMEOUT_SECONDS: integer(1, 14 * 24 * 3600).default(1),
   FERRY_MAX_TIMEOUT_SECONDS: integer(1, 14 * 24 * 3600).default(24 * 3600),
   FERRY_ALLOW_EGRESS: bool.default(true),
@@ -93,6 +94,8 @@ export interface FerryConfig {
     readonly bidTtlSeconds: number;
     readonly imageAllow: readonly string[];
     readonly imageDeny: readonly string[];
+    /** s3:// destinations results may be published to (patterns; `*` matches anything). */
+    readonly publishAllow: readonly string[];
     readonly minTimeoutSeconds: number;
     readonly maxTimeoutSeconds: number;
     readonly allowEgress: boolean;
@@ -189,6 +192,8 @@ export function loadConfig(env: Record<string, string | undefined> = {}, cwd = '
       bidTtlSeconds: e.FERRY_BID_TTL_SECONDS,
       imageAllow: e.FERRY_IMAGE_ALLOW,
       imageDeny: e.FERRY_IMAGE_DENY,
+      // Locally "publishing" copies into the data directory; on AWS only what the deployment granted.
+      publishAllow: e.FERRY_PUBLISH_ALLOW ?? (onAws ? [] : ['*']),
       minTimeoutSeconds: e.FERRY_MIN_TIMEOUT_SECONDS,
       maxTimeoutSeconds: e.FERRY_MAX_TIMEOUT_SECONDS,
       allowEgress: e.FERRY_ALLOW_EGRESS,

@@ -9,6 +9,7 @@ import { formatBytes, formatMiB } from './units.ts';
 export interface BidPolicy {
   readonly imageAllow: readonly string[];
   readonly imageDeny: readonly string[];
+  readonly publishAllow: readonly string[];
   readonly minTimeoutSeconds: number;
   readonly maxTimeoutSeconds: number;
   readonly allowEgress: boolean;
@@ -105,7 +106,20 @@ export const dataCapabilities: BidStrategy = (spec, _policy, profile) => {
   };
 };
 
+export const publishPolicy: BidStrategy = (spec, policy) => {
+  const destination = spec.publish?.destination;
+  if (destination === undefined) return {};
+  if (policy.publishAllow.some((pattern) => globToRegExp(pattern).test(destination))) return {};
+  return {
+    decline:
+      policy.publishAllow.length === 0
+        ? `publish to ${destination} asked; this executor publishes nowhere`
+        : `publish to ${destination} asked; allowed destinations match: ${policy.publishAllow.join(', ')}`,
+  };
+};
+
 export const DEFAULT_STRATEGIES: readonly BidStrategy[] = [
+  publishPolicy,
   imagePolicy,
   timeoutBounds,
   gpuSupport,

@@ -134,6 +134,7 @@ describe('settings', () => {
       FERRY_CAPACITY_PROVIDER: 'FARGATE_SPOT',
       FERRY_IMAGE_ALLOW: 'public.ecr.aws/*,123456789012.dkr.ecr.*',
       FERRY_IMAGE_DENY: '*:latest',
+      FERRY_PUBLISH_ALLOW: 's3://team-results/ferry/*',
       FERRY_RETENTION_DAYS: '7',
       FERRY_LOG_LEVEL: 'debug',
     });

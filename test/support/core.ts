@@ -80,6 +80,7 @@ export async function buildTestCore(overrides: Partial<Core['settings']> = {}): 
       policy: {
         imageAllow: ['*'],
         imageDeny: [],
+        publishAllow: ['*'],
         minTimeoutSeconds: 1,
         maxTimeoutSeconds: 86400,
         allowEgress: true,

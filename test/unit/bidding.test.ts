@@ -11,6 +11,7 @@ import { parseJobSpec } from '../../shared/domain/job-spec.ts';
 const policy: BidPolicy = {
   imageAllow: ['*'],
   imageDeny: [],
+  publishAllow: ['*'],
   minTimeoutSeconds: 1,
   maxTimeoutSeconds: 86400,
   allowEgress: true,
@@ -139,6 +140,19 @@ describe('bids', () => {
       platform: 'process',
     });
     if (processFit.fits) expect(processFit.constraints.notes[0]).toMatch(/does not isolate/);
+  });
+
+  it('declines publishing anywhere the executor may not write', () => {
+    const limited = { ...policy, publishAllow: ['s3://results-bucket/ferry/*'] };
+    expect(
+      bid({ publish: { destination: 's3://results-bucket/ferry/team-a' } }, fargate, limited).accepted,
+    ).toBe(true);
+    expect(bid({ publish: { destination: 's3://other-bucket/x' } }, fargate, limited).reason).toBe(
+      'publish to s3://other-bucket/x asked; allowed destinations match: s3://results-bucket/ferry/*',
+    );
+    expect(
+      bid({ publish: { destination: 's3://any-bucket/x' } }, fargate, { ...policy, publishAllow: [] }).reason,
+    ).toBe('publish to s3://any-bucket/x asked; this executor publishes nowhere');
   });
 
   it('says when network "none" is not enforced', () => {
