@@ -360,8 +360,8 @@ export class EcsBackend implements ComputeBackend {
   }
 
   async readLive(): Promise<LiveRead | undefined> {
-    // Live output on Fargate comes from the publisher's periodic flushes to S3 (see the
-    // Fargate task issue); until then a running task's output is read after it ends.
+    // ECS holds no output: a running task's output is the live window its publisher keeps
+    // in the results bucket, which the logs use case reads when a backend has nothing.
     return undefined;
   }
 }
