@@ -7,16 +7,20 @@
 //
 // Run directly against a running emulator: node --import tsx bench/aws-calls.ts <endpoint>
 import { DescribeTasksCommand } from '@aws-sdk/client-ecs';
-import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { DeleteMessageCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import { createApiHandler } from '../functions/api.ts';
 import { createDispatcherHandler } from '../functions/dispatcher.ts';
 import { createTaskEventsHandler } from '../functions/task-events.ts';
-import type { Execution, ResultManifest, StreamResult } from '../shared/domain/execution.ts';
-import { resultKeys } from '../shared/domain/execution.ts';
+import type { Execution } from '../shared/domain/execution.ts';
 import { silentLogger } from '../shared/logger.ts';
 import { buildAwsCore } from '../shared/runtime/aws.ts';
-import { type AwsEnvironment, awsClients, awsConfig, createAwsEnvironment } from '../test/support/aws.ts';
+import {
+  type AwsEnvironment,
+  awsClients,
+  awsConfig,
+  createAwsEnvironment,
+  publishResult,
+} from '../test/support/aws.ts';
 import { apiEvent, lambdaContext, sqsEvent, taskEvent } from '../test/support/events.ts';
 import { type RecordedCall, recordCalls } from '../test/support/sdk-faults.ts';
 
@@ -184,40 +188,6 @@ async function runOne(
 async function readExecution(handlers: Handlers, id: string): Promise<Execution> {
   const reply = await handlers.api(apiEvent('GET', `/v1/executions/${id}`), lambdaContext);
   return JSON.parse(reply.body ?? '{}') as Execution;
-}
-
-/** What the publisher container does at the end of a run: the streams, then result.json last. */
-async function publishResult(aws: AwsEnvironment, id: string, stdout: string): Promise<void> {
-  const keys = resultKeys(id);
-  const stream = (text: string): StreamResult => ({
-    totalBytes: Buffer.byteLength(text),
-    storedBytes: Buffer.byteLength(text),
-    truncated: false,
-    headBytes: Buffer.byteLength(text),
-    tailBytes: 0,
-    omittedBytes: 0,
-    inline: text,
-    inlineEncoding: 'utf8',
-    inlineTruncated: false,
-  });
-  const now = new Date().toISOString();
-  const manifest: ResultManifest = {
-    executionId: id,
-    exitCode: 0,
-    signal: null,
-    partial: false,
-    startedAt: now,
-    endedAt: now,
-    stdout: stream(stdout),
-    stderr: stream(''),
-    outputs: [],
-    keep: 'head+tail',
-  };
-  const put = (Key: string, text: string) =>
-    aws.clients.s3.send(new PutObjectCommand({ Bucket: aws.bucket, Key, Body: Buffer.from(text) }));
-  await put(keys.stdout, stdout);
-  await put(keys.stderr, '');
-  await put(keys.manifest, JSON.stringify(manifest));
 }
 
 function summarise(

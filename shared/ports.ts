@@ -92,15 +92,8 @@ export interface LiveRead {
   readonly skippedBytes: number;
 }
 
-export interface HostCapacity {
-  readonly cpu: number;
-  readonly memoryMiB: number;
-}
-
 export interface ComputeBackend {
   readonly platform: Platform;
-  /** What one job may be given at most on this backend (the host, or a Fargate task). */
-  readonly capacity: HostCapacity;
   /**
    * Starts the job. Resolves with the task id once the backend has accepted it.
    * Throws BackendError; `retryable` says whether the dispatcher should try again later.

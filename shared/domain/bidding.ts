@@ -32,6 +32,18 @@ export interface PlatformProfile {
 export type StrategyVerdict = { readonly decline?: string; readonly notes?: readonly string[] };
 export type BidStrategy = (spec: JobSpec, policy: BidPolicy, profile: PlatformProfile) => StrategyVerdict;
 
+/** What a Fargate deployment offers one job; `enforcesNetworkNone` depends on its network layout. */
+export const fargateProfile = (enforcesNetworkNone: boolean): PlatformProfile => ({
+  platform: 'fargate',
+  maxCpu: FARGATE_LIMITS.maxCpu,
+  maxMemoryMiB: FARGATE_LIMITS.maxMemoryMiB,
+  supportsGpu: false,
+  supportsInputs: false,
+  supportsOutputs: false,
+  supportsPublish: true,
+  enforcesNetworkNone,
+});
+
 /** Local backends' defaults when a job does not say: enough for ordinary tools. */
 export const LOCAL_DEFAULT_CPU = 1;
 export const LOCAL_DEFAULT_MEMORY_MIB = 1024;

@@ -12,7 +12,7 @@ import { SqsJobQueue } from '../adapters/aws/sqs-queue.ts';
 import { executionIds, systemClock } from '../adapters/system.ts';
 import type { FerryConfig } from '../config.ts';
 import type { ChangeFeed, Core } from '../core.ts';
-import { FARGATE_LIMITS } from '../domain/fargate.ts';
+import { fargateProfile } from '../domain/bidding.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import { FERRY_VERSION } from '../version.ts';
 
@@ -69,16 +69,7 @@ export function buildAwsCore(config: FerryConfig, clients: AwsClients = {}, log?
     log: logger,
     settings: {
       policy: config.policy,
-      profile: {
-        platform: 'fargate',
-        maxCpu: FARGATE_LIMITS.maxCpu,
-        maxMemoryMiB: FARGATE_LIMITS.maxMemoryMiB,
-        supportsGpu: false,
-        supportsInputs: false,
-        supportsOutputs: false,
-        supportsPublish: true,
-        enforcesNetworkNone: aws.networkIsolation === 'isolated',
-      },
+      profile: fargateProfile(aws.networkIsolation === 'isolated'),
       capacity: config.capacity,
       bidTtlSeconds: config.policy.bidTtlSeconds,
       deferSeconds: 10,

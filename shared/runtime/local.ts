@@ -30,7 +30,7 @@ import { PayloadTooLarge, Unauthorized } from '../errors.ts';
 import { apiGatewayEvent } from '../http/api-gateway-event.ts';
 import { problemOf, problemResponse } from '../http/problem.ts';
 import { createLogger, type Logger } from '../logger.ts';
-import type { ComputeBackend, HostCapacity } from '../ports.ts';
+import type { ComputeBackend } from '../ports.ts';
 import { messageFor } from '../use-cases/dispatch.ts';
 import { demandOf, listAll } from '../use-cases/usage.ts';
 import { FERRY_VERSION } from '../version.ts';
@@ -132,20 +132,19 @@ export async function startLocalServer(
   const taskEvents = serialWorker<TaskStateChangeEvent>(log, (event) => onTaskEvent(event));
   const emit = (event: TaskStateChangeEvent) => taskEvents.push(event);
 
-  const host: HostCapacity = { cpu: config.capacity.maxCpu, memoryMiB: config.capacity.maxMemoryMiB };
   const chosen = await chooseBackend(config, options, log);
   const backend =
     chosen.platform === 'docker' && chosen.docker !== undefined
-      ? new DockerBackend(chosen.docker, host, objects, emit, log, config.dockerOutputJournal)
-      : new ProcessBackend(host, objects, emit, log, path.join(config.dataDir, 'work'), {
+      ? new DockerBackend(chosen.docker, objects, emit, log, config.dockerOutputJournal)
+      : new ProcessBackend(objects, emit, log, path.join(config.dataDir, 'work'), {
           PATH: config.processPath,
         });
 
   const ledger = new MemoryCapacityLedger();
   const profile: PlatformProfile = {
     platform: backend.platform,
-    maxCpu: host.cpu,
-    maxMemoryMiB: host.memoryMiB,
+    maxCpu: config.capacity.maxCpu,
+    maxMemoryMiB: config.capacity.maxMemoryMiB,
     supportsGpu: false,
     supportsInputs: false,
     supportsOutputs: false,

@@ -6,6 +6,7 @@ import { estimateWaitSeconds } from '../domain/capacity.ts';
 import type { Execution } from '../domain/execution.ts';
 import { parseJobSpec } from '../domain/job-spec.ts';
 import { BidDeclined, InvalidTransition, NotFound } from '../errors.ts';
+import { messageFor } from './dispatch.ts';
 import { moveTo, mutate } from './transitions.ts';
 import { currentUsage } from './usage.ts';
 
@@ -88,10 +89,7 @@ export async function acceptBid(core: Core, owner: string, id: string): Promise<
   if (!accepted) return queued;
   // Sent after the write: a message for an execution that is not QUEUED is dropped by the
   // dispatcher, and a QUEUED execution whose message was lost is re-sent by the sweeper.
-  await core.queue.send({
-    executionId: id,
-    ...(queued.dispatchToken ? { token: queued.dispatchToken } : {}),
-  });
+  await core.queue.send(messageFor(queued));
   return queued;
 }
 
@@ -117,14 +115,11 @@ export async function submitJob(core: Core, owner: string, specInput: unknown): 
   }
   // Offered and accepted in the same breath: stored once, already QUEUED.
   const now = core.clock.now();
-  const queued = moveTo(offered, 'QUEUED', now, {
-    queuedAt: now.toISOString(),
-    dispatchToken: core.ids.next(),
-  });
-  await core.store.create({ ...queued, version: 1 });
-  await core.queue.send({
-    executionId: queued.id,
-    ...(queued.dispatchToken ? { token: queued.dispatchToken } : {}),
-  });
-  return { ...queued, version: 1 };
+  const queued: Execution = {
+    ...moveTo(offered, 'QUEUED', now, { queuedAt: now.toISOString(), dispatchToken: core.ids.next() }),
+    version: 1,
+  };
+  await core.store.create(queued);
+  await core.queue.send(messageFor(queued));
+  return queued;
 }

@@ -13,24 +13,14 @@ import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { EcsBackend } from '../../shared/adapters/aws/ecs-backend.ts';
 import { executionIds } from '../../shared/adapters/system.ts';
 import type { AwsSettings } from '../../shared/config.ts';
-import { type PlatformProfile, resolveConstraints } from '../../shared/domain/bidding.ts';
+import { fargateProfile, type PlatformProfile, resolveConstraints } from '../../shared/domain/bidding.ts';
 import type { Execution, ResolvedConstraints } from '../../shared/domain/execution.ts';
-import { FARGATE_LIMITS } from '../../shared/domain/fargate.ts';
 import { parseJobSpec } from '../../shared/domain/job-spec.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { type AwsEnvironment, awsConfig, clientConfig, createAwsEnvironment } from '../support/aws.ts';
 import { ecsError, FaultInjector, type RecordedCall, recordCalls } from '../support/sdk-faults.ts';
 
-const FARGATE: PlatformProfile = {
-  platform: 'fargate',
-  maxCpu: FARGATE_LIMITS.maxCpu,
-  maxMemoryMiB: FARGATE_LIMITS.maxMemoryMiB,
-  supportsGpu: false,
-  supportsInputs: false,
-  supportsOutputs: false,
-  supportsPublish: true,
-  enforcesNetworkNone: true,
-};
+const FARGATE: PlatformProfile = fargateProfile(true);
 
 const ids = executionIds();
 

@@ -3,7 +3,6 @@
 // result manifest in S3. Plus the ways AWS really behaves: duplicate deliveries, duplicate
 // and reordered events, and a cancel racing the dispatcher.
 import { DescribeTasksCommand, ECSClient, ListTasksCommand, type Task } from '@aws-sdk/client-ecs';
-import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { DeleteMessageCommand, ReceiveMessageCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createApiHandler } from '../../functions/api.ts';
@@ -15,7 +14,13 @@ import type { Core } from '../../shared/core.ts';
 import type { Execution, ResultManifest } from '../../shared/domain/execution.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { buildAwsCore } from '../../shared/runtime/aws.ts';
-import { type AwsEnvironment, awsConfig, clientConfig, createAwsEnvironment } from '../support/aws.ts';
+import {
+  type AwsEnvironment,
+  awsConfig,
+  clientConfig,
+  createAwsEnvironment,
+  publishResult,
+} from '../support/aws.ts';
 import { apiEvent, lambdaContext, sqsEvent, taskEvent } from '../support/events.ts';
 
 interface Deployment {
@@ -78,38 +83,6 @@ async function describeTask(d: Deployment, taskArn: string): Promise<Task> {
   return task;
 }
 
-/** What the publisher container does at the end of a run: outputs, then result.json last. */
-async function publishResult(d: Deployment, id: string, stdout: string, exitCode: number): Promise<void> {
-  const put = (key: string, body: string) =>
-    d.aws.clients.s3.send(new PutObjectCommand({ Bucket: d.aws.bucket, Key: key, Body: body }));
-  const stream = (text: string) => ({
-    totalBytes: Buffer.byteLength(text),
-    storedBytes: Buffer.byteLength(text),
-    truncated: false,
-    headBytes: Buffer.byteLength(text),
-    tailBytes: 0,
-    omittedBytes: 0,
-    inline: text,
-    inlineEncoding: 'utf8' as const,
-    inlineTruncated: false,
-  });
-  const manifest: ResultManifest = {
-    executionId: id,
-    exitCode,
-    signal: null,
-    partial: false,
-    startedAt: new Date().toISOString(),
-    endedAt: new Date().toISOString(),
-    stdout: stream(stdout),
-    stderr: stream(''),
-    outputs: [],
-    keep: 'head+tail',
-  };
-  await put(`executions/${id}/stdout`, stdout);
-  await put(`executions/${id}/stderr`, '');
-  await put(`executions/${id}/result.json`, JSON.stringify(manifest));
-}
-
 const exitedWith = (exitCode: number, version: number) => ({
   lastStatus: 'STOPPED',
   desiredStatus: 'STOPPED',
@@ -168,7 +141,7 @@ describe('Ferry on AWS (emulated)', () => {
     await d.taskEvents(taskEvent(task, { lastStatus: 'RUNNING', version: 2 }), lambdaContext);
     expect((await call<Execution>(d, 'GET', `/v1/executions/${id}`)).body.state).toBe('RUNNING');
 
-    await publishResult(d, id, 'hello\n', 0);
+    await publishResult(d.aws, id, 'hello\n', 0);
     await d.taskEvents(taskEvent(task, exitedWith(0, 3)), lambdaContext);
 
     const done = await call<Execution>(d, 'GET', `/v1/executions/${id}/wait?timeoutSeconds=0`);
@@ -250,7 +223,7 @@ describe('Ferry on AWS (emulated)', () => {
     await deliverQueue(d);
     const taskArn = (await call<Execution>(d, 'GET', `/v1/executions/${id}`)).body.task?.id ?? '';
     const task = await describeTask(d, taskArn);
-    await publishResult(d, id, 'done\n', 3);
+    await publishResult(d.aws, id, 'done\n', 3);
 
     const stopped = taskEvent(task, exitedWith(3, 4));
     const running = taskEvent(task, { lastStatus: 'RUNNING', version: 2 });

@@ -7,7 +7,10 @@ import { CreateClusterCommand, ECSClient } from '@aws-sdk/client-ecs';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { CreateQueueCommand, GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { inject } from 'vitest';
+import { S3ObjectStore } from '../../shared/adapters/aws/s3-object-store.ts';
 import { tableDefinition } from '../../shared/adapters/aws/table.ts';
+import { storeResult } from '../../shared/capture/result-writer.ts';
+import { StreamCapture } from '../../shared/capture/stream-capture.ts';
 import { loadConfig } from '../../shared/config.ts';
 
 export const REGION = 'us-east-1';
@@ -110,3 +113,23 @@ export async function createAwsEnvironment(endpoint?: string): Promise<AwsEnviro
 
 export const awsConfig = (environment: AwsEnvironment, extra: Record<string, string> = {}) =>
   loadConfig({ ...environment.env, FERRY_LOG_LEVEL: 'error', ...extra });
+
+/** What the publisher container does at the end of a run: the streams, then result.json last. */
+export async function publishResult(
+  aws: AwsEnvironment,
+  id: string,
+  stdout: string,
+  exitCode = 0,
+): Promise<void> {
+  const limits = { storedBytes: 1024 * 1024, inlineBytes: 4096, keep: 'head+tail' as const };
+  const captures = { stdout: new StreamCapture(limits), stderr: new StreamCapture(limits) };
+  captures.stdout.write(Buffer.from(stdout));
+  const now = new Date().toISOString();
+  await storeResult(new S3ObjectStore(aws.bucket, aws.clients.s3), id, captures, limits.keep, {
+    exitCode,
+    signal: null,
+    partial: false,
+    startedAt: now,
+    endedAt: now,
+  });
+}

@@ -15,7 +15,6 @@ import { tempDir } from './server.ts';
 
 export class ScriptedBackend implements ComputeBackend {
   readonly platform = 'docker' as const;
-  readonly capacity = { cpu: 2, memoryMiB: 4096 };
   readonly launched: string[] = [];
   readonly stopped: string[] = [];
   readonly tasks = new Map<string, 'RUNNING' | 'STOPPED'>();

@@ -20,7 +20,7 @@ import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
 import { JOB_CONTAINER } from '../../domain/task-event.ts';
 import { BackendError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
-import type { ComputeBackend, HostCapacity, LiveRead, TaskStatus } from '../../ports.ts';
+import type { ComputeBackend, LiveRead, TaskStatus } from '../../ports.ts';
 
 export interface EcsBackendOptions {
   readonly cluster: string;
@@ -86,7 +86,6 @@ function describeError(error: unknown): string {
 
 export class EcsBackend implements ComputeBackend {
   readonly platform = 'fargate' as const;
-  readonly capacity: HostCapacity = { cpu: 16, memoryMiB: 122880 };
   private readonly ecs: ECSClient;
   private readonly sleep: (ms: number) => Promise<void>;
   /** Task definition ARNs by family, for the life of this process (a warm Lambda). */

@@ -6,7 +6,7 @@ import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
 import type { Logger } from '../../logger.ts';
-import type { ComputeBackend, HostCapacity, LiveRead, ObjectStore, TaskStatus } from '../../ports.ts';
+import type { ComputeBackend, LiveRead, ObjectStore, TaskStatus } from '../../ports.ts';
 import { type LocalTask, LocalTaskBook, type TaskEventSink } from './local-tasks.ts';
 
 export const LABEL_EXECUTION = 'ferry.execution';
@@ -32,7 +32,6 @@ export class DockerBackend implements ComputeBackend {
 
   constructor(
     private readonly docker: Docker,
-    readonly capacity: HostCapacity,
     objects: ObjectStore,
     emit: TaskEventSink,
     private readonly log: Logger,

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { captureStream } from '../../capture/stream-capture.ts';
 import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
 import type { Logger } from '../../logger.ts';
-import type { ComputeBackend, HostCapacity, LiveRead, ObjectStore, TaskStatus } from '../../ports.ts';
+import type { ComputeBackend, LiveRead, ObjectStore, TaskStatus } from '../../ports.ts';
 import { LocalTaskBook, type TaskEventSink } from './local-tasks.ts';
 
 const TASK_PREFIX = 'process/';
@@ -20,7 +20,6 @@ export class ProcessBackend implements ComputeBackend {
   private readonly children = new Map<string, ChildProcess>();
 
   constructor(
-    readonly capacity: HostCapacity,
     objects: ObjectStore,
     emit: TaskEventSink,
     private readonly log: Logger,
