@@ -266,6 +266,14 @@ function seconds(text: string): number {
   return value;
 }
 
+/** A numeric option, refused here rather than sent as null for the server to puzzle over. */
+function numberFlag(name: string, text: string): number {
+  const value = Number(text);
+  if (text.trim() === '' || !Number.isFinite(value))
+    throw new UsageError(`${name} must be a number, got ${text}`);
+  return value;
+}
+
 const numberOrText = (text: string): number | string => (/^\d+(\.\d+)?$/.test(text) ? Number(text) : text);
 
 function pairs(list: readonly string[] | undefined, what: string): Record<string, string> | undefined {
@@ -294,16 +302,16 @@ function jobSpec(flags: Flags, command: readonly string[]): Record<string, unkno
   set('image', flags.image);
   if (command.length > 0) spec.command = [...command];
   const resources: Record<string, unknown> = { ...(spec.resources as object | undefined) };
-  if (flags.cpu !== undefined) resources.cpu = Number(flags.cpu);
+  if (flags.cpu !== undefined) resources.cpu = numberFlag('--cpu', flags.cpu);
   if (flags.memory !== undefined) resources.memory = numberOrText(flags.memory);
   if (flags.disk !== undefined) resources.disk = numberOrText(flags.disk);
   if (Object.keys(resources).length > 0) spec.resources = resources;
-  if (flags.timeout !== undefined) spec.timeoutSeconds = Number(flags.timeout);
+  if (flags.timeout !== undefined) spec.timeoutSeconds = numberFlag('--timeout', flags.timeout);
   set('env', pairs(flags.env, '--env'));
   set('labels', pairs(flags.label, '--label'));
   set('workdir', flags.workdir);
   set('network', flags.network);
-  if (flags.priority !== undefined) spec.priority = Number(flags.priority);
+  if (flags.priority !== undefined) spec.priority = numberFlag('--priority', flags.priority);
   const limits: Record<string, unknown> = { ...(spec.outputLimits as object | undefined) };
   if (flags['stdout-limit'] !== undefined) limits.stdoutBytes = numberOrText(flags['stdout-limit']);
   if (flags['stderr-limit'] !== undefined) limits.stderrBytes = numberOrText(flags['stderr-limit']);

@@ -136,6 +136,13 @@ describe('errors', () => {
     expect(run.stderr).toMatch(/^ferry: --image is required.*\(see `ferry --help`\)\n$/);
   });
 
+  test('a non-numeric number option is a usage error, refused before any request', async () => {
+    const run = await ferry(['submit', '--image', 'x/y:1', '--cpu', 'lots', '--', 'true']);
+
+    expect(run.code).toBe(2);
+    expect(run.stderr).toBe('ferry: --cpu must be a number, got lots (see `ferry --help`)\n');
+  });
+
   test('an unknown option is a usage error', async () => {
     const run = await ferry(['submit', '--bogus', '--image', 'x/y:1', '--', 'true']);
 
