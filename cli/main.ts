@@ -256,8 +256,11 @@ async function serve(io: Io): Promise<number> {
     process.once('SIGTERM', stop);
   });
   io.err.write('ferry: stopping (running containers keep running and are picked up at the next start)\n');
-  await server.close();
-  return 0;
+  // Closing stops new work and flushes the store; it is bounded so a stuck engine call cannot
+  // hold the exit. The process then exits outright: the engine's attach streams and waits of
+  // running containers would keep it alive, and the next start adopts those containers.
+  await Promise.race([server.close(), new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
+  process.exit(0);
 }
 
 function seconds(text: string): number {

@@ -14,6 +14,7 @@ import { createApiHandler, MAX_BODY_BYTES } from '../../functions/api.ts';
 import { createDispatcherHandler } from '../../functions/dispatcher.ts';
 import { createSweeperHandler } from '../../functions/sweeper.ts';
 import { createTaskEventsHandler } from '../../functions/task-events.ts';
+import { serverIdentity } from '../adapters/local/data-dir.ts';
 import { DirectoryObjectStore } from '../adapters/local/dir-object-store.ts';
 import { DockerBackend } from '../adapters/local/docker-backend.ts';
 import { FileExecutionStore, FileIdempotencyStore } from '../adapters/local/file-store.ts';
@@ -135,7 +136,14 @@ export async function startLocalServer(
   const chosen = await chooseBackend(config, options, log);
   const backend =
     chosen.platform === 'docker' && chosen.docker !== undefined
-      ? new DockerBackend(chosen.docker, objects, emit, log, config.dockerOutputJournal)
+      ? new DockerBackend(
+          chosen.docker,
+          await serverIdentity(config.dataDir),
+          objects,
+          emit,
+          log,
+          config.dockerOutputJournal,
+        )
       : new ProcessBackend(objects, emit, log, path.join(config.dataDir, 'work'), {
           PATH: config.processPath,
         });

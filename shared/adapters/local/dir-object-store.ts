@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ValidationError } from '../../errors.ts';
 import type { ObjectInfo, ObjectStore } from '../../ports.ts';
-import { loadSecret } from './file-store.ts';
+import { loadSecret } from './data-dir.ts';
 
 export class DirectoryObjectStore implements ObjectStore {
   private constructor(

@@ -2,6 +2,8 @@
 // its execution, with the bid's CPU and memory applied and no network unless asked. The
 // server attaches to it for byte-exact capture; containers outlive a server restart, and
 // `recover` adopts them again (output is replayed from the engine's local log driver).
+// Every container also carries the identity of the server that made it: several servers
+// may share one engine, and each adopts, describes and removes only its own.
 import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
@@ -10,6 +12,7 @@ import type { ComputeBackend, LiveRead, ObjectStore, TaskStatus } from '../../po
 import { type LocalTask, LocalTaskBook, type TaskEventSink } from './local-tasks.ts';
 
 export const LABEL_EXECUTION = 'ferry.execution';
+export const LABEL_SERVER = 'ferry.server';
 const TASK_PREFIX = 'docker/';
 const STOP_GRACE_SECONDS = 3;
 const MiB = 1024 * 1024;
@@ -32,6 +35,8 @@ export class DockerBackend implements ComputeBackend {
 
   constructor(
     private readonly docker: Docker,
+    /** This server's identity (kept in its data directory); its containers carry it. */
+    private readonly serverId: string,
     objects: ObjectStore,
     emit: TaskEventSink,
     private readonly log: Logger,
@@ -85,7 +90,11 @@ export class DockerBackend implements ComputeBackend {
         Cmd: spec.command.slice(1),
         Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
         ...(spec.workdir === undefined ? {} : { WorkingDir: spec.workdir }),
-        Labels: { [LABEL_EXECUTION]: execution.id, 'ferry.task': task.taskId },
+        Labels: {
+          [LABEL_EXECUTION]: execution.id,
+          [LABEL_SERVER]: this.serverId,
+          'ferry.task': task.taskId,
+        },
         AttachStdout: true,
         AttachStderr: true,
         Tty: false,
@@ -228,7 +237,7 @@ export class DockerBackend implements ComputeBackend {
     const missing = known.filter((s) => s.lastStatus === 'MISSING');
     if (missing.length === 0) return known;
     // Not in this server's book: ask the engine before calling anything lost.
-    const containers = await this.docker.listContainers({ all: true, filters: { label: [LABEL_EXECUTION] } });
+    const containers = await this.ownContainers();
     const present = new Set(containers.map((c) => c.Labels[LABEL_EXECUTION]));
     return known.map((s) =>
       s.lastStatus === 'MISSING' && present.has(s.executionId) ? { ...s, lastStatus: 'RUNNING' as const } : s,
@@ -245,13 +254,13 @@ export class DockerBackend implements ComputeBackend {
   }
 
   /**
-   * After a restart: adopts the containers of executions still active, and removes
-   * containers whose execution has already ended.
+   * After a restart: adopts this server's containers of executions still active, and removes
+   * its containers whose execution has already ended. Other servers' containers are not touched.
    */
   async recover(
     activeExecutions: ReadonlyMap<string, Execution>,
   ): Promise<{ adopted: number; removed: number }> {
-    const containers = await this.docker.listContainers({ all: true, filters: { label: [LABEL_EXECUTION] } });
+    const containers = await this.ownContainers();
     let adopted = 0;
     let removed = 0;
     for (const info of containers) {
@@ -274,6 +283,14 @@ export class DockerBackend implements ComputeBackend {
       });
     }
     return { adopted, removed };
+  }
+
+  /** Containers this server made, in any status. */
+  private ownContainers(): Promise<Docker.ContainerInfo[]> {
+    return this.docker.listContainers({
+      all: true,
+      filters: { label: [LABEL_EXECUTION, `${LABEL_SERVER}=${this.serverId}`] },
+    });
   }
 }
 

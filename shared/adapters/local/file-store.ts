@@ -1,14 +1,14 @@
 // ExecutionStore and IdempotencyStore on local disk. Records live in memory for reads and
 // in a journal for restarts; writes are conditional on the version, like DynamoDB's.
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { ChangeFeed } from '../../core.ts';
 import type { Execution } from '../../domain/execution.ts';
 import { canTransition } from '../../domain/states.ts';
 import { InvalidTransition, StaleExecution, ValidationError } from '../../errors.ts';
 import type { ExecutionStore, IdempotencyRecord, IdempotencyStore, ListQuery, Page } from '../../ports.ts';
+import { loadSecret } from './data-dir.ts';
 import { JournalMap } from './journal.ts';
 
 interface CursorPosition {
@@ -139,20 +139,5 @@ export class FileIdempotencyStore implements IdempotencyStore {
 
   close(): Promise<void> {
     return this.records.close();
-  }
-}
-
-/** A per-data-directory secret, made once. */
-export async function loadSecret(file: string): Promise<Buffer> {
-  try {
-    return await fsp.readFile(file);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    const secret = randomBytes(32);
-    await fsp.mkdir(path.dirname(file), { recursive: true });
-    await fsp.writeFile(file, secret, { mode: 0o600, flag: 'wx' }).catch(async (e: NodeJS.ErrnoException) => {
-      if (e.code !== 'EEXIST') throw e;
-    });
-    return fsp.readFile(file);
   }
 }
