@@ -268,7 +268,13 @@ describe.skipIf(!dockerAvailable)('the Docker backend, end to end over HTTP', ()
     // Odd, so that head+tail splits it unevenly: floor(limit/2) head bytes, the rest tail.
     const limit = MiB + 1;
     const inlineBytes = 64;
-    const headShare = Math.floor(limit / 2);
+    /** Produced bytes stored: for head+tail, the most that fit in the limit beside their marker. */
+    function keptOf(keep: (typeof keeps)[number], total: number): number {
+      if (total <= limit || keep !== 'head+tail') return Math.min(total, limit);
+      let kept = limit;
+      while (kept + marker(total - kept).length > limit) kept -= 1;
+      return kept;
+    }
     const marker = (omitted: number) => Buffer.from(`\n[ferry: ${omitted} bytes omitted]\n`);
     const keeps = ['head', 'tail', 'head+tail'] as const;
 
@@ -313,10 +319,12 @@ describe.skipIf(!dockerAvailable)('the Docker backend, end to end over HTTP', ()
       if (total <= limit) return bytes(0, total);
       if (keep === 'head') return bytes(0, limit);
       if (keep === 'tail') return bytes(total - limit, total);
+      // The marker counts inside the limit: the kept bytes make room for it, half on each side.
+      const kept = keptOf(keep, total);
       return Buffer.concat([
-        bytes(0, headShare),
-        marker(total - limit),
-        bytes(total - (limit - headShare), total),
+        bytes(0, Math.floor(kept / 2)),
+        marker(total - kept),
+        bytes(total - (kept - Math.floor(kept / 2)), total),
       ]);
     }
 
@@ -367,13 +375,15 @@ describe.skipIf(!dockerAvailable)('the Docker backend, end to end over HTTP', ()
             totalBytes: total,
             storedBytes: expected.length,
             truncated,
-            omittedBytes: Math.max(0, total - limit),
+            omittedBytes: total - keptOf(keep, total),
             inline: expectedInline(keep, total),
             inlineEncoding: 'utf8',
             inlineTruncated: true,
           });
-          expect(manifest.stdout.headBytes + manifest.stdout.tailBytes).toBe(Math.min(total, limit));
+          expect(stored.length).toBeLessThanOrEqual(limit);
+          expect(manifest.stdout.headBytes + manifest.stdout.tailBytes).toBe(keptOf(keep, total));
           if (truncated) {
+            const headShare = Math.floor(keptOf(keep, total) / 2);
             expect(manifest.stdout.headBytes).toBe({ head: limit, tail: 0, 'head+tail': headShare }[keep]);
           }
           expect(done.result?.stdout).toEqual({ totalBytes: total, storedBytes: expected.length, truncated });
@@ -382,6 +392,28 @@ describe.skipIf(!dockerAvailable)('the Docker backend, end to end over HTTP', ()
         90_000,
       );
     });
+
+    it.each(keeps)(
+      'stores exactly 1,024 bytes of 100 KB under a 1,024-byte limit, marker included (%s)',
+      async (keep) => {
+        const { client } = server.ferry;
+        const total = 100 * 1024;
+        const spec = job(['sh', '-c', `seq 1 30000 | tr '\\n' ' ' | head -c ${total}`], {
+          outputLimits: { stdoutBytes: 1024, keep },
+        });
+
+        const done = await waitDone(client, (await server.run(spec)).id);
+
+        expect(done.state).toBe('COMPLETED');
+        const stored = await stdoutOf(client, done.id);
+        expect(stored.length).toBe(1024);
+        const { manifest } = await result(client, done.id);
+        expect(manifest.stdout).toMatchObject({ totalBytes: total, storedBytes: 1024, truncated: true });
+        expect(done.result?.stdout).toEqual({ totalBytes: total, storedBytes: 1024, truncated: true });
+        if (keep === 'head+tail')
+          expect(stored.toString('latin1')).toMatch(/\n\[ferry: \d+ bytes omitted\]\n/);
+      },
+    );
   });
 
   describe('timeouts and cancellation, one job at a time', () => {
