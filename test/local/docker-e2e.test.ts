@@ -52,6 +52,10 @@ function enteredAt(execution: Execution, state: ExecutionState): number {
   return Date.parse(entry.at);
 }
 
+/** From the job's start to its end as the backend saw them, in ms. */
+const runTime = (execution: Execution): number =>
+  Date.parse(execution.endedAt ?? '') - Date.parse(execution.startedAt ?? '');
+
 /** When the execution reached its terminal state, in ms since the epoch. */
 const endedAt = (execution: Execution): number => enteredAt(execution, execution.state);
 
@@ -430,8 +434,52 @@ describe.skipIf(!dockerAvailable)('the Docker backend, end to end over HTTP', ()
       expect(done.reason).toMatch(/timeout of 2s/);
       expect(Date.now() - started).toBeLessThan(20_000);
       expect(endedAt(done) - enteredAt(done, 'RUNNING')).toBeGreaterThanOrEqual(2_000);
+      // Enforced at the deadline, not at the next sweep: within 1 s of it, with slack for a busy host.
+      const overshoot = runTime(done) - 2_000;
+      console.info(`sleep 30 with a 2 s timeout ended ${overshoot} ms past its deadline`);
+      expect(overshoot).toBeGreaterThanOrEqual(0);
+      expect(overshoot).toBeLessThanOrEqual(1_500);
       expect(await containersOf([done.id])).toEqual([]);
     }, 40_000);
+
+    it('times out a fork bomb within 6 s of its start, and frees its slot only once the container is gone', async () => {
+      const { client } = server.ferry;
+      // Each call forks two more in the background until the container's pid limit is reached.
+      const bomb = await server.run(
+        job(['sh', '-c', 'b(){ b|b& }; b; exec sleep 300'], {
+          timeoutSeconds: 5,
+          resources: { cpu: 1, memory: 512 },
+        }),
+      );
+      await waitFor(client, bomb.id, ['RUNNING']);
+      const behind = await server.run(job(['echo', 'next']));
+      const engine: { at: number; present: boolean }[] = [];
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          const at = Date.now();
+          engine.push({ at, present: (await containersOf([bomb.id])).length > 0 });
+          await sleep(50);
+        }
+      })();
+
+      const done = await waitDone(client, bomb.id, 60);
+      const next = await waitDone(client, behind.id, 60);
+      sampling = false;
+      await sampler;
+
+      expect(done.state).toBe('TIMED_OUT');
+      console.info(`a fork bomb with a 5 s timeout ended ${runTime(done)} ms after its start`);
+      expect(runTime(done)).toBeLessThanOrEqual(6_000);
+      // It did reach the pid limit: forks were refused.
+      expect((await stdoutOf(client, bomb.id, 'stderr')).toString()).toMatch(/can't fork/);
+      expect(next.state).toBe('COMPLETED');
+      const launchedAt = enteredAt(next, 'LAUNCHING');
+      expect(launchedAt).toBeGreaterThanOrEqual(endedAt(done));
+      // Every look at the engine taken after the next job launched saw no container of the bomb.
+      expect(engine.filter((s) => s.at >= launchedAt && s.present)).toEqual([]);
+      expect(await containersOf([bomb.id])).toEqual([]);
+    }, 90_000);
 
     it('cancels a queued job at once, and it never launches', async () => {
       const { client } = server.ferry;
