@@ -425,9 +425,17 @@ async function follow(
 ) {
   let offset = 0;
   for (;;) {
-    const reply = await client.bytes(
-      `/v1/executions/${encodeURIComponent(id)}/logs?stream=${stream}&follow=true&offset=${offset}&waitSeconds=20`,
-    );
+    let reply: Awaited<ReturnType<FerryClient['bytes']>>;
+    try {
+      reply = await client.bytes(
+        `/v1/executions/${encodeURIComponent(id)}/logs?stream=${stream}&follow=true&offset=${offset}&waitSeconds=20`,
+      );
+    } catch (error) {
+      // The run ended with no output stored (it never ran, or its result was lost): nothing
+      // more to follow; the final state line says why.
+      if (error instanceof ApiError && error.status === 409) return;
+      throw error;
+    }
     const skipped = Number(reply.headers.get('ferry-skipped-bytes') ?? '0');
     if (skipped > 0) out.write(`\n[ferry: ${skipped} bytes not kept]\n`);
     if (reply.body.length > 0) out.write(reply.body);

@@ -6,8 +6,8 @@ import type { Keep } from '../domain/job-spec.ts';
 
 /**
  * Stands where produced bytes were left out, in the stored file and in the inline view. The count
- * is of produced bytes between the bytes shown before and after it; the marker itself is not
- * output and is not counted against any limit.
+ * is of produced bytes between the bytes shown before and after it. In the stored file it counts
+ * against the stream's limit; in the inline view it is extra to `inlineBytes`.
  */
 export const omissionMarker = (omittedBytes: number): string => `\n[ferry: ${omittedBytes} bytes omitted]\n`;
 

@@ -8,7 +8,7 @@ import type { Keep, OutputLimits } from '../domain/job-spec.ts';
 import { type InlineView, inlineView, type KeptPiece, omissionMarker } from './inline-view.ts';
 
 export interface CaptureLimits {
-  /** The stream's limit: at most this many produced bytes are stored (an omission marker is extra). */
+  /** The stream's limit: the stored file, omission marker included, never holds more bytes than this. */
   readonly storedBytes: number;
   readonly inlineBytes: number;
   readonly keep: Keep;
@@ -65,7 +65,18 @@ export function captureLimitsFor(limits: OutputLimits, stream: 'stdout' | 'stder
   };
 }
 
-/** The first floor(limit/2) bytes for `head+tail`; the rest of the limit goes to the tail. */
+/**
+ * The smallest limit at which `head+tail` keeps both ends: room for the longest possible marker
+ * and a byte on each side of it. Under it a marker would crowd out the output, so only the head
+ * is kept, like `head`.
+ */
+export const MIN_HEAD_TAIL_BYTES = Buffer.byteLength(omissionMarker(Number.MAX_SAFE_INTEGER)) + 2;
+
+/**
+ * How much the capture holds while output comes: the first floor(limit/2) bytes for `head+tail`
+ * and the rest of the limit for the tail. Once output passes the limit, the marker's room is
+ * taken out of these (see `keptAround`).
+ */
 function splitLimit({ storedBytes, keep }: CaptureLimits): { headLimit: number; tailLimit: number } {
   switch (keep) {
     case 'head':
@@ -73,9 +84,29 @@ function splitLimit({ storedBytes, keep }: CaptureLimits): { headLimit: number; 
     case 'tail':
       return { headLimit: 0, tailLimit: storedBytes };
     case 'head+tail': {
+      if (storedBytes < MIN_HEAD_TAIL_BYTES) return { headLimit: storedBytes, tailLimit: 0 };
       const headLimit = Math.floor(storedBytes / 2);
       return { headLimit, tailLimit: storedBytes - headLimit };
     }
+  }
+}
+
+/**
+ * Head and tail bytes kept around an omission marker so that head, marker and tail together fit
+ * in `limit`, for a stream of `total` bytes that does not fit. The marker's length depends on the
+ * count it shows, which grows as the kept bytes shrink: start from the shortest count and lengthen
+ * until the marker fits the room left (at most a byte of the limit may then go unused).
+ */
+export function keptAround(limit: number, total: number): { head: number; tail: number; marker: number } {
+  let marker = Buffer.byteLength(omissionMarker(total - limit));
+  for (;;) {
+    const kept = limit - marker;
+    const needed = Buffer.byteLength(omissionMarker(total - kept));
+    if (needed <= marker) {
+      const head = Math.floor(kept / 2);
+      return { head, tail: kept - head, marker: needed };
+    }
+    marker = needed;
   }
 }
 
@@ -193,12 +224,13 @@ export class StreamCapture {
     if (this.result !== undefined) return this.result;
     const layout = this.layout();
     const { headBytes, tailBytes, storedBytes } = layout;
+    const omittedBytes = this.total - headBytes - tailBytes;
     // Assembled in place: one buffer of the stored size, no intermediate copies of head or tail.
     const stored = Buffer.allocUnsafe(storedBytes);
     this.head.copy(stored, 0, 0, headBytes);
     const hasMarker = storedBytes > headBytes + tailBytes;
-    if (hasMarker) stored.write(omissionMarker(this.omittedBytes()), headBytes, 'latin1');
-    this.tail.copyInto(stored, storedBytes - tailBytes, 0, tailBytes);
+    if (hasMarker) stored.write(omissionMarker(omittedBytes), headBytes, 'latin1');
+    this.tail.copyInto(stored, storedBytes - tailBytes, this.tail.length - tailBytes, tailBytes);
     const kept: KeptPiece[] = [
       { bytes: stored.subarray(0, headBytes), start: 0 },
       { bytes: stored.subarray(storedBytes - tailBytes), start: this.total - tailBytes },
@@ -208,7 +240,7 @@ export class StreamCapture {
       summary: {
         ...layout,
         truncated: this.total > this.limits.storedBytes,
-        omittedBytes: this.omittedBytes(),
+        omittedBytes,
         ...inlineView(kept, this.total, this.limits.inlineBytes, this.limits.keep),
       },
     };
@@ -229,30 +261,32 @@ export class StreamCapture {
     this.headLength = needed;
   }
 
-  private omittedBytes(): number {
-    return this.total - this.headLength - this.tail.length;
-  }
-
+  /** The stored file as it would be if the stream ended now. */
   private layout(): StoredLayout {
-    const omitted = this.omittedBytes();
-    // A marker only stands between a head and a tail; with nothing kept there is nothing to separate.
-    const hasMarker = this.limits.keep === 'head+tail' && omitted > 0 && this.limits.storedBytes > 0;
-    const markerBytes = hasMarker ? Buffer.byteLength(omissionMarker(omitted)) : 0;
-    return {
-      totalBytes: this.total,
-      storedBytes: this.headLength + markerBytes + this.tail.length,
-      headBytes: this.headLength,
-      tailBytes: this.tail.length,
-    };
+    // A marker only stands between a head and a tail, and only once bytes between them are lost.
+    const between =
+      this.headLength > 0 && this.tail.length > 0 && this.total > this.headLength + this.tail.length;
+    if (!between) {
+      return {
+        totalBytes: this.total,
+        storedBytes: this.headLength + this.tail.length,
+        headBytes: this.headLength,
+        tailBytes: this.tail.length,
+      };
+    }
+    const { head, tail, marker } = keptAround(this.limits.storedBytes, this.total);
+    return { totalBytes: this.total, storedBytes: head + marker + tail, headBytes: head, tailBytes: tail };
   }
 
   /** Reads the live equivalent of the stored file, where no marker ever spans the range asked for. */
   private readKept(storedOffset: number, length: number): Buffer {
-    const fromHead = Math.max(0, Math.min(length, this.headLength - storedOffset));
+    const { storedBytes, headBytes, tailBytes } = this.layout();
+    const fromHead = Math.max(0, Math.min(length, headBytes - storedOffset));
     const headCopy = Buffer.from(this.head.subarray(storedOffset, storedOffset + fromHead));
     if (fromHead === length) return headCopy;
-    const tailStoredStart = this.layout().storedBytes - this.tail.length;
-    const tailFrom = storedOffset + fromHead - tailStoredStart;
+    const tailStoredStart = storedBytes - tailBytes;
+    // The ring may hold more of the tail than is kept around a marker: skip its oldest bytes.
+    const tailFrom = this.tail.length - tailBytes + storedOffset + fromHead - tailStoredStart;
     const tailCopy = this.tail.read(tailFrom, length - fromHead);
     return fromHead === 0 ? tailCopy : Buffer.concat([headCopy, tailCopy]);
   }

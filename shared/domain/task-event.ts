@@ -41,6 +41,18 @@ export interface TaskStateChangeEvent {
 /** The container that runs the job's command; other containers are Ferry's own helpers. */
 export const JOB_CONTAINER = 'job';
 
+/** Opens a container's `reason` when the job ran but its result could not be stored. */
+export const RESULT_NOT_STORED = 'ResultNotStoredError';
+
+/**
+ * Whether the event reports the task's job as ended. ECS reports DEPROVISIONING once every
+ * container has stopped and STOPPED once the task's resources are given back; a local backend
+ * reports DEPROVISIONING only when it could not yet free them (a container the engine has not
+ * removed). The execution ends at the first; its capacity is given back at STOPPED.
+ */
+export const jobEnded = (detail: Pick<TaskStateChangeDetail, 'lastStatus'>): boolean =>
+  detail.lastStatus === 'STOPPED' || detail.lastStatus === 'DEPROVISIONING';
+
 export function taskStateChange(
   detail: TaskStateChangeDetail,
   meta: { id: string; time: string; source?: TaskStateChangeEvent['source'] },

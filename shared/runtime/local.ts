@@ -144,9 +144,14 @@ export async function startLocalServer(
           log,
           config.dockerOutputJournal,
         )
-      : new ProcessBackend(objects, emit, log, path.join(config.dataDir, 'work'), {
-          PATH: config.processPath,
-        });
+      : new ProcessBackend(
+          objects,
+          emit,
+          log,
+          path.join(config.dataDir, 'work'),
+          { PATH: config.processPath },
+          path.join(config.dataDir, 'processes'),
+        );
 
   const ledger = new MemoryCapacityLedger();
   const profile: PlatformProfile = {
@@ -283,8 +288,9 @@ export async function startLocalServer(
 
 /**
  * After a restart: queued work is queued again (the in-process queue was lost with the
- * process), Docker containers are adopted, and whatever is still unaccounted for is left
- * to the sweeper, which finds lost tasks.
+ * process), Docker containers are adopted, job processes left by the earlier server are
+ * killed and their executions FAILED, and whatever is still unaccounted for is left to the
+ * sweeper, which finds lost tasks.
  */
 async function recover(core: Core, backend: ComputeBackend, queue: LocalQueue, log: Logger): Promise<void> {
   const queued = await listAll(core, ['QUEUED']);
@@ -300,14 +306,19 @@ async function recover(core: Core, backend: ComputeBackend, queue: LocalQueue, l
     if (execution.task === undefined) await queue.send(messageFor(execution));
   }
   let adopted = 0;
+  let killedProcessGroups = 0;
   if (backend instanceof DockerBackend) {
     ({ adopted } = await backend.recover(new Map(active.map((e) => [e.id, e]))));
   }
-  if (queued.length + active.length > 0) {
+  if (backend instanceof ProcessBackend) {
+    ({ killed: killedProcessGroups } = await backend.recover(new Map(active.map((e) => [e.id, e]))));
+  }
+  if (queued.length + active.length + killedProcessGroups > 0) {
     log.info('recovered after restart', {
       requeued: queued.length,
       active: active.length,
       adoptedContainers: adopted,
+      killedProcessGroups,
     });
   }
 }

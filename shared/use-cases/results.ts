@@ -140,6 +140,28 @@ function readPlan(summary: StreamResult, position: number, maxBytes: number) {
   };
 }
 
+/**
+ * Refuses to read the output of an ended execution that has none stored, saying why, rather
+ * than answering with nothing as if the job had printed nothing.
+ */
+async function requireStoredOutput(core: Core, execution: Execution): Promise<ResultManifest> {
+  const { id } = execution;
+  if (execution.result === undefined) {
+    const why = RUN_ENDED_STATES.includes(execution.state)
+      ? `it ended ${execution.state}${execution.reason === undefined ? '' : `: ${execution.reason}`}`
+      : `it is ${execution.state} and never ran`;
+    throw new InvalidTransition(`the output of execution ${id} was not stored: ${why}`);
+  }
+  if (execution.result.review === 'REJECTED') {
+    throw new InvalidTransition(`the result of execution ${id} was rejected and deleted`);
+  }
+  const manifest = await loadManifest(core, id);
+  if (manifest === undefined) {
+    throw new InvalidTransition(`the output of execution ${id} is no longer stored`);
+  }
+  return manifest;
+}
+
 /** The whole stored output of one stream, as kept (with the omission marker for head+tail). */
 export async function readStoredLog(
   core: Core,
@@ -156,9 +178,7 @@ export async function readStoredLog(
     });
     return chunk.data;
   }
-  if (execution.result?.review === 'REJECTED') {
-    throw new InvalidTransition(`the result of execution ${id} was rejected and deleted`);
-  }
+  await requireStoredOutput(core, execution);
   return (await core.objects.get(resultKeys(id)[stream])) ?? Buffer.alloc(0);
 }
 
@@ -189,16 +209,7 @@ export async function readLog(
   for (;;) {
     const execution = await getOwned(core, owner, id);
     if (isTerminal(execution.state)) {
-      const manifest = execution.result === undefined ? undefined : await loadManifest(core, id);
-      if (manifest === undefined) {
-        return {
-          data: Buffer.alloc(0),
-          nextOffset: options.offset,
-          skippedBytes: 0,
-          complete: true,
-          state: execution.state,
-        };
-      }
+      const manifest = await requireStoredOutput(core, execution);
       const plan = readPlan(manifest[stream], options.offset, options.maxBytes);
       const data =
         plan.end > plan.start

@@ -2,6 +2,7 @@
 // deadlines are enforced, stale offers expire, lost tasks are found, lost messages re-sent.
 
 import type { Core } from '../core.ts';
+import type { Execution } from '../domain/execution.ts';
 import { ACTIVE_STATES, isTerminal } from '../domain/states.ts';
 import { messageFor } from './dispatch.ts';
 import { handleTaskStateChange } from './task-events.ts';
@@ -102,10 +103,25 @@ export async function sweep(core: Core): Promise<SweepReport> {
       report.lostTasks++;
     }
   }
+  // An ended execution gives its capacity back once its task no longer holds it: a task
+  // winding down (a container the engine has not removed yet) still counts.
+  const ended: Execution[] = [];
   for (const holder of await core.ledger.holders()) {
     const execution = await core.store.get(holder);
-    if (execution === undefined || isTerminal(execution.state)) {
-      await core.ledger.release(holder);
+    if (execution !== undefined && !isTerminal(execution.state)) continue;
+    if (execution?.task !== undefined) {
+      ended.push(execution);
+      continue;
+    }
+    await core.ledger.release(holder);
+    report.released++;
+  }
+  if (ended.length > 0) {
+    const executionOf = new Map(ended.map((e) => [e.task?.id ?? '', e.id]));
+    for (const status of await core.backend.describe([...executionOf.keys()])) {
+      const id = executionOf.get(status.taskId);
+      if (id === undefined || (status.lastStatus !== 'STOPPED' && status.lastStatus !== 'MISSING')) continue;
+      await core.ledger.release(id);
       report.released++;
     }
   }

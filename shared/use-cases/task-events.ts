@@ -7,7 +7,12 @@ import type { Execution, ExecutionResult, ResultManifest } from '../domain/execu
 import { resultKeys } from '../domain/execution.ts';
 import type { ExecutionState } from '../domain/states.ts';
 import { canTransition, isTerminal } from '../domain/states.ts';
-import { JOB_CONTAINER, type TaskStateChangeDetail } from '../domain/task-event.ts';
+import {
+  JOB_CONTAINER,
+  jobEnded,
+  RESULT_NOT_STORED,
+  type TaskStateChangeDetail,
+} from '../domain/task-event.ts';
 import { NotFound } from '../errors.ts';
 import { amend, moveTo, mutate } from './transitions.ts';
 
@@ -27,6 +32,11 @@ export function endingOf(
 ): Ending {
   const container = detail.containers?.find((c) => c.name === JOB_CONTAINER) ?? detail.containers?.[0];
   const exitCode = manifest?.exitCode ?? container?.exitCode ?? null;
+  const containerReason = container?.reason ?? '';
+  if (containerReason.startsWith(RESULT_NOT_STORED)) {
+    // Whatever else happened, the caller cannot see what the job did: that is a failure.
+    return { state: 'FAILED', exitCode, reason: containerReason.slice(RESULT_NOT_STORED.length + 2) };
+  }
   if (execution.stopRequested?.intent === 'cancel') {
     return { state: 'CANCELLED', exitCode, reason: 'cancelled by the caller' };
   }
@@ -37,7 +47,6 @@ export function endingOf(
       reason: `exceeded its timeout of ${execution.spec.timeoutSeconds}s`,
     };
   }
-  const containerReason = container?.reason ?? '';
   if (/OutOfMemory/i.test(containerReason) || /OutOfMemory/i.test(detail.stoppedReason ?? '')) {
     const limit = execution.bid.constraints?.memoryMiB;
     return {
@@ -96,7 +105,7 @@ export async function handleTaskStateChange(
 ): Promise<TaskEventOutcome> {
   const id = detail.startedBy;
   if (id === undefined) return 'ignored';
-  const manifest = detail.lastStatus === 'STOPPED' ? await readManifest(core, id) : undefined;
+  const manifest = jobEnded(detail) ? await readManifest(core, id) : undefined;
   let applied = false;
   try {
     await mutate(core.store, id, (current) => {
@@ -116,7 +125,7 @@ export async function handleTaskStateChange(
           deadlineAt: new Date(Date.parse(startedAt) + current.spec.timeoutSeconds * 1000).toISOString(),
         });
       }
-      if (detail.lastStatus === 'STOPPED') {
+      if (jobEnded(detail)) {
         const ending = endingOf(current, detail, manifest);
         if (!canTransition(current.state, ending.state)) return undefined;
         return moveTo(
@@ -140,7 +149,8 @@ export async function handleTaskStateChange(
     throw error;
   }
   // Released after the terminal write, and again on a duplicate event: release is idempotent,
-  // and the sweeper releases whatever a crash in between left held.
+  // and the sweeper releases whatever a crash in between left held. Not at DEPROVISIONING:
+  // the task still holds what it was given.
   if (detail.lastStatus === 'STOPPED') await core.ledger.release(id);
   return applied ? 'applied' : 'ignored';
 }

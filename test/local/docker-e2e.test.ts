@@ -52,6 +52,10 @@ function enteredAt(execution: Execution, state: ExecutionState): number {
   return Date.parse(entry.at);
 }
 
+/** From the job's start to its end as the backend saw them, in ms. */
+const runTime = (execution: Execution): number =>
+  Date.parse(execution.endedAt ?? '') - Date.parse(execution.startedAt ?? '');
+
 /** When the execution reached its terminal state, in ms since the epoch. */
 const endedAt = (execution: Execution): number => enteredAt(execution, execution.state);
 
@@ -268,7 +272,13 @@ describe.skipIf(!dockerAvailable)('the Docker backend, end to end over HTTP', ()
     // Odd, so that head+tail splits it unevenly: floor(limit/2) head bytes, the rest tail.
     const limit = MiB + 1;
     const inlineBytes = 64;
-    const headShare = Math.floor(limit / 2);
+    /** Produced bytes stored: for head+tail, the most that fit in the limit beside their marker. */
+    function keptOf(keep: (typeof keeps)[number], total: number): number {
+      if (total <= limit || keep !== 'head+tail') return Math.min(total, limit);
+      let kept = limit;
+      while (kept + marker(total - kept).length > limit) kept -= 1;
+      return kept;
+    }
     const marker = (omitted: number) => Buffer.from(`\n[ferry: ${omitted} bytes omitted]\n`);
     const keeps = ['head', 'tail', 'head+tail'] as const;
 
@@ -313,10 +323,12 @@ describe.skipIf(!dockerAvailable)('the Docker backend, end to end over HTTP', ()
       if (total <= limit) return bytes(0, total);
       if (keep === 'head') return bytes(0, limit);
       if (keep === 'tail') return bytes(total - limit, total);
+      // The marker counts inside the limit: the kept bytes make room for it, half on each side.
+      const kept = keptOf(keep, total);
       return Buffer.concat([
-        bytes(0, headShare),
-        marker(total - limit),
-        bytes(total - (limit - headShare), total),
+        bytes(0, Math.floor(kept / 2)),
+        marker(total - kept),
+        bytes(total - (kept - Math.floor(kept / 2)), total),
       ]);
     }
 
@@ -367,13 +379,15 @@ describe.skipIf(!dockerAvailable)('the Docker backend, end to end over HTTP', ()
             totalBytes: total,
             storedBytes: expected.length,
             truncated,
-            omittedBytes: Math.max(0, total - limit),
+            omittedBytes: total - keptOf(keep, total),
             inline: expectedInline(keep, total),
             inlineEncoding: 'utf8',
             inlineTruncated: true,
           });
-          expect(manifest.stdout.headBytes + manifest.stdout.tailBytes).toBe(Math.min(total, limit));
+          expect(stored.length).toBeLessThanOrEqual(limit);
+          expect(manifest.stdout.headBytes + manifest.stdout.tailBytes).toBe(keptOf(keep, total));
           if (truncated) {
+            const headShare = Math.floor(keptOf(keep, total) / 2);
             expect(manifest.stdout.headBytes).toBe({ head: limit, tail: 0, 'head+tail': headShare }[keep]);
           }
           expect(done.result?.stdout).toEqual({ totalBytes: total, storedBytes: expected.length, truncated });
@@ -382,6 +396,28 @@ describe.skipIf(!dockerAvailable)('the Docker backend, end to end over HTTP', ()
         90_000,
       );
     });
+
+    it.each(keeps)(
+      'stores exactly 1,024 bytes of 100 KB under a 1,024-byte limit, marker included (%s)',
+      async (keep) => {
+        const { client } = server.ferry;
+        const total = 100 * 1024;
+        const spec = job(['sh', '-c', `seq 1 30000 | tr '\\n' ' ' | head -c ${total}`], {
+          outputLimits: { stdoutBytes: 1024, keep },
+        });
+
+        const done = await waitDone(client, (await server.run(spec)).id);
+
+        expect(done.state).toBe('COMPLETED');
+        const stored = await stdoutOf(client, done.id);
+        expect(stored.length).toBe(1024);
+        const { manifest } = await result(client, done.id);
+        expect(manifest.stdout).toMatchObject({ totalBytes: total, storedBytes: 1024, truncated: true });
+        expect(done.result?.stdout).toEqual({ totalBytes: total, storedBytes: 1024, truncated: true });
+        if (keep === 'head+tail')
+          expect(stored.toString('latin1')).toMatch(/\n\[ferry: \d+ bytes omitted\]\n/);
+      },
+    );
   });
 
   describe('timeouts and cancellation, one job at a time', () => {
@@ -398,8 +434,52 @@ describe.skipIf(!dockerAvailable)('the Docker backend, end to end over HTTP', ()
       expect(done.reason).toMatch(/timeout of 2s/);
       expect(Date.now() - started).toBeLessThan(20_000);
       expect(endedAt(done) - enteredAt(done, 'RUNNING')).toBeGreaterThanOrEqual(2_000);
+      // Enforced at the deadline, not at the next sweep: within 1 s of it, with slack for a busy host.
+      const overshoot = runTime(done) - 2_000;
+      console.info(`sleep 30 with a 2 s timeout ended ${overshoot} ms past its deadline`);
+      expect(overshoot).toBeGreaterThanOrEqual(0);
+      expect(overshoot).toBeLessThanOrEqual(1_500);
       expect(await containersOf([done.id])).toEqual([]);
     }, 40_000);
+
+    it('times out a fork bomb within 6 s of its start, and frees its slot only once the container is gone', async () => {
+      const { client } = server.ferry;
+      // Each call forks two more in the background until the container's pid limit is reached.
+      const bomb = await server.run(
+        job(['sh', '-c', 'b(){ b|b& }; b; exec sleep 300'], {
+          timeoutSeconds: 5,
+          resources: { cpu: 1, memory: 512 },
+        }),
+      );
+      await waitFor(client, bomb.id, ['RUNNING']);
+      const behind = await server.run(job(['echo', 'next']));
+      const engine: { at: number; present: boolean }[] = [];
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          const at = Date.now();
+          engine.push({ at, present: (await containersOf([bomb.id])).length > 0 });
+          await sleep(50);
+        }
+      })();
+
+      const done = await waitDone(client, bomb.id, 60);
+      const next = await waitDone(client, behind.id, 60);
+      sampling = false;
+      await sampler;
+
+      expect(done.state).toBe('TIMED_OUT');
+      console.info(`a fork bomb with a 5 s timeout ended ${runTime(done)} ms after its start`);
+      expect(runTime(done)).toBeLessThanOrEqual(6_000);
+      // It did reach the pid limit: forks were refused.
+      expect((await stdoutOf(client, bomb.id, 'stderr')).toString()).toMatch(/can't fork/);
+      expect(next.state).toBe('COMPLETED');
+      const launchedAt = enteredAt(next, 'LAUNCHING');
+      expect(launchedAt).toBeGreaterThanOrEqual(endedAt(done));
+      // Every look at the engine taken after the next job launched saw no container of the bomb.
+      expect(engine.filter((s) => s.at >= launchedAt && s.present)).toEqual([]);
+      expect(await containersOf([bomb.id])).toEqual([]);
+    }, 90_000);
 
     it('cancels a queued job at once, and it never launches', async () => {
       const { client } = server.ferry;

@@ -177,14 +177,16 @@ describe.skipIf(!inject('dockerAvailable'))('Fargate task anatomy (Docker + emul
     expect(run.manifest.stdout).toMatchObject({
       totalBytes: total,
       truncated: true,
-      headBytes: 5_000,
-      tailBytes: 5_000,
-      omittedBytes: total - 10_000,
+      // The 32-byte marker counts inside the limit: 4,984 bytes on each side of it.
+      storedBytes: 10_000,
+      headBytes: 4_984,
+      tailBytes: 4_984,
+      omittedBytes: total - 9_968,
       inlineEncoding: 'base64',
       inlineTruncated: true,
     });
-    const marker = Buffer.from(`\n[ferry: ${total - 10_000} bytes omitted]\n`);
-    expect(run.stdout.equals(Buffer.concat([pattern(0, 5_000), marker, pattern(total - 5_000, 5_000)]))).toBe(
+    const marker = Buffer.from(`\n[ferry: ${total - 9_968} bytes omitted]\n`);
+    expect(run.stdout.equals(Buffer.concat([pattern(0, 4_984), marker, pattern(total - 4_984, 4_984)]))).toBe(
       true,
     );
     expect(run.manifest.stderr).toMatchObject({ totalBytes: 0, truncated: false });

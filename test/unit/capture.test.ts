@@ -5,6 +5,7 @@ import {
   type CaptureLimits,
   captureLimitsFor,
   captureStream,
+  MIN_HEAD_TAIL_BYTES,
   readStoredRange,
   StreamCapture,
   type StreamSummary,
@@ -27,6 +28,18 @@ function produced(start: number, end: number): Buffer {
 
 const marker = (omitted: number): Buffer => Buffer.from(`\n[ferry: ${omitted} bytes omitted]\n`);
 
+/**
+ * Head and tail bytes of a truncated head+tail stream: the most produced bytes that, with the
+ * marker counting what is left out, fit in the limit; the head gets the smaller half. Under the
+ * smallest head+tail limit only the head is kept.
+ */
+function headTailSplit(limit: number, total: number): { head: number; tail: number } {
+  if (limit < MIN_HEAD_TAIL_BYTES) return { head: limit, tail: 0 };
+  let kept = limit;
+  while (kept + marker(total - kept).length > limit) kept -= 1;
+  return { head: Math.floor(kept / 2), tail: kept - Math.floor(kept / 2) };
+}
+
 /** What the stored file must hold, worked out from the rules rather than from the implementation. */
 function expectedStored(keep: Keep, limit: number, total: number): Buffer {
   if (total <= limit) return produced(0, total);
@@ -36,18 +49,27 @@ function expectedStored(keep: Keep, limit: number, total: number): Buffer {
     case 'tail':
       return produced(total - limit, total);
     case 'head+tail': {
-      if (limit === 0) return Buffer.alloc(0);
-      const head = Math.floor(limit / 2);
-      const tail = limit - head;
-      return Buffer.concat([produced(0, head), marker(total - limit), produced(total - tail, total)]);
+      const { head, tail } = headTailSplit(limit, total);
+      if (tail === 0) return produced(0, head);
+      return Buffer.concat([produced(0, head), marker(total - head - tail), produced(total - tail, total)]);
     }
   }
 }
 
 function expectedCounts(keep: Keep, limit: number, total: number) {
+  if (keep === 'head+tail' && total > limit) {
+    const { head, tail } = headTailSplit(limit, total);
+    return {
+      totalBytes: total,
+      truncated: true,
+      headBytes: head,
+      tailBytes: tail,
+      omittedBytes: total - head - tail,
+    };
+  }
   const kept = Math.min(total, limit);
   const headLimit = keep === 'head' ? limit : keep === 'tail' ? 0 : Math.floor(limit / 2);
-  const headBytes = Math.min(total, headLimit);
+  const headBytes = Math.min(total, keep === 'head+tail' && limit < MIN_HEAD_TAIL_BYTES ? limit : headLimit);
   return {
     totalBytes: total,
     truncated: total > limit,
@@ -136,22 +158,75 @@ describe('StreamCapture stores what the limit allows', () => {
     writeProduced(capture, 1002, () => 77);
 
     const summary = expectCaptured(capture, keep, 1001, 1002);
-    expect(summary).toMatchObject({ truncated: true, omittedBytes: 1 });
+    expect(summary.truncated).toBe(true);
+    // head+tail gives up bytes to make room for its marker.
+    if (keep !== 'head+tail') expect(summary.omittedBytes).toBe(1);
   });
 
-  it('puts the omission marker between head and tail, counting the omitted bytes', () => {
-    const capture = captureOf({ keep: 'head+tail', storedBytes: 11 });
+  it('puts the omission marker between head and tail, inside the limit, counting the omitted bytes', () => {
+    const capture = captureOf({ keep: 'head+tail', storedBytes: 50 });
 
     capture.write(Buffer.from('0123456789'.repeat(10)));
 
     const { stored, summary } = capture.finish();
-    expect(stored.toString('latin1')).toBe('01234\n[ferry: 89 bytes omitted]\n456789');
+    expect(stored.toString('latin1')).toBe('01234567890\n[ferry: 77 bytes omitted]\n890123456789');
+    expect(stored.length).toBe(50);
     expect(summary).toMatchObject({
-      headBytes: 5,
-      tailBytes: 6,
-      omittedBytes: 89,
-      storedBytes: stored.length,
+      headBytes: 11,
+      tailBytes: 12,
+      omittedBytes: 77,
+      storedBytes: 50,
+      truncated: true,
     });
+  });
+
+  it('keeps only the head for head+tail when the limit has no room for a marker and both ends', () => {
+    const capture = captureOf({ keep: 'head+tail', storedBytes: MIN_HEAD_TAIL_BYTES - 1 });
+
+    capture.write(produced(0, 1000));
+
+    const { stored, summary } = capture.finish();
+    expect(stored.equals(produced(0, MIN_HEAD_TAIL_BYTES - 1))).toBe(true);
+    expect(summary).toMatchObject({ headBytes: MIN_HEAD_TAIL_BYTES - 1, tailBytes: 0, truncated: true });
+  });
+
+  it.each(KEEPS)('never stores more than the limit, marker included, for any limit and size (%s)', (keep) => {
+    const random = seededRandom(13);
+    const limits = [
+      0,
+      1,
+      2,
+      MIN_HEAD_TAIL_BYTES - 1,
+      MIN_HEAD_TAIL_BYTES,
+      44,
+      45,
+      60,
+      64,
+      99,
+      100,
+      101,
+      1024,
+    ];
+    // Totals around the limit and where the omitted count gains a digit, which lengthens the marker.
+    const totalsFor = (limit: number) => [
+      ...Array.from({ length: 40 }, (_, i) => limit + i),
+      ...[10, 100, 1000, 10_000, 100_000].flatMap((power) =>
+        [-2, -1, 0, 1, 2].map((d) => limit + power + d - 30),
+      ),
+      limit * 3 + 7,
+      100 * 1024,
+    ];
+    for (const limit of limits) {
+      for (const total of totalsFor(limit).filter((t) => t >= 0)) {
+        const capture = captureOf({ keep, storedBytes: limit });
+
+        writeProduced(capture, total, () => 1 + randomInt(random, 2 * limit + 50));
+
+        const summary = expectCaptured(capture, keep, limit, total);
+        expect(summary.storedBytes).toBeLessThanOrEqual(limit);
+        if (total >= limit) expect(summary.storedBytes).toBeGreaterThanOrEqual(limit - 1);
+      }
+    }
   });
 
   it.each(KEEPS)('keeps the exact bytes of 100 MiB written in 64 KiB chunks (%s)', (keep) => {
@@ -216,7 +291,7 @@ describe('StreamCapture stores what the limit allows', () => {
     const expected = {
       head: everything.subarray(0, 300),
       tail: everything.subarray(1024 - 300),
-      'head+tail': Buffer.concat([everything.subarray(0, 150), marker(724), everything.subarray(1024 - 150)]),
+      'head+tail': Buffer.concat([everything.subarray(0, 136), marker(752), everything.subarray(1024 - 136)]),
     }[keep];
     expect(stored.equals(expected)).toBe(true);
     expect(summary.inlineEncoding).toBe('base64');
@@ -224,12 +299,14 @@ describe('StreamCapture stores what the limit allows', () => {
   });
 
   it('copies what it keeps, so a producer may reuse its buffer', () => {
-    const capture = captureOf({ keep: 'head+tail', storedBytes: 8 });
-    const reused = Buffer.alloc(6);
+    const capture = captureOf({ keep: 'head+tail', storedBytes: 50 });
+    const reused = Buffer.alloc(30);
 
     for (const fill of ['a', 'b', 'c']) capture.write(reused.fill(fill));
 
-    expect(capture.finish().stored.toString()).toBe('aaaa\n[ferry: 10 bytes omitted]\ncccc');
+    expect(capture.finish().stored.toString()).toBe(
+      `${'a'.repeat(11)}\n[ferry: 67 bytes omitted]\n${'c'.repeat(12)}`,
+    );
   });
 
   it('takes its limits for one stream from the job output limits', () => {
@@ -280,19 +357,19 @@ describe('StreamCapture inline view', () => {
   });
 
   it('repeats the stored marker when the whole stored content fits', () => {
-    const summary = inlineOf('head+tail', 10, 100, 'abcdefghijklmnopqrstuvwxyz');
+    const summary = inlineOf('head+tail', 60, 100, 'abcdefghijklmnopqrstuvwxyz'.repeat(4));
 
     expect(summary).toMatchObject({
-      inline: 'abcde\n[ferry: 16 bytes omitted]\nvwxyz',
-      omittedBytes: 16,
+      inline: 'abcdefghijklmnop\n[ferry: 71 bytes omitted]\njklmnopqrstuvwxyz',
+      omittedBytes: 71,
       inlineTruncated: false,
     });
   });
 
   it('counts every produced byte between the shown halves when stored and inline are both cut', () => {
-    const summary = inlineOf('head+tail', 20, 6, 'abcdefghijklmnopqrstuvwxyz');
+    const summary = inlineOf('head+tail', 60, 6, 'abcdefghijklmnopqrstuvwxyz'.repeat(4));
 
-    expect(summary.inline).toBe('abc\n[ferry: 20 bytes omitted]\nxyz');
+    expect(summary.inline).toBe('abc\n[ferry: 98 bytes omitted]\nxyz');
   });
 
   it('is base64 of the exact bytes when the output is not UTF-8', () => {
@@ -351,7 +428,7 @@ describe('StreamCapture inline view', () => {
 
 describe('reading by stream position', () => {
   function headTailCapture(total: number): StreamCapture {
-    const capture = captureOf({ keep: 'head+tail', storedBytes: 20 });
+    const capture = captureOf({ keep: 'head+tail', storedBytes: 60 });
     writeProduced(capture, total, () => 7);
     return capture;
   }
@@ -361,13 +438,14 @@ describe('reading by stream position', () => {
 
     const start = capture.readRange(0, 4);
     const headEnd = capture.readRange(8, 100);
-    const gap = capture.readRange(10, 5);
+    const gap = capture.readRange(20, 5);
     const tail = capture.readRange(95, 100);
     const end = capture.readRange(100, 10);
 
+    // 60 bytes: 16 of head, the 27-byte marker for 67 omitted bytes, 17 of tail.
     expect(start).toEqual({ data: produced(0, 4), nextOffset: 4, skippedBytes: 0 });
-    expect(headEnd).toEqual({ data: produced(8, 10), nextOffset: 10, skippedBytes: 0 });
-    expect(gap).toEqual({ data: produced(90, 95), nextOffset: 95, skippedBytes: 80 });
+    expect(headEnd).toEqual({ data: produced(8, 16), nextOffset: 16, skippedBytes: 0 });
+    expect(gap).toEqual({ data: produced(83, 88), nextOffset: 88, skippedBytes: 63 });
     expect(tail).toEqual({ data: produced(95, 100), nextOffset: 100, skippedBytes: 0 });
     expect(end).toEqual({ data: Buffer.alloc(0), nextOffset: 100, skippedBytes: 0 });
   });
@@ -379,9 +457,9 @@ describe('reading by stream position', () => {
   });
 
   it('reads across head and tail in one go when nothing was omitted', () => {
-    const capture = headTailCapture(18);
+    const capture = headTailCapture(50);
 
-    expect(capture.readRange(5, 100)).toEqual({ data: produced(5, 18), nextOffset: 18, skippedBytes: 0 });
+    expect(capture.readRange(5, 100)).toEqual({ data: produced(5, 50), nextOffset: 50, skippedBytes: 0 });
   });
 
   it.each(KEEPS)(
@@ -427,7 +505,7 @@ describe('reading by stream position', () => {
   });
 
   it.each(KEEPS)('reads the stored file exactly as it read the live capture (%s)', (keep) => {
-    const capture = captureOf({ keep, storedBytes: 33 });
+    const capture = captureOf({ keep, storedBytes: 77 });
     writeProduced(capture, 500, () => 13);
     const offsets = Array.from({ length: 511 }, (_, offset) => offset);
     const live = offsets.map((offset) => capture.readRange(offset, 9));

@@ -61,7 +61,7 @@ export class DirectoryObjectStore implements ObjectStore {
     try {
       return await fsp.readFile(this.pathOf(key));
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if (isAbsent(error)) return undefined;
       throw error;
     }
   }
@@ -71,7 +71,7 @@ export class DirectoryObjectStore implements ObjectStore {
     try {
       handle = await fsp.open(this.pathOf(key), 'r');
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if (isAbsent(error)) return undefined;
       throw error;
     }
     try {
@@ -89,7 +89,7 @@ export class DirectoryObjectStore implements ObjectStore {
       const stat = await fsp.stat(this.pathOf(key));
       return stat.isFile() ? { key, size: stat.size } : undefined;
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if (isAbsent(error)) return undefined;
       throw error;
     }
   }
@@ -155,4 +155,10 @@ export class DirectoryObjectStore implements ObjectStore {
   private sign(key: string, expires: number): string {
     return createHmac('sha256', this.key).update(`${key}\n${expires}`).digest('base64url');
   }
+}
+
+/** No object at the path: nothing there, or a file where one of its directories would be. */
+function isAbsent(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
 }

@@ -4,6 +4,9 @@
 // `recover` adopts them again (output is replayed from the engine's local log driver).
 // Every container also carries the identity of the server that made it: several servers
 // may share one engine, and each adopts, describes and removes only its own.
+// Stopping escalates without waiting on the engine: SIGTERM, SIGKILL after a grace, then a
+// forced removal; if the engine still has not confirmed the end, the task is reported ended
+// anyway, with its resources held (DEPROVISIONING) until the container is really gone.
 import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
@@ -14,10 +17,41 @@ import { type LocalTask, LocalTaskBook, type TaskEventSink } from './local-tasks
 export const LABEL_EXECUTION = 'ferry.execution';
 export const LABEL_SERVER = 'ferry.server';
 const TASK_PREFIX = 'docker/';
-const STOP_GRACE_SECONDS = 3;
+/** SIGTERM to SIGKILL for a job past its timeout: short, so the timeout holds within a second. */
+const TIMEOUT_GRACE_MS = 400;
+/** SIGTERM to SIGKILL for a cancelled job: time to shut down cleanly. */
+const CANCEL_GRACE_MS = 3000;
+/** After SIGKILL, how long the container has to exit before it is removed by force. */
+const KILL_WAIT_MS = 250;
+/** After the forced removal, how long the engine has to confirm the end before Ferry stops waiting. */
+const REMOVE_WAIT_MS = 250;
+/** How long a call to the engine may take once the container has exited, before it counts as unanswered. */
+const ENGINE_ANSWER_MS = 2000;
 const MiB = 1024 * 1024;
 
 export const containerName = (executionId: string): string => `ferry-${executionId}`;
+
+/** What a stop needs to know of a container this server is waiting on. */
+interface Watch {
+  /** Resolves when the engine reports the container's end. */
+  readonly exited: Promise<void>;
+  markExited(): void;
+  /** Resolves when a stop gives up waiting for the engine. */
+  readonly abandoned: Promise<void>;
+  abandon(): void;
+}
+
+function newWatch(): Watch {
+  let markExited = () => {};
+  let abandon = () => {};
+  const exited = new Promise<void>((resolve) => {
+    markExited = resolve;
+  });
+  const abandoned = new Promise<void>((resolve) => {
+    abandon = resolve;
+  });
+  return { exited, markExited, abandoned, abandon };
+}
 
 interface DockerState {
   readonly Running: boolean;
@@ -32,6 +66,7 @@ export class DockerBackend implements ComputeBackend {
   readonly platform = 'docker' as const;
   private readonly book: LocalTaskBook;
   private readonly stopping = new Set<string>();
+  private readonly watches = new Map<string, Watch>();
 
   constructor(
     private readonly docker: Docker,
@@ -47,7 +82,9 @@ export class DockerBackend implements ComputeBackend {
      */
     private readonly outputJournal = true,
   ) {
-    this.book = new LocalTaskBook(objects, emit, log);
+    this.book = new LocalTaskBook(objects, emit, log, (task) => {
+      void this.escalate(task.taskId, TIMEOUT_GRACE_MS);
+    });
   }
 
   /** Answers whether an engine is reachable, for choosing the backend at start. */
@@ -133,8 +170,9 @@ export class DockerBackend implements ComputeBackend {
       this.book.failedToStart(task, `could not start the container: ${messageOf(error)}`);
       return;
     }
+    this.watchFor(task.taskId);
     this.book.markRunning(task);
-    await this.awaitEnd(task, container, captured);
+    await this.awaitEnd(task, container, stream, captured);
   }
 
   /** Takes over a container this server did not start (or started before a restart). */
@@ -146,6 +184,8 @@ export class DockerBackend implements ComputeBackend {
       return;
     }
     if (state.Running) {
+      // The deadline counts from the container's start, as the engine recorded it.
+      this.watchFor(task.taskId);
       this.book.markRunning(task, state.StartedAt);
       const stream = (await container.attach({
         stream: true,
@@ -153,36 +193,144 @@ export class DockerBackend implements ComputeBackend {
         stdout: true,
         stderr: true,
       })) as unknown as Readable;
-      await this.awaitEnd(task, container, demux(stream, task));
+      await this.awaitEnd(task, container, stream, demux(stream, task));
       return;
     }
     task.startedAt = state.StartedAt;
     const logs = (await container.logs({ follow: true, stdout: true, stderr: true })) as unknown as Readable;
-    await this.awaitEnd(task, container, demux(logs, task));
+    await this.awaitEnd(task, container, logs, demux(logs, task));
+  }
+
+  private watchFor(taskId: string): Watch {
+    let watch = this.watches.get(taskId);
+    if (watch === undefined) {
+      watch = newWatch();
+      this.watches.set(taskId, watch);
+    }
+    return watch;
   }
 
   private async awaitEnd(
     task: LocalTask,
     container: Docker.Container,
+    output: Readable,
     captured: Promise<void>,
   ): Promise<void> {
-    const waited = (await container.wait()) as { StatusCode: number };
+    const watch = this.watchFor(task.taskId);
+    // A stop asked for before the container ran could not reach it: it applies now.
+    if (task.stopReason !== undefined && !task.timedOut) void this.escalate(task.taskId, CANCEL_GRACE_MS);
+    const waited = container.wait().then(
+      (reply) => reply as { StatusCode: number },
+      (error) => {
+        if (statusOf(error) !== 404)
+          this.log.warn('waiting on the container failed', { taskId: task.taskId, error });
+        return undefined;
+      },
+    );
+    const ended = await Promise.race([
+      waited.then((reply) => ({ reply })),
+      watch.abandoned.then(() => undefined),
+    ]);
+    watch.markExited();
+    if (ended === undefined) {
+      // The engine has not confirmed the end: report what was captured, keep the capacity.
+      output.destroy();
+      this.log.warn('the engine did not confirm the container stopped; ending the task without it', {
+        taskId: task.taskId,
+      });
+      await this.book.finish(task, { exitCode: null, signal: null, resourcesHeld: true });
+      this.removeUntilGone(task, container);
+      return;
+    }
     await captured.catch((error) =>
       this.log.warn('output capture ended with an error', { taskId: task.taskId, error }),
     );
-    const state = ((await container.inspect()) as { State: DockerState }).State;
-    await container.remove({ force: true }).catch((error) => {
-      if (statusOf(error) !== 404)
-        this.log.warn('could not remove the container', { taskId: task.taskId, error });
-    });
-    this.stopping.delete(task.taskId);
-    const exitCode = state.ExitCode ?? waited.StatusCode;
+    const state = await answered(
+      container.inspect().then((info) => (info as { State: DockerState }).State),
+      ENGINE_ANSWER_MS,
+    );
+    const removed = await this.remove(task, container);
+    const exitCode = state?.ExitCode ?? ended.reply?.StatusCode ?? null;
     await this.book.finish(task, {
       exitCode,
-      signal: exitCode > 128 ? signalName(exitCode - 128) : null,
-      ...(state.OOMKilled
+      signal: exitCode !== null && exitCode > 128 ? signalName(exitCode - 128) : null,
+      ...(state?.OOMKilled
         ? { containerReason: 'OutOfMemoryError: Container killed due to memory usage' }
         : {}),
+      ...(removed ? {} : { resourcesHeld: true }),
+    });
+    if (!removed) this.removeUntilGone(task, container);
+    else this.forget(task.taskId);
+  }
+
+  /** Removes the container; true once it is gone, false if the engine did not answer in time. */
+  private async remove(task: LocalTask, container: Docker.Container): Promise<boolean> {
+    const outcome = await answered(
+      container.remove({ force: true }).then(
+        () => true,
+        (error) => {
+          if (statusOf(error) === 404) return true;
+          this.log.warn('could not remove the container', { taskId: task.taskId, error: messageOf(error) });
+          return false;
+        },
+      ),
+      ENGINE_ANSWER_MS,
+    );
+    return outcome === true;
+  }
+
+  /** Keeps removing a container whose task ended with its resources held, then reports it gone. */
+  private removeUntilGone(task: LocalTask, container: Docker.Container, delayMs = 1000): void {
+    setTimeout(async () => {
+      if (await this.remove(task, container)) {
+        this.forget(task.taskId);
+        this.book.released(task);
+        return;
+      }
+      this.removeUntilGone(task, container, Math.min(delayMs * 2, 30_000));
+    }, delayMs).unref();
+  }
+
+  private forget(taskId: string): void {
+    this.stopping.delete(taskId);
+    this.watches.delete(taskId);
+  }
+
+  /**
+   * Stops a container without waiting on the engine's answers, which may never come for a
+   * container the engine struggles to stop (a fork bomb at its pid limit): SIGTERM, SIGKILL after
+   * `graceMs`, then a forced removal; if the engine still has not reported the end, the task
+   * is reported ended anyway (see `awaitEnd`).
+   */
+  private async escalate(taskId: string, graceMs: number): Promise<void> {
+    const container = this.docker.getContainer(containerName(taskId.slice(TASK_PREFIX.length)));
+    const watch = this.watches.get(taskId);
+    if (watch === undefined) {
+      // Not started yet, or not this server's to watch: the engine's own stop, and `awaitEnd`
+      // stops it again if it does start.
+      void container.stop({ t: Math.ceil(graceMs / 1000) }).catch(() => undefined);
+      return;
+    }
+    if (this.stopping.has(taskId)) return;
+    this.stopping.add(taskId);
+    const exitedWithin = (ms: number) =>
+      Promise.race([watch.exited.then(() => true), sleep(ms).then(() => false)]);
+    this.signal(taskId, container, 'SIGTERM');
+    if (await exitedWithin(graceMs)) return;
+    this.signal(taskId, container, 'SIGKILL');
+    if (await exitedWithin(KILL_WAIT_MS)) return;
+    void container.remove({ force: true }).catch(() => undefined);
+    if (await exitedWithin(REMOVE_WAIT_MS)) return;
+    watch.abandon();
+  }
+
+  private signal(taskId: string, container: Docker.Container, signal: 'SIGTERM' | 'SIGKILL'): void {
+    void container.kill({ signal }).catch((error) => {
+      // 404: already gone; 409: no longer running. Both mean the signal is not needed.
+      const status = statusOf(error);
+      if (status !== 404 && status !== 409) {
+        this.log.warn(`could not send ${signal} to the container`, { taskId, error: messageOf(error) });
+      }
     });
   }
 
@@ -210,26 +358,11 @@ export class DockerBackend implements ComputeBackend {
   async stop(taskId: string, reason: string): Promise<void> {
     const task = this.book.get(taskId);
     if (task !== undefined) {
-      if (task.status === 'STOPPED') return;
+      if (task.status === 'STOPPED' || task.status === 'DEPROVISIONING') return;
       task.stopReason ??= reason;
     }
-    if (this.stopping.has(taskId)) return;
-    this.stopping.add(taskId);
-    const name = containerName(taskId.slice(TASK_PREFIX.length));
-    // The engine answers a stop only once the container is gone (up to the grace period);
-    // the caller need not wait for that: the stop event reports it.
-    void this.docker
-      .getContainer(name)
-      .stop({ t: STOP_GRACE_SECONDS })
-      .catch((error) => {
-        this.stopping.delete(taskId);
-        // 304: already stopped; 404: already gone. Both mean the stop is done.
-        const status = statusOf(error);
-        if (status !== 304 && status !== 404) {
-          // The sweeper asks again when no stop event follows.
-          this.log.warn('could not stop the container', { taskId, error: messageOf(error) });
-        }
-      });
+    // The caller need not wait: the stop event reports the end.
+    void this.escalate(taskId, task?.timedOut === true ? TIMEOUT_GRACE_MS : CANCEL_GRACE_MS);
   }
 
   async describe(taskIds: readonly string[]): Promise<readonly TaskStatus[]> {
@@ -327,6 +460,17 @@ function demux(stream: Readable, task: LocalTask): Promise<void> {
     stream.once('close', resolve);
     stream.once('error', reject);
   });
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** The promise's value, or undefined if it does not settle well within `ms`. */
+function answered<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  return Promise.race([promise.catch(() => undefined), late]).finally(() => clearTimeout(timer));
 }
 
 const statusOf = (error: unknown): number | undefined => (error as { statusCode?: number }).statusCode;

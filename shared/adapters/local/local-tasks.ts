@@ -1,6 +1,8 @@
 // What the Docker and process backends share: the book of tasks this server runs, output
-// capture per task, the result files and manifest (written last), and task state change
-// events in ECS's shape so the same `task-events` handler applies them.
+// capture per task, each task's deadline (armed when it starts running, so a timeout is
+// enforced when it falls due rather than at the next sweep), the result files and manifest
+// (written last), and task state change events in ECS's shape so the same `task-events`
+// handler applies them.
 import { randomUUID } from 'node:crypto';
 import { storeResult } from '../../capture/result-writer.ts';
 import { StreamCapture } from '../../capture/stream-capture.ts';
@@ -8,6 +10,7 @@ import type { Execution } from '../../domain/execution.ts';
 import type { OutputLimits } from '../../domain/job-spec.ts';
 import {
   JOB_CONTAINER,
+  RESULT_NOT_STORED,
   type TaskStateChangeDetail,
   type TaskStateChangeEvent,
   taskStateChange,
@@ -17,18 +20,26 @@ import type { LiveRead, ObjectStore, TaskStatus } from '../../ports.ts';
 
 export type TaskEventSink = (event: TaskStateChangeEvent) => void;
 
+/** Called when a running task reaches its timeout; the backend stops it. */
+export type DeadlineHandler = (task: LocalTask) => void;
+
 export interface LocalTask {
   readonly taskId: string;
   readonly executionId: string;
   readonly stdout: StreamCapture;
   readonly stderr: StreamCapture;
   readonly keep: OutputLimits['keep'];
-  status: 'PENDING' | 'RUNNING' | 'STOPPED';
+  /** DEPROVISIONING: the job has ended but its resources are not given back yet. */
+  status: 'PENDING' | 'RUNNING' | 'DEPROVISIONING' | 'STOPPED';
   version: number;
   startedAt: string | null;
   stopReason?: string;
   /** Set when the task was picked up again after a restart: output may be incomplete. */
   recovered: boolean;
+  readonly timeoutSeconds: number;
+  /** Set once the task reached its deadline; the result then says it timed out. */
+  timedOut: boolean;
+  deadline?: NodeJS.Timeout;
 }
 
 export interface TaskEnding {
@@ -37,6 +48,12 @@ export interface TaskEnding {
   readonly containerReason?: string;
   readonly stopCode?: string;
   readonly stoppedReason?: string;
+  /**
+   * The job has ended but the backend could not free what it holds (a container the engine has
+   * not removed): reported as DEPROVISIONING, so the execution ends and its capacity stays held
+   * until `released` reports the task STOPPED.
+   */
+  readonly resourcesHeld?: boolean;
 }
 
 /** How long a finished task stays in the book, so `describe` does not call it lost too early. */
@@ -49,6 +66,7 @@ export class LocalTaskBook {
     private readonly objects: ObjectStore,
     private readonly emit: TaskEventSink,
     private readonly log: Logger,
+    private readonly onDeadline: DeadlineHandler = () => undefined,
   ) {}
 
   open(taskId: string, execution: Execution, recovered = false): LocalTask {
@@ -75,6 +93,8 @@ export class LocalTaskBook {
       version: recovered ? (execution.task?.lastEventVersion ?? 0) : 0,
       startedAt: null,
       recovered,
+      timeoutSeconds: execution.spec.timeoutSeconds,
+      timedOut: false,
     };
     this.tasks.set(taskId, task);
     return task;
@@ -92,9 +112,22 @@ export class LocalTaskBook {
     return [...this.tasks.values()].filter((t) => t.status !== 'STOPPED');
   }
 
+  /** Reports the task RUNNING and arms its deadline, counted from when it really started. */
   markRunning(task: LocalTask, startedAt = new Date().toISOString()): void {
     task.status = 'RUNNING';
     task.startedAt = startedAt;
+    const due = Date.parse(startedAt) + task.timeoutSeconds * 1000 - Date.now();
+    clearTimeout(task.deadline);
+    task.deadline = setTimeout(
+      () => {
+        if (task.status !== 'RUNNING') return;
+        task.timedOut = true;
+        task.stopReason ??= `timed out after ${task.timeoutSeconds}s`;
+        this.onDeadline(task);
+      },
+      Math.max(0, due),
+    );
+    task.deadline.unref();
     this.publish(task, { lastStatus: 'RUNNING', startedAt });
   }
 
@@ -103,25 +136,30 @@ export class LocalTaskBook {
    * and reports the task STOPPED. Called once the job's process is gone.
    */
   async finish(task: LocalTask, ending: TaskEnding): Promise<void> {
-    if (task.status === 'STOPPED') return;
+    if (task.status === 'STOPPED' || task.status === 'DEPROVISIONING') return;
+    clearTimeout(task.deadline);
     const endedAt = new Date().toISOString();
+    let containerReason = ending.containerReason;
     try {
       await storeResult(this.objects, task.executionId, task, task.keep, {
         exitCode: ending.exitCode,
         signal: ending.signal,
         partial: task.stopReason !== undefined || task.recovered,
+        ...(task.timedOut ? { timedOut: true } : {}),
         startedAt: task.startedAt,
         endedAt,
       });
     } catch (error) {
-      // The stop event still goes out: the execution ends without a result rather than
-      // hanging in RUNNING.
+      // The stop event still goes out, saying the output is lost: the execution ends FAILED
+      // rather than hanging in RUNNING or passing for a success.
       this.log.error('could not store the result', { executionId: task.executionId, error });
+      containerReason = `${RESULT_NOT_STORED}: the result could not be stored: ${messageOf(error)}`;
     }
-    task.status = 'STOPPED';
-    setTimeout(() => this.tasks.delete(task.taskId), KEEP_STOPPED_MS).unref();
+    task.status = ending.resourcesHeld === true ? 'DEPROVISIONING' : 'STOPPED';
+    if (task.status === 'STOPPED') this.forgetLater(task);
     this.publish(task, {
-      lastStatus: 'STOPPED',
+      lastStatus: task.status,
+      desiredStatus: 'STOPPED',
       stopCode:
         ending.stopCode ?? (task.stopReason === undefined ? 'EssentialContainerExited' : 'UserInitiated'),
       stoppedReason: ending.stoppedReason ?? task.stopReason ?? 'Essential container in task exited',
@@ -131,17 +169,48 @@ export class LocalTaskBook {
           name: JOB_CONTAINER,
           lastStatus: 'STOPPED',
           ...(ending.exitCode === null ? {} : { exitCode: ending.exitCode }),
-          ...(ending.containerReason === undefined ? {} : { reason: ending.containerReason }),
+          ...(containerReason === undefined ? {} : { reason: containerReason }),
         },
       ],
     });
   }
 
+  /** Reports a task that ended with its resources held (DEPROVISIONING) as gone at last. */
+  released(task: LocalTask): void {
+    if (task.status !== 'DEPROVISIONING') return;
+    task.status = 'STOPPED';
+    this.forgetLater(task);
+    this.publish(task, { lastStatus: 'STOPPED', stoppedAt: new Date().toISOString() });
+  }
+
+  /**
+   * Reports a task of an earlier server run that could not be picked up again (a plain process
+   * does not survive its server): it ends without an exit code or a result, for `reason`.
+   */
+  lost(task: LocalTask, reason: string): void {
+    if (task.status === 'STOPPED') return;
+    clearTimeout(task.deadline);
+    task.status = 'STOPPED';
+    this.forgetLater(task);
+    this.publish(task, {
+      lastStatus: 'STOPPED',
+      stopCode: 'TaskLost',
+      stoppedReason: reason,
+      stoppedAt: new Date().toISOString(),
+      containers: [{ name: JOB_CONTAINER, lastStatus: 'STOPPED' }],
+    });
+  }
+
+  private forgetLater(task: LocalTask): void {
+    setTimeout(() => this.tasks.delete(task.taskId), KEEP_STOPPED_MS).unref();
+  }
+
   /** Reports a task that never started (no image, no such program). */
   failedToStart(task: LocalTask, reason: string): void {
     if (task.status === 'STOPPED') return;
+    clearTimeout(task.deadline);
     task.status = 'STOPPED';
-    setTimeout(() => this.tasks.delete(task.taskId), KEEP_STOPPED_MS).unref();
+    this.forgetLater(task);
     this.publish(task, {
       lastStatus: 'STOPPED',
       stopCode: 'TaskFailedToStart',
@@ -157,7 +226,9 @@ export class LocalTaskBook {
       return {
         taskId,
         executionId: task?.executionId ?? executionOf(taskId),
-        lastStatus: task === undefined ? 'MISSING' : task.status,
+        // Like ECS: a task winding down still holds its resources.
+        lastStatus:
+          task === undefined ? 'MISSING' : task.status === 'DEPROVISIONING' ? 'RUNNING' : task.status,
       };
     });
   }
@@ -169,7 +240,7 @@ export class LocalTaskBook {
     maxBytes: number,
   ): LiveRead | undefined {
     const task = this.tasks.get(taskId);
-    if (task === undefined || task.status === 'STOPPED') return undefined;
+    if (task === undefined || task.status === 'STOPPED' || task.status === 'DEPROVISIONING') return undefined;
     return task[stream].readRange(offset, maxBytes);
   }
 
@@ -190,4 +261,8 @@ export class LocalTaskBook {
     );
     this.emit(event);
   }
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

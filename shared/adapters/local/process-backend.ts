@@ -1,6 +1,9 @@
 // ComputeBackend that runs jobs as plain processes, for machines without Docker. The
 // image is not used and nothing is isolated: the job runs as the server's user with its
 // network and file system. Ferry says so in every bid and at start.
+// Each job is its own process group, recorded on disk while it runs: a job ends with its first
+// process (what it leaves in its group is killed, as a container's are), and a server started
+// after a crash kills the groups its predecessor left and reports their executions FAILED.
 import { type ChildProcess, spawn } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
@@ -10,14 +13,24 @@ import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
 import type { Logger } from '../../logger.ts';
 import type { ComputeBackend, LiveRead, ObjectStore, TaskStatus } from '../../ports.ts';
 import { LocalTaskBook, type TaskEventSink } from './local-tasks.ts';
+import { groupMembers, type ProcessRecord, ProcessRecords } from './process-records.ts';
 
 const TASK_PREFIX = 'process/';
-const STOP_GRACE_MS = 3000;
+/** SIGTERM to SIGKILL for a job past its timeout: short, so the timeout holds within a second. */
+const TIMEOUT_GRACE_MS = 400;
+/** SIGTERM to SIGKILL for a cancelled job: time to shut down cleanly. */
+const CANCEL_GRACE_MS = 3000;
+/** How long an orphaned group found after a restart has to die once killed. */
+const ORPHAN_KILL_WAIT_MS = 10_000;
+export const RESTARTED_REASON =
+  'the server restarted while the job ran; its processes were stopped and its output is lost';
 
 export class ProcessBackend implements ComputeBackend {
   readonly platform = 'process' as const;
   private readonly book: LocalTaskBook;
   private readonly children = new Map<string, ChildProcess>();
+  private readonly terminating = new Set<string>();
+  private readonly records: ProcessRecords;
 
   constructor(
     objects: ObjectStore,
@@ -27,8 +40,13 @@ export class ProcessBackend implements ComputeBackend {
     private readonly workRoot: string = path.join(os.tmpdir(), 'ferry-jobs'),
     /** Variables a job inherits before its own env (PATH, so programs are found). */
     private readonly baseEnv: Readonly<Record<string, string>> = {},
+    /** Where running jobs are recorded, so a restarted server finds what was left running. */
+    recordsDir: string = path.join(os.tmpdir(), 'ferry-processes'),
   ) {
-    this.book = new LocalTaskBook(objects, emit, log);
+    this.records = new ProcessRecords(recordsDir);
+    this.book = new LocalTaskBook(objects, emit, log, (task) =>
+      this.terminate(task.taskId, TIMEOUT_GRACE_MS),
+    );
   }
 
   async launch(execution: Execution, _constraints: ResolvedConstraints): Promise<{ taskId: string }> {
@@ -50,7 +68,23 @@ export class ProcessBackend implements ComputeBackend {
       captureStream(child.stdout, task.stdout),
       captureStream(child.stderr, task.stderr),
     ]);
-    child.once('spawn', () => this.book.markRunning(task));
+    child.once('spawn', () => {
+      const pid = child.pid ?? 0;
+      try {
+        this.records.write(execution.id, taskId, pid);
+      } catch (error) {
+        // Unrecorded, the job could outlive a crash unseen: it does not run.
+        this.log.error('could not record the job process', { taskId, error });
+        signalGroup(-pid, 'SIGKILL');
+        this.book.failedToStart(task, `could not record the job process: ${(error as Error).message}`);
+        return;
+      }
+      this.book.markRunning(task);
+    });
+    // The job ends with its first process; what it left in its group goes with it.
+    child.once('exit', () => {
+      if (child.pid !== undefined) signalGroup(-child.pid, 'SIGKILL');
+    });
     child.once('error', (error: NodeJS.ErrnoException) => {
       if (task.status !== 'PENDING') return;
       this.children.delete(taskId);
@@ -62,7 +96,9 @@ export class ProcessBackend implements ComputeBackend {
     });
     child.once('close', (code, signal) => {
       this.children.delete(taskId);
-      if (task.status === 'PENDING') return; // never started; reported by 'error'
+      this.terminating.delete(taskId);
+      this.records.remove(execution.id);
+      if (task.status !== 'RUNNING') return; // never started; reported by 'error' or 'spawn'
       void outputs
         .catch((error) => this.log.warn('output capture ended with an error', { taskId, error }))
         .then(() =>
@@ -76,15 +112,22 @@ export class ProcessBackend implements ComputeBackend {
   }
 
   async stop(taskId: string, reason: string): Promise<void> {
-    const child = this.children.get(taskId);
     const task = this.book.get(taskId);
-    if (child?.pid === undefined || task === undefined || task.status === 'STOPPED') return;
+    if (task === undefined || task.status === 'STOPPED') return;
     task.stopReason ??= reason;
+    this.terminate(taskId, task.timedOut ? TIMEOUT_GRACE_MS : CANCEL_GRACE_MS);
+  }
+
+  /** SIGTERM to the job's process group, then SIGKILL to what is left of it after `graceMs`. */
+  private terminate(taskId: string, graceMs: number): void {
+    const child = this.children.get(taskId);
+    if (child?.pid === undefined || this.terminating.has(taskId)) return;
+    this.terminating.add(taskId);
     const group = -child.pid;
     signalGroup(group, 'SIGTERM');
     setTimeout(() => {
       if (this.children.has(taskId)) signalGroup(group, 'SIGKILL');
-    }, STOP_GRACE_MS).unref();
+    }, graceMs).unref();
   }
 
   async describe(taskIds: readonly string[]): Promise<readonly TaskStatus[]> {
@@ -106,6 +149,61 @@ export class ProcessBackend implements ComputeBackend {
       if (child.pid !== undefined) signalGroup(-child.pid, 'SIGKILL');
       this.children.delete(taskId);
     }
+  }
+
+  /**
+   * After a restart: kills every job group an earlier server left running (a plain process
+   * cannot be adopted again), waits until they are gone, then reports the executions that were
+   * running FAILED, saying why.
+   */
+  async recover(activeExecutions: ReadonlyMap<string, Execution>): Promise<{ killed: number; lost: number }> {
+    const { records, unreadable } = await this.records.readAll();
+    let killed = 0;
+    for (const record of records) {
+      if (await this.killOrphan(record)) killed++;
+      this.records.remove(record.executionId);
+    }
+    for (const file of unreadable) {
+      this.log.warn('ignoring an unreadable process record', { file });
+      await fsp.rm(file, { force: true });
+    }
+    let lost = 0;
+    for (const execution of activeExecutions.values()) {
+      const taskId = execution.task?.id;
+      if (taskId === undefined || !taskId.startsWith(TASK_PREFIX) || this.book.has(taskId)) continue;
+      this.book.lost(this.book.open(taskId, execution, true), RESTARTED_REASON);
+      lost++;
+    }
+    return { killed, lost };
+  }
+
+  /** SIGKILLs what is left of a recorded job's group and waits until it is gone; true if any was left. */
+  private async killOrphan(record: ProcessRecord): Promise<boolean> {
+    if (record.startTime === null) {
+      this.log.warn('cannot tell whether a job process is still running (no /proc); left alone', {
+        executionId: record.executionId,
+        pid: record.pid,
+      });
+      return false;
+    }
+    if (groupMembers(record).length === 0) return false;
+    const deadline = Date.now() + ORPHAN_KILL_WAIT_MS;
+    signalGroup(-record.pid, 'SIGKILL');
+    while (groupMembers(record).length > 0) {
+      if (Date.now() > deadline) {
+        this.log.error('processes of a stopped job are still there', {
+          executionId: record.executionId,
+          pids: groupMembers(record),
+        });
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    this.log.warn('stopped the processes of a job left running by an earlier server', {
+      executionId: record.executionId,
+      processGroup: record.pid,
+    });
+    return true;
   }
 }
 
