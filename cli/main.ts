@@ -243,9 +243,26 @@ async function signerFor(url: string, flags: Flags): Promise<RequestSigner | und
 }
 
 async function serve(io: Io): Promise<number> {
-  const { startLocalServer } = await import('#shared/runtime/local.ts');
+  const { containRequestFault, startLocalServer } = await import('#shared/runtime/local.ts');
   const config = loadConfig(io.env);
-  const server = await startLocalServer(config);
+  // A fault that escapes a request is that request's failure, not the server's; anything
+  // else is a real crash and ends the process, as it would without these listeners.
+  const onFault = (error: unknown) => {
+    if (containRequestFault(error)) return;
+    io.err.write(`ferry: crashed: ${(error as Error)?.stack ?? String(error)}\n`);
+    process.exit(1);
+  };
+  process.on('uncaughtException', onFault);
+  process.on('unhandledRejection', onFault);
+  let server: Awaited<ReturnType<typeof startLocalServer>>;
+  try {
+    server = await startLocalServer(config);
+  } catch (error) {
+    // One line that says what to change, and out at once: nothing started is left to wait for.
+    const message = isFerryError(error) ? error.message : `cannot start: ${(error as Error).message}`;
+    io.err.write(`ferry: ${message.replace(/\s*\n\s*/g, ' ')}\n`);
+    process.exit(1);
+  }
   io.err.write(
     `ferry: serving on ${server.url} with the ${server.backend.platform} backend` +
       `${server.backend.platform === 'process' ? ' (jobs are NOT isolated)' : ''}; data in ${config.dataDir}\n`,

@@ -4,7 +4,9 @@ import { createHash } from 'node:crypto';
 import middy, { type MiddlewareObj } from '@middy/core';
 import httpRouterHandler, { type Route } from '@middy/http-router';
 import type { APIGatewayProxyEventV2WithIAMAuthorizer, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import { z } from 'zod';
 import type { Core } from '#shared/core.ts';
+import { toFieldProblems } from '#shared/domain/job-spec.ts';
 import { EXECUTION_STATES, type ExecutionState, isExecutionState } from '#shared/domain/states.ts';
 import {
   IdempotencyConflict,
@@ -63,13 +65,27 @@ function bodyText(event: ApiEvent): string {
   return event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : event.body;
 }
 
+/** JSON media types: `application/json` and the `+json` suffix types (RFC 6839). */
+const JSON_MEDIA_TYPE = /^application\/(?:[\w.-]+\+)?json[ \t]*(?:;|$)/i;
+const CHARSET = /;[ \t]*charset[ \t]*=[ \t]*"?([^";\s]+)/i;
+
+/**
+ * The body as JSON. It must say it is JSON: a body without a content type is what an HTML
+ * form or a `no-cors` fetch on another site sends, and must not be taken for a request.
+ */
 function jsonBody(event: ApiEvent): unknown {
-  const type = event.headers['content-type'] ?? 'application/json';
-  if (!/^application\/([\w.+-]*\+)?json\b/i.test(type)) {
-    throw new UnsupportedMediaType(`the body must be JSON (content-type application/json), got ${type}`);
-  }
   const text = bodyText(event);
   if (text.trim() === '') throw new ValidationError('the body is empty; send the job spec as JSON');
+  const type = event.headers['content-type'];
+  if (type === undefined || !JSON_MEDIA_TYPE.test(type)) {
+    throw new UnsupportedMediaType(
+      `the body must be JSON sent with content-type application/json; ${type === undefined ? 'the request has no content-type' : `got ${type}`}`,
+    );
+  }
+  const charset = CHARSET.exec(type)?.[1]?.toLowerCase();
+  if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
+    throw new UnsupportedMediaType(`JSON is read as UTF-8; got charset ${charset}`);
+  }
   try {
     return JSON.parse(text);
   } catch (error) {
@@ -129,6 +145,19 @@ function noBody(event: ApiEvent): void {
   if (bodyText(event).trim() !== '') throw new ValidationError('this request takes no body');
 }
 
+/** No body, or an empty JSON object, which clients commonly send to an action without input. */
+function noFields(event: ApiEvent): void {
+  if (bodyText(event).trim() === '') return;
+  const parsed = z.strictObject({}).safeParse(jsonBody(event));
+  if (!parsed.success) {
+    const problems = toFieldProblems(parsed.error);
+    throw new ValidationError(
+      `this request takes no fields: ${problems.map((p) => `${p.field}: ${p.message}`).join('; ')}`,
+      problems,
+    );
+  }
+}
+
 const binary = (data: Buffer, headers: Record<string, string>): ApiResult => ({
   statusCode: 200,
   isBase64Encoded: true,
@@ -184,7 +213,7 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
       return jsonResponse(200, execution, { 'ferry-wait-done': String(done) });
     }),
     route('POST', '/v1/executions/{id}/cancel', async (event) => {
-      noBody(event);
+      noFields(event);
       return jsonResponse(202, await cancelExecution(core, ownerOf(event), idOf(event)));
     }),
     route('GET', '/v1/executions/{id}/logs', async (event) => {

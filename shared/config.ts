@@ -17,6 +17,22 @@ const patterns = z.string().transform((text) =>
     .map((p) => p.trim())
     .filter((p) => p !== ''),
 );
+/** Comma-separated web origins (`scheme://host[:port]`), each normalised as a browser sends it. */
+const origins = z.string().transform((text, ctx) =>
+  text
+    .split(',')
+    .map((o) => o.trim())
+    .filter((o) => o !== '')
+    .map((entry) => {
+      const url = URL.canParse(entry) ? new URL(entry) : undefined;
+      const bare = url !== undefined && url.pathname === '/' && url.search === '' && url.hash === '';
+      if (url === undefined || !bare || url.username !== '' || url.origin === 'null') {
+        ctx.addIssue({ code: 'custom', message: `not an origin (scheme://host[:port]): ${entry}` });
+        return z.NEVER;
+      }
+      return url.origin;
+    }),
+);
 const memory = z.string().transform((text, ctx) => {
   const bytes = parseSize(text, MiB);
   if (bytes === undefined || bytes <= 0) {
@@ -40,6 +56,7 @@ const EnvSchema = z.strictObject({
   FERRY_HOST: z.string().min(1).default('127.0.0.1'),
   FERRY_PORT: integer(0, 65535).default(8080),
   FERRY_TOKEN: z.string().min(8).optional(),
+  FERRY_ALLOWED_ORIGINS: origins.default([]),
   FERRY_MAX_CONCURRENCY: integer(1, 10_000).optional(),
   FERRY_MAX_CPU: z.coerce.number().positive().optional(),
   FERRY_MAX_MEMORY: memory.optional(),
@@ -83,6 +100,8 @@ export interface FerryConfig {
   readonly host: string;
   readonly port: number;
   readonly token?: string;
+  /** Web origins besides the server's own whose pages may call the API. */
+  readonly allowedOrigins: readonly string[];
   readonly capacity: {
     readonly maxConcurrency: number;
     readonly maxCpu: number;
@@ -180,6 +199,7 @@ export function loadConfig(env: Record<string, string | undefined> = {}, cwd = '
     host: e.FERRY_HOST,
     port: e.FERRY_PORT,
     ...(e.FERRY_TOKEN === undefined ? {} : { token: e.FERRY_TOKEN }),
+    allowedOrigins: e.FERRY_ALLOWED_ORIGINS,
     capacity: {
       maxConcurrency: e.FERRY_MAX_CONCURRENCY ?? (onAws ? 50 : 4),
       // On AWS the budget guards the account's Fargate vCPU quota; locally, the host.

@@ -45,6 +45,25 @@ export class UnsupportedMediaType extends FerryError {
 export class Unauthorized extends FerryError {
   readonly code = 'unauthorized';
   readonly status = 401;
+  /** The `WWW-Authenticate` challenge every 401 carries (RFC 9110 §11.6.1). */
+  readonly challenge: string;
+
+  constructor(message: string, options: { challenge?: string } = {}) {
+    super(message);
+    this.challenge = options.challenge ?? 'Bearer realm="ferry"';
+  }
+}
+
+/** The request is understood but refused: it comes from a page or a name the server does not serve. */
+export class Forbidden extends FerryError {
+  readonly code = 'forbidden';
+  readonly status = 403;
+}
+
+/** The request target is longer than the server reads. */
+export class UriTooLong extends FerryError {
+  readonly code = 'uri-too-long';
+  readonly status = 414;
 }
 
 export class NotFound extends FerryError {
@@ -94,6 +113,18 @@ export class BackendError extends FerryError {
     super(message, { cause: options.cause });
     this.retryable = options.retryable;
   }
+}
+
+/** The request line and headers together are longer than the server reads. */
+export class HeadersTooLarge extends FerryError {
+  readonly code = 'headers-too-large';
+  readonly status = 431;
+}
+
+/** The server cannot start as configured; the message names the setting to change. */
+export class StartupError extends FerryError {
+  readonly code = 'cannot-start';
+  readonly status = 503;
 }
 
 export const isFerryError = (error: unknown): error is FerryError => error instanceof FerryError;

@@ -1,7 +1,7 @@
 // The one mapping from errors to HTTP answers: RFC 9457 problem documents. Ferry's own
 // errors show their detail; anything else is a 500 whose internals stay in the logs.
 import type { APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
-import { isFerryError } from '../errors.ts';
+import { isFerryError, Unauthorized } from '../errors.ts';
 
 export interface Problem {
   readonly type: string;
@@ -14,12 +14,15 @@ export interface Problem {
 const TITLES: Record<number, string> = {
   400: 'Bad Request',
   401: 'Unauthorized',
+  403: 'Forbidden',
   404: 'Not Found',
   405: 'Method Not Allowed',
   409: 'Conflict',
   413: 'Content Too Large',
+  414: 'URI Too Long',
   415: 'Unsupported Media Type',
   422: 'Unprocessable Content',
+  431: 'Request Header Fields Too Large',
   500: 'Internal Server Error',
   502: 'Bad Gateway',
   503: 'Service Unavailable',
@@ -62,6 +65,15 @@ export function problemResponse(problem: Problem): APIGatewayProxyStructuredResu
     headers: { 'content-type': 'application/problem+json', ...allow },
     body: JSON.stringify(problem),
   };
+}
+
+/** The reply to an error: its problem document, with the challenge a 401 must carry. */
+export function errorResponse(error: unknown): APIGatewayProxyStructuredResultV2 {
+  const reply = problemResponse(problemOf(error));
+  if (error instanceof Unauthorized) {
+    return { ...reply, headers: { ...reply.headers, 'www-authenticate': error.challenge } };
+  }
+  return reply;
 }
 
 export function jsonResponse(

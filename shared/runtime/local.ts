@@ -2,12 +2,14 @@
 // local adapters. An HTTP server turns requests into API Gateway v2 events, a loop feeds
 // queue batches to the dispatcher, backend events go to task-events, and the sweeper runs
 // on a timer. This is the one place the local dependencies are built.
-import { createHash, randomUUID } from 'node:crypto';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import type { Duplex } from 'node:stream';
 import type { Context, SQSEvent } from 'aws-lambda';
 import Docker from 'dockerode';
 import { createApiHandler, MAX_BODY_BYTES } from '../../functions/api.ts';
@@ -27,9 +29,17 @@ import type { Core } from '../core.ts';
 import type { PlatformProfile } from '../domain/bidding.ts';
 import { ACTIVE_STATES } from '../domain/states.ts';
 import type { TaskStateChangeEvent } from '../domain/task-event.ts';
-import { PayloadTooLarge, Unauthorized } from '../errors.ts';
+import {
+  Forbidden,
+  HeadersTooLarge,
+  PayloadTooLarge,
+  StartupError,
+  Unauthorized,
+  UriTooLong,
+  ValidationError,
+} from '../errors.ts';
 import { apiGatewayEvent } from '../http/api-gateway-event.ts';
-import { problemOf, problemResponse } from '../http/problem.ts';
+import { errorResponse, problemOf, problemResponse } from '../http/problem.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import type { ComputeBackend } from '../ports.ts';
 import { messageFor } from '../use-cases/dispatch.ts';
@@ -118,11 +128,28 @@ export async function startLocalServer(
   options: LocalServerOptions = {},
 ): Promise<LocalServer> {
   const log = options.log ?? createLogger(config.logLevel);
-  await fsp.mkdir(config.dataDir, { recursive: true });
+  // What can fail for a reason the user must fix is checked before anything is touched:
+  // a server that cannot write its data or take its port adopts no container and runs no job.
+  await prepareDataDir(config.dataDir);
+  const door = await listen(config, log);
+  try {
+    return await startServing(config, options, log, door);
+  } catch (error) {
+    door.fail(error);
+    await door.close();
+    throw error;
+  }
+}
+
+async function startServing(
+  config: FerryConfig,
+  options: LocalServerOptions,
+  log: Logger,
+  door: FrontDoor,
+): Promise<LocalServer> {
   const store = await FileExecutionStore.open(config.dataDir);
   const idempotency = await FileIdempotencyStore.open(config.dataDir);
-  let baseUrl = '';
-  const objects = await DirectoryObjectStore.open(config.dataDir, () => baseUrl);
+  const objects = await DirectoryObjectStore.open(config.dataDir, () => door.url);
   const queue = new LocalQueue({
     visibilitySeconds: config.queue.visibilitySeconds,
     maxReceives: config.queue.maxReceives,
@@ -250,33 +277,23 @@ export async function startLocalServer(
       });
   }, config.sweepIntervalSeconds * 1000);
 
-  const server = http.createServer((request, response) => {
-    void serveHttp(request, response, { api, objects, config, log });
-  });
-  server.keepAliveTimeout = 65_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => resolve());
-  });
-  const address = server.address() as AddressInfo;
-  baseUrl = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${address.port}`;
+  door.serve({ api, objects });
   log.info('ferry is listening', {
-    url: baseUrl,
+    url: door.url,
     backend: backend.platform,
     dataDir: config.dataDir,
     maxConcurrency: config.capacity.maxConcurrency,
   });
 
   return {
-    url: baseUrl,
+    url: door.url,
     core,
     backend,
     queue,
     async close() {
       running = false;
       clearInterval(sweepTimer);
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await door.close();
       await dispatchLoop;
       await taskEvents.drain();
       if (backend instanceof ProcessBackend) await backend.shutdown();
@@ -323,11 +340,162 @@ async function recover(core: Core, backend: ComputeBackend, queue: LocalQueue, l
   }
 }
 
-interface HttpDeps {
+/**
+ * Makes the data directory and proves it writable. Node's recursive mkdir never returns for a
+ * path under /proc, so the directory is made one level at a time.
+ */
+async function prepareDataDir(dir: string): Promise<void> {
+  const makeDirectory = async (target: string): Promise<void> => {
+    try {
+      await fsp.mkdir(target);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') return;
+      if (code !== 'ENOENT' || path.dirname(target) === target) throw error;
+      await makeDirectory(path.dirname(target));
+      await fsp.mkdir(target);
+    }
+  };
+  try {
+    await makeDirectory(dir);
+    const probe = path.join(dir, `.write-probe-${process.pid}-${randomUUID()}`);
+    await fsp.writeFile(probe, 'ferry');
+    await fsp.rm(probe);
+  } catch (error) {
+    throw new StartupError(
+      `cannot write the data directory ${dir} (${reasonOf(error)}); set FERRY_DATA_DIR to a writable directory`,
+      { cause: error },
+    );
+  }
+}
+
+const reasonOf = (error: unknown): string =>
+  (error as NodeJS.ErrnoException).code ?? (error as Error).message ?? String(error);
+
+/** What requests need once the core is up. */
+interface Serving {
   readonly api: ReturnType<typeof createApiHandler>;
   readonly objects: DirectoryObjectStore;
+}
+
+/** The HTTP server, bound before the core starts: requests that come early wait for it. */
+interface FrontDoor {
+  readonly url: string;
+  serve(serving: Serving): void;
+  /** Start-up failed: requests still waiting get a 503. */
+  fail(error: unknown): void;
+  close(): Promise<void>;
+}
+
+/** Takes the port, or fails with what to change; the server is reachable at once but answers when served. */
+async function listen(config: FerryConfig, log: Logger): Promise<FrontDoor> {
+  let serve: (serving: Serving) => void = () => undefined;
+  let fail: (error: unknown) => void = () => undefined;
+  const ready = new Promise<Serving>((resolve, reject) => {
+    serve = resolve;
+    fail = reject;
+  });
+  ready.catch(() => undefined);
+  // Set as soon as the port is known, before the first request can be read.
+  let rules: RequestRules = { origins: new Set() };
+  const server = http.createServer((request, response) => {
+    requestScope.run({ response, log }, () => {
+      void serveHttp(request, response, { config, log, ready, rules });
+    });
+  });
+  server.keepAliveTimeout = 65_000;
+  server.on('clientError', (error: NodeJS.ErrnoException, socket) => answerMalformed(error, socket));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error: NodeJS.ErrnoException) => reject(listenFailure(error, config)));
+    server.listen(config.port, config.host, () => resolve());
+  });
+  server.on('error', (error) => log.error('the HTTP server failed', { error }));
+  const { port } = server.address() as AddressInfo;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  rules = requestRules(config, port);
+  return {
+    url: `http://${host}:${port}`,
+    serve,
+    fail,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+function listenFailure(error: NodeJS.ErrnoException, config: FerryConfig): StartupError {
+  const where = `port ${config.port} on ${config.host}`;
+  switch (error.code) {
+    case 'EADDRINUSE':
+      return new StartupError(`${where} is in use; set FERRY_PORT to a free port`, { cause: error });
+    case 'EACCES':
+      return new StartupError(
+        `${where} needs privileges this process lacks; set FERRY_PORT to a port above 1023`,
+        {
+          cause: error,
+        },
+      );
+    case 'EADDRNOTAVAIL':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new StartupError(
+        `cannot listen on ${config.host} (${error.code}); set FERRY_HOST to an address of this machine`,
+        { cause: error },
+      );
+    default:
+      return new StartupError(
+        `cannot listen on ${where} (${reasonOf(error)}); set FERRY_HOST and FERRY_PORT`,
+        {
+          cause: error,
+        },
+      );
+  }
+}
+
+/** Requests Node's parser refuses never reach a handler; they still get a problem document. */
+function answerMalformed(error: NodeJS.ErrnoException, socket: Duplex): void {
+  if (error.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const refusal =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? new HeadersTooLarge('the request line and headers are too long')
+      : new ValidationError(`the request is not valid HTTP (${error.code ?? 'parse error'})`);
+  const reply = problemResponse(problemOf(refusal));
+  const body = Buffer.from(reply.body ?? '');
+  socket.end(
+    `HTTP/1.1 ${reply.statusCode} ${problemOf(refusal).title}\r\n` +
+      `content-type: application/problem+json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+/** The request a piece of code runs for, so a fault escaping it can be pinned on that request. */
+const requestScope = new AsyncLocalStorage<{
+  readonly response: http.ServerResponse;
+  readonly log: Logger;
+}>();
+
+/**
+ * For the process that runs the server, on an uncaught exception or unhandled rejection: if it
+ * escaped from serving a request, logs it, ends that request and returns true (the server goes
+ * on); otherwise returns false: it is a real crash.
+ */
+export function containRequestFault(error: unknown): boolean {
+  const scope = requestScope.getStore();
+  if (scope === undefined) return false;
+  scope.log.error('a request failed outside its error handling', { error });
+  if (scope.response.headersSent) scope.response.destroy();
+  else if (!scope.response.writableEnded) sendProblem(scope.response, error);
+  return true;
+}
+
+interface HttpDeps {
   readonly config: FerryConfig;
   readonly log: Logger;
+  readonly ready: Promise<Serving>;
+  readonly rules: RequestRules;
 }
 
 function sendProblem(
@@ -335,7 +503,7 @@ function sendProblem(
   error: unknown,
   extraHeaders: Record<string, string> = {},
 ): void {
-  const reply = problemResponse(problemOf(error));
+  const reply = errorResponse(error);
   response.writeHead(reply.statusCode ?? 500, {
     ...(reply.headers as Record<string, string>),
     ...extraHeaders,
@@ -343,14 +511,116 @@ function sendProblem(
   response.end(reply.body);
 }
 
-/** The caller's identity: a bearer token stands for one caller; none means the local user. */
+/** The longest request target read; Ferry's own are a few hundred characters at most. */
+const MAX_TARGET_LENGTH = 8192;
+
+/**
+ * The request target as a URL on this server. Only origin-form (`/path?query`) is taken: an
+ * absolute URL names another server, and a path must be valid percent-encoding throughout.
+ */
+function requestTarget(target: string): URL {
+  if (target.length > MAX_TARGET_LENGTH) {
+    throw new UriTooLong(
+      `the request target is ${target.length} characters; at most ${MAX_TARGET_LENGTH} are read`,
+    );
+  }
+  const shown = JSON.stringify(target.length > 80 ? `${target.slice(0, 80)}…` : target);
+  // Joined to a fixed origin rather than resolved against it, so `//host/...` stays a path.
+  const url =
+    target.startsWith('/') && URL.canParse(`http://ferry${target}`)
+      ? new URL(`http://ferry${target}`)
+      : undefined;
+  if (url === undefined) {
+    throw new ValidationError(`the request target must be a path beginning with /, got ${shown}`, [
+      { field: 'path', message: 'not an origin-form request target' },
+    ]);
+  }
+  try {
+    decodeURIComponent(url.pathname);
+  } catch {
+    throw new ValidationError(`the path is not valid percent-encoded UTF-8: ${shown}`, [
+      { field: 'path', message: 'malformed percent-encoding' },
+    ]);
+  }
+  return url;
+}
+
+/** Which Host names and web origins the API answers, from where the server listens. */
+interface RequestRules {
+  /** Host names accepted; undefined when listening beyond loopback, where any name may reach it. */
+  readonly hosts?: ReadonlySet<string>;
+  readonly origins: ReadonlySet<string>;
+}
+
+const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '[::1]'];
+
+function requestRules(config: FerryConfig, port: number): RequestRules {
+  const bound = config.host.includes(':') ? `[${config.host}]` : config.host.toLowerCase();
+  const loopback = bound === 'localhost' || bound === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(bound);
+  const own = [...new Set([...LOOPBACK_NAMES, bound])].map(
+    (name) => new URL(`http://${name}:${port}`).origin,
+  );
+  const origins = new Set([...own, ...config.allowedOrigins]);
+  if (!loopback) return { origins };
+  const allowedHosts = config.allowedOrigins.map((origin) => new URL(origin).hostname);
+  return { hosts: new Set([...LOOPBACK_NAMES, bound, ...allowedHosts]), origins };
+}
+
+/**
+ * Refuses what a web page on another site could make a browser send. A page cannot set Host,
+ * so a name the server does not answer to means DNS rebinding; a browser always names the
+ * page's origin, and `Sec-Fetch-Site`, on what it sends.
+ */
+function checkHost(request: http.IncomingMessage, rules: RequestRules): void {
+  const host = request.headers.host;
+  if (rules.hosts === undefined || host === undefined) return;
+  const name = URL.canParse(`http://${host}`) ? new URL(`http://${host}`).hostname : undefined;
+  if (name === undefined || !rules.hosts.has(name)) {
+    throw new Forbidden(
+      `this server does not answer to the host ${JSON.stringify(host)}; use ${[...rules.hosts].join(', ')} ` +
+        '(a web origin in FERRY_ALLOWED_ORIGINS adds its host)',
+    );
+  }
+}
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+function checkOrigin(request: http.IncomingMessage, rules: RequestRules): void {
+  const origin = request.headers.origin;
+  if (origin !== undefined) {
+    const normal = URL.canParse(origin) ? new URL(origin).origin : origin;
+    if (!rules.origins.has(normal)) {
+      throw new Forbidden(
+        `requests from pages on ${origin} are refused; allow it with FERRY_ALLOWED_ORIGINS`,
+      );
+    }
+  }
+  if (request.headers['sec-fetch-site'] === 'cross-site' && !SAFE_METHODS.has(request.method ?? 'GET')) {
+    throw new Forbidden('a request sent by a page on another site is refused');
+  }
+}
+
+/** A fixed-length digest, so comparing two of them takes the same time whatever they hold. */
+const digestOf = (text: string): Buffer => createHash('sha256').update(text).digest();
+
+/**
+ * The caller's identity: a bearer token stands for one caller; none means the local user.
+ * The scheme name is case-insensitive (RFC 9110 §11.1).
+ */
 function ownerOf(request: http.IncomingMessage, config: FerryConfig): string {
   const header = request.headers.authorization;
-  const token = header?.startsWith('Bearer ') ? header.slice('Bearer '.length).trim() : undefined;
-  if (config.token !== undefined && token !== config.token) {
-    throw new Unauthorized('a valid bearer token is required (Authorization: Bearer <FERRY_TOKEN>)');
+  const token = header === undefined ? undefined : /^bearer[ \t]+(\S+)[ \t]*$/i.exec(header)?.[1];
+  if (config.token !== undefined) {
+    if (token === undefined) {
+      throw new Unauthorized('a bearer token is required (Authorization: Bearer <FERRY_TOKEN>)');
+    }
+    if (!timingSafeEqual(digestOf(token), digestOf(config.token))) {
+      throw new Unauthorized('the bearer token is not valid', {
+        challenge: 'Bearer realm="ferry", error="invalid_token"',
+      });
+    }
   }
-  if (token === undefined || token === '') return 'local:user/default';
+  if (token === undefined) return 'local:user/default';
   return `local:token/${createHash('sha256').update(token).digest('hex').slice(0, 16)}`;
 }
 
@@ -370,10 +640,17 @@ async function readBody(request: http.IncomingMessage, limit: number): Promise<B
 }
 
 async function serveHttp(request: http.IncomingMessage, response: http.ServerResponse, deps: HttpDeps) {
-  const url = new URL(request.url ?? '/', 'http://local');
+  let path = request.url ?? '';
   try {
+    const url = requestTarget(request.url ?? '');
+    path = url.pathname;
+    checkHost(request, deps.rules);
+    const serving = await deps.ready.catch((error) => {
+      throw new StartupError('the server failed to start', { cause: error });
+    });
     if (request.method === 'GET' && url.pathname.startsWith('/objects/')) {
-      serveObject(url, response, deps.objects);
+      // Download links are signed, and meant to be followed from anywhere.
+      serveObject(url, response, serving.objects);
       return;
     }
     if (request.method === 'GET' && url.pathname === '/healthz') {
@@ -381,6 +658,7 @@ async function serveHttp(request: http.IncomingMessage, response: http.ServerRes
       response.end('ok\n');
       return;
     }
+    checkOrigin(request, deps.rules);
     const owner = ownerOf(request, deps.config);
     let body: Buffer;
     try {
@@ -405,7 +683,7 @@ async function serveHttp(request: http.IncomingMessage, response: http.ServerRes
       sourceIp: request.socket.remoteAddress ?? '127.0.0.1',
       protocol: `HTTP/${request.httpVersion}`,
     });
-    const reply = await deps.api(event, lambdaContext('api'));
+    const reply = await serving.api(event, lambdaContext('api'));
     const replyBody = reply.body === undefined ? '' : reply.body;
     const bytes = reply.isBase64Encoded ? Buffer.from(replyBody, 'base64') : Buffer.from(replyBody, 'utf8');
     response.writeHead(reply.statusCode ?? 200, {
@@ -414,13 +692,14 @@ async function serveHttp(request: http.IncomingMessage, response: http.ServerRes
     });
     response.end(bytes);
   } catch (error) {
-    if (problemOf(error).status >= 500) deps.log.error('request failed', { error, path: url.pathname });
+    if (problemOf(error).status >= 500) deps.log.error('request failed', { error, path });
     if (!response.headersSent) sendProblem(response, error);
     else response.destroy();
   }
 }
 
 function serveObject(url: URL, response: http.ServerResponse, objects: DirectoryObjectStore): void {
+  // requestTarget has checked the percent-encoding.
   const key = url.pathname
     .slice('/objects/'.length)
     .split('/')
