@@ -96,4 +96,10 @@ export class BackendError extends FerryError {
   }
 }
 
+/** Ferry's own storage cannot take the write (a read-only or full disk); nothing was changed. */
+export class StorageUnavailable extends FerryError {
+  readonly code = 'storage-unavailable';
+  readonly status = 503;
+}
+
 export const isFerryError = (error: unknown): error is FerryError => error instanceof FerryError;

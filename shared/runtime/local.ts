@@ -14,13 +14,14 @@ import { createApiHandler, MAX_BODY_BYTES } from '../../functions/api.ts';
 import { createDispatcherHandler } from '../../functions/dispatcher.ts';
 import { createSweeperHandler } from '../../functions/sweeper.ts';
 import { createTaskEventsHandler } from '../../functions/task-events.ts';
-import { serverIdentity } from '../adapters/local/data-dir.ts';
+import { loadSecret, serverIdentity } from '../adapters/local/data-dir.ts';
+import { LocalDatabase } from '../adapters/local/database.ts';
 import { DirectoryObjectStore } from '../adapters/local/dir-object-store.ts';
 import { DockerBackend } from '../adapters/local/docker-backend.ts';
-import { FileExecutionStore, FileIdempotencyStore } from '../adapters/local/file-store.ts';
-import { LocalQueue } from '../adapters/local/local-queue.ts';
 import { MemoryCapacityLedger } from '../adapters/local/memory-ledger.ts';
 import { ProcessBackend } from '../adapters/local/process-backend.ts';
+import { SqliteJobQueue } from '../adapters/local/sqlite-queue.ts';
+import { SqliteExecutionStore, SqliteIdempotencyStore } from '../adapters/local/sqlite-store.ts';
 import { executionIds, systemClock } from '../adapters/system.ts';
 import type { FerryConfig } from '../config.ts';
 import type { Core } from '../core.ts';
@@ -40,7 +41,7 @@ export interface LocalServer {
   readonly url: string;
   readonly core: Core;
   readonly backend: ComputeBackend;
-  readonly queue: LocalQueue;
+  readonly queue: SqliteJobQueue;
   /** Stops taking work and closes files. Docker containers keep running; processes are killed. */
   close(): Promise<void>;
 }
@@ -119,11 +120,14 @@ export async function startLocalServer(
 ): Promise<LocalServer> {
   const log = options.log ?? createLogger(config.logLevel);
   await fsp.mkdir(config.dataDir, { recursive: true });
-  const store = await FileExecutionStore.open(config.dataDir);
-  const idempotency = await FileIdempotencyStore.open(config.dataDir);
+  // One database holds the records, the idempotency keys and the queue; opening it takes the
+  // data directory for this server alone.
+  const database = LocalDatabase.open(config.dataDir);
+  const store = new SqliteExecutionStore(database, await loadSecret(path.join(config.dataDir, 'cursor.key')));
+  const idempotency = new SqliteIdempotencyStore(database);
   let baseUrl = '';
   const objects = await DirectoryObjectStore.open(config.dataDir, () => baseUrl);
-  const queue = new LocalQueue({
+  const queue = new SqliteJobQueue(database, {
     visibilitySeconds: config.queue.visibilitySeconds,
     maxReceives: config.queue.maxReceives,
   });
@@ -148,6 +152,8 @@ export async function startLocalServer(
           PATH: config.processPath,
         });
 
+  // In memory: this server alone holds the data directory, so the map is the whole truth,
+  // and `recover` rebuilds it from the store's active executions at start.
   const ledger = new MemoryCapacityLedger();
   const profile: PlatformProfile = {
     platform: backend.platform,
@@ -275,21 +281,33 @@ export async function startLocalServer(
       await dispatchLoop;
       await taskEvents.drain();
       if (backend instanceof ProcessBackend) await backend.shutdown();
-      await store.close();
-      await idempotency.close();
+      database.close();
     },
   };
 }
 
 /**
- * After a restart: queued work is queued again (the in-process queue was lost with the
- * process), Docker containers are adopted, and whatever is still unaccounted for is left
- * to the sweeper, which finds lost tasks.
+ * After a restart: queued work whose message was lost (a crash between the write and the
+ * send) is queued again, Docker containers are adopted, and whatever is still unaccounted
+ * for is left to the sweeper, which finds lost tasks. An execution whose message survived
+ * in the queue gets no second one: two copies in one batch would both reserve capacity and
+ * the loser's release would free the winner's reservation.
  */
-async function recover(core: Core, backend: ComputeBackend, queue: LocalQueue, log: Logger): Promise<void> {
+async function recover(
+  core: Core,
+  backend: ComputeBackend,
+  queue: SqliteJobQueue,
+  log: Logger,
+): Promise<void> {
   const queued = await listAll(core, ['QUEUED']);
   const active = await listAll(core, ACTIVE_STATES);
-  for (const execution of queued) await queue.send(messageFor(execution));
+  let requeued = 0;
+  const resend = async (execution: (typeof queued)[number]) => {
+    if (queue.holdsMessageFor(execution.id)) return;
+    await queue.send(messageFor(execution));
+    requeued++;
+  };
+  for (const execution of queued) await resend(execution);
   const unbounded = {
     maxConcurrency: Number.POSITIVE_INFINITY,
     maxCpu: Number.POSITIVE_INFINITY,
@@ -297,7 +315,7 @@ async function recover(core: Core, backend: ComputeBackend, queue: LocalQueue, l
   };
   for (const execution of active) await core.ledger.reserve(execution.id, demandOf(execution), unbounded);
   for (const execution of active) {
-    if (execution.task === undefined) await queue.send(messageFor(execution));
+    if (execution.task === undefined) await resend(execution);
   }
   let adopted = 0;
   if (backend instanceof DockerBackend) {
@@ -305,7 +323,7 @@ async function recover(core: Core, backend: ComputeBackend, queue: LocalQueue, l
   }
   if (queued.length + active.length > 0) {
     log.info('recovered after restart', {
-      requeued: queued.length,
+      requeued,
       active: active.length,
       adoptedContainers: adopted,
     });
