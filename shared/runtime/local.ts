@@ -34,6 +34,7 @@ import { problemOf, problemResponse } from '../http/problem.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import type { ComputeBackend } from '../ports.ts';
 import { messageFor } from '../use-cases/dispatch.ts';
+import { moveTo, mutate } from '../use-cases/transitions.ts';
 import { demandOf, listAll } from '../use-cases/usage.ts';
 import { FERRY_VERSION } from '../version.ts';
 
@@ -205,7 +206,7 @@ export async function startLocalServer(
     return reply;
   };
 
-  await recover(core, backend, queue, log);
+  await recover(core, backend, queue, log, path.join(config.dataDir, 'work'));
 
   let running = true;
   const dispatchLoop = (async () => {
@@ -298,6 +299,7 @@ async function recover(
   backend: ComputeBackend,
   queue: SqliteJobQueue,
   log: Logger,
+  processWorkRoot: string,
 ): Promise<void> {
   const queued = await listAll(core, ['QUEUED']);
   const active = await listAll(core, ACTIVE_STATES);
@@ -314,8 +316,28 @@ async function recover(
     maxMemoryMiB: Number.POSITIVE_INFINITY,
   };
   for (const execution of active) await core.ledger.reserve(execution.id, demandOf(execution), unbounded);
+  let abandoned = 0;
   for (const execution of active) {
-    if (execution.task === undefined) await resend(execution);
+    if (execution.task !== undefined) continue;
+    // A process launch that got as far as the job's directory may have started the job, and
+    // a process cannot be adopted: launching it again could run it twice, so it ends here.
+    const mayHaveStarted =
+      backend instanceof ProcessBackend &&
+      execution.state === 'LAUNCHING' &&
+      execution.spec.workdir === undefined &&
+      fs.existsSync(path.join(processWorkRoot, execution.id));
+    if (!mayHaveStarted) {
+      await resend(execution);
+      continue;
+    }
+    const reason =
+      'the server stopped while launching the job; it may have started, so it is not started again';
+    await mutate(core.store, execution.id, (current) =>
+      current.state === 'LAUNCHING' && current.task === undefined
+        ? moveTo(current, 'FAILED', core.clock.now(), { endedAt: core.clock.now().toISOString() }, reason)
+        : undefined,
+    );
+    abandoned++;
   }
   let adopted = 0;
   if (backend instanceof DockerBackend) {
@@ -325,6 +347,7 @@ async function recover(
     log.info('recovered after restart', {
       requeued,
       active: active.length,
+      abandonedLaunches: abandoned,
       adoptedContainers: adopted,
     });
   }

@@ -89,10 +89,16 @@ export class LocalDatabase {
       // cut, not only a crash of the process (NORMAL would keep only the latter promise).
       db.pragma('synchronous = FULL');
       db.exec('BEGIN EXCLUSIVE; COMMIT;');
-      const check = db.pragma('integrity_check', { simple: true });
+      const check = (db.pragma('integrity_check(3)') as { integrity_check: string }[])
+        .map((row) => row.integrity_check)
+        .join('; ');
       if (check !== 'ok') {
+        const found = check
+          .replace(/\*\*\* in database main \*\*\*/g, '')
+          .replace(/\s+/g, ' ')
+          .trim();
         throw new DatabaseRefused(
-          `the database ${file} is damaged (${String(check)}); restore it from a backup, or move it aside to start empty`,
+          `the database ${file} is damaged (${found.slice(0, 200)}); restore it from a backup, or move it aside to start empty`,
         );
       }
       const database = new LocalDatabase(db, file);

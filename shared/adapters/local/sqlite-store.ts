@@ -15,8 +15,17 @@ interface CursorPosition {
   readonly id: string;
 }
 
+/** Parsed records kept by the digest of their stored bytes, at most this many. */
+const PARSED_CACHE_LIMIT = 10_000;
+
 export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
   private readonly changes = new EventEmitter();
+  /**
+   * The dispatcher reads every active and queued record for each message it handles; parsing
+   * them each time would cost more than the reads. A digest names the exact stored bytes, so
+   * a cached parse is never stale; writes never go through it.
+   */
+  private readonly parsed = new Map<string, Execution>();
   private readonly statements;
 
   constructor(
@@ -57,7 +66,7 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
 
   async get(id: string): Promise<Execution | undefined> {
     const row = this.database.read(() => this.statements.get.get(id) as ExecutionRow | undefined);
-    return row === undefined ? undefined : this.database.decode<Execution>(row.id, row.body, row.digest);
+    return row === undefined ? undefined : this.decode(row);
   }
 
   async update(next: Execution, expectedVersion: number): Promise<void> {
@@ -102,13 +111,20 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
     const rows = this.database.read(
       () => this.database.db.prepare(sql).all(...params, query.limit + 1) as ExecutionRow[],
     );
-    const items = rows
-      .slice(0, query.limit)
-      .map((row) => this.database.decode<Execution>(row.id, row.body, row.digest));
+    const items = rows.slice(0, query.limit).map((row) => this.decode(row));
     const last = items.at(-1);
     return rows.length > query.limit && last !== undefined
       ? { items, nextCursor: this.encodeCursor({ createdAt: last.createdAt, id: last.id }) }
       : { items };
+  }
+
+  private decode(row: Pick<ExecutionRow, 'id' | 'body' | 'digest'>): Execution {
+    const cached = this.parsed.get(row.digest);
+    if (cached !== undefined && cached.id === row.id) return cached;
+    const execution = this.database.decode<Execution>(row.id, row.body, row.digest);
+    if (this.parsed.size >= PARSED_CACHE_LIMIT) this.parsed.clear();
+    this.parsed.set(row.digest, execution);
+    return execution;
   }
 
   waitForChange(id: string, timeoutMs: number): Promise<void> {
