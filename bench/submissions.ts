@@ -12,6 +12,17 @@ import { offeredExecution } from '../test/support/fixtures.ts';
 import { startServer, tempDir } from '../test/support/server.ts';
 import { pool } from './throughput.ts';
 
+/**
+ * The same measures on the JSON-lines journal store this database replaced (commit 1870cf9,
+ * 2026-11-29, median of three runs of 2,000 on the 2-core bench machine). That store
+ * answered before its writes reached the disk and never synced them.
+ */
+export const JOURNAL_BASELINE = {
+  measuredOn: 'commit 1870cf9, 2026-11-29',
+  httpPerSecond: 777,
+  storePerSecond: 11_455,
+} as const;
+
 export interface SubmissionsBench {
   readonly submissions: number;
   readonly parallelism: number;
