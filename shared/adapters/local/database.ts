@@ -258,11 +258,13 @@ function importJournals(database: LocalDatabase, dataDir: string): void {
   const keys = readJournal(idempotencyFile);
   if (executions === undefined && keys === undefined) return;
   const { db } = database;
+  // OR IGNORE: if a crash came between this commit and the renames below, the next start
+  // imports again and must not put the journal's older versions over newer records.
   const insertExecution = db.prepare(
-    'INSERT OR REPLACE INTO executions (id, owner, state, created_at, version, body, digest) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    'INSERT OR IGNORE INTO executions (id, owner, state, created_at, version, body, digest) VALUES (?, ?, ?, ?, ?, ?, ?)',
   );
   const insertKey = db.prepare(
-    'INSERT OR REPLACE INTO idempotency (key, state, expires_at, body) VALUES (?, ?, ?, ?)',
+    'INSERT OR IGNORE INTO idempotency (key, state, expires_at, body) VALUES (?, ?, ?, ?)',
   );
   db.transaction(() => {
     for (const [id, value] of executions ?? []) {
