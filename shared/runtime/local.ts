@@ -291,8 +291,9 @@ export async function startLocalServer(
  * After a restart: queued work whose message was lost (a crash between the write and the
  * send) is queued again, Docker containers are adopted, and whatever is still unaccounted
  * for is left to the sweeper, which finds lost tasks. An execution whose message survived
- * in the queue gets no second one: two copies in one batch would both reserve capacity and
- * the loser's release would free the winner's reservation.
+ * in the queue gets no second one: a copy would not run the job twice (the state check drops
+ * it once the job launched), but both carry the same token, so while the job waits for
+ * capacity each deferral would re-send both and two chains would travel until launch.
  */
 async function recover(
   core: Core,
