@@ -10,12 +10,15 @@ import { benchAwsCalls, formatAwsCalls } from './aws-calls.ts';
 import { benchCapture, type CaptureBench } from './capture.ts';
 import { benchLatency, LATENCY_IMAGE, type LatencyBench } from './latency.ts';
 import { benchPublisher, type PublisherBench } from './publisher.ts';
+import { benchSubmissions, JOURNAL_BASELINE, type SubmissionsBench } from './submissions.ts';
 import { benchThroughput, type ThroughputBench } from './throughput.ts';
 
 const LATENCY_ROUNDS = 25;
 const LATENCY_WARMUP = 3;
 const THROUGHPUT_JOBS = 200;
 const THROUGHPUT_CONCURRENCY = 8;
+const SUBMISSIONS = 2000;
+const SUBMISSION_PARALLELISM = 16;
 
 const TARGET_LATENCY_RATIO = 1.1;
 const TARGET_CAPTURE_RATIO = 0.5;
@@ -130,6 +133,27 @@ function throughputRows(result: ThroughputBench, rawJobsPerSecond: number): Row[
   ];
 }
 
+function submissionRows(result: SubmissionsBench): Row[] {
+  return [
+    {
+      measure: `5. submissions through the store: ${result.submissions} × POST /v1/bids with Idempotency-Key, ${result.parallelism} at once`,
+      ferry: `${result.httpPerSecond.toFixed(0)} /s`,
+      baseline: `${JOURNAL_BASELINE.httpPerSecond} /s journal store`,
+      ratio: (result.httpPerSecond / JOURNAL_BASELINE.httpPerSecond).toFixed(3),
+      target: '(report)',
+      verdict: '',
+    },
+    {
+      measure: '   store only: create + one conditional update, one at a time',
+      ferry: `${result.storePerSecond.toFixed(0)} /s`,
+      baseline: `${JOURNAL_BASELINE.storePerSecond} /s journal store`,
+      ratio: (result.storePerSecond / JOURNAL_BASELINE.storePerSecond).toFixed(3),
+      target: '(report)',
+      verdict: '',
+    },
+  ];
+}
+
 function captureRows(result: CaptureBench): Row[] {
   const peakMB = result.peakRssMiB * MB_PER_MiB;
   const rawPeakMB = result.rawPeakRssMiB * MB_PER_MiB;
@@ -217,6 +241,11 @@ async function main(): Promise<void> {
     maxConcurrency: THROUGHPUT_CONCURRENCY,
     clientParallelism: 16,
   });
+  step(`submissions: ${SUBMISSIONS} bids over HTTP and ${SUBMISSIONS} records through the store`);
+  const submissions = await benchSubmissions({
+    submissions: SUBMISSIONS,
+    parallelism: SUBMISSION_PARALLELISM,
+  });
   step('3/5 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
   const capture = await benchCapture();
   const moto = await startMoto();
@@ -233,6 +262,7 @@ async function main(): Promise<void> {
     ...throughputRows(throughput, rawSpawn),
     ...captureRows(capture),
     ...publisherRows(publisher),
+    ...submissionRows(submissions),
   ];
   console.log('');
   console.log(`Ferry benchmark, ${new Date().toISOString()}`);
@@ -256,6 +286,10 @@ async function main(): Promise<void> {
   );
   for (const text of formatAwsCalls(awsCalls)) console.log(`  ${text}`);
   console.log('');
+  console.log(
+    `submission baselines: the JSON-lines journal store, measured on ${JOURNAL_BASELINE.measuredOn}; ` +
+      'the database syncs each commit to disk (synchronous=FULL), the journal never synced.',
+  );
   console.log(`${loadAverage()} at the end`);
   console.log(`total bench time ${((performance.now() - started) / 1000).toFixed(0)} s`);
 }

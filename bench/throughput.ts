@@ -85,7 +85,7 @@ async function waitTerminal(client: FerryClient, id: string): Promise<Execution>
 }
 
 /** Runs `work(0..count-1)` with at most `parallelism` in flight; results in index order. */
-async function pool<T>(
+export async function pool<T>(
   count: number,
   parallelism: number,
   work: (index: number) => Promise<T>,

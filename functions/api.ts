@@ -20,7 +20,7 @@ import {
 } from '#shared/errors.ts';
 import { openApiDocument } from '#shared/http/openapi.ts';
 import { jsonResponse, problemOf, problemResponse } from '#shared/http/problem.ts';
-import { acceptBid, askForBid, rejectBid, submitJob } from '#shared/use-cases/bids.ts';
+import { acceptBid, askForBid, type KeyedRequest, rejectBid, submitJob } from '#shared/use-cases/bids.ts';
 import {
   cancelExecution,
   getExecution,
@@ -42,6 +42,12 @@ export type ApiResult = APIGatewayProxyStructuredResultV2;
 export const MAX_BODY_BYTES = 1024 * 1024;
 const ID_PATTERN = /^ex_[0-9a-z]{26}$/;
 const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
+/**
+ * A claim in progress is held no longer than the request can run (on Lambda, its remaining
+ * time; locally at most this), so a claim left by a crash frees itself instead of answering
+ * 409 for a day. The local store also drops such claims at start.
+ */
+const IDEMPOTENCY_LEASE_MS = 60 * 1000;
 
 function ownerOf(event: ApiEvent): string {
   const owner = event.requestContext.authorizer?.iam?.userArn;
@@ -58,6 +64,23 @@ function idOf(event: ApiEvent): string {
     );
   }
   return id;
+}
+
+/** The request an Idempotency-Key names, or undefined without one. */
+function keyedRequest(event: ApiEvent): KeyedRequest | undefined {
+  const key = event.headers['idempotency-key'];
+  if (event.requestContext.http.method !== 'POST' || key === undefined) return undefined;
+  if (key.length === 0 || key.length > 255) {
+    throw new ValidationError('Idempotency-Key must be 1 to 255 characters');
+  }
+  return {
+    key: createHash('sha256')
+      .update(`${ownerOf(event)}\n${key}`)
+      .digest('hex'),
+    fingerprint: createHash('sha256')
+      .update(`${event.requestContext.http.method} ${event.requestContext.http.path}\n${bodyText(event)}`)
+      .digest('hex'),
+  };
 }
 
 function bodyText(event: ApiEvent): string {
@@ -174,7 +197,7 @@ const route = (
 export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
   return [
     route('POST', '/v1/bids', async (event) => {
-      const execution = await askForBid(core, ownerOf(event), jsonBody(event));
+      const execution = await askForBid(core, ownerOf(event), jsonBody(event), keyedRequest(event));
       return jsonResponse(201, { executionId: execution.id, bid: execution.bid, execution });
     }),
     route('POST', '/v1/bids/{id}/accept', async (event) => {
@@ -186,7 +209,7 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
       return jsonResponse(200, await rejectBid(core, ownerOf(event), idOf(event)));
     }),
     route('POST', '/v1/jobs', async (event) =>
-      jsonResponse(202, await submitJob(core, ownerOf(event), jsonBody(event))),
+      jsonResponse(202, await submitJob(core, ownerOf(event), jsonBody(event), keyedRequest(event))),
     ),
     route('GET', '/v1/executions', async (event) => {
       const [cursor] = queryValues(event, 'cursor');
@@ -295,21 +318,14 @@ const idempotency = (core: Core): MiddlewareObj<ApiEvent, ApiResult> => {
   const keyOf = (request: { internal: unknown }) => internal(request).idempotencyKey as string | undefined;
   return {
     before: async (request) => {
-      const { event } = request;
-      const key = event.headers['idempotency-key'];
-      if (event.requestContext.http.method !== 'POST' || key === undefined) return;
-      if (key.length === 0 || key.length > 255) {
-        throw new ValidationError('Idempotency-Key must be 1 to 255 characters');
-      }
-      const owner = ownerOf(event);
-      const fingerprint = createHash('sha256')
-        .update(`${event.requestContext.http.method} ${event.requestContext.http.path}\n${bodyText(event)}`)
-        .digest('hex');
-      const storeKey = createHash('sha256').update(`${owner}\n${key}`).digest('hex');
+      const keyed = keyedRequest(request.event);
+      if (keyed === undefined) return;
+      const { key: storeKey, fingerprint } = keyed;
+      const leaseMs = Math.min(request.context.getRemainingTimeInMillis(), IDEMPOTENCY_LEASE_MS);
       const existing = await core.idempotency.claim(storeKey, {
         fingerprint,
         state: 'IN_PROGRESS',
-        expiresAt: new Date(Date.now() + IDEMPOTENCY_TTL_MS).toISOString(),
+        expiresAt: new Date(Date.now() + leaseMs).toISOString(),
       });
       if (existing === undefined) {
         internal(request).idempotencyKey = storeKey;
@@ -349,8 +365,12 @@ const idempotency = (core: Core): MiddlewareObj<ApiEvent, ApiResult> => {
     },
     onError: async (request) => {
       const key = keyOf(request);
-      // A failed request may be retried with the same key and run again.
-      if (key !== undefined) await core.idempotency.release(key);
+      // A failed request may be retried with the same key and run again. If even the release
+      // fails (the store is down), the claim's short lease frees the key.
+      if (key === undefined) return;
+      await core.idempotency.release(key).catch((error) => {
+        core.log.warn('could not release an Idempotency-Key; it frees itself when its lease ends', { error });
+      });
     },
   };
 };

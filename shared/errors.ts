@@ -127,4 +127,10 @@ export class StartupError extends FerryError {
   readonly status = 503;
 }
 
+/** Ferry's own storage cannot take the write (a read-only or full disk); nothing was changed. */
+export class StorageUnavailable extends FerryError {
+  readonly code = 'storage-unavailable';
+  readonly status = 503;
+}
+
 export const isFerryError = (error: unknown): error is FerryError => error instanceof FerryError;

@@ -142,4 +142,6 @@ export interface Clock {
 
 export interface IdGenerator {
   next(): string;
+  /** The id for a request identified by `key`: the same key always gives the same id. */
+  fromKey(key: string): string;
 }

@@ -106,6 +106,11 @@ export interface Execution {
   readonly dispatchToken?: string;
   /** Launch attempts deferred for capacity or retryable errors. */
   readonly deferrals: number;
+  /**
+   * A digest of the request that created the execution when it carried an Idempotency-Key:
+   * a retry of that request finds this record again; another request with the key is refused.
+   */
+  readonly requestFingerprint?: string;
   readonly exitCode?: number | null;
   readonly reason?: string;
   readonly result?: ExecutionResult;

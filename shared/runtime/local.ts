@@ -16,13 +16,14 @@ import { createApiHandler, MAX_BODY_BYTES } from '../../functions/api.ts';
 import { createDispatcherHandler } from '../../functions/dispatcher.ts';
 import { createSweeperHandler } from '../../functions/sweeper.ts';
 import { createTaskEventsHandler } from '../../functions/task-events.ts';
-import { serverIdentity } from '../adapters/local/data-dir.ts';
+import { loadSecret, serverIdentity } from '../adapters/local/data-dir.ts';
+import { LocalDatabase } from '../adapters/local/database.ts';
 import { DirectoryObjectStore } from '../adapters/local/dir-object-store.ts';
 import { DockerBackend } from '../adapters/local/docker-backend.ts';
-import { FileExecutionStore, FileIdempotencyStore } from '../adapters/local/file-store.ts';
-import { LocalQueue } from '../adapters/local/local-queue.ts';
 import { MemoryCapacityLedger } from '../adapters/local/memory-ledger.ts';
 import { ProcessBackend } from '../adapters/local/process-backend.ts';
+import { SqliteJobQueue } from '../adapters/local/sqlite-queue.ts';
+import { SqliteExecutionStore, SqliteIdempotencyStore } from '../adapters/local/sqlite-store.ts';
 import { executionIds, systemClock } from '../adapters/system.ts';
 import type { FerryConfig } from '../config.ts';
 import type { Core } from '../core.ts';
@@ -43,6 +44,7 @@ import { errorResponse, problemOf, problemResponse } from '../http/problem.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import type { ComputeBackend } from '../ports.ts';
 import { messageFor } from '../use-cases/dispatch.ts';
+import { moveTo, mutate } from '../use-cases/transitions.ts';
 import { demandOf, listAll } from '../use-cases/usage.ts';
 import { FERRY_VERSION } from '../version.ts';
 
@@ -50,7 +52,7 @@ export interface LocalServer {
   readonly url: string;
   readonly core: Core;
   readonly backend: ComputeBackend;
-  readonly queue: LocalQueue;
+  readonly queue: SqliteJobQueue;
   /** Stops taking work and closes files. Docker containers keep running; processes are killed. */
   close(): Promise<void>;
 }
@@ -147,10 +149,29 @@ async function startServing(
   log: Logger,
   door: FrontDoor,
 ): Promise<LocalServer> {
-  const store = await FileExecutionStore.open(config.dataDir);
-  const idempotency = await FileIdempotencyStore.open(config.dataDir);
+  // One database holds the records, the idempotency keys and the queue; opening it takes the
+  // data directory for this server alone.
+  const database = LocalDatabase.open(config.dataDir);
+  try {
+    return await startWork(config, options, log, door, database);
+  } catch (error) {
+    // Give the data directory back at once, so a corrected start in this process can take it.
+    database.close();
+    throw error;
+  }
+}
+
+async function startWork(
+  config: FerryConfig,
+  options: LocalServerOptions,
+  log: Logger,
+  door: FrontDoor,
+  database: LocalDatabase,
+): Promise<LocalServer> {
+  const store = new SqliteExecutionStore(database, await loadSecret(path.join(config.dataDir, 'cursor.key')));
+  const idempotency = new SqliteIdempotencyStore(database);
   const objects = await DirectoryObjectStore.open(config.dataDir, () => door.url);
-  const queue = new LocalQueue({
+  const queue = new SqliteJobQueue(database, {
     visibilitySeconds: config.queue.visibilitySeconds,
     maxReceives: config.queue.maxReceives,
   });
@@ -180,6 +201,8 @@ async function startServing(
           path.join(config.dataDir, 'processes'),
         );
 
+  // In memory: this server alone holds the data directory, so the map is the whole truth,
+  // and `recover` rebuilds it from the store's active executions at start.
   const ledger = new MemoryCapacityLedger();
   const profile: PlatformProfile = {
     platform: backend.platform,
@@ -231,7 +254,7 @@ async function startServing(
     return reply;
   };
 
-  await recover(core, backend, queue, log);
+  await recover(core, backend, queue, log, path.join(config.dataDir, 'work'));
 
   let running = true;
   const dispatchLoop = (async () => {
@@ -297,30 +320,64 @@ async function startServing(
       await dispatchLoop;
       await taskEvents.drain();
       if (backend instanceof ProcessBackend) await backend.shutdown();
-      await store.close();
-      await idempotency.close();
+      database.close();
     },
   };
 }
 
 /**
- * After a restart: queued work is queued again (the in-process queue was lost with the
- * process), Docker containers are adopted, job processes left by the earlier server are
- * killed and their executions FAILED, and whatever is still unaccounted for is left to the
- * sweeper, which finds lost tasks.
+ * After a restart: queued work whose message was lost (a crash between the write and the
+ * send) is queued again, Docker containers are adopted, job processes left by the earlier
+ * server are killed and their executions FAILED, and whatever is still unaccounted for is
+ * left to the sweeper, which finds lost tasks. An execution whose message survived in the
+ * queue gets no second one: a copy would not run the job twice (the state check drops it once
+ * the job launched), but both carry the same token, so while the job waits for capacity each
+ * deferral would re-send both and two chains would travel until launch.
  */
-async function recover(core: Core, backend: ComputeBackend, queue: LocalQueue, log: Logger): Promise<void> {
+async function recover(
+  core: Core,
+  backend: ComputeBackend,
+  queue: SqliteJobQueue,
+  log: Logger,
+  processWorkRoot: string,
+): Promise<void> {
   const queued = await listAll(core, ['QUEUED']);
   const active = await listAll(core, ACTIVE_STATES);
-  for (const execution of queued) await queue.send(messageFor(execution));
+  let requeued = 0;
+  const resend = async (execution: (typeof queued)[number]) => {
+    if (queue.holdsMessageFor(execution.id)) return;
+    await queue.send(messageFor(execution));
+    requeued++;
+  };
+  for (const execution of queued) await resend(execution);
   const unbounded = {
     maxConcurrency: Number.POSITIVE_INFINITY,
     maxCpu: Number.POSITIVE_INFINITY,
     maxMemoryMiB: Number.POSITIVE_INFINITY,
   };
   for (const execution of active) await core.ledger.reserve(execution.id, demandOf(execution), unbounded);
+  let abandoned = 0;
   for (const execution of active) {
-    if (execution.task === undefined) await queue.send(messageFor(execution));
+    if (execution.task !== undefined) continue;
+    // A process launch that got as far as the job's directory may have started the job, and
+    // a process cannot be adopted: launching it again could run it twice, so it ends here.
+    const mayHaveStarted =
+      backend instanceof ProcessBackend &&
+      execution.state === 'LAUNCHING' &&
+      execution.spec.workdir === undefined &&
+      fs.existsSync(path.join(processWorkRoot, execution.id));
+    if (!mayHaveStarted) {
+      await resend(execution);
+      continue;
+    }
+    const reason =
+      'the server stopped while launching the job; it may have started, so it is not started again';
+    await mutate(core.store, execution.id, (current) =>
+      current.state === 'LAUNCHING' && current.task === undefined
+        ? moveTo(current, 'FAILED', core.clock.now(), { endedAt: core.clock.now().toISOString() }, reason)
+        : undefined,
+    );
+    abandoned++;
   }
   let adopted = 0;
   let killedProcessGroups = 0;
@@ -332,8 +389,9 @@ async function recover(core: Core, backend: ComputeBackend, queue: LocalQueue, l
   }
   if (queued.length + active.length + killedProcessGroups > 0) {
     log.info('recovered after restart', {
-      requeued: queued.length,
+      requeued,
       active: active.length,
+      abandonedLaunches: abandoned,
       adoptedContainers: adopted,
       killedProcessGroups,
     });

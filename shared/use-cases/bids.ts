@@ -5,13 +5,28 @@ import { makeBid } from '../domain/bidding.ts';
 import { estimateWaitSeconds } from '../domain/capacity.ts';
 import type { Execution } from '../domain/execution.ts';
 import { parseJobSpec } from '../domain/job-spec.ts';
-import { BidDeclined, InvalidTransition, NotFound } from '../errors.ts';
+import { BidDeclined, IdempotencyConflict, InvalidTransition, NotFound, StaleExecution } from '../errors.ts';
 import { messageFor } from './dispatch.ts';
 import { moveTo, mutate } from './transitions.ts';
 import { currentUsage } from './usage.ts';
 
+/**
+ * The request an Idempotency-Key names: `key` identifies it for its owner, `fingerprint` its
+ * content. Its execution id comes from the key, so a retry after a crash finds the record
+ * the first try stored instead of making a second one.
+ */
+export interface KeyedRequest {
+  readonly key: string;
+  readonly fingerprint: string;
+}
+
 /** Validates the spec and bids on it: the execution OFFERED or DECLINED, not yet stored. */
-async function bidOn(core: Core, owner: string, specInput: unknown): Promise<Execution> {
+async function bidOn(
+  core: Core,
+  owner: string,
+  specInput: unknown,
+  request?: KeyedRequest,
+): Promise<Execution> {
   const spec = parseJobSpec(specInput, core.settings.policy.maxOutputBytes);
   const now = core.clock.now();
   const usage = await currentUsage(core);
@@ -30,7 +45,7 @@ async function bidOn(core: Core, owner: string, specInput: unknown): Promise<Exe
   const at = now.toISOString();
   const state = bid.accepted ? 'OFFERED' : 'DECLINED';
   const execution: Execution = {
-    id: core.ids.next(),
+    id: request === undefined ? core.ids.next() : core.ids.fromKey(request.key),
     owner,
     state,
     version: 1,
@@ -39,18 +54,46 @@ async function bidOn(core: Core, owner: string, specInput: unknown): Promise<Exe
     createdAt: at,
     updatedAt: at,
     deferrals: 0,
+    ...(request === undefined ? {} : { requestFingerprint: request.fingerprint }),
     history: [{ state, at, ...(bid.accepted ? {} : { reason: bid.reason }) }],
     ...(bid.accepted ? {} : { reason: bid.reason }),
   };
   return execution;
 }
 
-/** Validates the spec, bids on it and records the execution as OFFERED or DECLINED. */
-export async function askForBid(core: Core, owner: string, specInput: unknown): Promise<Execution> {
-  const execution = await bidOn(core, owner, specInput);
-  await core.store.create(execution);
-  return execution;
+/**
+ * Stores a new execution and returns it; for a keyed request stored before (a retry whose
+ * first answer was lost), the stored execution instead, however far it got.
+ */
+async function createOnce(core: Core, execution: Execution, request?: KeyedRequest): Promise<Execution> {
+  try {
+    await core.store.create(execution);
+    return execution;
+  } catch (error) {
+    if (!(error instanceof StaleExecution) || request === undefined) throw error;
+    const stored = await core.store.get(execution.id);
+    if (stored === undefined) throw error;
+    if (stored.owner !== execution.owner || stored.requestFingerprint !== request.fingerprint) {
+      throw new IdempotencyConflict('this Idempotency-Key was used with a different request; use a new key');
+    }
+    return stored;
+  }
 }
+
+/** Validates the spec, bids on it and records the execution as OFFERED or DECLINED. */
+export async function askForBid(
+  core: Core,
+  owner: string,
+  specInput: unknown,
+  request?: KeyedRequest,
+): Promise<Execution> {
+  return createOnce(core, await bidOn(core, owner, specInput, request), request);
+}
+
+const declined = (execution: Execution): BidDeclined =>
+  new BidDeclined(`Ferry will not run this job: ${execution.bid.reason}`, {
+    details: { executionId: execution.id, bid: execution.bid },
+  });
 
 /** Loads an execution the caller owns; another caller's execution does not exist for them. */
 export async function getOwned(core: Core, owner: string, id: string): Promise<Execution> {
@@ -104,22 +147,38 @@ export async function rejectBid(core: Core, owner: string, id: string): Promise<
   });
 }
 
-/** Ask and accept in one call; a decline is an error carrying the bid. */
-export async function submitJob(core: Core, owner: string, specInput: unknown): Promise<Execution> {
-  const offered = await bidOn(core, owner, specInput);
-  if (!offered.bid.accepted) {
-    await core.store.create(offered);
-    throw new BidDeclined(`Ferry will not run this job: ${offered.bid.reason}`, {
-      details: { executionId: offered.id, bid: offered.bid },
-    });
-  }
+/**
+ * Ask and accept in one call; a decline is an error carrying the bid. A keyed retry gets the
+ * execution its first try stored: the same decline again, or the job as far as it got.
+ */
+export async function submitJob(
+  core: Core,
+  owner: string,
+  specInput: unknown,
+  request?: KeyedRequest,
+): Promise<Execution> {
+  const offered = await bidOn(core, owner, specInput, request);
+  if (!offered.bid.accepted) throw declined(await createOnce(core, offered, request));
   // Offered and accepted in the same breath: stored once, already QUEUED.
   const now = core.clock.now();
   const queued: Execution = {
     ...moveTo(offered, 'QUEUED', now, { queuedAt: now.toISOString(), dispatchToken: core.ids.next() }),
     version: 1,
   };
-  await core.store.create(queued);
-  await core.queue.send(messageFor(queued));
+  const stored = await createOnce(core, queued, request);
+  if (stored.state === 'DECLINED') throw declined(stored);
+  if (stored !== queued) return stored;
+  try {
+    await core.queue.send(messageFor(queued));
+  } catch (error) {
+    // The caller is answered with an error, so the job must not run later: end it if the
+    // store still takes writes (if not, the sweeper re-sends it once the store recovers).
+    await mutate(core.store, queued.id, (current) =>
+      current.state === 'QUEUED'
+        ? moveTo(current, 'FAILED', core.clock.now(), {}, 'the job could not be queued')
+        : undefined,
+    ).catch(() => undefined);
+    throw error;
+  }
   return queued;
 }

@@ -20,6 +20,26 @@ export interface SweepReport {
   relaunched: number;
   /** Capacity reservations of ended executions given back. */
   released: number;
+  /** Executions this pass could not handle (a failed write); the next pass tries again. */
+  skipped: number;
+}
+
+/**
+ * Runs the sweep's work on one execution. One that fails is logged and skipped, so one
+ * record that cannot be written never stops the pass for all the others.
+ */
+async function isolated(
+  core: Core,
+  report: SweepReport,
+  id: string,
+  work: () => Promise<void>,
+): Promise<void> {
+  try {
+    await work();
+  } catch (error) {
+    report.skipped++;
+    core.log.error('sweep skipped an execution', { executionId: id, error });
+  }
 }
 
 export async function sweep(core: Core): Promise<SweepReport> {
@@ -30,58 +50,65 @@ export async function sweep(core: Core): Promise<SweepReport> {
     requeued: 0,
     relaunched: 0,
     released: 0,
+    skipped: 0,
   };
   const now = core.clock.now();
 
   for (const offered of await listAll(core, ['OFFERED'])) {
     if (offered.bid.expiresAt === undefined || Date.parse(offered.bid.expiresAt) > now.getTime()) continue;
-    await mutate(core.store, offered.id, (current) =>
-      current.state === 'OFFERED'
-        ? moveTo(current, 'EXPIRED', now, {}, 'the bid was not accepted in time')
-        : undefined,
-    );
-    report.expiredBids++;
+    await isolated(core, report, offered.id, async () => {
+      await mutate(core.store, offered.id, (current) =>
+        current.state === 'OFFERED'
+          ? moveTo(current, 'EXPIRED', now, {}, 'the bid was not accepted in time')
+          : undefined,
+      );
+      report.expiredBids++;
+    });
   }
 
   for (const queued of await listAll(core, ['QUEUED'])) {
     if (Date.parse(queued.updatedAt) + core.settings.requeueAfterSeconds * 1000 > now.getTime()) continue;
-    // Its message may have been dead-lettered: start a new chain, which supersedes the old one.
-    const renewed = await mutate(core.store, queued.id, (current) =>
-      current.state === 'QUEUED' ? amend(current, now, { dispatchToken: core.ids.next() }) : undefined,
-    );
-    if (renewed.state !== 'QUEUED') continue;
-    await core.queue.send(messageFor(renewed));
-    report.requeued++;
+    await isolated(core, report, queued.id, async () => {
+      // Its message may have been dead-lettered: start a new chain, which supersedes the old one.
+      const renewed = await mutate(core.store, queued.id, (current) =>
+        current.state === 'QUEUED' ? amend(current, now, { dispatchToken: core.ids.next() }) : undefined,
+      );
+      if (renewed.state !== 'QUEUED') return;
+      await core.queue.send(messageFor(renewed));
+      report.requeued++;
+    });
   }
 
   const active = await listAll(core, ACTIVE_STATES);
   for (const execution of active) {
-    if (execution.task === undefined) {
-      const launchedAt = Date.parse(execution.launchedAt ?? execution.updatedAt);
-      if (launchedAt + core.settings.launchGraceSeconds * 1000 < now.getTime()) {
-        await core.queue.send(messageFor(execution));
-        report.relaunched++;
+    await isolated(core, report, execution.id, async () => {
+      if (execution.task === undefined) {
+        const launchedAt = Date.parse(execution.launchedAt ?? execution.updatedAt);
+        if (launchedAt + core.settings.launchGraceSeconds * 1000 < now.getTime()) {
+          await core.queue.send(messageFor(execution));
+          report.relaunched++;
+        }
+        return;
       }
-      continue;
-    }
-    const overdue = execution.deadlineAt !== undefined && Date.parse(execution.deadlineAt) <= now.getTime();
-    if (overdue && execution.stopRequested === undefined) {
-      const marked = await mutate(core.store, execution.id, (current) =>
-        current.stopRequested === undefined && ACTIVE_STATES.includes(current.state)
-          ? amend(current, now, { stopRequested: { intent: 'timeout', at: now.toISOString() } })
-          : undefined,
-      );
-      if (marked.stopRequested?.intent === 'timeout' && marked.task !== undefined) {
-        await core.backend.stop(marked.task.id, `timed out after ${marked.spec.timeoutSeconds}s`);
-        report.timedOut++;
+      const overdue = execution.deadlineAt !== undefined && Date.parse(execution.deadlineAt) <= now.getTime();
+      if (overdue && execution.stopRequested === undefined) {
+        const marked = await mutate(core.store, execution.id, (current) =>
+          current.stopRequested === undefined && ACTIVE_STATES.includes(current.state)
+            ? amend(current, now, { stopRequested: { intent: 'timeout', at: now.toISOString() } })
+            : undefined,
+        );
+        if (marked.stopRequested?.intent === 'timeout' && marked.task !== undefined) {
+          await core.backend.stop(marked.task.id, `timed out after ${marked.spec.timeoutSeconds}s`);
+          report.timedOut++;
+        }
+      } else if (
+        execution.stopRequested !== undefined &&
+        Date.parse(execution.stopRequested.at) + STOP_RETRY_SECONDS * 1000 < now.getTime()
+      ) {
+        // Ask again: a stop request can be lost like any other call.
+        await core.backend.stop(execution.task.id, 'stop requested earlier');
       }
-    } else if (
-      execution.stopRequested !== undefined &&
-      Date.parse(execution.stopRequested.at) + STOP_RETRY_SECONDS * 1000 < now.getTime()
-    ) {
-      // Ask again: a stop request can be lost like any other call.
-      await core.backend.stop(execution.task.id, 'stop requested earlier');
-    }
+    });
   }
 
   const withTasks = active.filter((e) => e.task !== undefined);
@@ -91,16 +118,18 @@ export async function sweep(core: Core): Promise<SweepReport> {
       if (status.lastStatus !== 'MISSING') continue;
       const execution = withTasks.find((e) => e.task?.id === status.taskId);
       if (execution === undefined) continue;
-      // The task is gone and its stop event never came: end the execution from what is stored.
-      await handleTaskStateChange(core, {
-        taskArn: status.taskId,
-        startedBy: execution.id,
-        lastStatus: 'STOPPED',
-        stopCode: 'TaskLost',
-        stoppedReason: 'the task disappeared from the backend without a stop event',
-        version: Number.MAX_SAFE_INTEGER,
+      await isolated(core, report, execution.id, async () => {
+        // The task is gone and its stop event never came: end the execution from what is stored.
+        await handleTaskStateChange(core, {
+          taskArn: status.taskId,
+          startedBy: execution.id,
+          lastStatus: 'STOPPED',
+          stopCode: 'TaskLost',
+          stoppedReason: 'the task disappeared from the backend without a stop event',
+          version: Number.MAX_SAFE_INTEGER,
+        });
+        report.lostTasks++;
       });
-      report.lostTasks++;
     }
   }
   // An ended execution gives its capacity back once its task no longer holds it: a task
@@ -113,16 +142,20 @@ export async function sweep(core: Core): Promise<SweepReport> {
       ended.push(execution);
       continue;
     }
-    await core.ledger.release(holder);
-    report.released++;
+    await isolated(core, report, holder, async () => {
+      await core.ledger.release(holder);
+      report.released++;
+    });
   }
   if (ended.length > 0) {
     const executionOf = new Map(ended.map((e) => [e.task?.id ?? '', e.id]));
     for (const status of await core.backend.describe([...executionOf.keys()])) {
       const id = executionOf.get(status.taskId);
       if (id === undefined || (status.lastStatus !== 'STOPPED' && status.lastStatus !== 'MISSING')) continue;
-      await core.ledger.release(id);
-      report.released++;
+      await isolated(core, report, id, async () => {
+        await core.ledger.release(id);
+        report.released++;
+      });
     }
   }
   return report;

@@ -95,4 +95,19 @@ describe('DynamoDB execution store', () => {
     await keys.release('k1');
     expect(await keys.claim('k1', record)).toBeUndefined();
   });
+
+  it('lets a claim whose lease ran out be taken again, as a crashed request leaves it', async () => {
+    const keys = new DynamoIdempotencyStore(aws.tableName, aws.clients.dynamodb);
+    const lease = (seconds: number) => ({
+      fingerprint: 'f1',
+      state: 'IN_PROGRESS' as const,
+      expiresAt: new Date(Date.now() + seconds * 1000).toISOString(),
+    });
+    const live = lease(60);
+    expect(await keys.claim('k-live', live)).toBeUndefined();
+    expect(await keys.claim('k-live', lease(60))).toEqual(live);
+
+    expect(await keys.claim('k-crashed', lease(-5))).toBeUndefined();
+    expect(await keys.claim('k-crashed', lease(60))).toBeUndefined();
+  });
 });

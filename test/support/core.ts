@@ -1,10 +1,11 @@
 // A Core on the local adapters with a backend under the test's control, for testing use
 // cases without running anything: the test plays the part of the task and its events.
 
+import { LocalDatabase } from '../../shared/adapters/local/database.ts';
 import { DirectoryObjectStore } from '../../shared/adapters/local/dir-object-store.ts';
-import { FileExecutionStore, FileIdempotencyStore } from '../../shared/adapters/local/file-store.ts';
-import { LocalQueue } from '../../shared/adapters/local/local-queue.ts';
 import { MemoryCapacityLedger } from '../../shared/adapters/local/memory-ledger.ts';
+import { SqliteJobQueue } from '../../shared/adapters/local/sqlite-queue.ts';
+import { SqliteExecutionStore, SqliteIdempotencyStore } from '../../shared/adapters/local/sqlite-store.ts';
 import { executionIds } from '../../shared/adapters/system.ts';
 import type { Core } from '../../shared/core.ts';
 import type { Execution, ResolvedConstraints } from '../../shared/domain/execution.ts';
@@ -53,20 +54,25 @@ export class ScriptedBackend implements ComputeBackend {
 export interface TestCore {
   readonly core: Core;
   readonly backend: ScriptedBackend;
-  readonly queue: LocalQueue;
-  readonly store: FileExecutionStore;
+  readonly queue: SqliteJobQueue;
+  readonly store: SqliteExecutionStore;
   readonly now: { value: Date };
 }
 
 export async function buildTestCore(overrides: Partial<Core['settings']> = {}): Promise<TestCore> {
   const dir = await tempDir('ferry-core-');
-  const store = await FileExecutionStore.open(dir);
+  const database = LocalDatabase.open(dir);
+  const store = new SqliteExecutionStore(database, Buffer.alloc(32, 7));
   const now = { value: new Date('2030-01-01T00:00:00.000Z') };
-  const queue = new LocalQueue({ visibilitySeconds: 30, maxReceives: 5, now: () => now.value.getTime() });
+  const queue = new SqliteJobQueue(database, {
+    visibilitySeconds: 30,
+    maxReceives: 5,
+    now: () => now.value.getTime(),
+  });
   const backend = new ScriptedBackend();
   const core: Core = {
     store,
-    idempotency: await FileIdempotencyStore.open(dir),
+    idempotency: new SqliteIdempotencyStore(database, () => now.value.getTime()),
     queue,
     objects: await DirectoryObjectStore.open(dir, () => 'http://127.0.0.1:1'),
     backend,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { TaskStateChangeDetail } from '../../shared/domain/task-event.ts';
-import { BackendError } from '../../shared/errors.ts';
+import { BackendError, IdempotencyConflict, StorageUnavailable } from '../../shared/errors.ts';
 import { acceptBid, askForBid, submitJob } from '../../shared/use-cases/bids.ts';
 import { dispatch } from '../../shared/use-cases/dispatch.ts';
 import { cancelExecution } from '../../shared/use-cases/executions.ts';
@@ -200,5 +200,57 @@ describe('sweeper', () => {
       reason: 'the task disappeared from the backend without a stop event',
     });
     await expect(acceptBid(core, OWNER, offer.id)).rejects.toThrow(/EXPIRED/);
+  });
+
+  it('skips a record it cannot write and handles every other one in the same pass', async () => {
+    const { core, now } = await buildTestCore();
+    const offers = [];
+    for (let i = 0; i < 3; i++) offers.push(await askForBid(core, OWNER, job));
+    const [first, broken, last] = offers.map((o) => o.id);
+    const store = core.store;
+    const failing = {
+      create: store.create.bind(store),
+      get: store.get.bind(store),
+      list: store.list.bind(store),
+      update: async (next: Parameters<typeof store.update>[0], expectedVersion: number) => {
+        if (next.id === broken) throw new StorageUnavailable('the data directory cannot be written');
+        return store.update(next, expectedVersion);
+      },
+    };
+
+    now.value = new Date(now.value.getTime() + 301_000);
+    const report = await sweep({ ...core, store: failing });
+
+    expect(report).toMatchObject({ expiredBids: 2, skipped: 1 });
+    expect((await store.get(first ?? ''))?.state).toBe('EXPIRED');
+    expect((await store.get(last ?? ''))?.state).toBe('EXPIRED');
+    expect((await store.get(broken ?? ''))?.state).toBe('OFFERED');
+  });
+});
+
+describe('keyed requests', () => {
+  const request = { key: 'owner-a/key-1', fingerprint: 'fp-1' };
+
+  it('a retried submission returns the execution its first try stored, and sends no second message', async () => {
+    const { core, queue } = await buildTestCore();
+    const first = await submitJob(core, OWNER, job, request);
+    const retried = await submitJob(core, OWNER, job, request);
+
+    expect(retried.id).toBe(first.id);
+    expect(queue.depth).toBe(1);
+    await expect(submitJob(core, OWNER, job, { ...request, fingerprint: 'other' })).rejects.toBeInstanceOf(
+      IdempotencyConflict,
+    );
+  });
+
+  it('a retried declined submission is declined again with the same execution', async () => {
+    const { core } = await buildTestCore();
+    const tooBig = { ...job, resources: { cpu: 64 } };
+    const first = await submitJob(core, OWNER, tooBig, request).catch((error: unknown) => error);
+    const again = await submitJob(core, OWNER, tooBig, request).catch((error: unknown) => error);
+
+    expect(first).toMatchObject({ code: 'bid-declined' });
+    expect((again as { details: unknown }).details).toEqual((first as { details: unknown }).details);
+    expect((await core.store.list({ owner: OWNER, limit: 10 })).items).toHaveLength(1);
   });
 });

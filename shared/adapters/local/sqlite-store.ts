@@ -1,0 +1,212 @@
+// ExecutionStore and IdempotencyStore in the local database. Nothing is cached in memory:
+// every write is one transaction, conditional on the version read, so a write that fails
+// leaves nothing behind; waiters are woken in-process once a write has committed.
+import { createHmac } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { ChangeFeed } from '../../core.ts';
+import type { Execution } from '../../domain/execution.ts';
+import { canTransition } from '../../domain/states.ts';
+import { InvalidTransition, StaleExecution, ValidationError } from '../../errors.ts';
+import type { ExecutionStore, IdempotencyRecord, IdempotencyStore, ListQuery, Page } from '../../ports.ts';
+import { digestOf, type ExecutionRow, type LocalDatabase } from './database.ts';
+
+interface CursorPosition {
+  readonly createdAt: string;
+  readonly id: string;
+}
+
+/** Parsed records kept by the digest of their stored bytes, at most this many. */
+const PARSED_CACHE_LIMIT = 10_000;
+
+export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
+  private readonly changes = new EventEmitter();
+  /**
+   * The dispatcher reads every active and queued record for each message it handles; parsing
+   * them each time would cost more than the reads. A digest names the exact stored bytes, so
+   * a cached parse is never stale; writes never go through it.
+   */
+  private readonly parsed = new Map<string, Execution>();
+  private readonly statements;
+
+  constructor(
+    private readonly database: LocalDatabase,
+    private readonly cursorKey: Buffer,
+  ) {
+    this.changes.setMaxListeners(0);
+    const { db } = database;
+    this.statements = {
+      get: db.prepare('SELECT id, version, state, body, digest FROM executions WHERE id = ?'),
+      insert: db.prepare(
+        'INSERT INTO executions (id, owner, state, created_at, version, body, digest) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      ),
+      update: db.prepare(
+        'UPDATE executions SET state = ?, version = ?, body = ?, digest = ? WHERE id = ? AND version = ?',
+      ),
+    };
+  }
+
+  async create(execution: Execution): Promise<void> {
+    const body = JSON.stringify(execution);
+    this.database.write(() => {
+      if (this.statements.get.get(execution.id) !== undefined) {
+        throw new StaleExecution(`execution ${execution.id} already exists`);
+      }
+      this.statements.insert.run(
+        execution.id,
+        execution.owner,
+        execution.state,
+        execution.createdAt,
+        execution.version,
+        body,
+        digestOf(body),
+      );
+    });
+    this.changes.emit(execution.id);
+  }
+
+  async get(id: string): Promise<Execution | undefined> {
+    const row = this.database.read(() => this.statements.get.get(id) as ExecutionRow | undefined);
+    return row === undefined ? undefined : this.decode(row);
+  }
+
+  async update(next: Execution, expectedVersion: number): Promise<void> {
+    const body = JSON.stringify(next);
+    this.database.write(() => {
+      const current = this.statements.get.get(next.id) as ExecutionRow | undefined;
+      if (current === undefined || current.version !== expectedVersion) {
+        throw new StaleExecution(
+          `execution ${next.id} changed since it was read (version ${expectedVersion})`,
+        );
+      }
+      const from = current.state as Execution['state'];
+      if (from !== next.state && !canTransition(from, next.state)) {
+        throw new InvalidTransition(`execution ${next.id} cannot move from ${from} to ${next.state}`);
+      }
+      this.statements.update.run(next.state, next.version, body, digestOf(body), next.id, expectedVersion);
+    });
+    this.changes.emit(next.id);
+  }
+
+  /** Newest first by (createdAt, id), so pages never overlap. */
+  async list(query: ListQuery): Promise<Page<Execution>> {
+    const after = query.cursor === undefined ? undefined : this.decodeCursor(query.cursor);
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (query.owner !== undefined) {
+      where.push('owner = ?');
+      params.push(query.owner);
+    }
+    if (query.states?.length) {
+      where.push(`state IN (${query.states.map(() => '?').join(', ')})`);
+      params.push(...query.states);
+    }
+    if (after !== undefined) {
+      where.push('(created_at < ? OR (created_at = ? AND id < ?))');
+      params.push(after.createdAt, after.createdAt, after.id);
+    }
+    const sql =
+      'SELECT id, body, digest FROM executions' +
+      (where.length > 0 ? ` WHERE ${where.join(' AND ')}` : '') +
+      ' ORDER BY created_at DESC, id DESC LIMIT ?';
+    const rows = this.database.read(
+      () => this.database.db.prepare(sql).all(...params, query.limit + 1) as ExecutionRow[],
+    );
+    const items = rows.slice(0, query.limit).map((row) => this.decode(row));
+    const last = items.at(-1);
+    return rows.length > query.limit && last !== undefined
+      ? { items, nextCursor: this.encodeCursor({ createdAt: last.createdAt, id: last.id }) }
+      : { items };
+  }
+
+  private decode(row: Pick<ExecutionRow, 'id' | 'body' | 'digest'>): Execution {
+    const cached = this.parsed.get(row.digest);
+    if (cached !== undefined && cached.id === row.id) return cached;
+    const execution = this.database.decode<Execution>(row.id, row.body, row.digest);
+    if (this.parsed.size >= PARSED_CACHE_LIMIT) this.parsed.clear();
+    this.parsed.set(row.digest, execution);
+    return execution;
+  }
+
+  waitForChange(id: string, timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.changes.off(id, done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.changes.once(id, done);
+    });
+  }
+
+  private sign(payload: string): string {
+    return createHmac('sha256', this.cursorKey).update(payload).digest('base64url').slice(0, 22);
+  }
+
+  private encodeCursor(position: CursorPosition): string {
+    const payload = Buffer.from(JSON.stringify([position.createdAt, position.id])).toString('base64url');
+    return `${payload}.${this.sign(payload)}`;
+  }
+
+  private decodeCursor(cursor: string): CursorPosition {
+    const [payload = '', signature] = cursor.split('.');
+    if (signature === undefined || this.sign(payload) !== signature) {
+      throw new ValidationError('invalid cursor: pass back the nextCursor of an earlier page unchanged', [
+        { field: 'cursor', message: 'not a cursor this server issued' },
+      ]);
+    }
+    const [createdAt, id] = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as [
+      string,
+      string,
+    ];
+    return { createdAt, id };
+  }
+}
+
+export class SqliteIdempotencyStore implements IdempotencyStore {
+  private readonly statements;
+
+  constructor(
+    private readonly database: LocalDatabase,
+    private readonly now: () => number = Date.now,
+  ) {
+    const { db } = database;
+    this.statements = {
+      get: db.prepare('SELECT body, expires_at FROM idempotency WHERE key = ?'),
+      put: db.prepare(
+        'INSERT OR REPLACE INTO idempotency (key, state, expires_at, body) VALUES (?, ?, ?, ?)',
+      ),
+      delete: db.prepare('DELETE FROM idempotency WHERE key = ?'),
+    };
+    // This server holds the database alone, so a claim still in progress was made by a
+    // server that is gone: its request was never answered and may be retried at once.
+    database.write(() => {
+      db.prepare("DELETE FROM idempotency WHERE state = 'IN_PROGRESS' OR expires_at <= ?").run(this.now());
+    });
+  }
+
+  async claim(key: string, record: IdempotencyRecord): Promise<IdempotencyRecord | undefined> {
+    return this.database.write(() => {
+      const existing = this.statements.get.get(key) as { body: string; expires_at: number } | undefined;
+      if (existing !== undefined && existing.expires_at > this.now()) {
+        return this.database.parse<IdempotencyRecord>(key, existing.body);
+      }
+      this.put(key, record);
+      return undefined;
+    });
+  }
+
+  async complete(key: string, record: IdempotencyRecord): Promise<void> {
+    this.database.write(() => this.put(key, record));
+  }
+
+  async release(key: string): Promise<void> {
+    this.database.write(() => {
+      this.statements.delete.run(key);
+    });
+  }
+
+  private put(key: string, record: IdempotencyRecord): void {
+    this.statements.put.run(key, record.state, Date.parse(record.expiresAt), JSON.stringify(record));
+  }
+}
