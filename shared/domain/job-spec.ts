@@ -64,8 +64,13 @@ const byteCount = z.union([z.number(), z.string()]).transform((value, ctx) => {
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._/-]*$/;
-const IMAGE_REFERENCE =
-  /^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$/;
+const IMAGE_PATH_COMPONENT = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
+// Docker's grammar: an optional registry (a host name, or an IPv6 address in brackets, with
+// an optional port), path components, an optional tag and an optional digest.
+const IMAGE_REFERENCE = new RegExp(
+  `^(?:\\[[0-9a-f:.]+\\](?::[0-9]+)?\\/${IMAGE_PATH_COMPONENT}|[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?)` +
+    `(?:\\/${IMAGE_PATH_COMPONENT})*(?::[\\w][\\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$`,
+);
 
 const containerPath = z
   .string()

@@ -159,6 +159,10 @@ export async function startLocalServer(
     supportsPublish: true,
     // Docker gives a job no network at all; plain processes share the host's.
     enforcesNetworkNone: backend.platform === 'docker',
+    // Images already on the host run whatever their name; the process backend runs no images.
+    ...(backend instanceof DockerBackend
+      ? { imagePresent: (image: string) => backend.imagePresent(image) }
+      : {}),
   };
   const core: Core = {
     store,

@@ -15,10 +15,13 @@ async function bidOn(core: Core, owner: string, specInput: unknown): Promise<Exe
   const spec = parseJobSpec(specInput, core.settings.policy.maxOutputBytes);
   const now = core.clock.now();
   const usage = await currentUsage(core);
+  const { profile } = core.settings;
+  const imagePresent = (await profile.imagePresent?.(spec.image)) ?? false;
   const bid = makeBid({
     spec,
     policy: core.settings.policy,
-    profile: core.settings.profile,
+    profile,
+    facts: { imagePresent },
     budget: core.settings.capacity,
     expiresAt: new Date(now.getTime() + core.settings.bidTtlSeconds * 1000).toISOString(),
     queueEstimate: (constraints) => ({

@@ -32,7 +32,7 @@ export async function describeNode(core: Core) {
       timeoutSeconds: { min: policy.minTimeoutSeconds, max: policy.maxTimeoutSeconds },
       outputBytesPerStream: policy.maxOutputBytes,
       network: policy.allowEgress ? ['none', 'egress'] : ['none'],
-      images: { allow: policy.imageAllow, deny: policy.imageDeny },
+      images: { allow: policy.imageAllow, deny: policy.imageDeny, registries: policy.registryAllow },
       commandArgs: JOB_LIMITS.commandArgs,
       envEntries: JOB_LIMITS.envEntries,
     },

@@ -16,6 +16,8 @@ export const LABEL_SERVER = 'ferry.server';
 const TASK_PREFIX = 'docker/';
 const STOP_GRACE_SECONDS = 3;
 const MiB = 1024 * 1024;
+const PRESENCE_TTL_MS = 2000;
+const PRESENCE_ENTRIES = 1024;
 
 export const containerName = (executionId: string): string => `ferry-${executionId}`;
 
@@ -32,6 +34,7 @@ export class DockerBackend implements ComputeBackend {
   readonly platform = 'docker' as const;
   private readonly book: LocalTaskBook;
   private readonly stopping = new Set<string>();
+  private readonly presence = new Map<string, { present: boolean; at: number }>();
 
   constructor(
     private readonly docker: Docker,
@@ -48,6 +51,26 @@ export class DockerBackend implements ComputeBackend {
     private readonly outputJournal = true,
   ) {
     this.book = new LocalTaskBook(objects, emit, log);
+  }
+
+  /**
+   * Whether the image is already on this host, from the engine's image store only (never
+   * a registry). Answers are kept briefly, so a burst of bids on one image asks once.
+   */
+  async imagePresent(image: string): Promise<boolean> {
+    const now = Date.now();
+    const known = this.presence.get(image);
+    if (known !== undefined && now - known.at < PRESENCE_TTL_MS) return known.present;
+    let present = false;
+    try {
+      await this.docker.getImage(image).inspect();
+      present = true;
+    } catch {
+      // Not there, or the engine could not say: either way the image is not known to be here.
+    }
+    if (this.presence.size >= PRESENCE_ENTRIES) this.presence.clear();
+    this.presence.set(image, { present, at: now });
+    return present;
   }
 
   /** Answers whether an engine is reachable, for choosing the backend at start. */
