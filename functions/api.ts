@@ -5,6 +5,7 @@ import middy, { type MiddlewareObj } from '@middy/core';
 import httpRouterHandler, { type Route } from '@middy/http-router';
 import type { APIGatewayProxyEventV2WithIAMAuthorizer, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import type { Core } from '#shared/core.ts';
+import { parseReviewBody, type ReviewBody } from '#shared/domain/review.ts';
 import { EXECUTION_STATES, type ExecutionState, isExecutionState } from '#shared/domain/states.ts';
 import {
   IdempotencyConflict,
@@ -125,6 +126,11 @@ function streamOf(event: ApiEvent): StreamName {
   return stream;
 }
 
+/** The optional review body: none, `{}` or `{"justification": "…"}`. */
+function reviewBody(event: ApiEvent): ReviewBody {
+  return bodyText(event).trim() === '' ? {} : parseReviewBody(jsonBody(event));
+}
+
 function noBody(event: ApiEvent): void {
   if (bodyText(event).trim() !== '') throw new ValidationError('this request takes no body');
 }
@@ -152,10 +158,9 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
       noBody(event);
       return jsonResponse(202, await acceptBid(core, ownerOf(event), idOf(event)));
     }),
-    route('POST', '/v1/bids/{id}/reject', async (event) => {
-      noBody(event);
-      return jsonResponse(200, await rejectBid(core, ownerOf(event), idOf(event)));
-    }),
+    route('POST', '/v1/bids/{id}/reject', async (event) =>
+      jsonResponse(200, await rejectBid(core, ownerOf(event), idOf(event), reviewBody(event))),
+    ),
     route('POST', '/v1/jobs', async (event) =>
       jsonResponse(202, await submitJob(core, ownerOf(event), jsonBody(event))),
     ),
@@ -211,14 +216,12 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
     route('GET', '/v1/executions/{id}/result', async (event) =>
       jsonResponse(200, await getResult(core, ownerOf(event), idOf(event))),
     ),
-    route('POST', '/v1/executions/{id}/result/accept', async (event) => {
-      noBody(event);
-      return jsonResponse(200, await reviewResult(core, ownerOf(event), idOf(event), 'ACCEPTED'));
-    }),
-    route('POST', '/v1/executions/{id}/result/reject', async (event) => {
-      noBody(event);
-      return jsonResponse(200, await reviewResult(core, ownerOf(event), idOf(event), 'REJECTED'));
-    }),
+    route('POST', '/v1/executions/{id}/result/accept', async (event) =>
+      jsonResponse(200, await reviewResult(core, ownerOf(event), idOf(event), 'ACCEPTED', reviewBody(event))),
+    ),
+    route('POST', '/v1/executions/{id}/result/reject', async (event) =>
+      jsonResponse(200, await reviewResult(core, ownerOf(event), idOf(event), 'REJECTED', reviewBody(event))),
+    ),
     route('GET', '/v1/openapi.json', async () => jsonResponse(200, openApiDocument())),
     route('GET', '/v1/node', async (event) => {
       ownerOf(event);

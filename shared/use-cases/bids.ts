@@ -5,6 +5,7 @@ import { makeBid } from '../domain/bidding.ts';
 import { estimateWaitSeconds } from '../domain/capacity.ts';
 import type { Execution } from '../domain/execution.ts';
 import { parseJobSpec } from '../domain/job-spec.ts';
+import type { ReviewBody } from '../domain/review.ts';
 import { BidDeclined, InvalidTransition, NotFound } from '../errors.ts';
 import { messageFor } from './dispatch.ts';
 import { moveTo, mutate } from './transitions.ts';
@@ -96,14 +97,26 @@ export async function acceptBid(core: Core, owner: string, id: string): Promise<
   return queued;
 }
 
-export async function rejectBid(core: Core, owner: string, id: string): Promise<Execution> {
+export async function rejectBid(
+  core: Core,
+  owner: string,
+  id: string,
+  review: ReviewBody = {},
+): Promise<Execution> {
   await getOwned(core, owner, id);
   return mutate(core.store, id, (current) => {
     if (current.state === 'BID_REJECTED') return undefined;
     if (current.state !== 'OFFERED') {
       throw new InvalidTransition(`execution ${id} is ${current.state}; only an OFFERED bid can be rejected`);
     }
-    return moveTo(current, 'BID_REJECTED', core.clock.now(), {}, 'rejected by the caller');
+    return moveTo(
+      current,
+      'BID_REJECTED',
+      core.clock.now(),
+      {},
+      'rejected by the caller',
+      review.justification,
+    );
   });
 }
 
