@@ -17,7 +17,7 @@ import {
   UnsupportedMediaType,
   ValidationError,
 } from '#shared/errors.ts';
-import { openApiDocument } from '#shared/http/openapi.ts';
+import { ID_PATTERN, MAX_BODY_BYTES, openApiDocument, QUERY_LIMITS } from '#shared/http/openapi.ts';
 import { jsonResponse, problemOf, problemResponse } from '#shared/http/problem.ts';
 import { acceptBid, askForBid, rejectBid, submitJob } from '#shared/use-cases/bids.ts';
 import {
@@ -38,8 +38,8 @@ import {
 export type ApiEvent = APIGatewayProxyEventV2WithIAMAuthorizer;
 export type ApiResult = APIGatewayProxyStructuredResultV2;
 
-export const MAX_BODY_BYTES = 1024 * 1024;
-const ID_PATTERN = /^ex_[0-9a-z]{26}$/;
+export { MAX_BODY_BYTES };
+
 const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
 
 function ownerOf(event: ApiEvent): string {
@@ -86,7 +86,12 @@ function queryValues(event: ApiEvent, name: string): string[] {
   return event.queryStringParameters?.[name]?.split(',') ?? [];
 }
 
-function queryNumber(event: ApiEvent, name: string, fallback: number, min: number, max: number): number {
+/** A whole-number query parameter within the limits the OpenAPI document publishes. */
+function queryNumber(
+  event: ApiEvent,
+  name: string,
+  { min, max, default: fallback = min }: { min: number; max: number; default?: number },
+): number {
   const [text] = queryValues(event, name);
   if (text === undefined || text === '') return fallback;
   const value = Number(text);
@@ -168,7 +173,7 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
       const [cursor] = queryValues(event, 'cursor');
       const page = await listExecutions(core, ownerOf(event), {
         states: queryStates(event),
-        limit: queryNumber(event, 'limit', 50, 1, 500),
+        limit: queryNumber(event, 'limit', QUERY_LIMITS.listLimit),
         ...(cursor ? { cursor } : {}),
       });
       return jsonResponse(200, page);
@@ -177,7 +182,7 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
       jsonResponse(200, await getExecution(core, ownerOf(event), idOf(event))),
     ),
     route('GET', '/v1/executions/{id}/wait', async (event) => {
-      const timeoutSeconds = queryNumber(event, 'timeoutSeconds', 20, 0, 3600);
+      const timeoutSeconds = queryNumber(event, 'timeoutSeconds', QUERY_LIMITS.waitTimeoutSeconds);
       const states = queryStates(event);
       const { execution, done } = await waitForExecution(
         core,
@@ -202,9 +207,9 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
         return binary(await readStoredLog(core, owner, id, stream), {});
       }
       const chunk = await readLog(core, owner, id, stream, {
-        offset: queryNumber(event, 'offset', 0, 0, Number.MAX_SAFE_INTEGER),
-        maxBytes: queryNumber(event, 'maxBytes', 1024 * 1024, 1, 4 * 1024 * 1024),
-        waitSeconds: follow ? queryNumber(event, 'waitSeconds', 20, 0, 3600) : 0,
+        offset: queryNumber(event, 'offset', QUERY_LIMITS.logOffset),
+        maxBytes: queryNumber(event, 'maxBytes', QUERY_LIMITS.logMaxBytes),
+        waitSeconds: follow ? queryNumber(event, 'waitSeconds', QUERY_LIMITS.logWaitSeconds) : 0,
       });
       return binary(chunk.data, {
         'ferry-next-offset': String(chunk.nextOffset),

@@ -3,7 +3,7 @@
 
 import { liveKey, readLiveObject } from '../capture/result-writer.ts';
 import type { Core } from '../core.ts';
-import type { Execution, ResultManifest, StreamResult } from '../domain/execution.ts';
+import type { Execution, ResultManifest, ReviewState, StreamResult } from '../domain/execution.ts';
 import { resultKeys } from '../domain/execution.ts';
 import type { ReviewBody } from '../domain/review.ts';
 import { isTerminal, RUN_ENDED_STATES } from '../domain/states.ts';
@@ -16,7 +16,7 @@ export type StreamName = 'stdout' | 'stderr';
 export interface ResultView {
   readonly executionId: string;
   readonly state: Execution['state'];
-  readonly review: string;
+  readonly review: ReviewState;
   readonly manifest: ResultManifest;
   readonly links: {
     readonly stdout: string;
