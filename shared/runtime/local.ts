@@ -25,6 +25,7 @@ import { executionIds, systemClock } from '../adapters/system.ts';
 import type { FerryConfig } from '../config.ts';
 import type { Core } from '../core.ts';
 import type { PlatformProfile } from '../domain/bidding.ts';
+import { parseImageReference, registryAllowed } from '../domain/image-reference.ts';
 import { ACTIVE_STATES } from '../domain/states.ts';
 import type { TaskStateChangeEvent } from '../domain/task-event.ts';
 import { PayloadTooLarge, Unauthorized } from '../errors.ts';
@@ -143,6 +144,12 @@ export async function startLocalServer(
           emit,
           log,
           config.dockerOutputJournal,
+          (image) => {
+            const { registry } = parseImageReference(image);
+            return registryAllowed(registry, config.policy.registryAllow)
+              ? undefined
+              : `registry ${registry} is not allowed by FERRY_REGISTRY_ALLOW`;
+          },
         )
       : new ProcessBackend(objects, emit, log, path.join(config.dataDir, 'work'), {
           PATH: config.processPath,

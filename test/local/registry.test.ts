@@ -22,8 +22,9 @@ interface Reply {
 async function post(server: TestServer, path: string, body: unknown): Promise<Reply> {
   const response = await fetch(`${server.url}${path}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
+    ...(body === undefined
+      ? {}
+      : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
   });
   return { status: response.status, body: await response.json() };
 }
@@ -161,6 +162,32 @@ describe.skipIf(!dockerAvailable)('registries a job may name', () => {
       expect(done.state, done.reason).toBe('COMPLETED');
       expect((await stdoutOf(server.client, execution.id)).toString()).toBe('present\n');
     }
+    expect(listener.connections()).toBe(0);
+  });
+
+  it('never pulls from a registry outside the list, even when an image present at the bid is gone at launch', async () => {
+    const server = await serve({});
+    const repo = `127.0.0.1:${listener.port}/ferry-vanishing`;
+    await docker.getImage(testImage).tag({ repo, tag: 'busybox' });
+    tagged.push(`${repo}:busybox`);
+    const bid = await post(server, '/v1/bids', {
+      image: `${repo}:busybox`,
+      command: ['echo', 'never'],
+      resources: { cpu: 0.25, memory: 64 },
+    });
+    expect(bid.body.bid.accepted).toBe(true);
+    submitted.push(bid.body.executionId);
+    await docker.getImage(`${repo}:busybox`).remove({ noprune: true });
+
+    const accepted = await post(server, `/v1/bids/${bid.body.executionId}/accept`, undefined);
+    expect(accepted.status).toBe(202);
+    const done = await waitDone(server.client, bid.body.executionId);
+
+    expect(done.state).toBe('FAILED');
+    expect(done.reason).toContain(
+      `registry 127.0.0.1:${listener.port} is not allowed by FERRY_REGISTRY_ALLOW`,
+    );
+    expect(await containersOf([bid.body.executionId])).toEqual([]);
     expect(listener.connections()).toBe(0);
   });
 });

@@ -49,6 +49,11 @@ export class DockerBackend implements ComputeBackend {
      * many short lines, which the engine journals one line at a time.
      */
     private readonly outputJournal = true,
+    /**
+     * Whether an image missing from the host may be pulled (its registry is allowed). The bid
+     * already checked, but an image present then may have been removed before the launch.
+     */
+    private readonly mayPull: (image: string) => string | undefined = () => undefined,
   ) {
     this.book = new LocalTaskBook(objects, emit, log);
   }
@@ -217,6 +222,9 @@ export class DockerBackend implements ComputeBackend {
     } catch (error) {
       if (statusOf(error) !== 404) return `could not inspect image ${image}: ${messageOf(error)}`;
     }
+    const refused = this.mayPull(image);
+    if (refused !== undefined)
+      return `CannotPullContainerError: image ${image} is not on this host: ${refused}`;
     try {
       const progress = await this.docker.pull(image);
       await new Promise<void>((resolve, reject) =>
