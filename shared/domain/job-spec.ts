@@ -50,6 +50,11 @@ const size = (unitBytes: number, unitName: string) =>
       ctx.addIssue({ code: 'custom', message: `must be greater than zero, got ${JSON.stringify(value)}` });
       return z.NEVER;
     }
+    // A size beyond floating point would be stored as Infinity, which JSON writes as null.
+    if (!Number.isFinite(bytes)) {
+      ctx.addIssue({ code: 'custom', message: `is too large, got ${JSON.stringify(value)}` });
+      return z.NEVER;
+    }
     return bytes / unitBytes;
   });
 
