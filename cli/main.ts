@@ -23,7 +23,7 @@ const USAGE = `usage: ferry <command> [options]
 commands:
   serve                         run the local executor (Docker, or plain processes without Docker)
   bid [job options] -- CMD…     ask for a bid; prints the offer or why Ferry declines
-  accept ID | reject ID         answer a bid
+  accept ID | reject ID         answer a bid (reject takes --justification TEXT)
   submit [job options] [--wait] [--follow] -- CMD…
                                 ask and accept at once; --wait exits with the job's exit code
   status ID                     show an execution
@@ -31,7 +31,8 @@ commands:
   wait ID [--timeout SECONDS]   wait until the execution ends
   logs ID [--stderr] [-f]       print stored output, or follow it live
   cancel ID                     cancel a queued or running execution
-  result ID [--accept|--reject] show the result manifest, or review it
+  result ID [--accept|--reject] [--justification TEXT]
+                                show the result manifest, or review it
   node                          show capacity, usage and limits
 
 job options:
@@ -72,6 +73,7 @@ const OPTIONS = {
   cursor: { type: 'string' },
   accept: { type: 'boolean' },
   reject: { type: 'boolean' },
+  justification: { type: 'string' },
   'idempotency-key': { type: 'string' },
 } as const;
 
@@ -154,7 +156,14 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
     }
     case 'accept':
     case 'reject': {
-      const reply = await client.json<Execution>('POST', `/v1/bids/${encodeURIComponent(id())}/${verb}`);
+      if (verb === 'accept' && flags.justification !== undefined) {
+        throw new UsageError('--justification goes with reject (or result --accept/--reject)');
+      }
+      const reply = await client.json<Execution>(
+        'POST',
+        `/v1/bids/${encodeURIComponent(id())}/${verb}`,
+        justification(flags),
+      );
       print(reply.body, () => `${reply.body.id} ${reply.body.state}`);
       return 0;
     }
@@ -207,9 +216,16 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
     }
     case 'result': {
       if (flags.accept && flags.reject) throw new UsageError('--accept and --reject exclude each other');
+      if (flags.justification !== undefined && !flags.accept && !flags.reject) {
+        throw new UsageError('--justification goes with --accept or --reject');
+      }
       const path = `/v1/executions/${encodeURIComponent(id())}/result`;
       if (flags.accept || flags.reject) {
-        const reply = await client.json<Execution>('POST', `${path}/${flags.accept ? 'accept' : 'reject'}`);
+        const reply = await client.json<Execution>(
+          'POST',
+          `${path}/${flags.accept ? 'accept' : 'reject'}`,
+          justification(flags),
+        );
         print(reply.body, () => `${reply.body.id} result ${reply.body.result?.review ?? ''}`);
         return 0;
       }
@@ -481,6 +497,13 @@ function describeBid(executionId: string, bid: Execution['bid']): string {
     .join('\n');
 }
 
+/** The body of a decision: the caller's justification, when given. */
+function justification(flags: Flags): { justification: string } | undefined {
+  if (flags.justification === undefined) return undefined;
+  if (flags.justification === '') throw new UsageError('--justification must not be empty');
+  return { justification: flags.justification };
+}
+
 function describeExecution(e: Execution): string {
   const lines = [
     `${e.id}  ${e.state}${e.exitCode === undefined || e.exitCode === null ? '' : `  exit ${e.exitCode}`}`,
@@ -490,7 +513,11 @@ function describeExecution(e: Execution): string {
   if (e.reason) lines.push(`  reason    ${e.reason}`);
   if (e.bid.constraints)
     lines.push(`  size      ${e.bid.constraints.cpu} vCPU, ${e.bid.constraints.memoryMiB} MiB`);
-  for (const h of e.history) lines.push(`  ${h.at}  ${h.state}${h.reason ? `  (${h.reason})` : ''}`);
+  for (const h of e.history) {
+    const step = h.review === undefined ? h.state : `${h.state}  result ${h.review}`;
+    lines.push(`  ${h.at}  ${step}${h.reason ? `  (${h.reason})` : ''}`);
+    if (h.justification !== undefined) lines.push(`      justification: ${h.justification}`);
+  }
   if (e.result) {
     const s = e.result.stdout;
     const r = e.result.stderr;

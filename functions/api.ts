@@ -7,6 +7,7 @@ import type { APIGatewayProxyEventV2WithIAMAuthorizer, APIGatewayProxyStructured
 import { z } from 'zod';
 import type { Core } from '#shared/core.ts';
 import { toFieldProblems } from '#shared/domain/job-spec.ts';
+import { parseReviewBody, type ReviewBody } from '#shared/domain/review.ts';
 import { EXECUTION_STATES, type ExecutionState, isExecutionState } from '#shared/domain/states.ts';
 import {
   IdempotencyConflict,
@@ -18,8 +19,8 @@ import {
   UnsupportedMediaType,
   ValidationError,
 } from '#shared/errors.ts';
-import { openApiDocument } from '#shared/http/openapi.ts';
-import { jsonResponse, problemOf, problemResponse } from '#shared/http/problem.ts';
+import { ID_PATTERN, MAX_BODY_BYTES, openApiDocument, QUERY_LIMITS } from '#shared/http/openapi.ts';
+import { errorResponse, jsonResponse, problemOf } from '#shared/http/problem.ts';
 import { acceptBid, askForBid, type KeyedRequest, rejectBid, submitJob } from '#shared/use-cases/bids.ts';
 import {
   cancelExecution,
@@ -39,8 +40,8 @@ import {
 export type ApiEvent = APIGatewayProxyEventV2WithIAMAuthorizer;
 export type ApiResult = APIGatewayProxyStructuredResultV2;
 
-export const MAX_BODY_BYTES = 1024 * 1024;
-const ID_PATTERN = /^ex_[0-9a-z]{26}$/;
+export { MAX_BODY_BYTES };
+
 const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
 /**
  * A claim in progress is held no longer than the request can run (on Lambda, its remaining
@@ -124,7 +125,12 @@ function queryValues(event: ApiEvent, name: string): string[] {
   return event.queryStringParameters?.[name]?.split(',') ?? [];
 }
 
-function queryNumber(event: ApiEvent, name: string, fallback: number, min: number, max: number): number {
+/** A whole-number query parameter within the limits the OpenAPI document publishes. */
+function queryNumber(
+  event: ApiEvent,
+  name: string,
+  { min, max, default: fallback = min }: { min: number; max: number; default?: number },
+): number {
   const [text] = queryValues(event, name);
   if (text === undefined || text === '') return fallback;
   const value = Number(text);
@@ -164,8 +170,9 @@ function streamOf(event: ApiEvent): StreamName {
   return stream;
 }
 
-function noBody(event: ApiEvent): void {
-  if (bodyText(event).trim() !== '') throw new ValidationError('this request takes no body');
+/** The optional review body: none, `{}` or `{"justification": "…"}`. */
+function reviewBody(event: ApiEvent): ReviewBody {
+  return bodyText(event).trim() === '' ? {} : parseReviewBody(jsonBody(event));
 }
 
 /** No body, or an empty JSON object, which clients commonly send to an action without input. */
@@ -201,13 +208,12 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
       return jsonResponse(201, { executionId: execution.id, bid: execution.bid, execution });
     }),
     route('POST', '/v1/bids/{id}/accept', async (event) => {
-      noBody(event);
+      noFields(event);
       return jsonResponse(202, await acceptBid(core, ownerOf(event), idOf(event)));
     }),
-    route('POST', '/v1/bids/{id}/reject', async (event) => {
-      noBody(event);
-      return jsonResponse(200, await rejectBid(core, ownerOf(event), idOf(event)));
-    }),
+    route('POST', '/v1/bids/{id}/reject', async (event) =>
+      jsonResponse(200, await rejectBid(core, ownerOf(event), idOf(event), reviewBody(event))),
+    ),
     route('POST', '/v1/jobs', async (event) =>
       jsonResponse(202, await submitJob(core, ownerOf(event), jsonBody(event), keyedRequest(event))),
     ),
@@ -215,7 +221,7 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
       const [cursor] = queryValues(event, 'cursor');
       const page = await listExecutions(core, ownerOf(event), {
         states: queryStates(event),
-        limit: queryNumber(event, 'limit', 50, 1, 500),
+        limit: queryNumber(event, 'limit', QUERY_LIMITS.listLimit),
         ...(cursor ? { cursor } : {}),
       });
       return jsonResponse(200, page);
@@ -224,7 +230,7 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
       jsonResponse(200, await getExecution(core, ownerOf(event), idOf(event))),
     ),
     route('GET', '/v1/executions/{id}/wait', async (event) => {
-      const timeoutSeconds = queryNumber(event, 'timeoutSeconds', 20, 0, 3600);
+      const timeoutSeconds = queryNumber(event, 'timeoutSeconds', QUERY_LIMITS.waitTimeoutSeconds);
       const states = queryStates(event);
       const { execution, done } = await waitForExecution(
         core,
@@ -249,9 +255,9 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
         return binary(await readStoredLog(core, owner, id, stream), {});
       }
       const chunk = await readLog(core, owner, id, stream, {
-        offset: queryNumber(event, 'offset', 0, 0, Number.MAX_SAFE_INTEGER),
-        maxBytes: queryNumber(event, 'maxBytes', 1024 * 1024, 1, 4 * 1024 * 1024),
-        waitSeconds: follow ? queryNumber(event, 'waitSeconds', 20, 0, 3600) : 0,
+        offset: queryNumber(event, 'offset', QUERY_LIMITS.logOffset),
+        maxBytes: queryNumber(event, 'maxBytes', QUERY_LIMITS.logMaxBytes),
+        waitSeconds: follow ? queryNumber(event, 'waitSeconds', QUERY_LIMITS.logWaitSeconds) : 0,
       });
       return binary(chunk.data, {
         'ferry-next-offset': String(chunk.nextOffset),
@@ -263,14 +269,12 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
     route('GET', '/v1/executions/{id}/result', async (event) =>
       jsonResponse(200, await getResult(core, ownerOf(event), idOf(event))),
     ),
-    route('POST', '/v1/executions/{id}/result/accept', async (event) => {
-      noBody(event);
-      return jsonResponse(200, await reviewResult(core, ownerOf(event), idOf(event), 'ACCEPTED'));
-    }),
-    route('POST', '/v1/executions/{id}/result/reject', async (event) => {
-      noBody(event);
-      return jsonResponse(200, await reviewResult(core, ownerOf(event), idOf(event), 'REJECTED'));
-    }),
+    route('POST', '/v1/executions/{id}/result/accept', async (event) =>
+      jsonResponse(200, await reviewResult(core, ownerOf(event), idOf(event), 'ACCEPTED', reviewBody(event))),
+    ),
+    route('POST', '/v1/executions/{id}/result/reject', async (event) =>
+      jsonResponse(200, await reviewResult(core, ownerOf(event), idOf(event), 'REJECTED', reviewBody(event))),
+    ),
     route('GET', '/v1/openapi.json', async () => jsonResponse(200, openApiDocument())),
     route('GET', '/v1/node', async (event) => {
       ownerOf(event);
@@ -385,7 +389,7 @@ const problems = (core: Core): MiddlewareObj<ApiEvent, ApiResult> => ({
         path: request.event.requestContext.http.path,
       });
     }
-    request.response = problemResponse(problem);
+    request.response = errorResponse(request.error);
   },
 });
 

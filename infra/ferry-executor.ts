@@ -102,6 +102,12 @@ export interface FerryImagePolicy {
   /** Image patterns refused even when allowed. @default none */
   readonly deny?: readonly string[];
   /**
+   * Registry hosts images may be pulled from, checked on top of `allow` (`*` matches any
+   * public host; private and loopback addresses only when named exactly).
+   * @default Docker Hub, public.ecr.aws and this account's ECR registries
+   */
+  readonly registries?: readonly string[];
+  /**
    * Private ECR repositories job images come from: the task execution role may pull from
    * these. Public registries need no grant; other private registries are not supported.
    */
@@ -517,6 +523,7 @@ export class FerryExecutor extends Construct {
       FERRY_MAX_MEMORY: text(props.capacity?.maxMemoryMiB),
       FERRY_IMAGE_ALLOW: list(props.images?.allow, 'images.allow'),
       FERRY_IMAGE_DENY: list(props.images?.deny, 'images.deny'),
+      FERRY_REGISTRY_ALLOW: list(props.images?.registries, 'images.registries'),
       // Bids decline any other destination, so no job asks for a copy the api may not make.
       FERRY_PUBLISH_ALLOW: props.publishDestinations?.length
         ? props.publishDestinations.map((d) => `${d.replace(/\*$/, '')}*`).join(',')

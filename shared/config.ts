@@ -3,6 +3,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { DEFAULT_REGISTRIES } from './domain/image-reference.ts';
 import { toFieldProblems } from './domain/job-spec.ts';
 import { MiB, parseSize } from './domain/units.ts';
 import { ValidationError } from './errors.ts';
@@ -64,6 +65,7 @@ const EnvSchema = z.strictObject({
   FERRY_BID_TTL_SECONDS: integer(1, 7 * 24 * 3600).default(300),
   FERRY_IMAGE_ALLOW: patterns.default(['*']),
   FERRY_IMAGE_DENY: patterns.default([]),
+  FERRY_REGISTRY_ALLOW: patterns.optional(),
   FERRY_PUBLISH_ALLOW: patterns.optional(),
   FERRY_MIN_TIMEOUT_SECONDS: integer(1, 14 * 24 * 3600).default(1),
   FERRY_MAX_TIMEOUT_SECONDS: integer(1, 14 * 24 * 3600).default(24 * 3600),
@@ -113,6 +115,8 @@ export interface FerryConfig {
     readonly bidTtlSeconds: number;
     readonly imageAllow: readonly string[];
     readonly imageDeny: readonly string[];
+    /** Registry host patterns images may be pulled from; images already on the host always run. */
+    readonly registryAllow: readonly string[];
     /** s3:// destinations results may be published to (patterns; `*` matches anything). */
     readonly publishAllow: readonly string[];
     readonly minTimeoutSeconds: number;
@@ -212,6 +216,7 @@ export function loadConfig(env: Record<string, string | undefined> = {}, cwd = '
       bidTtlSeconds: e.FERRY_BID_TTL_SECONDS,
       imageAllow: e.FERRY_IMAGE_ALLOW,
       imageDeny: e.FERRY_IMAGE_DENY,
+      registryAllow: e.FERRY_REGISTRY_ALLOW ?? defaultRegistries(e),
       // Locally "publishing" copies into the data directory; on AWS only what the deployment granted.
       publishAllow: e.FERRY_PUBLISH_ALLOW ?? (onAws ? [] : ['*']),
       minTimeoutSeconds: e.FERRY_MIN_TIMEOUT_SECONDS,
@@ -230,6 +235,14 @@ export function loadConfig(env: Record<string, string | undefined> = {}, cwd = '
     ...awsSettings(e, env),
   };
   return deepFreeze(config);
+}
+
+/** Docker Hub and public ECR; on AWS also the deployment account's own ECR registries. */
+function defaultRegistries(e: z.output<typeof EnvSchema>): string[] {
+  const account = /^arn:aws[\w-]*:iam::(\d{12}):/.exec(e.FERRY_TASK_ROLE_ARN ?? '')?.[1];
+  return account === undefined
+    ? [...DEFAULT_REGISTRIES]
+    : [...DEFAULT_REGISTRIES, `${account}.dkr.ecr.*.amazonaws.com`, `${account}.dkr.ecr.*.amazonaws.com.cn`];
 }
 
 function awsSettings(

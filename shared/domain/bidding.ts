@@ -3,12 +3,15 @@
 // collects every decline at once, so a caller fixes a spec in one round trip.
 import type { Bid, Estimate, Platform, ResolvedConstraints } from './execution.ts';
 import { FARGATE_LIMITS, fargateCostPerHour, fitFargate } from './fargate.ts';
+import { isInternalRegistry, parseImageReference, registryAllowed } from './image-reference.ts';
 import type { JobSpec } from './job-spec.ts';
 import { formatBytes, formatMiB } from './units.ts';
 
 export interface BidPolicy {
   readonly imageAllow: readonly string[];
   readonly imageDeny: readonly string[];
+  /** Registry host patterns images may be pulled from (FERRY_REGISTRY_ALLOW). */
+  readonly registryAllow: readonly string[];
   readonly publishAllow: readonly string[];
   readonly minTimeoutSeconds: number;
   readonly maxTimeoutSeconds: number;
@@ -27,10 +30,25 @@ export interface PlatformProfile {
   readonly supportsPublish: boolean;
   /** False where a job asking for network "none" still gets an interface that can reach out. */
   readonly enforcesNetworkNone: boolean;
+  /**
+   * Whether an image is already on the host, answered locally without contacting a
+   * registry (Docker backend only): such images run whatever their name.
+   */
+  readonly imagePresent?: (image: string) => Promise<boolean>;
+}
+
+/** What the bid learnt about the job's surroundings before deciding (bidding itself is pure). */
+export interface BidFacts {
+  readonly imagePresent: boolean;
 }
 
 export type StrategyVerdict = { readonly decline?: string; readonly notes?: readonly string[] };
-export type BidStrategy = (spec: JobSpec, policy: BidPolicy, profile: PlatformProfile) => StrategyVerdict;
+export type BidStrategy = (
+  spec: JobSpec,
+  policy: BidPolicy,
+  profile: PlatformProfile,
+  facts: BidFacts,
+) => StrategyVerdict;
 
 /** What a Fargate deployment offers one job; `enforcesNetworkNone` depends on its network layout. */
 export const fargateProfile = (enforcesNetworkNone: boolean): PlatformProfile => ({
@@ -63,6 +81,18 @@ export const imagePolicy: BidStrategy = (spec, policy) => {
     };
   }
   return {};
+};
+
+/** The engine never pulls from a registry the executor does not allow: an image name is an address. */
+export const registryPolicy: BidStrategy = (spec, policy, profile, facts) => {
+  if (facts.imagePresent) return {};
+  const { registry } = parseImageReference(spec.image);
+  if (registryAllowed(registry, policy.registryAllow)) return {};
+  const onHost = profile.platform === 'docker' ? '; images already on this host run whatever their name' : '';
+  const why = isInternalRegistry(registry)
+    ? `registry ${registry} is a local or private address, allowed only when FERRY_REGISTRY_ALLOW names it exactly`
+    : `registry ${registry} is not allowed; FERRY_REGISTRY_ALLOW is ${policy.registryAllow.join(', ') || 'empty'}`;
+  return { decline: `image ${spec.image}: ${why}${onHost}` };
 };
 
 export const timeoutBounds: BidStrategy = (spec, policy) => {
@@ -133,6 +163,7 @@ export const publishPolicy: BidStrategy = (spec, policy) => {
 export const DEFAULT_STRATEGIES: readonly BidStrategy[] = [
   publishPolicy,
   imagePolicy,
+  registryPolicy,
   timeoutBounds,
   gpuSupport,
   networkPolicy,
@@ -203,6 +234,8 @@ export interface BidInput {
   /** The executor's whole capacity: a job larger than it could never start. */
   readonly budget?: { readonly maxCpu: number; readonly maxMemoryMiB: number };
   readonly strategies?: readonly BidStrategy[];
+  /** Facts gathered before bidding; absent ones are taken as false. */
+  readonly facts?: Partial<BidFacts>;
   /** Supplies the queue part of the estimate once the constraints are known. */
   readonly queueEstimate: (constraints: ResolvedConstraints) => Estimate['queue'] & { waitSeconds: number };
   readonly expiresAt: string;
@@ -212,8 +245,9 @@ export function makeBid(input: BidInput): Bid {
   const { spec, policy, profile } = input;
   const declines: string[] = [];
   const notes: string[] = [];
+  const facts: BidFacts = { imagePresent: input.facts?.imagePresent ?? false };
   for (const strategy of input.strategies ?? DEFAULT_STRATEGIES) {
-    const verdict = strategy(spec, policy, profile);
+    const verdict = strategy(spec, policy, profile, facts);
     if (verdict.decline !== undefined) declines.push(verdict.decline);
     notes.push(...(verdict.notes ?? []));
   }

@@ -75,6 +75,8 @@ export interface ExecutionResult {
   readonly stdout: Pick<StreamResult, 'totalBytes' | 'storedBytes' | 'truncated'>;
   readonly stderr: Pick<StreamResult, 'totalBytes' | 'storedBytes' | 'truncated'>;
   readonly reviewedAt?: string;
+  /** The caller's words when reviewing. */
+  readonly justification?: string;
   readonly publishedTo?: string;
 }
 
@@ -82,6 +84,10 @@ export interface HistoryEntry {
   readonly state: ExecutionState;
   readonly at: string;
   readonly reason?: string;
+  /** Set on the entry recording the caller's review of the result (the state stays as it was). */
+  readonly review?: 'ACCEPTED' | 'REJECTED';
+  /** The caller's words for a decision (rejecting a bid, reviewing a result). */
+  readonly justification?: string;
 }
 
 export interface Execution {

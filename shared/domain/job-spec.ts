@@ -2,7 +2,7 @@
 // truth for validation, the TypeScript types and the OpenAPI document.
 import { z } from 'zod';
 import { ValidationError } from '../errors.ts';
-import { GiB, MiB, parseSize } from './units.ts';
+import { GiB, MiB, parseSize, SIZE_PATTERN } from './units.ts';
 
 export const JOB_LIMITS = Object.freeze({
   commandArgs: 4096,
@@ -32,9 +32,12 @@ export const DEFAULT_TIMEOUT_SECONDS = 3600;
 
 const byteLength = (text: string): number => Buffer.byteLength(text, 'utf8');
 
+/** Size text as the OpenAPI document shows it; parseSize applies the same pattern. */
+const sizeText = z.string().meta({ pattern: SIZE_PATTERN.source });
+
 /** A size in `unit` (MiB for memory, GiB for disk) given as a number or as text with units. */
 const size = (unitBytes: number, unitName: string) =>
-  z.union([z.number(), z.string()]).transform((value, ctx) => {
+  z.union([z.number(), sizeText]).transform((value, ctx) => {
     const bytes = parseSize(value, unitBytes);
     if (bytes === undefined) {
       ctx.addIssue({
@@ -47,31 +50,45 @@ const size = (unitBytes: number, unitName: string) =>
       ctx.addIssue({ code: 'custom', message: `must be greater than zero, got ${JSON.stringify(value)}` });
       return z.NEVER;
     }
+    // A size beyond floating point would be stored as Infinity, which JSON writes as null.
+    if (!Number.isFinite(bytes)) {
+      ctx.addIssue({ code: 'custom', message: `is too large, got ${JSON.stringify(value)}` });
+      return z.NEVER;
+    }
     return bytes / unitBytes;
   });
 
-const byteCount = z.union([z.number(), z.string()]).transform((value, ctx) => {
-  const bytes = parseSize(value, 1);
-  if (bytes === undefined || !Number.isInteger(bytes) || bytes < 0) {
-    ctx.addIssue({
-      code: 'custom',
-      message: `not a byte count: ${JSON.stringify(value)} (use a whole number of bytes or text such as "10MiB")`,
+/** A byte count as a whole number (at most `max`, as the document says) or as text with units. */
+const byteCount = (max: number) =>
+  z
+    .union([z.number().meta({ type: 'integer', minimum: 0, maximum: max }), sizeText])
+    .transform((value, ctx) => {
+      const bytes = parseSize(value, 1);
+      if (bytes === undefined || !Number.isInteger(bytes) || bytes < 0) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `not a byte count: ${JSON.stringify(value)} (use a whole number of bytes or text such as "10MiB")`,
+        });
+        return z.NEVER;
+      }
+      return bytes;
     });
-    return z.NEVER;
-  }
-  return bytes;
-});
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._/-]*$/;
-const IMAGE_REFERENCE =
-  /^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$/;
+const IMAGE_PATH_COMPONENT = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
+// Docker's grammar: an optional registry (a host name, or an IPv6 address in brackets, with
+// an optional port), path components, an optional tag and an optional digest.
+const IMAGE_REFERENCE = new RegExp(
+  `^(?:\\[[0-9a-f:.]+\\](?::[0-9]+)?\\/${IMAGE_PATH_COMPONENT}|[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?)` +
+    `(?:\\/${IMAGE_PATH_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$`,
+);
 
 const containerPath = z
   .string()
   .min(1)
   .max(JOB_LIMITS.pathLength)
-  .refine((path) => path.startsWith('/'), 'must be an absolute path inside the container')
+  .regex(/^\//, 'must be an absolute path inside the container')
   .refine((path) => !path.split('/').includes('..'), 'must not contain ".."');
 
 export const ResourcesSchema = z.strictObject({
@@ -87,13 +104,15 @@ export const ResourcesSchema = z.strictObject({
 });
 
 export const OutputLimitsSchema = z.strictObject({
-  stdoutBytes: byteCount
+  stdoutBytes: byteCount(JOB_LIMITS.outputStreamBytesMax)
     .refine((n) => n <= JOB_LIMITS.outputStreamBytesMax, 'must be at most 1 TiB')
     .optional(),
-  stderrBytes: byteCount
+  stderrBytes: byteCount(JOB_LIMITS.outputStreamBytesMax)
     .refine((n) => n <= JOB_LIMITS.outputStreamBytesMax, 'must be at most 1 TiB')
     .optional(),
-  inlineBytes: byteCount.refine((n) => n <= JOB_LIMITS.inlineBytesMax, 'must be at most 1 MiB').optional(),
+  inlineBytes: byteCount(JOB_LIMITS.inlineBytesMax)
+    .refine((n) => n <= JOB_LIMITS.inlineBytesMax, 'must be at most 1 MiB')
+    .optional(),
   keep: z.enum(['head', 'tail', 'head+tail']).optional(),
 });
 
@@ -111,6 +130,7 @@ export const JobSpecSchema = z.strictObject({
     .min(1, 'must have at least one element (the program to run)')
     .max(JOB_LIMITS.commandArgs, `must have at most ${JOB_LIMITS.commandArgs} arguments`)
     .refine((argv) => argv[0] !== '', 'program name (first element) must not be empty')
+    .meta({ prefixItems: [{ type: 'string', minLength: 1, description: 'the program to run' }] })
     .refine(
       (argv) => argv.reduce((total, arg) => total + byteLength(arg), 0) <= JOB_LIMITS.commandTotalBytes,
       'arguments together must be at most 256 KiB',

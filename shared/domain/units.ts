@@ -21,7 +21,8 @@ const MULTIPLIERS: Record<string, number> = {
   tib: 1024 ** 4,
 };
 
-const SIZE_PATTERN = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/;
+/** A size as text: a number and an optional unit (`512MiB`, `1.5 GB`, `2g`); ASCII only. */
+export const SIZE_PATTERN = /^[ \t]*([0-9]+(?:\.[0-9]+)?)[ \t]*([bB]|[kKmMgGtT][iI]?[bB]?)?[ \t]*$/;
 
 /**
  * Converts a size to bytes. Bare numbers are read in `defaultUnit` (a multiplier).

@@ -1,130 +1,306 @@
 // The OpenAPI document of Ferry's HTTP API, generated from the same zod schemas that
-// validate requests, so the published contract cannot drift from what the server accepts.
+// validate requests and type the answers, so the published contract cannot drift from what
+// the server accepts and returns. Every status a route can answer is listed with its body.
 import { z } from 'zod';
 import { JobSpecSchema } from '../domain/job-spec.ts';
+import { ReviewBodySchema } from '../domain/review.ts';
 import { EXECUTION_STATES } from '../domain/states.ts';
 import { FERRY_VERSION } from '../version.ts';
+import {
+  BidReplySchema,
+  ExecutionPageSchema,
+  ExecutionSchema,
+  NodeSchema,
+  ProblemSchema,
+  ResultViewSchema,
+} from './responses.ts';
+
+/** The largest request body the server reads (the api handler refuses more with 413). */
+export const MAX_BODY_BYTES = 1024 * 1024;
+export const ID_PATTERN = /^ex_[0-9a-z]{26}$/;
+/** Limits of query parameters, enforced by the api handler and published here. */
+export const QUERY_LIMITS = Object.freeze({
+  listLimit: { min: 1, max: 500, default: 50 },
+  waitTimeoutSeconds: { min: 0, max: 3600, default: 20 },
+  logMaxBytes: { min: 1, max: 4 * 1024 * 1024, default: 1024 * 1024 },
+  logWaitSeconds: { min: 0, max: 3600, default: 20 },
+  logOffset: { min: 0, max: Number.MAX_SAFE_INTEGER },
+  idempotencyKeyLength: { min: 1, max: 255 },
+});
 
 type Operation = {
+  operationId: string;
   summary: string;
   parameters?: object[];
   requestBody?: object;
   responses: Record<string, object>;
+  security?: object[];
 };
 
-const problem = { $ref: '#/components/schemas/Problem' };
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const json = (schema: object) => ({ 'application/json': { schema } });
-const problems = (...statuses: number[]) =>
-  Object.fromEntries(
-    statuses.map((status) => [
-      String(status),
-      { description: 'problem', content: { 'application/problem+json': { schema: problem } } },
-    ]),
-  );
-const ok = (status: number, description: string) => ({
-  [String(status)]: { description, content: json({ type: 'object' }) },
+const header = (description: string, schema: object, required = false) => ({
+  description,
+  required,
+  schema,
 });
+
+const PROBLEMS: Record<string, { description: string; headers?: Record<string, object> }> = {
+  '400': { description: 'the request is malformed: a path, parameter, header or body that is wrong' },
+  '401': {
+    description: 'no valid bearer token (when the server requires one)',
+    headers: {
+      'WWW-Authenticate': header('the scheme to authenticate with (Bearer)', { type: 'string' }),
+    },
+  },
+  '404': { description: 'no such execution for this caller (another caller’s does not exist for you)' },
+  '405': {
+    description: 'the path takes other methods',
+    headers: { Allow: header('the methods the path takes', { type: 'string' }, true) },
+  },
+  '409': {
+    description:
+      'the execution is in a state where this makes no sense, or a request with the same Idempotency-Key is still in progress',
+  },
+  '403': {
+    description:
+      'refused by the local server: an Origin or Host it does not serve, or a cross-site browser request',
+  },
+  '413': { description: `the body is over ${MAX_BODY_BYTES} bytes` },
+  '414': { description: 'the request target is longer than the server reads' },
+  '415': { description: 'the body is not JSON (send content-type application/json)' },
+  '422': {
+    description:
+      'Ferry declined the job (the problem carries `executionId` and the `bid` with its reason), or the Idempotency-Key was used with another request',
+  },
+  '431': { description: 'the request line and headers are longer than the server reads' },
+  '5XX': { description: 'Ferry could not complete the request; details are in the server log' },
+};
+
+const problems = (...statuses: (keyof typeof PROBLEMS)[]) =>
+  Object.fromEntries(statuses.map((status) => [status, { $ref: `#/components/responses/Problem${status}` }]));
+
+/** Every route can answer these. */
+const ALWAYS = ['401', '403', '414', '431', '5XX'] as const;
+/** Every POST can answer these: the body limit and the Idempotency-Key checks. */
+const POSTS = ['400', '409', '413', '422'] as const;
+
+const replayed = {
+  'idempotent-replayed': header(
+    '"true" when this is the stored answer to an earlier request with the same Idempotency-Key',
+    {
+      type: 'string',
+      enum: ['true'],
+    },
+  ),
+};
+
+const ok = (
+  status: number,
+  description: string,
+  schema: string,
+  headers: Record<string, object> = {},
+  links: Record<string, object> = {},
+) => ({
+  [String(status)]: { description, headers, content: json(ref(schema)), links },
+});
+
+/** Links from an answer to the operations on the execution it names. */
+const linksTo = (idExpression: string, ...operationIds: string[]) =>
+  Object.fromEntries(
+    operationIds.map((operationId) => [operationId, { operationId, parameters: { id: idExpression } }]),
+  );
+const ON_EXECUTION = [
+  'getExecution',
+  'waitForExecution',
+  'cancelExecution',
+  'getLogs',
+  'getResult',
+  'acceptResult',
+  'rejectResult',
+];
+
 const id = {
   name: 'id',
   in: 'path',
   required: true,
-  schema: { type: 'string', pattern: '^ex_[0-9a-z]{26}$' },
+  description: 'an execution id',
+  schema: { type: 'string', pattern: ID_PATTERN.source, minLength: 29, maxLength: 29 },
 };
 const idempotencyKey = {
   name: 'Idempotency-Key',
   in: 'header',
   required: false,
-  schema: { type: 'string', maxLength: 255 },
+  description:
+    'makes a retry safe: the same key with the same request returns the first answer; with another request, 422',
+  schema: {
+    type: 'string',
+    minLength: QUERY_LIMITS.idempotencyKeyLength.min,
+    maxLength: QUERY_LIMITS.idempotencyKeyLength.max,
+  },
 };
-const jobBody = { required: true, content: json({ $ref: '#/components/schemas/JobSpec' }) };
-const states = { type: 'string', enum: [...EXECUTION_STATES] };
+const range = (limits: { min: number; max: number; default?: number }) => ({
+  type: 'integer',
+  minimum: limits.min,
+  maximum: limits.max,
+  ...(limits.default === undefined ? {} : { default: limits.default }),
+});
+const statesParameter = {
+  name: 'state',
+  in: 'query',
+  description: 'any of these states (repeat the parameter, or separate with commas)',
+  schema: { type: 'array', items: { type: 'string', enum: [...EXECUTION_STATES] } },
+  style: 'form',
+  explode: true,
+};
+const jobBody = {
+  required: true,
+  description: `the job spec, at most ${MAX_BODY_BYTES} bytes`,
+  content: json(ref('JobSpec')),
+  'x-max-bytes': MAX_BODY_BYTES,
+};
+const reviewBody = {
+  required: false,
+  description: 'optional; no body and `{}` are fine',
+  content: json(ref('ReviewBody')),
+  'x-max-bytes': MAX_BODY_BYTES,
+};
+
+const noFieldsBody = {
+  required: false,
+  description: 'optional; no body, or `{}`',
+  content: json({ type: 'object', additionalProperties: false, properties: {} }),
+  'x-max-bytes': MAX_BODY_BYTES,
+};
 
 const PATHS: Record<string, Record<string, Operation>> = {
   '/v1/bids': {
     post: {
+      operationId: 'askForBid',
       summary: 'Ask for a bid on a job: accepted with its size and estimate, or declined with the reason',
       parameters: [idempotencyKey],
       requestBody: jobBody,
-      responses: { ...ok(201, 'the bid and its execution'), ...problems(400, 413) },
+      responses: {
+        ...ok(
+          201,
+          'the bid (accepted or declined) and its execution',
+          'BidReply',
+          replayed,
+          linksTo('$response.body#/executionId', 'acceptBid', 'rejectBid', ...ON_EXECUTION),
+        ),
+        ...problems(...POSTS, '415', ...ALWAYS),
+      },
     },
   },
   '/v1/bids/{id}/accept': {
     post: {
+      operationId: 'acceptBid',
       summary: 'Accept a bid: the job is queued',
-      parameters: [id],
-      responses: { ...ok(202, 'QUEUED'), ...problems(400, 404, 409) },
+      parameters: [id, idempotencyKey],
+      requestBody: noFieldsBody,
+      responses: {
+        ...ok(
+          202,
+          'the execution, QUEUED (or as far as it got, if accepted before)',
+          'Execution',
+          replayed,
+          linksTo('$response.body#/id', ...ON_EXECUTION),
+        ),
+        ...problems(...POSTS, '404', '415', ...ALWAYS),
+      },
     },
   },
   '/v1/bids/{id}/reject': {
     post: {
-      summary: 'Reject a bid',
-      parameters: [id],
-      responses: { ...ok(200, 'BID_REJECTED'), ...problems(400, 404, 409) },
+      operationId: 'rejectBid',
+      summary: 'Reject a bid, optionally saying why',
+      parameters: [id, idempotencyKey],
+      requestBody: reviewBody,
+      responses: {
+        ...ok(200, 'the execution, BID_REJECTED', 'Execution', replayed),
+        ...problems(...POSTS, '404', '415', ...ALWAYS),
+      },
     },
   },
   '/v1/jobs': {
     post: {
-      summary: 'Ask for a bid and accept it in one call',
+      operationId: 'submitJob',
+      summary: 'Ask for a bid and accept it in one call; a declined job is a 422 with the bid',
       parameters: [idempotencyKey],
       requestBody: jobBody,
-      responses: { ...ok(202, 'the queued execution'), ...problems(400, 413, 422) },
+      responses: {
+        ...ok(
+          202,
+          'the queued execution',
+          'Execution',
+          replayed,
+          linksTo('$response.body#/id', ...ON_EXECUTION),
+        ),
+        ...problems(...POSTS, '415', ...ALWAYS),
+      },
     },
   },
   '/v1/executions': {
     get: {
+      operationId: 'listExecutions',
       summary: "The caller's executions in any of the given states, newest first",
       parameters: [
+        statesParameter,
+        { name: 'limit', in: 'query', schema: range(QUERY_LIMITS.listLimit) },
         {
-          name: 'state',
+          name: 'cursor',
           in: 'query',
-          schema: { type: 'array', items: states },
-          style: 'form',
-          explode: true,
+          description: 'nextCursor of the page before',
+          schema: { type: 'string' },
         },
-        { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 500, default: 50 } },
-        { name: 'cursor', in: 'query', schema: { type: 'string' } },
       ],
-      responses: { ...ok(200, 'a page: items and nextCursor'), ...problems(400) },
+      responses: { ...ok(200, 'a page of executions', 'ExecutionPage'), ...problems('400', ...ALWAYS) },
     },
   },
   '/v1/executions/{id}': {
     get: {
-      summary: 'An execution',
+      operationId: 'getExecution',
+      summary: 'An execution, with its history',
       parameters: [id],
-      responses: { ...ok(200, 'the execution'), ...problems(400, 404) },
+      responses: { ...ok(200, 'the execution', 'Execution'), ...problems('400', '404', ...ALWAYS) },
     },
   },
   '/v1/executions/{id}/wait': {
     get: {
-      summary:
-        'Hold until the execution ends (or reaches a given state) or the timeout; header ferry-wait-done',
+      operationId: 'waitForExecution',
+      summary: 'Hold until the execution ends (or reaches a given state) or the timeout',
       parameters: [
         id,
-        {
-          name: 'timeoutSeconds',
-          in: 'query',
-          schema: { type: 'integer', minimum: 0, maximum: 3600, default: 20 },
-        },
-        {
-          name: 'state',
-          in: 'query',
-          schema: { type: 'array', items: states },
-          style: 'form',
-          explode: true,
-        },
+        { name: 'timeoutSeconds', in: 'query', schema: range(QUERY_LIMITS.waitTimeoutSeconds) },
+        statesParameter,
       ],
-      responses: { ...ok(200, 'the execution as it is'), ...problems(400, 404) },
+      responses: {
+        ...ok(200, 'the execution as it is then', 'Execution', {
+          'ferry-wait-done': header(
+            '"true" when the execution reached what was waited for, "false" at the timeout',
+            { type: 'string', enum: ['true', 'false'] },
+            true,
+          ),
+        }),
+        ...problems('400', '404', ...ALWAYS),
+      },
     },
   },
   '/v1/executions/{id}/cancel': {
     post: {
+      operationId: 'cancelExecution',
       summary: 'Cancel a queued, launching or running execution',
-      parameters: [id],
-      responses: { ...ok(202, 'the execution'), ...problems(400, 404, 409) },
+      parameters: [id, idempotencyKey],
+      requestBody: noFieldsBody,
+      responses: {
+        ...ok(202, 'the execution, CANCELLED or stopping', 'Execution', replayed),
+        ...problems(...POSTS, '404', '415', ...ALWAYS),
+      },
     },
   },
   '/v1/executions/{id}/logs': {
     get: {
+      operationId: 'getLogs',
       summary: 'Stored output; with follow or offset, the next bytes by stream position (live while running)',
       parameters: [
         id,
@@ -133,79 +309,172 @@ const PATHS: Record<string, Record<string, Operation>> = {
           in: 'query',
           schema: { type: 'string', enum: ['stdout', 'stderr'], default: 'stdout' },
         },
-        { name: 'follow', in: 'query', schema: { type: 'boolean' } },
-        { name: 'offset', in: 'query', schema: { type: 'integer', minimum: 0 } },
-        { name: 'waitSeconds', in: 'query', schema: { type: 'integer', minimum: 0 } },
+        {
+          name: 'follow',
+          in: 'query',
+          description: 'hold until there is something new',
+          schema: { type: 'boolean' },
+        },
+        {
+          name: 'offset',
+          in: 'query',
+          description: 'stream position to read from',
+          schema: range(QUERY_LIMITS.logOffset),
+        },
+        {
+          name: 'maxBytes',
+          in: 'query',
+          description: 'the most bytes to return',
+          schema: range(QUERY_LIMITS.logMaxBytes),
+        },
+        {
+          name: 'waitSeconds',
+          in: 'query',
+          description: 'with follow: the longest to hold',
+          schema: range(QUERY_LIMITS.logWaitSeconds),
+        },
       ],
       responses: {
         '200': {
-          description: 'bytes; headers ferry-next-offset, ferry-skipped-bytes, ferry-complete',
+          description: 'the bytes, exactly as stored; with follow or offset, the headers say where to go on',
+          headers: {
+            'ferry-next-offset': header('stream position to ask for next', {
+              type: 'string',
+              pattern: '^[0-9]+$',
+            }),
+            'ferry-skipped-bytes': header('bytes between the offset asked and the data that were not kept', {
+              type: 'string',
+              pattern: '^[0-9]+$',
+            }),
+            'ferry-complete': header('"true" once the run has ended and everything kept was returned', {
+              type: 'string',
+              enum: ['true', 'false'],
+            }),
+            'ferry-state': header('the execution state when the bytes were served', {
+              type: 'string',
+              enum: [...EXECUTION_STATES],
+            }),
+          },
           content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } },
         },
-        ...problems(400, 404, 409),
+        ...problems('400', '404', '409', ...ALWAYS),
       },
     },
   },
   '/v1/executions/{id}/result': {
     get: {
+      operationId: 'getResult',
       summary: 'The result manifest with download links',
       parameters: [id],
-      responses: { ...ok(200, 'manifest and links'), ...problems(400, 404, 409) },
+      responses: {
+        ...ok(200, 'manifest and links', 'ResultView'),
+        ...problems('400', '404', '409', ...ALWAYS),
+      },
     },
   },
   '/v1/executions/{id}/result/accept': {
     post: {
-      summary: 'Accept the result (publishes it, if the job asked)',
-      parameters: [id],
-      responses: { ...ok(200, 'the execution'), ...problems(400, 404, 409) },
+      operationId: 'acceptResult',
+      summary: 'Accept the result (publishes it, if the job asked), optionally saying why',
+      parameters: [id, idempotencyKey],
+      requestBody: reviewBody,
+      responses: {
+        ...ok(200, 'the execution, its result ACCEPTED', 'Execution', replayed),
+        ...problems(...POSTS, '404', '415', ...ALWAYS),
+      },
     },
   },
   '/v1/executions/{id}/result/reject': {
     post: {
-      summary: 'Reject the result (deletes what was stored)',
-      parameters: [id],
-      responses: { ...ok(200, 'the execution'), ...problems(400, 404, 409) },
+      operationId: 'rejectResult',
+      summary: 'Reject the result (deletes what was stored), optionally saying why',
+      parameters: [id, idempotencyKey],
+      requestBody: reviewBody,
+      responses: {
+        ...ok(200, 'the execution, its result REJECTED', 'Execution', replayed),
+        ...problems(...POSTS, '404', '415', ...ALWAYS),
+      },
     },
   },
   '/v1/node': {
-    get: { summary: 'Capacity, usage, per-job limits, backend and version', responses: ok(200, 'the node') },
+    get: {
+      operationId: 'describeNode',
+      summary: 'Capacity, usage, per-job limits, backend and version',
+      responses: { ...ok(200, 'the node', 'Node'), ...problems(...ALWAYS) },
+    },
   },
   '/v1/openapi.json': {
-    get: { summary: 'This document', responses: ok(200, 'OpenAPI 3.1') },
+    get: {
+      operationId: 'getOpenApiDocument',
+      summary: 'This document',
+      responses: {
+        '200': { description: 'OpenAPI 3.1', content: json({ type: 'object' }) },
+        ...problems(...ALWAYS),
+      },
+    },
   },
 };
 
-export function openApiDocument() {
-  const { $schema: _ignored, ...jobSpec } = z.toJSONSchema(JobSpecSchema, {
-    io: 'input',
+/** JSON Schemas of a registry of zod schemas, referring to each other under components. */
+function componentSchemas(schemas: Record<string, z.ZodType>, io: 'input' | 'output') {
+  const registry = z.registry<{ id: string }>();
+  for (const [name, schema] of Object.entries(schemas)) registry.add(schema, { id: name });
+  const generated = z.toJSONSchema(registry, {
+    io,
     unrepresentable: 'any',
+    uri: (name) => `#/components/schemas/${name}`,
   });
+  return Object.fromEntries(
+    Object.entries(generated.schemas).map(([name, { $schema: _schema, $id: _id, ...schema }]) => [
+      name,
+      schema,
+    ]),
+  );
+}
+
+export function openApiDocument() {
   return {
     openapi: '3.1.0',
-    info: { title: 'Ferry', version: FERRY_VERSION, description: 'Bid on, run and collect container jobs.' },
+    info: {
+      title: 'Ferry',
+      version: FERRY_VERSION,
+      description:
+        'Bid on, run and collect container jobs. Errors are RFC 9457 problem documents ' +
+        '(application/problem+json); a method a path does not take is a 405 with an Allow header, ' +
+        'an unknown path a 404.',
+    },
+    security: [{ bearerAuth: [] }],
     paths: PATHS,
     components: {
-      schemas: {
-        JobSpec: jobSpec,
-        Problem: {
-          type: 'object',
-          description: 'RFC 9457 problem details; `errors` names each field that is wrong',
-          properties: {
-            type: { type: 'string' },
-            title: { type: 'string' },
-            status: { type: 'integer' },
-            detail: { type: 'string' },
-            errors: {
-              type: 'array',
-              items: {
-                type: 'object',
-                properties: { field: { type: 'string' }, message: { type: 'string' } },
-              },
-            },
-          },
-          required: ['type', 'title', 'status', 'detail'],
+      securitySchemes: {
+        bearerAuth: {
+          type: 'http',
+          scheme: 'bearer',
+          description:
+            'Locally, a bearer token is the caller’s identity (required when the server sets FERRY_TOKEN). ' +
+            'On AWS the API takes IAM (SigV4) instead.',
         },
       },
+      schemas: {
+        ...componentSchemas({ JobSpec: JobSpecSchema, ReviewBody: ReviewBodySchema }, 'input'),
+        ...componentSchemas(
+          {
+            BidReply: BidReplySchema,
+            Execution: ExecutionSchema,
+            ExecutionPage: ExecutionPageSchema,
+            ResultView: ResultViewSchema,
+            Node: NodeSchema,
+            Problem: ProblemSchema,
+          },
+          'output',
+        ),
+      },
+      responses: Object.fromEntries(
+        Object.entries(PROBLEMS).map(([status, response]) => [
+          `Problem${status}`,
+          { ...response, content: { 'application/problem+json': { schema: ref('Problem') } } },
+        ]),
+      ),
     },
   };
 }

@@ -28,6 +28,7 @@ import { executionIds, systemClock } from '../adapters/system.ts';
 import type { FerryConfig } from '../config.ts';
 import type { Core } from '../core.ts';
 import type { PlatformProfile } from '../domain/bidding.ts';
+import { parseImageReference, registryAllowed } from '../domain/image-reference.ts';
 import { ACTIVE_STATES } from '../domain/states.ts';
 import type { TaskStateChangeEvent } from '../domain/task-event.ts';
 import {
@@ -191,6 +192,12 @@ async function startWork(
           emit,
           log,
           config.dockerOutputJournal,
+          (image) => {
+            const { registry } = parseImageReference(image);
+            return registryAllowed(registry, config.policy.registryAllow)
+              ? undefined
+              : `registry ${registry} is not allowed by FERRY_REGISTRY_ALLOW`;
+          },
         )
       : new ProcessBackend(
           objects,
@@ -214,6 +221,10 @@ async function startWork(
     supportsPublish: true,
     // Docker gives a job no network at all; plain processes share the host's.
     enforcesNetworkNone: backend.platform === 'docker',
+    // Images already on the host run whatever their name; the process backend runs no images.
+    ...(backend instanceof DockerBackend
+      ? { imagePresent: (image: string) => backend.imagePresent(image) }
+      : {}),
   };
   const core: Core = {
     store,

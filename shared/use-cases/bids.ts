@@ -5,6 +5,7 @@ import { makeBid } from '../domain/bidding.ts';
 import { estimateWaitSeconds } from '../domain/capacity.ts';
 import type { Execution } from '../domain/execution.ts';
 import { parseJobSpec } from '../domain/job-spec.ts';
+import type { ReviewBody } from '../domain/review.ts';
 import { BidDeclined, IdempotencyConflict, InvalidTransition, NotFound, StaleExecution } from '../errors.ts';
 import { messageFor } from './dispatch.ts';
 import { moveTo, mutate } from './transitions.ts';
@@ -30,10 +31,13 @@ async function bidOn(
   const spec = parseJobSpec(specInput, core.settings.policy.maxOutputBytes);
   const now = core.clock.now();
   const usage = await currentUsage(core);
+  const { profile } = core.settings;
+  const imagePresent = (await profile.imagePresent?.(spec.image)) ?? false;
   const bid = makeBid({
     spec,
     policy: core.settings.policy,
-    profile: core.settings.profile,
+    profile,
+    facts: { imagePresent },
     budget: core.settings.capacity,
     expiresAt: new Date(now.getTime() + core.settings.bidTtlSeconds * 1000).toISOString(),
     queueEstimate: (constraints) => ({
@@ -136,14 +140,26 @@ export async function acceptBid(core: Core, owner: string, id: string): Promise<
   return queued;
 }
 
-export async function rejectBid(core: Core, owner: string, id: string): Promise<Execution> {
+export async function rejectBid(
+  core: Core,
+  owner: string,
+  id: string,
+  review: ReviewBody = {},
+): Promise<Execution> {
   await getOwned(core, owner, id);
   return mutate(core.store, id, (current) => {
     if (current.state === 'BID_REJECTED') return undefined;
     if (current.state !== 'OFFERED') {
       throw new InvalidTransition(`execution ${id} is ${current.state}; only an OFFERED bid can be rejected`);
     }
-    return moveTo(current, 'BID_REJECTED', core.clock.now(), {}, 'rejected by the caller');
+    return moveTo(
+      current,
+      'BID_REJECTED',
+      core.clock.now(),
+      {},
+      'rejected by the caller',
+      review.justification,
+    );
   });
 }
 

@@ -8,6 +8,7 @@ import { currentUsage } from './usage.ts';
 export async function describeNode(core: Core) {
   const usage = await currentUsage(core);
   const { capacity, policy, profile } = core.settings;
+  const networks: ('none' | 'egress')[] = policy.allowEgress ? ['none', 'egress'] : ['none'];
   const sum = (key: 'cpu' | 'memoryMiB') => usage.active.reduce((total, d) => total + d[key], 0);
   return {
     version: core.settings.version,
@@ -31,10 +32,10 @@ export async function describeNode(core: Core) {
       gpu: profile.supportsGpu,
       timeoutSeconds: { min: policy.minTimeoutSeconds, max: policy.maxTimeoutSeconds },
       outputBytesPerStream: policy.maxOutputBytes,
-      network: policy.allowEgress ? ['none', 'egress'] : ['none'],
-      images: { allow: policy.imageAllow, deny: policy.imageDeny },
-      commandArgs: JOB_LIMITS.commandArgs,
-      envEntries: JOB_LIMITS.envEntries,
+      network: networks,
+      images: { allow: policy.imageAllow, deny: policy.imageDeny, registries: policy.registryAllow },
+      commandArgs: JOB_LIMITS.commandArgs as number,
+      envEntries: JOB_LIMITS.envEntries as number,
     },
   };
 }

@@ -3,8 +3,9 @@
 
 import { liveKey, readLiveObject } from '../capture/result-writer.ts';
 import type { Core } from '../core.ts';
-import type { Execution, ResultManifest, StreamResult } from '../domain/execution.ts';
+import type { Execution, ResultManifest, ReviewState, StreamResult } from '../domain/execution.ts';
 import { resultKeys } from '../domain/execution.ts';
+import type { ReviewBody } from '../domain/review.ts';
 import { isTerminal, RUN_ENDED_STATES } from '../domain/states.ts';
 import { InvalidTransition } from '../errors.ts';
 import { getOwned } from './bids.ts';
@@ -15,7 +16,7 @@ export type StreamName = 'stdout' | 'stderr';
 export interface ResultView {
   readonly executionId: string;
   readonly state: Execution['state'];
-  readonly review: string;
+  readonly review: ReviewState;
   readonly manifest: ResultManifest;
   readonly links: {
     readonly stdout: string;
@@ -73,6 +74,7 @@ export async function reviewResult(
   owner: string,
   id: string,
   decision: 'ACCEPTED' | 'REJECTED',
+  review: ReviewBody = {},
 ): Promise<Execution> {
   const execution = await getOwned(core, owner, id);
   const result = requireResult(execution);
@@ -92,14 +94,21 @@ export async function reviewResult(
   return mutate(core.store, id, (current) => {
     if (current.result === undefined || current.result.review !== 'PENDING') return undefined;
     const now = core.clock.now();
-    return amend(current, now, {
-      result: {
-        ...current.result,
-        review: decision,
-        reviewedAt: now.toISOString(),
-        ...(publishedTo === undefined ? {} : { publishedTo }),
-      },
-    });
+    const at = now.toISOString();
+    const justification = review.justification === undefined ? {} : { justification: review.justification };
+    return {
+      ...amend(current, now, {
+        result: {
+          ...current.result,
+          review: decision,
+          reviewedAt: at,
+          ...justification,
+          ...(publishedTo === undefined ? {} : { publishedTo }),
+        },
+      }),
+      // The review is a step of its own in the history; the state stays as it was.
+      history: [...current.history, { state: current.state, at, review: decision, ...justification }],
+    };
   });
 }
 

@@ -17,6 +17,8 @@ export function moveTo(
   now: Date,
   patch: ExecutionPatch = {},
   reason?: string,
+  /** What the caller said about this step, kept in its history entry. */
+  justification?: string,
 ): Execution {
   if (!canTransition(execution.state, to)) {
     throw new InvalidTransition(`execution ${execution.id} is ${execution.state}; it cannot become ${to}`, {
@@ -32,7 +34,15 @@ export function moveTo(
     state: to,
     version: execution.version + 1,
     updatedAt: at,
-    history: [...execution.history, { state: to, at, ...(reason === undefined ? {} : { reason }) }],
+    history: [
+      ...execution.history,
+      {
+        state: to,
+        at,
+        ...(reason === undefined ? {} : { reason }),
+        ...(justification === undefined ? {} : { justification }),
+      },
+    ],
   };
 }
 

@@ -30,7 +30,11 @@ beforeAll(() => {
   tuned = synthFerry({
     jobLimits: { maxTimeout: Duration.hours(2), allowEgress: false },
     capacity: { maxConcurrentJobs: 8, maxVcpus: 16, maxMemoryMiB: 32768, capacityProvider: 'FARGATE_SPOT' },
-    images: { allow: ['public.ecr.aws/*', '123456789012.dkr.ecr.*'], deny: ['*:latest'] },
+    images: {
+      allow: ['public.ecr.aws/*', '123456789012.dkr.ecr.*'],
+      deny: ['*:latest'],
+      registries: ['public.ecr.aws', '123456789012.dkr.ecr.*.amazonaws.com'],
+    },
     resultRetention: Duration.days(7),
     logLevel: 'debug',
     publishDestinations: ['s3://team-results/ferry/'],
@@ -134,6 +138,7 @@ describe('settings', () => {
       FERRY_CAPACITY_PROVIDER: 'FARGATE_SPOT',
       FERRY_IMAGE_ALLOW: 'public.ecr.aws/*,123456789012.dkr.ecr.*',
       FERRY_IMAGE_DENY: '*:latest',
+      FERRY_REGISTRY_ALLOW: 'public.ecr.aws,123456789012.dkr.ecr.*.amazonaws.com',
       FERRY_PUBLISH_ALLOW: 's3://team-results/ferry/*',
       FERRY_RETENTION_DAYS: '7',
       FERRY_LOG_LEVEL: 'debug',

@@ -536,6 +536,92 @@ describe('the bid protocol', () => {
   });
 });
 
+describe('a justification for a decision', () => {
+  const why = 'too expensive for a nightly run; ünïcode kept';
+
+  test('rejecting a bid keeps the justification in its history entry, shown by GET', async () => {
+    const { executionId } = await askBid(job(['echo', 'why']));
+
+    const rejected = await call('POST', `/v1/bids/${executionId}/reject`, { body: { justification: why } });
+
+    expect(rejected.status, rejected.text).toBe(200);
+    const shown = (await call('GET', `/v1/executions/${executionId}`)).body as Execution;
+    expect(shown.state).toBe('BID_REJECTED');
+    expect(shown.history.at(-1)).toMatchObject({ state: 'BID_REJECTED', justification: why });
+  });
+
+  test('a review of the result keeps it on the review and in a history entry of its own', async () => {
+    const accepted = await submitJob(job(['echo', 'keep']));
+    const rejected = await submitJob(job(['echo', 'drop']));
+    await waitUntil(accepted.id);
+    await waitUntil(rejected.id);
+
+    const accept = await call('POST', `/v1/executions/${accepted.id}/result/accept`, {
+      body: { justification: 'matches the reference output' },
+    });
+    const reject = await call('POST', `/v1/executions/${rejected.id}/result/reject`, {
+      body: { justification: why },
+    });
+
+    expect(accept.status, accept.text).toBe(200);
+    expect(reject.status, reject.text).toBe(200);
+    const acceptedNow = (await call('GET', `/v1/executions/${accepted.id}`)).body as Execution;
+    const rejectedNow = (await call('GET', `/v1/executions/${rejected.id}`)).body as Execution;
+    expect(acceptedNow.result).toMatchObject({
+      review: 'ACCEPTED',
+      justification: 'matches the reference output',
+    });
+    expect(acceptedNow.history.at(-1)).toMatchObject({
+      state: 'COMPLETED',
+      review: 'ACCEPTED',
+      justification: 'matches the reference output',
+    });
+    expect(rejectedNow.result).toMatchObject({ review: 'REJECTED', justification: why });
+    expect(rejectedNow.history.at(-1)).toMatchObject({
+      state: 'COMPLETED',
+      review: 'REJECTED',
+      justification: why,
+    });
+  });
+
+  test('no body, and an empty object, are still accepted', async () => {
+    const first = await askBid(job(['echo', 'a']));
+    const second = await askBid(job(['echo', 'b']));
+
+    const bare = await call('POST', `/v1/bids/${first.executionId}/reject`);
+    const empty = await call('POST', `/v1/bids/${second.executionId}/reject`, { body: {} });
+
+    expect(bare.status, bare.text).toBe(200);
+    expect(empty.status, empty.text).toBe(200);
+    expect(empty.body.history.at(-1)).not.toHaveProperty('justification');
+  });
+
+  test.each([
+    ['an unknown field', { justification: 'ok', reason: 'x' }, 'reason'],
+    ['an empty justification', { justification: '' }, 'justification'],
+    ['a justification over 1,000 characters', { justification: 'x'.repeat(1001) }, 'justification'],
+    ['a justification that is not text', { justification: 42 }, 'justification'],
+    ['a body that is not an object', ['why'], '(body)'],
+  ])('%s is refused with 400 and changes nothing', async (_what, body, field) => {
+    const { executionId } = await askBid(job(['echo', 'c']));
+
+    const reply = await call('POST', `/v1/bids/${executionId}/reject`, { body });
+
+    expectFieldError(reply, field);
+    expect((await call('GET', `/v1/executions/${executionId}`)).body.state).toBe('OFFERED');
+  });
+
+  test('a justification of exactly 1,000 characters is kept whole', async () => {
+    const { executionId } = await askBid(job(['echo', 'd']));
+    const longest = 'é'.repeat(1000);
+
+    const reply = await call('POST', `/v1/bids/${executionId}/reject`, { body: { justification: longest } });
+
+    expect(reply.status, reply.text).toBe(200);
+    expect(reply.body.history.at(-1).justification).toBe(longest);
+  });
+});
+
 describe('bid expiry', () => {
   let shortLived: TestServer;
   beforeAll(async () => {

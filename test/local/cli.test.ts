@@ -126,6 +126,45 @@ describe('other commands', () => {
   });
 });
 
+describe('decisions with a justification', () => {
+  test('reject --justification keeps it, and status prints it', async () => {
+    const bid = await ferry(['bid', '--json', '--image', 'x/y:1', '--', 'true']);
+    const { executionId } = JSON.parse(bid.stdout) as { executionId: string };
+
+    const rejected = await ferry(['reject', executionId, '--justification', 'over budget this week']);
+    const status = await ferry(['status', executionId]);
+
+    expect(rejected.code, rejected.stderr).toBe(0);
+    expect(rejected.stdout).toBe(`${executionId} BID_REJECTED\n`);
+    expect(status.stdout).toMatch(
+      /BID_REJECTED {2}\(rejected by the caller\)\n\s+justification: over budget this week\n/,
+    );
+  });
+
+  test('result --reject --justification keeps it on the review, and status prints it', async () => {
+    const submitted = await ferry(['submit', '--image', 'x/y:1', '--', 'echo', 'wrong']);
+    const id = submitted.stdout.trim();
+    expect((await ferry(['wait', id])).code).toBe(0);
+
+    const reviewed = await ferry(['result', id, '--reject', '--justification', 'the output is wrong']);
+    const status = await ferry(['status', '--json', id]);
+    const human = await ferry(['status', id]);
+
+    expect(reviewed.code, reviewed.stderr).toBe(0);
+    expect(reviewed.stdout).toBe(`${id} result REJECTED\n`);
+    const execution = JSON.parse(status.stdout) as Execution;
+    expect(execution.result).toMatchObject({ review: 'REJECTED', justification: 'the output is wrong' });
+    expect(human.stdout).toMatch(/COMPLETED {2}result REJECTED\n\s+justification: the output is wrong\n/);
+  });
+
+  test('--justification without a decision is a usage error', async () => {
+    const run = await ferry(['result', `ex_${'0'.repeat(26)}`, '--justification', 'why']);
+
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/--justification goes with --accept or --reject/);
+  });
+});
+
 describe('errors', () => {
   test('a usage error exits 2 with one line saying what is wrong', async () => {
     const run = await ferry(['submit', '--wait', '--', 'echo', 'hello']);

@@ -9,6 +9,7 @@ import { SqliteExecutionStore, SqliteIdempotencyStore } from '../../shared/adapt
 import { executionIds } from '../../shared/adapters/system.ts';
 import type { Core } from '../../shared/core.ts';
 import type { Execution, ResolvedConstraints } from '../../shared/domain/execution.ts';
+import { DEFAULT_REGISTRIES } from '../../shared/domain/image-reference.ts';
 import type { BackendError } from '../../shared/errors.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import type { ComputeBackend, LiveRead, TaskStatus } from '../../shared/ports.ts';
@@ -85,6 +86,7 @@ export async function buildTestCore(overrides: Partial<Core['settings']> = {}): 
       policy: {
         imageAllow: ['*'],
         imageDeny: [],
+        registryAllow: [...DEFAULT_REGISTRIES],
         publishAllow: ['*'],
         minTimeoutSeconds: 1,
         maxTimeoutSeconds: 86400,

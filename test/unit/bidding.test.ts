@@ -11,6 +11,7 @@ import { parseJobSpec } from '../../shared/domain/job-spec.ts';
 const policy: BidPolicy = {
   imageAllow: ['*'],
   imageDeny: [],
+  registryAllow: ['*'],
   publishAllow: ['*'],
   minTimeoutSeconds: 1,
   maxTimeoutSeconds: 86400,

@@ -95,6 +95,14 @@ describe('job spec', () => {
     );
   });
 
+  it('refuses sizes beyond floating point, which would be stored as null', () => {
+    for (const resources of [{ memory: 1e308 }, { disk: 1e300 }, { memory: `${'9'.repeat(400)}GiB` }]) {
+      const [problem] = problemsOf({ image: 'a', command: ['x'], resources });
+      expect(problem?.field).toBe(`resources.${Object.keys(resources)[0]}`);
+      expect(problem?.message).toMatch(/too large/);
+    }
+  });
+
   it('keeps the inline view within what is stored', () => {
     const spec = parseJobSpec({
       image: 'a',

@@ -28,6 +28,8 @@ const REMOVE_WAIT_MS = 250;
 /** How long a call to the engine may take once the container has exited, before it counts as unanswered. */
 const ENGINE_ANSWER_MS = 2000;
 const MiB = 1024 * 1024;
+const PRESENCE_TTL_MS = 2000;
+const PRESENCE_ENTRIES = 1024;
 
 export const containerName = (executionId: string): string => `ferry-${executionId}`;
 
@@ -67,6 +69,7 @@ export class DockerBackend implements ComputeBackend {
   private readonly book: LocalTaskBook;
   private readonly stopping = new Set<string>();
   private readonly watches = new Map<string, Watch>();
+  private readonly presence = new Map<string, { present: boolean; at: number }>();
 
   constructor(
     private readonly docker: Docker,
@@ -81,10 +84,35 @@ export class DockerBackend implements ComputeBackend {
      * many short lines, which the engine journals one line at a time.
      */
     private readonly outputJournal = true,
+    /**
+     * Whether an image missing from the host may be pulled (its registry is allowed). The bid
+     * already checked, but an image present then may have been removed before the launch.
+     */
+    private readonly mayPull: (image: string) => string | undefined = () => undefined,
   ) {
     this.book = new LocalTaskBook(objects, emit, log, (task) => {
       void this.escalate(task.taskId, TIMEOUT_GRACE_MS);
     });
+  }
+
+  /**
+   * Whether the image is already on this host, from the engine's image store only (never
+   * a registry). Answers are kept briefly, so a burst of bids on one image asks once.
+   */
+  async imagePresent(image: string): Promise<boolean> {
+    const now = Date.now();
+    const known = this.presence.get(image);
+    if (known !== undefined && now - known.at < PRESENCE_TTL_MS) return known.present;
+    let present = false;
+    try {
+      await this.docker.getImage(image).inspect();
+      present = true;
+    } catch {
+      // Not there, or the engine could not say: either way the image is not known to be here.
+    }
+    if (this.presence.size >= PRESENCE_ENTRIES) this.presence.clear();
+    this.presence.set(image, { present, at: now });
+    return present;
   }
 
   /** Answers whether an engine is reachable, for choosing the backend at start. */
@@ -342,6 +370,9 @@ export class DockerBackend implements ComputeBackend {
     } catch (error) {
       if (statusOf(error) !== 404) return `could not inspect image ${image}: ${messageOf(error)}`;
     }
+    const refused = this.mayPull(image);
+    if (refused !== undefined)
+      return `CannotPullContainerError: image ${image} is not on this host: ${refused}`;
     try {
       const progress = await this.docker.pull(image);
       await new Promise<void>((resolve, reject) =>

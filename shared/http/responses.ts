@@ -1,0 +1,228 @@
+// What the API answers, as zod schemas: the OpenAPI document is generated from them, and the
+// domain types are checked against them at compile time, so neither can drift from the other.
+import { z } from 'zod';
+import type { Bid, Execution, ResultManifest } from '../domain/execution.ts';
+import type { JobSpec } from '../domain/job-spec.ts';
+import { EXECUTION_STATES } from '../domain/states.ts';
+import type { describeNode } from '../use-cases/node.ts';
+import type { ResultView } from '../use-cases/results.ts';
+
+const timestamp = z.string().describe('RFC 3339 date-time');
+const count = z.number().int().min(0);
+const state = z.enum(EXECUTION_STATES);
+const platform = z.enum(['fargate', 'docker', 'process']);
+const keep = z.enum(['head', 'tail', 'head+tail']);
+const review = z.enum(['PENDING', 'ACCEPTED', 'REJECTED']);
+
+export const ResolvedConstraintsSchema = z
+  .object({
+    platform,
+    cpu: z.number(),
+    memoryMiB: z.number(),
+    diskGiB: z.number(),
+    fargate: z
+      .object({ cpu: z.string(), memory: z.string(), ephemeralStorageGiB: z.number() })
+      .optional()
+      .describe('the Fargate task size strings for RunTask'),
+    notes: z.array(z.string()).describe('limits the platform does not enforce, said plainly'),
+  })
+  .describe('what the job will get: the request rounded to what the platform offers');
+
+export const BidSchema = z.object({
+  accepted: z.boolean(),
+  reason: z.string().describe('why Ferry bid as it did; a decline names what was asked and what is possible'),
+  constraints: ResolvedConstraintsSchema.optional(),
+  estimate: z
+    .object({
+      costPerHourUsd: z.number(),
+      maxCostUsd: z.number(),
+      queueWaitSeconds: z.number(),
+      queue: z.object({ runningJobs: count, queuedJobs: count }),
+    })
+    .optional(),
+  expiresAt: timestamp.optional(),
+});
+
+/** The job spec as Ferry keeps it: validated, defaults applied, sizes in Ferry's units. */
+export const StoredJobSpecSchema = z.object({
+  image: z.string(),
+  command: z.array(z.string()),
+  env: z.record(z.string(), z.string()),
+  workdir: z.string().optional(),
+  resources: z.object({
+    cpu: z.number().optional(),
+    memoryMiB: z.number().optional(),
+    diskGiB: z.number().optional(),
+    gpu: count,
+  }),
+  timeoutSeconds: z.number().int(),
+  network: z.enum(['none', 'egress']),
+  outputLimits: z.object({ stdoutBytes: count, stderrBytes: count, inlineBytes: count, keep }),
+  inputs: z.array(z.object({ url: z.string(), path: z.string() })),
+  outputs: z.array(z.object({ path: z.string(), name: z.string() })),
+  publish: z.object({ destination: z.string() }).optional(),
+  labels: z.record(z.string(), z.string()),
+  priority: z.number().int(),
+});
+
+const streamTotals = z.object({ totalBytes: count, storedBytes: count, truncated: z.boolean() });
+
+export const HistoryEntrySchema = z.object({
+  state,
+  at: timestamp,
+  reason: z.string().optional(),
+  review: z.enum(['ACCEPTED', 'REJECTED']).optional().describe('set on the entry of a result review'),
+  justification: z.string().optional().describe("the caller's words for a decision"),
+});
+
+export const ExecutionSchema = z.object({
+  id: z.string(),
+  owner: z.string(),
+  state,
+  version: z.number().int(),
+  spec: StoredJobSpecSchema,
+  bid: BidSchema,
+  createdAt: timestamp,
+  updatedAt: timestamp,
+  queuedAt: timestamp.optional(),
+  launchedAt: timestamp.optional(),
+  startedAt: timestamp.optional(),
+  endedAt: timestamp.optional(),
+  deadlineAt: timestamp.optional(),
+  task: z.object({ id: z.string(), lastEventVersion: z.number() }).optional(),
+  stopRequested: z.object({ intent: z.enum(['cancel', 'timeout']), at: timestamp }).optional(),
+  dispatchToken: z.string().optional(),
+  requestFingerprint: z
+    .string()
+    .optional()
+    .describe('digest of the request that created the execution with an Idempotency-Key'),
+  deferrals: count,
+  exitCode: z.number().int().nullable().optional(),
+  reason: z.string().optional(),
+  result: z
+    .object({
+      review,
+      exitCode: z.number().int().nullable(),
+      manifestKey: z.string(),
+      stdout: streamTotals,
+      stderr: streamTotals,
+      reviewedAt: timestamp.optional(),
+      justification: z.string().optional(),
+      publishedTo: z.string().optional(),
+    })
+    .optional(),
+  history: z.array(HistoryEntrySchema),
+});
+
+export const BidReplySchema = z.object({
+  executionId: z.string(),
+  bid: BidSchema,
+  execution: ExecutionSchema,
+});
+
+export const ExecutionPageSchema = z.object({
+  items: z.array(ExecutionSchema),
+  nextCursor: z.string().optional().describe('absent on the last page'),
+});
+
+const StreamResultSchema = z.object({
+  totalBytes: count,
+  storedBytes: count,
+  truncated: z.boolean(),
+  headBytes: count,
+  tailBytes: count,
+  omittedBytes: count,
+  inline: z.string(),
+  inlineEncoding: z.enum(['utf8', 'base64']),
+  inlineTruncated: z.boolean(),
+});
+
+export const ResultManifestSchema = z.object({
+  executionId: z.string(),
+  exitCode: z.number().int().nullable(),
+  signal: z.string().nullable(),
+  partial: z.boolean(),
+  timedOut: z.boolean().optional(),
+  startedAt: timestamp.nullable(),
+  endedAt: timestamp,
+  stdout: StreamResultSchema,
+  stderr: StreamResultSchema,
+  outputs: z.array(z.object({ name: z.string(), path: z.string(), bytes: count, key: z.string() })),
+  keep,
+});
+
+export const ResultViewSchema = z.object({
+  executionId: z.string(),
+  state,
+  review,
+  manifest: ResultManifestSchema,
+  links: z.object({
+    stdout: z.string(),
+    stderr: z.string(),
+    outputs: z.record(z.string(), z.string()),
+    expiresAt: timestamp,
+  }),
+});
+
+export const NodeSchema = z.object({
+  version: z.string(),
+  backend: platform,
+  isolated: z.boolean(),
+  capacity: z.object({
+    maxConcurrency: z.number().int(),
+    cpu: z.number(),
+    memoryMiB: z.number(),
+    starvationSeconds: z.number(),
+  }),
+  usage: z.object({ runningJobs: count, queuedJobs: count, cpu: z.number(), memoryMiB: z.number() }),
+  perJobLimits: z.object({
+    cpu: z.number(),
+    memoryMiB: z.number(),
+    gpu: z.boolean(),
+    timeoutSeconds: z.object({ min: z.number().int(), max: z.number().int() }),
+    outputBytesPerStream: count,
+    network: z.array(z.enum(['none', 'egress'])),
+    images: z.object({
+      allow: z.array(z.string()),
+      deny: z.array(z.string()),
+      registries: z.array(z.string()).describe('registry hosts images may be pulled from'),
+    }),
+    commandArgs: z.number().int(),
+    envEntries: z.number().int(),
+  }),
+});
+
+export const ProblemSchema = z
+  .looseObject({
+    type: z.string(),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string(),
+    errors: z
+      .array(z.object({ field: z.string(), message: z.string() }))
+      .optional()
+      .describe('each field that is wrong'),
+    allow: z.array(z.string()).optional().describe('405: the methods the path takes'),
+    executionId: z.string().optional().describe('422 for a declined job: the DECLINED execution'),
+    bid: BidSchema.optional().describe('422 for a declined job: the bid and its reason'),
+  })
+  .describe('RFC 9457 problem details');
+
+type DeepMutable<T> = T extends readonly (infer U)[]
+  ? DeepMutable<U>[]
+  : T extends object
+    ? { -readonly [K in keyof T]: DeepMutable<T[K]> }
+    : T;
+/** `true` when the two types are identical (same fields, optional or not, same types); `never` otherwise. */
+type Same<A, B> =
+  (<T>() => T extends DeepMutable<A> ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : never;
+
+/** Compile-time proof that each domain type and its response schema agree field for field. */
+export const RESPONSE_TYPES_MATCH: readonly [
+  Same<Execution, z.output<typeof ExecutionSchema>>,
+  Same<Bid, z.output<typeof BidSchema>>,
+  Same<JobSpec, z.output<typeof StoredJobSpecSchema>>,
+  Same<ResultManifest, z.output<typeof ResultManifestSchema>>,
+  Same<ResultView, z.output<typeof ResultViewSchema>>,
+  Same<Awaited<ReturnType<typeof describeNode>>, z.output<typeof NodeSchema>>,
+] = [true, true, true, true, true, true];
