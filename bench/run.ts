@@ -231,30 +231,30 @@ async function main(): Promise<void> {
     process.stderr.write(`[bench +${((performance.now() - started) / 1000).toFixed(0)}s] ${text}\n`);
 
   step(
-    `1/5 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
+    `1/6 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
   );
   const latency = await benchLatency({ rounds: LATENCY_ROUNDS, warmup: LATENCY_WARMUP });
-  step(`2/5 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
+  step(`2/6 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
   const rawSpawn = await rawSpawnJobsPerSecond(THROUGHPUT_JOBS, THROUGHPUT_CONCURRENCY);
   const throughput = await benchThroughput({
     jobs: THROUGHPUT_JOBS,
     maxConcurrency: THROUGHPUT_CONCURRENCY,
     clientParallelism: 16,
   });
-  step(`submissions: ${SUBMISSIONS} bids over HTTP and ${SUBMISSIONS} records through the store`);
+  step(`3/6 submissions: ${SUBMISSIONS} bids over HTTP and ${SUBMISSIONS} records through the store`);
   const submissions = await benchSubmissions({
     submissions: SUBMISSIONS,
     parallelism: SUBMISSION_PARALLELISM,
   });
-  step('3/5 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
+  step('4/6 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
   const capture = await benchCapture();
   const moto = await startMoto();
-  step('4/5 Fargate publisher: 1 GiB through the wrapper and FIFOs into emulated S3');
+  step('5/6 Fargate publisher: 1 GiB through the wrapper and FIFOs into emulated S3');
   const publisher = await benchPublisher(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('5/5 AWS API calls per execution, counted against moto server');
+  step('6/6 AWS API calls per execution, counted against moto server');
   const awsCalls = await benchAwsCalls(moto.endpoint).finally(() => moto.stop());
 
   const rows = [
