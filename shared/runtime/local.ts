@@ -681,7 +681,9 @@ function ownerOf(request: http.IncomingMessage, config: FerryConfig): string {
   const token = header === undefined ? undefined : /^bearer[ \t]+(\S+)[ \t]*$/i.exec(header)?.[1];
   if (config.token !== undefined) {
     if (token === undefined) {
-      throw new Unauthorized('a bearer token is required (Authorization: Bearer <FERRY_TOKEN>)');
+      throw new Unauthorized('a bearer token is required (Authorization: Bearer <FERRY_TOKEN>)', {
+        challenge: 'Bearer realm="ferry"',
+      });
     }
     if (!timingSafeEqual(digestOf(token), digestOf(config.token))) {
       throw new Unauthorized('the bearer token is not valid', {
