@@ -22,6 +22,7 @@ import { DirectoryObjectStore } from '../adapters/local/dir-object-store.ts';
 import { DockerBackend } from '../adapters/local/docker-backend.ts';
 import { MemoryCapacityLedger } from '../adapters/local/memory-ledger.ts';
 import { ProcessBackend } from '../adapters/local/process-backend.ts';
+import { SqliteJobIntake } from '../adapters/local/sqlite-intake.ts';
 import { SqliteJobQueue } from '../adapters/local/sqlite-queue.ts';
 import { SqliteExecutionStore, SqliteIdempotencyStore } from '../adapters/local/sqlite-store.ts';
 import { executionIds, systemClock } from '../adapters/system.ts';
@@ -230,6 +231,7 @@ async function startWork(
     store,
     idempotency,
     queue,
+    intake: new SqliteJobIntake(database, store, queue),
     objects,
     backend,
     ledger,

@@ -46,22 +46,30 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
   }
 
   async create(execution: Execution): Promise<void> {
+    this.database.write(() => this.insert(execution));
+    this.announce(execution.id);
+  }
+
+  /** The write of `create`, inside a transaction the caller holds; `announce` once it commits. */
+  insert(execution: Execution): void {
+    if (this.statements.get.get(execution.id) !== undefined) {
+      throw new StaleExecution(`execution ${execution.id} already exists`);
+    }
     const body = JSON.stringify(execution);
-    this.database.write(() => {
-      if (this.statements.get.get(execution.id) !== undefined) {
-        throw new StaleExecution(`execution ${execution.id} already exists`);
-      }
-      this.statements.insert.run(
-        execution.id,
-        execution.owner,
-        execution.state,
-        execution.createdAt,
-        execution.version,
-        body,
-        digestOf(body),
-      );
-    });
-    this.changes.emit(execution.id);
+    this.statements.insert.run(
+      execution.id,
+      execution.owner,
+      execution.state,
+      execution.createdAt,
+      execution.version,
+      body,
+      digestOf(body),
+    );
+  }
+
+  /** Wakes the waiters on an execution after a write has committed. */
+  announce(id: string): void {
+    this.changes.emit(id);
   }
 
   async get(id: string): Promise<Execution | undefined> {
