@@ -50,9 +50,14 @@ const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
  */
 const IDEMPOTENCY_LEASE_MS = 60 * 1000;
 
+/** The caller API Gateway authenticated; its routes take AWS Signature Version 4 (IAM). */
 function ownerOf(event: ApiEvent): string {
   const owner = event.requestContext.authorizer?.iam?.userArn;
-  if (!owner) throw new Unauthorized('the request carries no caller identity');
+  if (!owner) {
+    throw new Unauthorized('the request carries no caller identity; sign it with AWS Signature Version 4', {
+      challenge: 'AWS4-HMAC-SHA256',
+    });
+  }
   return owner;
 }
 

@@ -10,6 +10,7 @@ import type {
   ExecutionStore,
   IdempotencyStore,
   IdGenerator,
+  JobIntake,
   JobQueue,
   ObjectStore,
 } from './ports.ts';
@@ -43,6 +44,7 @@ export interface Core {
   readonly store: ExecutionStore;
   readonly idempotency: IdempotencyStore;
   readonly queue: JobQueue;
+  readonly intake: JobIntake;
   readonly objects: ObjectStore;
   readonly backend: ComputeBackend;
   readonly ledger: CapacityLedger;

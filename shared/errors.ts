@@ -45,12 +45,15 @@ export class UnsupportedMediaType extends FerryError {
 export class Unauthorized extends FerryError {
   readonly code = 'unauthorized';
   readonly status = 401;
-  /** The `WWW-Authenticate` challenge every 401 carries (RFC 9110 §11.6.1). */
+  /**
+   * The `WWW-Authenticate` challenge every 401 carries (RFC 9110 §11.6.1). Set by whoever
+   * raises it: only the runtime knows the scheme its callers authenticate with.
+   */
   readonly challenge: string;
 
-  constructor(message: string, options: { challenge?: string } = {}) {
+  constructor(message: string, options: { challenge: string }) {
     super(message);
-    this.challenge = options.challenge ?? 'Bearer realm="ferry"';
+    this.challenge = options.challenge;
   }
 }
 

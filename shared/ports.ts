@@ -61,6 +61,17 @@ export interface JobQueue {
   send(message: DispatchMessage, options?: { delaySeconds?: number }): Promise<void>;
 }
 
+/** Puts a new job on the queue: its QUEUED record and the first message of its dispatch chain. */
+export interface JobIntake {
+  /**
+   * Stores `execution` (new) and sends `message` for it; resolves only once both are done.
+   * Fails like ExecutionStore.create, sending nothing, if the id exists. Where the store and
+   * the queue share a transaction a failure leaves neither; where they cannot, a failed send
+   * may leave the record QUEUED without a message, for the caller to end.
+   */
+  enqueueNew(execution: Execution, message: DispatchMessage): Promise<void>;
+}
+
 export interface ObjectInfo {
   readonly key: string;
   readonly size: number;

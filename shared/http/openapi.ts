@@ -50,7 +50,10 @@ const PROBLEMS: Record<string, { description: string; headers?: Record<string, o
   '401': {
     description: 'no valid bearer token (when the server requires one)',
     headers: {
-      'WWW-Authenticate': header('the scheme to authenticate with (Bearer)', { type: 'string' }),
+      'WWW-Authenticate': header(
+        'the scheme to authenticate with (Bearer on a local server, AWS4-HMAC-SHA256 on AWS)',
+        { type: 'string' },
+      ),
     },
   },
   '404': { description: 'no such execution for this caller (another caller’s does not exist for you)' },

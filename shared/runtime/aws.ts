@@ -9,6 +9,7 @@ import { DynamoExecutionStore, DynamoIdempotencyStore } from '../adapters/aws/dy
 import { EcsBackend } from '../adapters/aws/ecs-backend.ts';
 import { S3ObjectStore } from '../adapters/aws/s3-object-store.ts';
 import { SqsJobQueue } from '../adapters/aws/sqs-queue.ts';
+import { StoreThenSendIntake } from '../adapters/aws/store-then-send-intake.ts';
 import { executionIds, systemClock } from '../adapters/system.ts';
 import type { FerryConfig } from '../config.ts';
 import type { ChangeFeed, Core } from '../core.ts';
@@ -42,10 +43,12 @@ export function buildAwsCore(config: FerryConfig, clients: AwsClients = {}, log?
     retentionDays: aws.retentionDays,
     client: dynamodb,
   });
+  const queue = new SqsJobQueue(aws.queueUrl, clients.sqs ?? new SQSClient({ region: aws.region }));
   return {
     store,
     idempotency: new DynamoIdempotencyStore(aws.tableName, dynamodb),
-    queue: new SqsJobQueue(aws.queueUrl, clients.sqs ?? new SQSClient({ region: aws.region })),
+    queue,
+    intake: new StoreThenSendIntake(store, queue),
     objects: new S3ObjectStore(aws.bucket, clients.s3 ?? new S3Client({ region: aws.region })),
     backend: new EcsBackend({
       cluster: aws.cluster,

@@ -22,6 +22,7 @@ import { DirectoryObjectStore } from '../adapters/local/dir-object-store.ts';
 import { DockerBackend } from '../adapters/local/docker-backend.ts';
 import { MemoryCapacityLedger } from '../adapters/local/memory-ledger.ts';
 import { ProcessBackend } from '../adapters/local/process-backend.ts';
+import { SqliteJobIntake } from '../adapters/local/sqlite-intake.ts';
 import { SqliteJobQueue } from '../adapters/local/sqlite-queue.ts';
 import { SqliteExecutionStore, SqliteIdempotencyStore } from '../adapters/local/sqlite-store.ts';
 import { executionIds, systemClock } from '../adapters/system.ts';
@@ -230,6 +231,7 @@ async function startWork(
     store,
     idempotency,
     queue,
+    intake: new SqliteJobIntake(database, store, queue),
     objects,
     backend,
     ledger,
@@ -681,7 +683,9 @@ function ownerOf(request: http.IncomingMessage, config: FerryConfig): string {
   const token = header === undefined ? undefined : /^bearer[ \t]+(\S+)[ \t]*$/i.exec(header)?.[1];
   if (config.token !== undefined) {
     if (token === undefined) {
-      throw new Unauthorized('a bearer token is required (Authorization: Bearer <FERRY_TOKEN>)');
+      throw new Unauthorized('a bearer token is required (Authorization: Bearer <FERRY_TOKEN>)', {
+        challenge: 'Bearer realm="ferry"',
+      });
     }
     if (!timingSafeEqual(digestOf(token), digestOf(config.token))) {
       throw new Unauthorized('the bearer token is not valid', {

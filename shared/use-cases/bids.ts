@@ -69,9 +69,14 @@ async function bidOn(
  * Stores a new execution and returns it; for a keyed request stored before (a retry whose
  * first answer was lost), the stored execution instead, however far it got.
  */
-async function createOnce(core: Core, execution: Execution, request?: KeyedRequest): Promise<Execution> {
+async function createOnce(
+  core: Core,
+  execution: Execution,
+  request?: KeyedRequest,
+  create: (execution: Execution) => Promise<void> = (e) => core.store.create(e),
+): Promise<Execution> {
   try {
-    await core.store.create(execution);
+    await create(execution);
     return execution;
   } catch (error) {
     if (!(error instanceof StaleExecution) || request === undefined) throw error;
@@ -165,7 +170,8 @@ export async function rejectBid(
 
 /**
  * Ask and accept in one call; a decline is an error carrying the bid. A keyed retry gets the
- * execution its first try stored: the same decline again, or the job as far as it got.
+ * execution its first try stored, whatever a fresh bid would say now: the same decline
+ * again, or the job as far as it got.
  */
 export async function submitJob(
   core: Core,
@@ -174,27 +180,39 @@ export async function submitJob(
   request?: KeyedRequest,
 ): Promise<Execution> {
   const offered = await bidOn(core, owner, specInput, request);
-  if (!offered.bid.accepted) throw declined(await createOnce(core, offered, request));
-  // Offered and accepted in the same breath: stored once, already QUEUED.
+  if (!offered.bid.accepted) return unlessDeclined(await createOnce(core, offered, request));
+  // Offered and accepted in the same breath: stored once, already QUEUED, with its message.
   const now = core.clock.now();
   const queued: Execution = {
     ...moveTo(offered, 'QUEUED', now, { queuedAt: now.toISOString(), dispatchToken: core.ids.next() }),
     version: 1,
   };
-  const stored = await createOnce(core, queued, request);
-  if (stored.state === 'DECLINED') throw declined(stored);
-  if (stored !== queued) return stored;
   try {
-    await core.queue.send(messageFor(queued));
+    return unlessDeclined(
+      await createOnce(core, queued, request, (e) => core.intake.enqueueNew(e, messageFor(e))),
+    );
   } catch (error) {
-    // The caller is answered with an error, so the job must not run later: end it if the
-    // store still takes writes (if not, the sweeper re-sends it once the store recovers).
-    await mutate(core.store, queued.id, (current) =>
-      current.state === 'QUEUED'
-        ? moveTo(current, 'FAILED', core.clock.now(), {}, 'the job could not be queued')
-        : undefined,
-    ).catch(() => undefined);
+    await abandon(core, queued);
     throw error;
   }
-  return queued;
+}
+
+/** A stored DECLINED execution is answered with the decline; any other is the job. */
+function unlessDeclined(stored: Execution): Execution {
+  if (stored.state === 'DECLINED') throw declined(stored);
+  return stored;
+}
+
+/**
+ * The caller is answered with an error, so the job must not run later. Where the intake is
+ * one transaction nothing was stored; where it is not, a record this call stored (its
+ * dispatch token says so) may be QUEUED without a message: it is ended while the store takes
+ * writes (if not, the sweeper re-sends it once the store recovers).
+ */
+async function abandon(core: Core, queued: Execution): Promise<void> {
+  await mutate(core.store, queued.id, (current) =>
+    current.state === 'QUEUED' && current.dispatchToken === queued.dispatchToken
+      ? moveTo(current, 'FAILED', core.clock.now(), {}, 'the job could not be queued')
+      : undefined,
+  ).catch(() => undefined);
 }

@@ -713,6 +713,38 @@ describe('Idempotency-Key', () => {
     expect(retried.headers.get('idempotent-replayed')).toBeNull();
   });
 
+  test('a retried declined POST /v1/jobs with one key returns the same DECLINED execution', async () => {
+    const caller = 'declined-jobs-caller';
+    const body = JSON.stringify(job(['echo'], { resources: { cpu: 1000 } }));
+    const headers = { 'idempotency-key': 'key-declined-jobs' };
+
+    const first = await call('POST', '/v1/jobs', { body, headers, token: caller });
+    const second = await call('POST', '/v1/jobs', { body, headers, token: caller });
+
+    expectProblem(first, 422);
+    expectProblem(second, 422);
+    expect(second.body).toEqual(first.body);
+    const listed = await allExecutions(caller);
+    expect(listed.map((e) => [e.id, e.state])).toEqual([[first.body.executionId, 'DECLINED']]);
+  });
+
+  test('a retried declined POST /v1/bids with one key returns the same DECLINED execution', async () => {
+    const caller = 'declined-bids-caller';
+    const body = JSON.stringify(job(['echo'], { resources: { cpu: 1000 } }));
+    const headers = { 'idempotency-key': 'key-declined-bids' };
+
+    const first = await call('POST', '/v1/bids', { body, headers, token: caller });
+    const second = await call('POST', '/v1/bids', { body, headers, token: caller });
+
+    for (const reply of [first, second]) {
+      expect(reply.status, reply.text).toBe(201);
+      expect(reply.body.bid.accepted).toBe(false);
+    }
+    expect(second.body.executionId).toBe(first.body.executionId);
+    const listed = await allExecutions(caller);
+    expect(listed.map((e) => [e.id, e.state])).toEqual([[first.body.executionId, 'DECLINED']]);
+  });
+
   test('an empty or oversized key is a 400', async () => {
     const long = await call('POST', '/v1/jobs', {
       body: job(['echo']),

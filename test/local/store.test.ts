@@ -106,20 +106,25 @@ describe('the local database', () => {
 
     const first = track(await spawnServer(processEnv(dataDir)));
     let answered = 0;
+    let cutOff = 0;
     let killing: Promise<void> | undefined;
     await pool(keys.length, 16, async (i) => {
       const key = keys[i] ?? '';
+      const sentBeforeKill = killing === undefined;
       try {
         const reply = await post(first.url, '/v1/jobs', appendJob(key, ran), key);
         if (reply.status === 202) record(key, reply.body.id);
         if (++answered === 100) killing = first.kill('SIGKILL');
       } catch {
         // The server died with this request in flight: the client saw no answer.
+        if (sentBeforeKill) cutOff++;
       }
     });
     await killing;
     expect(answered).toBeGreaterThanOrEqual(100);
     expect(answered).toBeLessThan(300);
+    // The kill landed mid-stream: requests sent before it got no answer.
+    expect(cutOff).toBeGreaterThan(0);
 
     const second = track(await spawnServer(processEnv(dataDir)));
     await pool(keys.length, 16, async (i) => {

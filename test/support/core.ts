@@ -4,6 +4,7 @@
 import { LocalDatabase } from '../../shared/adapters/local/database.ts';
 import { DirectoryObjectStore } from '../../shared/adapters/local/dir-object-store.ts';
 import { MemoryCapacityLedger } from '../../shared/adapters/local/memory-ledger.ts';
+import { SqliteJobIntake } from '../../shared/adapters/local/sqlite-intake.ts';
 import { SqliteJobQueue } from '../../shared/adapters/local/sqlite-queue.ts';
 import { SqliteExecutionStore, SqliteIdempotencyStore } from '../../shared/adapters/local/sqlite-store.ts';
 import { executionIds } from '../../shared/adapters/system.ts';
@@ -57,6 +58,7 @@ export interface TestCore {
   readonly backend: ScriptedBackend;
   readonly queue: SqliteJobQueue;
   readonly store: SqliteExecutionStore;
+  readonly database: LocalDatabase;
   readonly now: { value: Date };
 }
 
@@ -75,6 +77,7 @@ export async function buildTestCore(overrides: Partial<Core['settings']> = {}): 
     store,
     idempotency: new SqliteIdempotencyStore(database, () => now.value.getTime()),
     queue,
+    intake: new SqliteJobIntake(database, store, queue),
     objects: await DirectoryObjectStore.open(dir, () => 'http://127.0.0.1:1'),
     backend,
     ledger: new MemoryCapacityLedger(),
@@ -115,5 +118,5 @@ export async function buildTestCore(overrides: Partial<Core['settings']> = {}): 
       ...overrides,
     },
   };
-  return { core, backend, queue, store, now };
+  return { core, backend, queue, store, database, now };
 }

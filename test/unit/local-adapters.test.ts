@@ -156,6 +156,23 @@ describe('local idempotency store (SQLite)', () => {
     expect(await keys.claim('k', claim('2030-01-01T00:03:00.000Z'))).toBeUndefined();
   });
 
+  it('deletes expired keys while it runs, a few per claim', async () => {
+    const clock = { t: Date.parse('2030-01-01T00:00:00.000Z') };
+    const database = LocalDatabase.open(await tempDir());
+    const keys = new SqliteIdempotencyStore(database, () => clock.t);
+    const rows = () =>
+      (database.db.prepare('SELECT count(*) AS n FROM idempotency').get() as { n: number }).n;
+    for (let i = 0; i < 40; i++) await keys.claim(`old-${i}`, claim('2030-01-01T00:01:00.000Z'));
+    expect(rows()).toBe(40);
+
+    clock.t = Date.parse('2030-01-02T00:00:00.000Z');
+    await keys.claim('new-1', claim('2030-01-03T00:00:00.000Z'));
+    expect(rows()).toBeLessThan(41);
+    expect(rows()).toBeGreaterThan(1);
+    for (let i = 2; i <= 10; i++) await keys.claim(`new-${i}`, claim('2030-01-03T00:00:00.000Z'));
+    expect(rows()).toBe(10);
+  });
+
   it('drops claims still in progress when it opens (their server is gone) and keeps completed answers', async () => {
     const dir = await tempDir();
     const database = LocalDatabase.open(dir);

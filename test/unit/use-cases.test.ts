@@ -253,4 +253,39 @@ describe('keyed requests', () => {
     expect((again as { details: unknown }).details).toEqual((first as { details: unknown }).details);
     expect((await core.store.list({ owner: OWNER, limit: 10 })).items).toHaveLength(1);
   });
+
+  it('a retried accepted submission returns its job even if a fresh bid would now decline', async () => {
+    const { core, queue } = await buildTestCore();
+    const first = await submitJob(core, OWNER, job, request);
+    const stricter = {
+      ...core,
+      settings: { ...core.settings, policy: { ...core.settings.policy, imageDeny: ['*'] } },
+    };
+    await expect(submitJob(stricter, OWNER, job)).rejects.toMatchObject({ code: 'bid-declined' });
+
+    const retried = await submitJob(stricter, OWNER, job, request);
+    const asked = await askForBid(stricter, OWNER, job, request);
+
+    expect(retried).toEqual(first);
+    expect(asked.id).toBe(first.id);
+    expect(asked.state).toBe('QUEUED');
+    expect(queue.depth).toBe(1);
+  });
+
+  it('a submission whose message cannot be queued stores nothing that could run later', async () => {
+    const { core, database, queue } = await buildTestCore();
+    // The queue refuses the message, and the record cannot be changed afterwards either.
+    database.db.exec(`
+      CREATE TRIGGER refuse_message BEFORE INSERT ON queue BEGIN SELECT RAISE(ABORT, 'queue refused'); END;
+      CREATE TRIGGER refuse_change BEFORE UPDATE ON executions BEGIN SELECT RAISE(ABORT, 'store refused'); END;`);
+
+    await expect(submitJob(core, OWNER, job, request)).rejects.toThrow('queue refused');
+    database.db.exec('DROP TRIGGER refuse_message; DROP TRIGGER refuse_change;');
+
+    expect((await core.store.list({ owner: OWNER, limit: 10 })).items).toEqual([]);
+    expect((await sweep(core)).requeued).toBe(0);
+    expect(queue.depth).toBe(0);
+    // The key is free: a retry runs the request.
+    expect((await submitJob(core, OWNER, job, request)).state).toBe('QUEUED');
+  });
 });

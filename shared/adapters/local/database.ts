@@ -52,6 +52,7 @@ const MIGRATIONS: readonly string[] = [
      receive_count INTEGER NOT NULL,
      dead_at INTEGER NOT NULL
    );`,
+  'CREATE INDEX idempotency_expiry ON idempotency (expires_at);',
 ];
 
 /** A digest of a stored record, so a damaged byte that still parses is caught, not believed. */

@@ -76,17 +76,20 @@ export class SqliteJobQueue implements JobQueue {
   }
 
   async send(message: DispatchMessage, options: { delaySeconds?: number } = {}): Promise<void> {
-    const at = this.now();
-    this.database.write(() =>
-      this.statements.insert.run(
-        randomUUID(),
-        message.executionId,
-        JSON.stringify(message),
-        at,
-        at + (options.delaySeconds ?? 0) * 1000,
-      ),
-    );
+    this.database.write(() => this.insert(message, options.delaySeconds ?? 0));
     this.wake();
+  }
+
+  /** The write of `send`, inside a transaction the caller holds; `wake` once it commits. */
+  insert(message: DispatchMessage, delaySeconds = 0): void {
+    const at = this.now();
+    this.statements.insert.run(
+      randomUUID(),
+      message.executionId,
+      JSON.stringify(message),
+      at,
+      at + delaySeconds * 1000,
+    );
   }
 
   /** Up to `max` visible messages, each hidden for the visibility timeout; waits up to `waitMs` for one. */
@@ -198,7 +201,8 @@ export class SqliteJobQueue implements JobQueue {
     });
   }
 
-  private wake(): void {
+  /** Wakes waiting receivers after a send has committed. */
+  wake(): void {
     for (const waiter of [...this.waiters]) waiter();
   }
 }

@@ -46,22 +46,30 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
   }
 
   async create(execution: Execution): Promise<void> {
+    this.database.write(() => this.insert(execution));
+    this.announce(execution.id);
+  }
+
+  /** The write of `create`, inside a transaction the caller holds; `announce` once it commits. */
+  insert(execution: Execution): void {
+    if (this.statements.get.get(execution.id) !== undefined) {
+      throw new StaleExecution(`execution ${execution.id} already exists`);
+    }
     const body = JSON.stringify(execution);
-    this.database.write(() => {
-      if (this.statements.get.get(execution.id) !== undefined) {
-        throw new StaleExecution(`execution ${execution.id} already exists`);
-      }
-      this.statements.insert.run(
-        execution.id,
-        execution.owner,
-        execution.state,
-        execution.createdAt,
-        execution.version,
-        body,
-        digestOf(body),
-      );
-    });
-    this.changes.emit(execution.id);
+    this.statements.insert.run(
+      execution.id,
+      execution.owner,
+      execution.state,
+      execution.createdAt,
+      execution.version,
+      body,
+      digestOf(body),
+    );
+  }
+
+  /** Wakes the waiters on an execution after a write has committed. */
+  announce(id: string): void {
+    this.changes.emit(id);
   }
 
   async get(id: string): Promise<Execution | undefined> {
@@ -163,6 +171,9 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
   }
 }
 
+/** Expired keys each claim deletes, at most: more than one claim ever adds. */
+const PURGE_BATCH = 16;
+
 export class SqliteIdempotencyStore implements IdempotencyStore {
   private readonly statements;
 
@@ -177,6 +188,9 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
         'INSERT OR REPLACE INTO idempotency (key, state, expires_at, body) VALUES (?, ?, ?, ?)',
       ),
       delete: db.prepare('DELETE FROM idempotency WHERE key = ?'),
+      purge: db.prepare(
+        'DELETE FROM idempotency WHERE key IN (SELECT key FROM idempotency WHERE expires_at <= ? LIMIT ?)',
+      ),
     };
     // This server holds the database alone, so a claim still in progress was made by a
     // server that is gone: its request was never answered and may be retried at once.
@@ -187,6 +201,9 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
 
   async claim(key: string, record: IdempotencyRecord): Promise<IdempotencyRecord | undefined> {
     return this.database.write(() => {
+      // A server runs for weeks: each claim clears a few expired keys, so the table holds
+      // about a day of requests, and no claim pays for a long backlog at once.
+      this.statements.purge.run(this.now(), PURGE_BATCH);
       const existing = this.statements.get.get(key) as { body: string; expires_at: number } | undefined;
       if (existing !== undefined && existing.expires_at > this.now()) {
         return this.database.parse<IdempotencyRecord>(key, existing.body);
