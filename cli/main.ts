@@ -290,9 +290,11 @@ async function serve(io: Io): Promise<number> {
   });
   io.err.write('ferry: stopping (running containers keep running and are picked up at the next start)\n');
   // Closing stops new work and flushes the store; it is bounded so a stuck engine call cannot
-  // hold the exit. The process then exits outright: the engine's attach streams and waits of
-  // running containers would keep it alive, and the next start adopts those containers.
-  await Promise.race([server.close(), new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
+  // hold the exit. The bound is 3 s, well inside the 5 s a prompt exit is promised in (and that
+  // service managers commonly wait before SIGKILL), leaving room for loading, signalling and
+  // exiting around it. The process then exits outright: the engine's attach streams and waits
+  // of running containers would keep it alive, and the next start adopts those containers.
+  await Promise.race([server.close(), new Promise((resolve) => setTimeout(resolve, 3000).unref())]);
   process.exit(0);
 }
 

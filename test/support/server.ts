@@ -117,3 +117,7 @@ export async function waitFor(
 export async function stdoutOf(client: FerryClient, id: string, stream: 'stdout' | 'stderr' = 'stdout') {
   return (await client.bytes(`/v1/executions/${id}/logs?stream=${stream}`)).body;
 }
+
+/** From the job's start to its end as the backend saw them, in ms. */
+export const runTime = (execution: Execution): number =>
+  Date.parse(execution.endedAt ?? '') - Date.parse(execution.startedAt ?? '');

@@ -12,15 +12,18 @@ import type Docker from 'dockerode';
 import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
 import type { Logger } from '../../logger.ts';
 import type { ComputeBackend, LiveRead, ObjectStore, TaskStatus } from '../../ports.ts';
-import { type LocalTask, LocalTaskBook, type TaskEventSink } from './local-tasks.ts';
+import {
+  CANCEL_GRACE_MS,
+  type LocalTask,
+  LocalTaskBook,
+  messageOf,
+  type TaskEventSink,
+  TIMEOUT_GRACE_MS,
+} from './local-tasks.ts';
 
 export const LABEL_EXECUTION = 'ferry.execution';
 export const LABEL_SERVER = 'ferry.server';
 const TASK_PREFIX = 'docker/';
-/** SIGTERM to SIGKILL for a job past its timeout: short, so the timeout holds within a second. */
-const TIMEOUT_GRACE_MS = 400;
-/** SIGTERM to SIGKILL for a cancelled job: time to shut down cleanly. */
-const CANCEL_GRACE_MS = 3000;
 /** After SIGKILL, how long the container has to exit before it is removed by force. */
 const KILL_WAIT_MS = 250;
 /** After the forced removal, how long the engine has to confirm the end before Ferry stops waiting. */
@@ -259,6 +262,8 @@ export class DockerBackend implements ComputeBackend {
       waited.then((reply) => ({ reply })),
       watch.abandoned.then(() => undefined),
     ]);
+    // The job's end: what follows (capture, inspect, removal) is the engine's time, not the job's.
+    const endedAt = new Date().toISOString();
     watch.markExited();
     if (ended === undefined) {
       // The engine has not confirmed the end: report what was captured, keep the capacity.
@@ -266,7 +271,7 @@ export class DockerBackend implements ComputeBackend {
       this.log.warn('the engine did not confirm the container stopped; ending the task without it', {
         taskId: task.taskId,
       });
-      await this.book.finish(task, { exitCode: null, signal: null, resourcesHeld: true });
+      await this.book.finish(task, { exitCode: null, signal: null, endedAt, resourcesHeld: true });
       this.removeUntilGone(task, container);
       return;
     }
@@ -282,6 +287,7 @@ export class DockerBackend implements ComputeBackend {
     await this.book.finish(task, {
       exitCode,
       signal: exitCode !== null && exitCode > 128 ? signalName(exitCode - 128) : null,
+      endedAt,
       ...(state?.OOMKilled
         ? { containerReason: 'OutOfMemoryError: Container killed due to memory usage' }
         : {}),
@@ -420,16 +426,24 @@ export class DockerBackend implements ComputeBackend {
   /**
    * After a restart: adopts this server's containers of executions still active, and removes
    * its containers whose execution has already ended. Other servers' containers are not touched.
+   * A container of an earlier Ferry, made before containers carried their server, is this
+   * server's only when its execution is active in this server's own store: it is adopted; any
+   * other such container may be another server's and is left alone.
    */
   async recover(
     activeExecutions: ReadonlyMap<string, Execution>,
   ): Promise<{ adopted: number; removed: number }> {
-    const containers = await this.ownContainers();
+    const containers = await this.docker.listContainers({
+      all: true,
+      filters: { label: [LABEL_EXECUTION] },
+    });
     let adopted = 0;
     let removed = 0;
     for (const info of containers) {
       const executionId = info.Labels[LABEL_EXECUTION] ?? '';
       const execution = activeExecutions.get(executionId);
+      const server = info.Labels[LABEL_SERVER];
+      if (server === undefined ? execution === undefined : server !== this.serverId) continue;
       const container = this.docker.getContainer(info.Id);
       const taskId = `${TASK_PREFIX}${executionId}`;
       if (execution === undefined || this.book.has(taskId)) {
@@ -505,12 +519,6 @@ function answered<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
 }
 
 const statusOf = (error: unknown): number | undefined => (error as { statusCode?: number }).statusCode;
-
-function messageOf(error: unknown): string {
-  const json = (error as { json?: { message?: string } }).json;
-  if (json?.message) return json.message;
-  return error instanceof Error ? error.message : String(error);
-}
 
 function signalName(signal: number): string | null {
   const names: Record<number, string> = {

@@ -20,6 +20,11 @@ import type { LiveRead, ObjectStore, TaskStatus } from '../../ports.ts';
 
 export type TaskEventSink = (event: TaskStateChangeEvent) => void;
 
+/** SIGTERM to SIGKILL for a job past its timeout: short, so the timeout holds within a second. */
+export const TIMEOUT_GRACE_MS = 400;
+/** SIGTERM to SIGKILL for a cancelled job: time to shut down cleanly. */
+export const CANCEL_GRACE_MS = 3000;
+
 /** Called when a running task reaches its timeout; the backend stops it. */
 export type DeadlineHandler = (task: LocalTask) => void;
 
@@ -45,6 +50,11 @@ export interface LocalTask {
 export interface TaskEnding {
   readonly exitCode: number | null;
   readonly signal: string | null;
+  /**
+   * When the job's process ended, as the backend saw it; storing the result and the engine's
+   * clean-up come after and are not the job's run time. Now, if not given.
+   */
+  readonly endedAt?: string;
   readonly containerReason?: string;
   readonly stopCode?: string;
   readonly stoppedReason?: string;
@@ -138,7 +148,7 @@ export class LocalTaskBook {
   async finish(task: LocalTask, ending: TaskEnding): Promise<void> {
     if (task.status === 'STOPPED' || task.status === 'DEPROVISIONING') return;
     clearTimeout(task.deadline);
-    const endedAt = new Date().toISOString();
+    const endedAt = ending.endedAt ?? new Date().toISOString();
     let containerReason = ending.containerReason;
     try {
       await storeResult(this.objects, task.executionId, task, task.keep, {
@@ -263,6 +273,9 @@ export class LocalTaskBook {
   }
 }
 
-function messageOf(error: unknown): string {
+/** What went wrong, in one line: the Docker Engine's own message when it gave one. */
+export function messageOf(error: unknown): string {
+  const json = (error as { json?: { message?: string } } | undefined)?.json;
+  if (json?.message) return json.message;
   return error instanceof Error ? error.message : String(error);
 }

@@ -12,14 +12,10 @@ import { captureStream } from '../../capture/stream-capture.ts';
 import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
 import type { Logger } from '../../logger.ts';
 import type { ComputeBackend, LiveRead, ObjectStore, TaskStatus } from '../../ports.ts';
-import { LocalTaskBook, type TaskEventSink } from './local-tasks.ts';
+import { CANCEL_GRACE_MS, LocalTaskBook, type TaskEventSink, TIMEOUT_GRACE_MS } from './local-tasks.ts';
 import { groupMembers, type ProcessRecord, ProcessRecords } from './process-records.ts';
 
 const TASK_PREFIX = 'process/';
-/** SIGTERM to SIGKILL for a job past its timeout: short, so the timeout holds within a second. */
-const TIMEOUT_GRACE_MS = 400;
-/** SIGTERM to SIGKILL for a cancelled job: time to shut down cleanly. */
-const CANCEL_GRACE_MS = 3000;
 /** How long an orphaned group found after a restart has to die once killed. */
 const ORPHAN_KILL_WAIT_MS = 10_000;
 export const RESTARTED_REASON =
@@ -81,8 +77,11 @@ export class ProcessBackend implements ComputeBackend {
       }
       this.book.markRunning(task);
     });
-    // The job ends with its first process; what it left in its group goes with it.
+    // The job ends with its first process; what it left in its group goes with it. Its end is
+    // then, not when its output pipes close ('close') or its result is stored.
+    let endedAt: string | undefined;
     child.once('exit', () => {
+      endedAt = new Date().toISOString();
       if (child.pid !== undefined) signalGroup(-child.pid, 'SIGKILL');
     });
     child.once('error', (error: NodeJS.ErrnoException) => {
@@ -105,6 +104,7 @@ export class ProcessBackend implements ComputeBackend {
           this.book.finish(task, {
             exitCode: code ?? 128 + (os.constants.signals[signal as NodeJS.Signals] ?? 0),
             signal,
+            ...(endedAt === undefined ? {} : { endedAt }),
           }),
         );
     });
