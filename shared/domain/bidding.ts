@@ -3,6 +3,8 @@
 // collects every decline at once, so a caller fixes a spec in one round trip.
 import type { Bid, Estimate, Platform, ResolvedConstraints } from './execution.ts';
 import { FARGATE_LIMITS, fargateCostPerHour, fitFargate } from './fargate.ts';
+import { FARGATE_RULES, overridesLength, tagViolations } from './fargate-rules.ts';
+import { executionTags, LONGEST_EXECUTION_ID, labelTagKey, taskOverrides } from './fargate-task.ts';
 import { isInternalRegistry, parseImageReference, registryAllowed } from './image-reference.ts';
 import type { JobSpec } from './job-spec.ts';
 import { formatBytes, formatMiB } from './units.ts';
@@ -160,6 +162,39 @@ export const publishPolicy: BidStrategy = (spec, policy) => {
   };
 };
 
+/**
+ * What RunTask would refuse, measured on what the ECS backend will send: the job's command
+ * and environment travel in the task overrides, its labels as task tags.
+ */
+export const fargateRequestLimits: BidStrategy = (spec, _policy, profile) => {
+  if (profile.platform !== 'fargate') return {};
+  const problems: string[] = [];
+  const fit = fitFargate(spec.resources);
+  // Unfitted, the largest size spells longest: the overrides are not undercounted.
+  const size = fit.fits
+    ? { cpu: String(fit.size.cpuUnits), memory: String(fit.size.memoryMiB), ephemeralStorageGiB: fit.diskGiB }
+    : { cpu: '16384', memory: '122880', ephemeralStorageGiB: FARGATE_LIMITS.maxDiskGiB };
+  const length = overridesLength(taskOverrides(spec, LONGEST_EXECUTION_ID, size));
+  const limit = FARGATE_RULES.overridesMaxChars;
+  if (length > limit) {
+    problems.push(
+      `command and env take ${length} characters of RunTask overrides with Ferry's own settings; Fargate takes at most ${limit}, so shorten them by ${length - limit}`,
+    );
+  }
+  const ownTags = executionTags(LONGEST_EXECUTION_ID, {}).length;
+  const room = FARGATE_RULES.tagsPerResource - ownTags;
+  const labels = Object.entries(spec.labels);
+  if (labels.length > room) {
+    problems.push(
+      `${labels.length} labels asked; a Fargate task carries at most ${room} (ECS takes ${FARGATE_RULES.tagsPerResource} tags, ${ownTags} of them Ferry's own)`,
+    );
+  }
+  for (const [key, value] of labels) {
+    problems.push(...tagViolations({ key: labelTagKey(key), value }, `label ${key}`));
+  }
+  return problems.length > 0 ? { decline: problems.join('; ') } : {};
+};
+
 export const DEFAULT_STRATEGIES: readonly BidStrategy[] = [
   publishPolicy,
   imagePolicy,
@@ -169,6 +204,7 @@ export const DEFAULT_STRATEGIES: readonly BidStrategy[] = [
   networkPolicy,
   outputLimitBounds,
   dataCapabilities,
+  fargateRequestLimits,
 ];
 
 export type ConstraintFit =

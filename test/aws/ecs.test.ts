@@ -9,16 +9,23 @@ import {
   ListTasksCommand,
   type Task,
 } from '@aws-sdk/client-ecs';
-import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { EcsBackend } from '../../shared/adapters/aws/ecs-backend.ts';
 import { executionIds } from '../../shared/adapters/system.ts';
 import type { AwsSettings } from '../../shared/config.ts';
 import { fargateProfile, type PlatformProfile, resolveConstraints } from '../../shared/domain/bidding.ts';
 import type { Execution, ResolvedConstraints } from '../../shared/domain/execution.ts';
+import type { TaskDefinitionRules } from '../../shared/domain/fargate-rules.ts';
 import { parseJobSpec } from '../../shared/domain/job-spec.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { type AwsEnvironment, awsConfig, clientConfig, createAwsEnvironment } from '../support/aws.ts';
-import { ecsError, FaultInjector, type RecordedCall, recordCalls } from '../support/sdk-faults.ts';
+import {
+  ecsError,
+  enforceFargateRules,
+  FaultInjector,
+  type RecordedCall,
+  recordCalls,
+} from '../support/sdk-faults.ts';
 
 const FARGATE: PlatformProfile = fargateProfile(true);
 
@@ -53,15 +60,28 @@ function launching(specInput: Record<string, unknown>): {
 describe('ECS Fargate backend', () => {
   let aws: AwsEnvironment;
   let settings: AwsSettings;
+  // moto takes task definitions and RunTask requests that Fargate refuses: every one the
+  // backend sends is held to Fargate's rules, and a suite that broke one fails.
+  const violations: string[] = [];
+  const registered = new Map<string, TaskDefinitionRules>();
+  const checkedClient = (): ECSClient => {
+    const client = new ECSClient(clientConfig());
+    enforceFargateRules(client, violations, registered);
+    return client;
+  };
+
+  afterEach(() => {
+    expect(violations).toEqual([]);
+  });
 
   /** A backend as a freshly started dispatcher builds it, with its own client. */
-  function coldBackend(client: ECSClient = new ECSClient(clientConfig())): EcsBackend {
+  function coldBackend(client: ECSClient = checkedClient()): EcsBackend {
     return new EcsBackend({ ...settings, client, log: silentLogger, sleep: async () => undefined });
   }
 
   /** A cold backend whose ECS calls are recorded. */
   function countedBackend(): { backend: EcsBackend; calls: RecordedCall[] } {
-    const client = new ECSClient(clientConfig());
+    const client = checkedClient();
     const calls = recordCalls(client, []);
     return { backend: coldBackend(client), calls };
   }
@@ -305,7 +325,7 @@ describe('ECS Fargate backend', () => {
   it('treats a task ECS does not know as already stopped', async () => {
     // ECS answers InvalidParameterException "The referenced task was not found."; moto 5.2.5
     // answers HTTP 500 with a Python traceback instead, so ECS's answer is given here.
-    const client = new ECSClient(clientConfig());
+    const client = checkedClient();
     const faults = new FaultInjector(client).always(
       'StopTask',
       ecsError('InvalidParameterException', 'The referenced task was not found.'),

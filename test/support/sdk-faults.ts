@@ -11,6 +11,12 @@ import {
 } from '@aws-sdk/client-ecs';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { SQSClient } from '@aws-sdk/client-sqs';
+import {
+  type RunTaskRules,
+  runTaskViolations,
+  type TaskDefinitionRules,
+  taskDefinitionViolations,
+} from '../../shared/domain/fargate-rules.ts';
 
 export type AwsClient = DynamoDBClient | SQSClient | S3Client | ECSClient;
 
@@ -59,6 +65,44 @@ export function recordCalls(client: AwsClient, calls: RecordedCall[]): RecordedC
     }
   });
   return calls;
+}
+
+/**
+ * Holds every task definition registered and every RunTask sent through `client` to Fargate's
+ * rules, where the emulator is lenient: a call that breaks one fails before it is sent, and
+ * its violations are added to `violations` so a suite can also assert on them afterwards.
+ * A RunTask whose definition was registered through a client sharing `registered` is also
+ * checked against that definition.
+ */
+export function enforceFargateRules(
+  client: ECSClient,
+  violations: string[] = [],
+  /** Definitions registered so far by family, shared between clients that share an emulator. */
+  registered = new Map<string, TaskDefinitionRules>(),
+): string[] {
+  addFirst(client, 'ferryFargateRules', (next, context) => async (args) => {
+    const input = (args as { input: Record<string, unknown> }).input;
+    let found: string[] = [];
+    if (context.commandName === 'RegisterTaskDefinitionCommand') {
+      const definition = input as TaskDefinitionRules;
+      found = taskDefinitionViolations(definition).map(
+        (v) => `RegisterTaskDefinition ${definition.family}: ${v}`,
+      );
+      if (definition.family !== undefined) registered.set(definition.family, definition);
+    } else if (context.commandName === 'RunTaskCommand') {
+      // `family`, `family:revision` or an ARN ending in `task-definition/family:revision`.
+      const family = String(input.taskDefinition ?? '')
+        .replace(/^.*task-definition\//, '')
+        .replace(/:\d+$/, '');
+      found = runTaskViolations(input as RunTaskRules, registered.get(family)).map((v) => `RunTask: ${v}`);
+    }
+    if (found.length > 0) {
+      violations.push(...found);
+      throw new Error(`Fargate would refuse this call: ${found.join('; ')}`);
+    }
+    return next(args);
+  });
+  return violations;
 }
 
 /** An error as the SDK reports it, or an answer as AWS would give it. */

@@ -17,6 +17,15 @@ import {
   StopTaskCommand,
 } from '@aws-sdk/client-ecs';
 import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
+import { runTaskViolations } from '../../domain/fargate-rules.ts';
+import {
+  executionTags,
+  INIT_CONTAINER,
+  PUBLISHER_CONTAINER,
+  SHARED_PATH,
+  SHARED_VOLUME,
+  taskOverrides,
+} from '../../domain/fargate-task.ts';
 import { JOB_CONTAINER } from '../../domain/task-event.ts';
 import { BackendError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
@@ -43,10 +52,7 @@ export interface EcsBackendOptions {
   readonly sleep?: (ms: number) => Promise<void>;
 }
 
-export const INIT_CONTAINER = 'ferry-init';
-export const PUBLISHER_CONTAINER = 'ferry-publisher';
-const SHARED_VOLUME = 'ferry';
-const SHARED_PATH = '/ferry';
+export { INIT_CONTAINER, PUBLISHER_CONTAINER };
 
 /** Reasons in failures[] or error names that a later attempt may get past. */
 const RETRYABLE = [
@@ -214,7 +220,6 @@ export class EcsBackend implements ComputeBackend {
       memory: String(constraints.memoryMiB),
       ephemeralStorageGiB: constraints.diskGiB,
     };
-    const { spec } = execution;
     return {
       cluster: this.options.cluster,
       taskDefinition,
@@ -231,41 +236,9 @@ export class EcsBackend implements ComputeBackend {
           assignPublicIp: this.options.assignPublicIp ? 'ENABLED' : 'DISABLED',
         },
       },
-      overrides: {
-        cpu: size.cpu,
-        memory: size.memory,
-        ...(size.ephemeralStorageGiB > 20
-          ? { ephemeralStorage: { sizeInGiB: size.ephemeralStorageGiB } }
-          : {}),
-        containerOverrides: [
-          {
-            name: JOB_CONTAINER,
-            // The wrapper's own arguments, then the job's argv untouched.
-            command: [
-              '--io',
-              `${SHARED_PATH}/io`,
-              '--timeout',
-              String(spec.timeoutSeconds),
-              '--',
-              ...spec.command,
-            ],
-            environment: Object.entries(spec.env).map(([name, value]) => ({ name, value })),
-          },
-          {
-            name: PUBLISHER_CONTAINER,
-            environment: [
-              { name: 'FERRY_EXECUTION_ID', value: execution.id },
-              { name: 'FERRY_OUTPUT_LIMITS', value: JSON.stringify(spec.outputLimits) },
-            ],
-          },
-        ],
-      },
-      tags: [
-        { key: 'ferry:execution', value: execution.id },
-        ...Object.entries(spec.labels)
-          .slice(0, 40)
-          .map(([key, value]) => ({ key: `ferry:label:${key}`.slice(0, 128), value })),
-      ],
+      // The same builders the Fargate bid measures, so what was accepted is what is sent.
+      overrides: taskOverrides(execution.spec, execution.id, size),
+      tags: executionTags(execution.id, execution.spec.labels),
       propagateTags: 'TASK_DEFINITION',
     };
   }
@@ -278,6 +251,11 @@ export class EcsBackend implements ComputeBackend {
     }
     const taskDefinition = await this.ensureTaskDefinition(execution.spec.image);
     const input = this.runTaskInput(execution, constraints, taskDefinition);
+    // Fargate would refuse it on every attempt; say why rather than ask.
+    const violations = runTaskViolations(input, this.taskDefinitionFor(execution.spec.image));
+    if (violations.length > 0) {
+      throw new BackendError(`RunTask would be refused: ${violations.join('; ')}`, { retryable: false });
+    }
     for (let attempt = 1; ; attempt++) {
       let failures: Failure[] = [];
       try {
