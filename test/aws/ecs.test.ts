@@ -7,6 +7,8 @@ import {
   ECSClient,
   ListTaskDefinitionsCommand,
   ListTasksCommand,
+  RegisterTaskDefinitionCommand,
+  RunTaskCommand,
   type Task,
 } from '@aws-sdk/client-ecs';
 import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -17,6 +19,7 @@ import { fargateProfile, type PlatformProfile, resolveConstraints } from '../../
 import type { Execution, ResolvedConstraints } from '../../shared/domain/execution.ts';
 import type { TaskDefinitionRules } from '../../shared/domain/fargate-rules.ts';
 import { parseJobSpec } from '../../shared/domain/job-spec.ts';
+import { BackendError } from '../../shared/errors.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { type AwsEnvironment, awsConfig, clientConfig, createAwsEnvironment } from '../support/aws.ts';
 import {
@@ -71,7 +74,8 @@ describe('ECS Fargate backend', () => {
   };
 
   afterEach(() => {
-    expect(violations).toEqual([]);
+    // Emptied first, so one test's violations are not blamed on the next.
+    expect(violations.splice(0)).toEqual([]);
   });
 
   /** A backend as a freshly started dispatcher builds it, with its own client. */
@@ -267,6 +271,78 @@ describe('ECS Fargate backend', () => {
     );
     const eni = task.attachments?.find((a) => a.type === 'ElasticNetworkInterface');
     expect(eni?.details).toEqual(expect.arrayContaining([{ name: 'subnetId', value: settings.subnets[0] }]));
+  });
+
+  it('sends a command near the overrides limit whole, as the bid accepted it', async () => {
+    const long = 'a'.repeat(7700);
+    const { execution, constraints } = launching({
+      image: 'public.ecr.aws/docker/library/alpine:3.20',
+      command: ['sh', '-c', long],
+      labels: Object.fromEntries(Array.from({ length: 49 }, (_, i) => [`label${i}`, 'value ü'])),
+    });
+
+    const { taskId } = await coldBackend().launch(execution, constraints);
+
+    const task = await describeTask(taskId);
+    expect(task.overrides?.containerOverrides?.[0]?.command?.at(-1)).toBe(long);
+    expect(JSON.stringify(task.overrides).length).toBeLessThanOrEqual(8192);
+    // Every label is carried, none dropped.
+    expect(task.tags).toHaveLength(50);
+    expect(task.tags).toEqual(expect.arrayContaining([{ key: 'ferry:label:label48', value: 'value ü' }]));
+  });
+
+  it('fails a launch that RunTask would refuse without sending it, for good', async () => {
+    // A spec the Fargate bid declines, handed to the backend all the same.
+    const { execution, constraints } = launching({
+      image: 'public.ecr.aws/docker/library/alpine:3.20',
+      command: ['sh', '-c', 'a'.repeat(9000)],
+      labels: { owners: 'ann,bob' },
+    });
+    const { backend, calls } = countedBackend();
+
+    const failure = await backend.launch(execution, constraints).catch((error: unknown) => error);
+
+    expect(failure).toBeInstanceOf(BackendError);
+    expect(failure).toMatchObject({ retryable: false });
+    expect(String((failure as Error).message)).toMatch(
+      /^RunTask would be refused: overrides of \d+ characters, RunTask takes at most 8192; tag ferry:label:owners: value has characters/,
+    );
+    expect(operations(calls)).not.toContain('RunTask');
+  });
+
+  it("holds calls to Fargate's rules where the emulator takes them", async () => {
+    const definition = {
+      ...coldBackend().taskDefinitionFor('public.ecr.aws/docker/library/alpine:3.20'),
+      family: 'ferry-bridge-mode',
+      networkMode: 'bridge' as const,
+    };
+    const seen: string[] = [];
+    const checked = new ECSClient(clientConfig());
+    enforceFargateRules(checked, seen);
+
+    await expect(checked.send(new RegisterTaskDefinitionCommand(definition))).rejects.toThrow(
+      /Fargate would refuse this call: RegisterTaskDefinition ferry-bridge-mode: networkMode bridge, Fargate requires awsvpc/,
+    );
+    await expect(
+      checked.send(
+        new RunTaskCommand({
+          cluster: aws.cluster,
+          taskDefinition: 'ferry-bridge-mode',
+          launchType: 'FARGATE',
+          tags: Array.from({ length: 51 }, (_, i) => ({ key: `k${i}`, value: 'v' })),
+        }),
+      ),
+    ).rejects.toThrow(
+      /RunTask: no awsvpc network configuration; RunTask: 51 tags, ECS takes at most 50 per task/,
+    );
+    expect(seen).toHaveLength(3);
+    // What the check is for: the emulator itself starts a task with 50 KB of overrides.
+    const image = 'public.ecr.aws/docker/library/alpine:3.20';
+    const { execution, constraints } = launching({ image, command: ['sh', '-c', 'a'.repeat(50_000)] });
+    const backend = coldBackend();
+    const input = backend.runTaskInput(execution, constraints, await backend.ensureTaskDefinition(image));
+    const started = await aws.clients.ecs.send(new RunTaskCommand(input));
+    expect(started.tasks).toHaveLength(1);
   });
 
   it('leaves ephemeral storage at the Fargate default of 20 GiB unasked', async () => {
