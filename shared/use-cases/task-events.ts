@@ -24,6 +24,26 @@ interface Ending {
   readonly reason?: string;
 }
 
+/** Stop codes with which ECS ends a task whose Fargate Spot capacity was taken back. */
+const SPOT_RECLAIMED: ReadonlySet<string> = new Set(['SpotInterruption', 'TerminationNotice']);
+
+/**
+ * Whether the task ended because its timeout stopped it. A timeout's stop request alone is not
+ * enough: a job that ended by itself just as its deadline came (ECS says its essential container
+ * exited, or the result says it ended before the request) finished in time.
+ */
+function stoppedForTimeout(
+  execution: Execution,
+  detail: TaskStateChangeDetail,
+  manifest: ResultManifest | undefined,
+): boolean {
+  if (manifest?.timedOut === true) return true;
+  const request = execution.stopRequested;
+  if (request?.intent !== 'timeout') return false;
+  if (detail.stopCode === 'EssentialContainerExited') return false;
+  return manifest === undefined || Date.parse(manifest.endedAt) >= Date.parse(request.at);
+}
+
 /** How a stopped task ended, in Ferry's terms. */
 export function endingOf(
   execution: Execution,
@@ -40,11 +60,21 @@ export function endingOf(
   if (execution.stopRequested?.intent === 'cancel') {
     return { state: 'CANCELLED', exitCode, reason: 'cancelled by the caller' };
   }
-  if (execution.stopRequested?.intent === 'timeout' || manifest?.timedOut === true) {
+  if (stoppedForTimeout(execution, detail, manifest)) {
     return {
       state: 'TIMED_OUT',
       exitCode,
       reason: `exceeded its timeout of ${execution.spec.timeoutSeconds}s`,
+    };
+  }
+  if (detail.stopCode !== undefined && SPOT_RECLAIMED.has(detail.stopCode)) {
+    // The job was killed, not finished: its exit code (143 after SIGTERM) says nothing.
+    return {
+      state: 'FAILED',
+      exitCode,
+      reason: `the Fargate Spot capacity was reclaimed (${detail.stopCode}): ${
+        detail.stoppedReason ?? 'the task was interrupted'
+      }`,
     };
   }
   if (/OutOfMemory/i.test(containerReason) || /OutOfMemory/i.test(detail.stoppedReason ?? '')) {
