@@ -27,10 +27,18 @@ interface Ending {
 /** Stop codes with which ECS ends a task whose Fargate Spot capacity was taken back. */
 const SPOT_RECLAIMED: ReadonlySet<string> = new Set(['SpotInterruption', 'TerminationNotice']);
 
+/** Stop codes that say the task ended for a cause of its own, not because Ferry stopped it. */
+const NOT_STOPPED_BY_FERRY: ReadonlySet<string> = new Set([
+  'EssentialContainerExited',
+  'TaskFailedToStart',
+  ...SPOT_RECLAIMED,
+]);
+
 /**
  * Whether the task ended because its timeout stopped it. A timeout's stop request alone is not
  * enough: a job that ended by itself just as its deadline came (ECS says its essential container
- * exited, or the result says it ended before the request) finished in time.
+ * exited, or the result says it ended before the request) finished in time, and one that Spot
+ * took away was interrupted.
  */
 function stoppedForTimeout(
   execution: Execution,
@@ -40,7 +48,7 @@ function stoppedForTimeout(
   if (manifest?.timedOut === true) return true;
   const request = execution.stopRequested;
   if (request?.intent !== 'timeout') return false;
-  if (detail.stopCode === 'EssentialContainerExited') return false;
+  if (detail.stopCode !== undefined && NOT_STOPPED_BY_FERRY.has(detail.stopCode)) return false;
   return manifest === undefined || Date.parse(manifest.endedAt) >= Date.parse(request.at);
 }
 

@@ -120,3 +120,67 @@ describe('races between the dispatcher and the task events', () => {
     });
   });
 });
+
+describe('a lost stop event', () => {
+  it('is made up by the sweeper from what the backend says, on the pass after the one that saw it', async () => {
+    const { core, backend, now } = await buildTestCore();
+    const spot = await submitJob(core, OWNER, job);
+    const exited = await submitJob(core, OWNER, job);
+    for (const execution of [spot, exited]) {
+      await dispatch(core, { executionId: execution.id });
+      await handleTaskStateChange(core, event(execution.id, 2, 'RUNNING'));
+      backend.tasks.set(`task/${execution.id}`, 'STOPPED');
+    }
+    backend.stopDetails.set(`task/${spot.id}`, {
+      stopCode: 'SpotInterruption',
+      stoppedReason: 'Your Spot Task was interrupted.',
+      containers: [{ name: 'job', exitCode: 143 }],
+    });
+    backend.stopDetails.set(`task/${exited.id}`, {
+      stopCode: 'EssentialContainerExited',
+      containers: [{ name: 'job', exitCode: 3 }],
+    });
+
+    // The first pass only notes it: the event may be on its way.
+    expect(await sweep(core)).toMatchObject({ lostStopEvents: 0 });
+    expect((await core.store.get(spot.id))?.state).toBe('RUNNING');
+    now.value = new Date(now.value.getTime() + 10_000);
+    expect(await sweep(core)).toMatchObject({ lostStopEvents: 0 });
+
+    now.value = new Date(now.value.getTime() + 60_000);
+    expect(await sweep(core)).toMatchObject({ lostStopEvents: 2 });
+    expect(await core.store.get(spot.id)).toMatchObject({
+      state: 'FAILED',
+      reason: 'the Fargate Spot capacity was reclaimed (SpotInterruption): Your Spot Task was interrupted.',
+    });
+    expect(await core.store.get(exited.id)).toMatchObject({ state: 'COMPLETED', exitCode: 3 });
+    expect(await core.ledger.holders()).toEqual([]);
+
+    // The real event, arriving at last, changes nothing.
+    expect(
+      await handleTaskStateChange(
+        core,
+        event(exited.id, 3, 'STOPPED', { containers: [{ name: 'job', exitCode: 0 }] }),
+      ),
+    ).toBe('ignored');
+  });
+
+  it('is not made up when the event comes within the grace', async () => {
+    const { core, backend, now } = await buildTestCore();
+    const execution = await submitJob(core, OWNER, job);
+    await dispatch(core, { executionId: execution.id });
+    await handleTaskStateChange(core, event(execution.id, 2, 'RUNNING'));
+    backend.tasks.set(`task/${execution.id}`, 'STOPPED');
+    await sweep(core);
+    await handleTaskStateChange(
+      core,
+      event(execution.id, 3, 'STOPPED', {
+        stopCode: 'EssentialContainerExited',
+        containers: [{ name: 'job', exitCode: 7 }],
+      }),
+    );
+    now.value = new Date(now.value.getTime() + 60_000);
+    expect(await sweep(core)).toMatchObject({ lostStopEvents: 0 });
+    expect(await core.store.get(execution.id)).toMatchObject({ state: 'COMPLETED', exitCode: 7 });
+  });
+});
