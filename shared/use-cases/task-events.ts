@@ -57,6 +57,8 @@ export function endingOf(
   execution: Execution,
   detail: TaskStateChangeDetail,
   manifest?: ResultManifest,
+  /** Why the stored result could not be read, when it could not. */
+  unreadable?: string,
 ): Ending {
   const container = detail.containers?.find((c) => c.name === JOB_CONTAINER) ?? detail.containers?.[0];
   const exitCode = manifest?.exitCode ?? container?.exitCode ?? null;
@@ -101,6 +103,10 @@ export function endingOf(
         `the task failed to start: ${detail.stoppedReason ?? containerReason ?? 'no reason given'}`.trim(),
     };
   }
+  if (unreadable !== undefined) {
+    // The job may have done its work, but the caller cannot see it: that is a failure.
+    return { state: 'FAILED', exitCode, reason: `the result could not be read: ${unreadable}` };
+  }
   if (exitCode === null) {
     return {
       state: 'FAILED',
@@ -111,14 +117,31 @@ export function endingOf(
   return { state: 'COMPLETED', exitCode };
 }
 
-async function readManifest(core: Core, id: string): Promise<ResultManifest | undefined> {
-  const body = await core.objects.get(resultKeys(id).manifest);
-  if (body === undefined) return undefined;
+interface StoredResult {
+  readonly manifest?: ResultManifest;
+  /** Why the result could not be read (storage refused or failed): the run then ends FAILED. */
+  readonly unreadable?: string;
+}
+
+/**
+ * The run's result manifest, if it stored one. A read that fails is not thrown: the run must
+ * still end, and its capacity be given back, or a lasting fault (a missing grant) would hold
+ * both forever.
+ */
+async function readManifest(core: Core, id: string): Promise<StoredResult> {
+  let body: Buffer | undefined;
   try {
-    return JSON.parse(body.toString('utf8')) as ResultManifest;
+    body = await core.objects.get(resultKeys(id).manifest);
+  } catch (error) {
+    core.log.error('could not read the result manifest', { executionId: id, error });
+    return { unreadable: error instanceof Error ? error.message : String(error) };
+  }
+  if (body === undefined) return {};
+  try {
+    return { manifest: JSON.parse(body.toString('utf8')) as ResultManifest };
   } catch (error) {
     core.log.warn('unreadable result manifest', { executionId: id, error });
-    return undefined;
+    return {};
   }
 }
 
@@ -143,7 +166,7 @@ export async function handleTaskStateChange(
 ): Promise<TaskEventOutcome> {
   const id = detail.startedBy;
   if (id === undefined) return 'ignored';
-  const manifest = jobEnded(detail) ? await readManifest(core, id) : undefined;
+  const { manifest, unreadable } = jobEnded(detail) ? await readManifest(core, id) : {};
   let applied = false;
   try {
     await mutate(core.store, id, (current) => {
@@ -164,7 +187,7 @@ export async function handleTaskStateChange(
         });
       }
       if (jobEnded(detail)) {
-        const ending = endingOf(current, detail, manifest);
+        const ending = endingOf(current, detail, manifest, unreadable);
         if (!canTransition(current.state, ending.state)) return undefined;
         return moveTo(
           current,
