@@ -3,6 +3,7 @@
 
 import { describe, expect, it } from 'vitest';
 import type { TaskStateChangeDetail } from '../../shared/domain/task-event.ts';
+import { StorageAccessDenied } from '../../shared/errors.ts';
 import { submitJob } from '../../shared/use-cases/bids.ts';
 import { dispatch } from '../../shared/use-cases/dispatch.ts';
 import { sweep } from '../../shared/use-cases/sweep.ts';
@@ -182,5 +183,28 @@ describe('a lost stop event', () => {
     now.value = new Date(now.value.getTime() + 60_000);
     expect(await sweep(core)).toMatchObject({ lostStopEvents: 0 });
     expect(await core.store.get(execution.id)).toMatchObject({ state: 'COMPLETED', exitCode: 7 });
+  });
+});
+
+describe('a result that cannot be read', () => {
+  it('does not keep a lost task running: the sweeper ends it FAILED and releases its capacity', async () => {
+    const { core, backend } = await buildTestCore();
+    const execution = await submitJob(core, OWNER, job);
+    await dispatch(core, { executionId: execution.id });
+    await handleTaskStateChange(core, event(execution.id, 2, 'RUNNING'));
+    backend.tasks.delete(`task/${execution.id}`);
+    const denied = {
+      ...core.objects,
+      get: async () => {
+        throw new StorageAccessDenied('reading executions/x/result.json was denied');
+      },
+    };
+
+    expect(await sweep({ ...core, objects: denied })).toMatchObject({ lostTasks: 1, skipped: 0 });
+    expect(await core.store.get(execution.id)).toMatchObject({
+      state: 'FAILED',
+      reason: 'the result could not be read: reading executions/x/result.json was denied',
+    });
+    expect(await core.ledger.holders()).toEqual([]);
   });
 });
