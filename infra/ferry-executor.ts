@@ -133,8 +133,14 @@ export interface FerryExecutorProps {
   readonly publishDestinations?: readonly string[];
   /** Steady-state requests per second and burst for the whole API. @default 50 and 100 */
   readonly apiThrottle?: { readonly rateLimit: number; readonly burstLimit: number };
-  /** Where the dead-letter alarm goes (an SNS topic action, for example). @default none */
+  /** Where the dead-letter alarms go (an SNS topic action, for example). @default none */
   readonly alarmActions?: readonly IAlarmAction[];
+  /**
+   * How many dispatchers may run at once (the SQS event source's maximum concurrency, 2–1000).
+   * Every launch reserves from one ledger item: more dispatchers than a few only contend on it.
+   * @default 3
+   */
+  readonly dispatcherConcurrency?: number;
   /** A bucket for the results bucket's server access logs. @default none */
   readonly accessLogsBucket?: IBucket;
   /** CloudWatch Container Insights on the cluster (billed per metric). @default false */
@@ -169,6 +175,9 @@ export class FerryExecutor extends Construct {
   readonly queue: Queue;
   readonly deadLetterQueue: Queue;
   readonly deadLetterAlarm: Alarm;
+  /** Task state change events EventBridge could not deliver to the task-events function. */
+  readonly taskEventDeadLetterQueue: Queue;
+  readonly taskEventDeadLetterAlarm: Alarm;
   readonly cluster: Cluster;
   readonly vpc: IVpc;
   readonly taskSecurityGroup: ISecurityGroup;
@@ -249,8 +258,9 @@ export class FerryExecutor extends Construct {
       enforceSSL: true,
     });
     this.queue = new Queue(this, 'Dispatch', {
-      // Above the dispatcher's timeout, so a message is never redelivered while still handled.
-      visibilityTimeout: dispatcherTimeout.plus(Duration.seconds(90)),
+      // Six times the dispatcher's timeout, as AWS advises for an SQS event source: a message
+      // is never redelivered while still handled, nor while Lambda retries a throttled batch.
+      visibilityTimeout: Duration.seconds(dispatcherTimeout.toSeconds() * 6),
       encryption: QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: MAX_RECEIVES },
@@ -412,7 +422,8 @@ export class FerryExecutor extends Construct {
       256,
     )
       .useQueue(this.queue, { send: false })
-      .useResults(this.resultsBucket, { read: 'executions/*/result.json' })
+      // ListBucket so that a result never stored reads as missing (404), not as denied (403).
+      .useResults(this.resultsBucket, { read: 'executions/*/result.json', list: true })
       .useCluster(this.cluster, [])
       .useTaskRoles(roles, { pass: false });
     const sweeper = ferryFunction(
@@ -423,14 +434,55 @@ export class FerryExecutor extends Construct {
       256,
     )
       .useQueue(this.queue, { send: true })
-      .useResults(this.resultsBucket, {})
+      // Ending a lost task reads its result, as its stop event would have.
+      .useResults(this.resultsBucket, { read: 'executions/*/result.json', list: true })
       .useCluster(this.cluster, ['DescribeTasks', 'StopTask'])
       .useTaskRoles(roles, { pass: false });
     this.functions = { api, dispatcher, taskEvents, sweeper };
 
+    const dispatcherConcurrency = props.dispatcherConcurrency ?? 3;
+    if (
+      !Number.isInteger(dispatcherConcurrency) ||
+      dispatcherConcurrency < 2 ||
+      dispatcherConcurrency > 1000
+    ) {
+      throw new Error(
+        `dispatcherConcurrency must be a whole number from 2 to 1000, not ${dispatcherConcurrency}`,
+      );
+    }
     dispatcher.addEventSource(
-      new SqsEventSource(this.queue, { batchSize: 5, reportBatchItemFailures: true }),
+      new SqsEventSource(this.queue, {
+        batchSize: 5,
+        reportBatchItemFailures: true,
+        // A burst waits in the queue rather than contending on the ledger item and dead-lettering.
+        maxConcurrency: dispatcherConcurrency,
+      }),
     );
+
+    // Events EventBridge still cannot deliver after its retries are kept, and alarm: a lost
+    // STOPPED event is found by the sweeper, but repeated losses mean the function is failing.
+    this.taskEventDeadLetterQueue = new Queue(this, 'TaskEventDeadLetters', {
+      retentionPeriod: Duration.days(14),
+      encryption: QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+    });
+    acknowledgeRules(this.taskEventDeadLetterQueue, {
+      'AwsSolutions-SQS3':
+        "It is a dead-letter queue: EventBridge's, for the task state change rule's target (DeadLetterConfig), not an SQS redrive, which is what the rule looks for.",
+    });
+    this.taskEventDeadLetterAlarm = new Alarm(this, 'TaskEventDeadLetterAlarm', {
+      alarmDescription:
+        'Task state change events could not be delivered to the task-events function and were set aside: read its log, fix, then replay them.',
+      metric: this.taskEventDeadLetterQueue.metricApproximateNumberOfMessagesVisible({
+        period: Duration.minutes(5),
+        statistic: 'Maximum',
+      }),
+      threshold: 1,
+      comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      treatMissingData: TreatMissingData.NOT_BREACHING,
+    });
+    for (const action of props.alarmActions ?? []) this.taskEventDeadLetterAlarm.addAlarmAction(action);
 
     new Rule(this, 'TaskStateChanges', {
       description: "ECS task state changes of Ferry's cluster, to the task-events function",
@@ -440,7 +492,13 @@ export class FerryExecutor extends Construct {
         detail: { clusterArn: [this.cluster.clusterArn] },
       },
       // The sweeper reconciles tasks whose events never arrive.
-      targets: [new LambdaFunction(taskEvents, { retryAttempts: 8, maxEventAge: Duration.hours(2) })],
+      targets: [
+        new LambdaFunction(taskEvents, {
+          retryAttempts: 8,
+          maxEventAge: Duration.hours(2),
+          deadLetterQueue: this.taskEventDeadLetterQueue,
+        }),
+      ],
     });
     new Rule(this, 'SweepSchedule', {
       description: 'Runs the Ferry sweeper every minute',

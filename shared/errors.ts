@@ -136,4 +136,13 @@ export class StorageUnavailable extends FerryError {
   readonly status = 503;
 }
 
+/**
+ * Ferry's own storage refused a read. On S3 that is also how a missing key answers a role
+ * without s3:ListBucket, so the message names the grant a deployment needs.
+ */
+export class StorageAccessDenied extends FerryError {
+  readonly code = 'storage-access-denied';
+  readonly status = 503;
+}
+
 export const isFerryError = (error: unknown): error is FerryError => error instanceof FerryError;

@@ -3,6 +3,7 @@
 import type { Readable } from 'node:stream';
 import type { Execution, Platform, ResolvedConstraints } from './domain/execution.ts';
 import type { ExecutionState } from './domain/states.ts';
+import type { TaskStateChangeDetail } from './domain/task-event.ts';
 
 export interface Page<T> {
   readonly items: readonly T[];
@@ -90,8 +91,12 @@ export interface ObjectStore {
   downloadUrl(key: string, expiresSeconds: number): Promise<string>;
 }
 
-/** A task's view as the backend reports it, in the words of ECS. */
-export interface TaskStatus {
+/**
+ * A task's view as the backend reports it, in the words of ECS. A STOPPED task carries how it
+ * stopped, as far as the backend knows, so a lost stop event can be made up from it.
+ */
+export interface TaskStatus
+  extends Partial<Pick<TaskStateChangeDetail, 'stopCode' | 'stoppedReason' | 'stoppedAt' | 'containers'>> {
   readonly taskId: string;
   readonly executionId: string;
   readonly lastStatus: 'PROVISIONING' | 'PENDING' | 'RUNNING' | 'STOPPED' | 'MISSING';

@@ -106,7 +106,12 @@ export interface Execution {
   readonly endedAt?: string;
   /** When the run must end; set at launch from the job's timeout. */
   readonly deadlineAt?: string;
-  readonly task?: { readonly id: string; readonly lastEventVersion: number };
+  readonly task?: {
+    readonly id: string;
+    readonly lastEventVersion: number;
+    /** When the sweeper first found the task STOPPED with no stop event applied. */
+    readonly stopSeenAt?: string;
+  };
   readonly stopRequested?: { readonly intent: StopIntent; readonly at: string };
   /** Names the one live chain of dispatch messages; see DispatchMessage.token. */
   readonly dispatchToken?: string;

@@ -89,7 +89,13 @@ export const ExecutionSchema = z.object({
   startedAt: timestamp.optional(),
   endedAt: timestamp.optional(),
   deadlineAt: timestamp.optional(),
-  task: z.object({ id: z.string(), lastEventVersion: z.number() }).optional(),
+  task: z
+    .object({
+      id: z.string(),
+      lastEventVersion: z.number(),
+      stopSeenAt: timestamp.optional().describe('when the sweeper found the task stopped with no stop event'),
+    })
+    .optional(),
   stopRequested: z.object({ intent: z.enum(['cancel', 'timeout']), at: timestamp }).optional(),
   dispatchToken: z.string().optional(),
   requestFingerprint: z

@@ -97,14 +97,22 @@ async function launch(core: Core, execution: Execution): Promise<DispatchOutcome
     core.store,
     execution.id,
     (current) => {
-      if (current.task !== undefined) return undefined; // the task's own events got here first
       const now = core.clock.now();
-      return amend(current, now, {
-        task: { id: taskId, lastEventVersion: 0 },
-        deadlineAt: new Date(
-          now.getTime() + (current.spec.timeoutSeconds + core.settings.launchGraceSeconds) * 1000,
-        ).toISOString(),
-      });
+      // Counted from the start when the task's events already told it, else from now with
+      // the grace a launch may take; a RUNNING event later counts it from the start again.
+      const deadlineAt = new Date(
+        current.startedAt === undefined
+          ? now.getTime() + (current.spec.timeoutSeconds + core.settings.launchGraceSeconds) * 1000
+          : Date.parse(current.startedAt) + current.spec.timeoutSeconds * 1000,
+      ).toISOString();
+      if (current.task !== undefined) {
+        // The task's own events got here first; one that did not set the deadline (an early
+        // PENDING) leaves it to this write, or the run would have none.
+        return current.deadlineAt === undefined && !isTerminal(current.state)
+          ? amend(current, now, { deadlineAt })
+          : undefined;
+      }
+      return amend(current, now, { task: { id: taskId, lastEventVersion: 0 }, deadlineAt });
     },
     8,
     // Usually what this dispatcher just wrote; if anything changed since, it reads again.

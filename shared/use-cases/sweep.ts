@@ -4,6 +4,7 @@
 import type { Core } from '../core.ts';
 import type { Execution } from '../domain/execution.ts';
 import { ACTIVE_STATES, isTerminal } from '../domain/states.ts';
+import type { TaskStatus } from '../ports.ts';
 import { messageFor } from './dispatch.ts';
 import { handleTaskStateChange } from './task-events.ts';
 import { amend, moveTo, mutate } from './transitions.ts';
@@ -12,10 +13,18 @@ import { listAll } from './usage.ts';
 /** A stop request not answered by a stop event this long is sent again. */
 const STOP_RETRY_SECONDS = 30;
 
+/**
+ * A task the backend reports STOPPED whose stop event is still not applied this long after a
+ * pass first saw it (so, on the next pass at the earliest) is ended from the backend's account.
+ */
+export const STOP_EVENT_GRACE_SECONDS = 30;
+
 export interface SweepReport {
   expiredBids: number;
   timedOut: number;
   lostTasks: number;
+  /** Executions ended from the backend's account of a stopped task whose stop event never came. */
+  lostStopEvents: number;
   requeued: number;
   relaunched: number;
   /** Capacity reservations of ended executions given back. */
@@ -42,11 +51,49 @@ async function isolated(
   }
 }
 
+/**
+ * A task the backend reports STOPPED while its execution is still active: its stop event is
+ * late or lost. The first pass notes it; a pass after the grace applies the stop as the event
+ * would have, from the backend's own details. Says whether it ended the execution.
+ */
+async function endStoppedTask(
+  core: Core,
+  execution: Execution,
+  status: TaskStatus,
+  now: Date,
+): Promise<boolean> {
+  const seenAt = execution.task?.stopSeenAt;
+  if (seenAt === undefined) {
+    await mutate(core.store, execution.id, (current) =>
+      current.task?.id === status.taskId &&
+      ACTIVE_STATES.includes(current.state) &&
+      current.task.stopSeenAt === undefined
+        ? amend(current, now, { task: { ...current.task, stopSeenAt: now.toISOString() } })
+        : undefined,
+    );
+    return false;
+  }
+  if (Date.parse(seenAt) + STOP_EVENT_GRACE_SECONDS * 1000 > now.getTime()) return false;
+  const outcome = await handleTaskStateChange(core, {
+    taskArn: status.taskId,
+    startedBy: execution.id,
+    lastStatus: 'STOPPED',
+    ...(status.stopCode === undefined ? {} : { stopCode: status.stopCode }),
+    ...(status.stoppedReason === undefined ? {} : { stoppedReason: status.stoppedReason }),
+    ...(status.stoppedAt === undefined ? {} : { stoppedAt: status.stoppedAt }),
+    ...(status.containers === undefined ? {} : { containers: status.containers }),
+    // Nothing follows STOPPED: a late copy of the real event is ignored.
+    version: Number.MAX_SAFE_INTEGER,
+  });
+  return outcome === 'applied';
+}
+
 export async function sweep(core: Core): Promise<SweepReport> {
   const report: SweepReport = {
     expiredBids: 0,
     timedOut: 0,
     lostTasks: 0,
+    lostStopEvents: 0,
     requeued: 0,
     relaunched: 0,
     released: 0,
@@ -115,9 +162,15 @@ export async function sweep(core: Core): Promise<SweepReport> {
   if (withTasks.length > 0) {
     const statuses = await core.backend.describe(withTasks.map((e) => e.task?.id ?? ''));
     for (const status of statuses) {
-      if (status.lastStatus !== 'MISSING') continue;
       const execution = withTasks.find((e) => e.task?.id === status.taskId);
       if (execution === undefined) continue;
+      if (status.lastStatus === 'STOPPED') {
+        await isolated(core, report, execution.id, async () => {
+          if (await endStoppedTask(core, execution, status, now)) report.lostStopEvents++;
+        });
+        continue;
+      }
+      if (status.lastStatus !== 'MISSING') continue;
       await isolated(core, report, execution.id, async () => {
         // The task is gone and its stop event never came: end the execution from what is stored.
         await handleTaskStateChange(core, {

@@ -24,11 +24,41 @@ interface Ending {
   readonly reason?: string;
 }
 
+/** Stop codes with which ECS ends a task whose Fargate Spot capacity was taken back. */
+const SPOT_RECLAIMED: ReadonlySet<string> = new Set(['SpotInterruption', 'TerminationNotice']);
+
+/** Stop codes that say the task ended for a cause of its own, not because Ferry stopped it. */
+const NOT_STOPPED_BY_FERRY: ReadonlySet<string> = new Set([
+  'EssentialContainerExited',
+  'TaskFailedToStart',
+  ...SPOT_RECLAIMED,
+]);
+
+/**
+ * Whether the task ended because its timeout stopped it. A timeout's stop request alone is not
+ * enough: a job that ended by itself just as its deadline came (ECS says its essential container
+ * exited, or the result says it ended before the request) finished in time, and one that Spot
+ * took away was interrupted.
+ */
+function stoppedForTimeout(
+  execution: Execution,
+  detail: TaskStateChangeDetail,
+  manifest: ResultManifest | undefined,
+): boolean {
+  if (manifest?.timedOut === true) return true;
+  const request = execution.stopRequested;
+  if (request?.intent !== 'timeout') return false;
+  if (detail.stopCode !== undefined && NOT_STOPPED_BY_FERRY.has(detail.stopCode)) return false;
+  return manifest === undefined || Date.parse(manifest.endedAt) >= Date.parse(request.at);
+}
+
 /** How a stopped task ended, in Ferry's terms. */
 export function endingOf(
   execution: Execution,
   detail: TaskStateChangeDetail,
   manifest?: ResultManifest,
+  /** Why the stored result could not be read, when it could not. */
+  unreadable?: string,
 ): Ending {
   const container = detail.containers?.find((c) => c.name === JOB_CONTAINER) ?? detail.containers?.[0];
   const exitCode = manifest?.exitCode ?? container?.exitCode ?? null;
@@ -40,11 +70,21 @@ export function endingOf(
   if (execution.stopRequested?.intent === 'cancel') {
     return { state: 'CANCELLED', exitCode, reason: 'cancelled by the caller' };
   }
-  if (execution.stopRequested?.intent === 'timeout' || manifest?.timedOut === true) {
+  if (stoppedForTimeout(execution, detail, manifest)) {
     return {
       state: 'TIMED_OUT',
       exitCode,
       reason: `exceeded its timeout of ${execution.spec.timeoutSeconds}s`,
+    };
+  }
+  if (detail.stopCode !== undefined && SPOT_RECLAIMED.has(detail.stopCode)) {
+    // The job was killed, not finished: its exit code (143 after SIGTERM) says nothing.
+    return {
+      state: 'FAILED',
+      exitCode,
+      reason: `the Fargate Spot capacity was reclaimed (${detail.stopCode}): ${
+        detail.stoppedReason ?? 'the task was interrupted'
+      }`,
     };
   }
   if (/OutOfMemory/i.test(containerReason) || /OutOfMemory/i.test(detail.stoppedReason ?? '')) {
@@ -63,6 +103,10 @@ export function endingOf(
         `the task failed to start: ${detail.stoppedReason ?? containerReason ?? 'no reason given'}`.trim(),
     };
   }
+  if (unreadable !== undefined) {
+    // The job may have done its work, but the caller cannot see it: that is a failure.
+    return { state: 'FAILED', exitCode, reason: `the result could not be read: ${unreadable}` };
+  }
   if (exitCode === null) {
     return {
       state: 'FAILED',
@@ -73,14 +117,31 @@ export function endingOf(
   return { state: 'COMPLETED', exitCode };
 }
 
-async function readManifest(core: Core, id: string): Promise<ResultManifest | undefined> {
-  const body = await core.objects.get(resultKeys(id).manifest);
-  if (body === undefined) return undefined;
+interface StoredResult {
+  readonly manifest?: ResultManifest;
+  /** Why the result could not be read (storage refused or failed): the run then ends FAILED. */
+  readonly unreadable?: string;
+}
+
+/**
+ * The run's result manifest, if it stored one. A read that fails is not thrown: the run must
+ * still end, and its capacity be given back, or a lasting fault (a missing grant) would hold
+ * both forever.
+ */
+async function readManifest(core: Core, id: string): Promise<StoredResult> {
+  let body: Buffer | undefined;
   try {
-    return JSON.parse(body.toString('utf8')) as ResultManifest;
+    body = await core.objects.get(resultKeys(id).manifest);
+  } catch (error) {
+    core.log.error('could not read the result manifest', { executionId: id, error });
+    return { unreadable: error instanceof Error ? error.message : String(error) };
+  }
+  if (body === undefined) return {};
+  try {
+    return { manifest: JSON.parse(body.toString('utf8')) as ResultManifest };
   } catch (error) {
     core.log.warn('unreadable result manifest', { executionId: id, error });
-    return undefined;
+    return {};
   }
 }
 
@@ -105,7 +166,7 @@ export async function handleTaskStateChange(
 ): Promise<TaskEventOutcome> {
   const id = detail.startedBy;
   if (id === undefined) return 'ignored';
-  const manifest = jobEnded(detail) ? await readManifest(core, id) : undefined;
+  const { manifest, unreadable } = jobEnded(detail) ? await readManifest(core, id) : {};
   let applied = false;
   try {
     await mutate(core.store, id, (current) => {
@@ -126,7 +187,7 @@ export async function handleTaskStateChange(
         });
       }
       if (jobEnded(detail)) {
-        const ending = endingOf(current, detail, manifest);
+        const ending = endingOf(current, detail, manifest, unreadable);
         if (!canTransition(current.state, ending.state)) return undefined;
         return moveTo(
           current,

@@ -393,8 +393,15 @@ describe('ECS Fargate backend', () => {
     expect(task.desiredStatus).toBe('STOPPED');
     expect(task.lastStatus).toBe('STOPPED');
     expect(task.stoppedReason).toBe('cancelled by the caller');
-    expect(await backend.describe([taskId])).toEqual([
-      { taskId, executionId: execution.id, lastStatus: 'STOPPED' },
+    // A stopped task says how it stopped, so a lost stop event can be made up from it.
+    expect(await backend.describe([taskId])).toMatchObject([
+      {
+        taskId,
+        executionId: execution.id,
+        lastStatus: 'STOPPED',
+        stoppedReason: 'cancelled by the caller',
+        containers: [{ name: task.containers?.[0]?.name }],
+      },
     ]);
   });
 

@@ -200,12 +200,27 @@ describe('the queue', () => {
     });
   });
 
-  it('both queues are encrypted and refuse requests without TLS', () => {
+  it('keeps a message hidden six times the dispatcher’s timeout, as AWS advises', () => {
+    const dispatcher = s.template.findResources('AWS::Lambda::Function')[s.id(s.ferry.functions.dispatcher)];
+    const timeout = dispatcher?.Properties.Timeout as number;
+    const queue = s.template.findResources('AWS::SQS::Queue')[s.id(s.ferry.queue)];
+    expect(timeout).toBeGreaterThan(0);
+    expect(queue?.Properties.VisibilityTimeout).toBeGreaterThanOrEqual(6 * timeout);
+  });
+
+  it('runs few dispatchers at once, so a burst waits in the queue rather than contending on the ledger', () => {
+    s.template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      EventSourceArn: arnOf(s.ferry.queue),
+      ScalingConfig: { MaximumConcurrency: 3 },
+    });
+  });
+
+  it('all three queues (dispatch and two dead-letter) are encrypted and refuse requests without TLS', () => {
     const queues = s.template.findResources('AWS::SQS::Queue');
-    expect(Object.keys(queues)).toHaveLength(2);
+    expect(Object.keys(queues)).toHaveLength(3);
     for (const queue of Object.values(queues)) expect(queue.Properties.SqsManagedSseEnabled).toBe(true);
     const policies = Object.values(s.template.findResources('AWS::SQS::QueuePolicy'));
-    expect(policies).toHaveLength(2);
+    expect(policies).toHaveLength(3);
     for (const policy of policies) {
       expect(policy.Properties.PolicyDocument.Statement).toContainEqual(
         expect.objectContaining({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
@@ -332,6 +347,42 @@ describe('compute', () => {
         detail: { clusterArn: [arnOf(s.ferry.cluster)] },
       },
       Targets: [Match.objectLike({ Arn: arnOf(s.ferry.functions.taskEvents) })],
+    });
+  });
+
+  it('keeps task events it could not deliver after retries in a dead-letter queue that alarms', () => {
+    s.template.hasResourceProperties('AWS::Events::Rule', {
+      EventPattern: Match.objectLike({ 'detail-type': ['ECS Task State Change'] }),
+      Targets: [
+        Match.objectLike({
+          Arn: arnOf(s.ferry.functions.taskEvents),
+          RetryPolicy: { MaximumRetryAttempts: 8, MaximumEventAgeInSeconds: 7200 },
+          DeadLetterConfig: { Arn: arnOf(s.ferry.taskEventDeadLetterQueue) },
+        }),
+      ],
+    });
+    // EventBridge may send to it, and only for this rule.
+    s.template.hasResourceProperties('AWS::SQS::QueuePolicy', {
+      Queues: [ref(s.ferry.taskEventDeadLetterQueue)],
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({
+            Action: 'sqs:SendMessage',
+            Principal: { Service: 'events.amazonaws.com' },
+            Condition: { ArnEquals: { 'aws:SourceArn': Match.anyValue() } },
+          }),
+        ]),
+      },
+    });
+    s.template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'ApproximateNumberOfMessagesVisible',
+      Dimensions: [
+        {
+          Name: 'QueueName',
+          Value: { 'Fn::GetAtt': [s.id(s.ferry.taskEventDeadLetterQueue), 'QueueName'] },
+        },
+      ],
+      Threshold: 1,
     });
   });
 
@@ -470,10 +521,24 @@ describe('least privilege', () => {
       [...table, 's3:DeleteObject', 's3:GetObject', 's3:ListBucket', 'sqs:SendMessage'].sort(),
     );
     expect(actions('dispatcher')).toEqual([...table, ...consume, 'sqs:SendMessage'].sort());
-    expect(actions('taskEvents')).toEqual([...table, 's3:GetObject'].sort());
-    expect(actions('sweeper')).toEqual([...table, 'sqs:SendMessage'].sort());
-    const [manifests] = allowing(statementsOfHandler('taskEvents'), 's3:GetObject');
-    expect(JSON.stringify(manifests?.Resource)).toContain('/executions/*/result.json');
+    expect(actions('taskEvents')).toEqual([...table, 's3:GetObject', 's3:ListBucket'].sort());
+    expect(actions('sweeper')).toEqual([...table, 's3:GetObject', 's3:ListBucket', 'sqs:SendMessage'].sort());
+  });
+
+  it('lets the handlers that read results tell a missing result (404) from a denied one', () => {
+    // Without s3:ListBucket, S3 answers 403 for a key that does not exist: a task that stopped
+    // before storing its result would then fail the handler and keep its capacity.
+    for (const handler of ['api', 'taskEvents', 'sweeper'] as const) {
+      const statements = statementsOfHandler(handler);
+      const [list] = allowing(statements, 's3:ListBucket');
+      expect(list?.Resource, handler).toEqual(arnOf(s.ferry.resultsBucket));
+      expect(list?.Condition, handler).toEqual({ StringLike: { 's3:prefix': ['executions/*'] } });
+      expect(allowing(statements, 's3:GetObject'), handler).toHaveLength(1);
+    }
+    for (const handler of ['taskEvents', 'sweeper'] as const) {
+      const [manifests] = allowing(statementsOfHandler(handler), 's3:GetObject');
+      expect(JSON.stringify(manifests?.Resource), handler).toContain('/executions/*/result.json');
+    }
   });
 
   it('lets tasks write results but never read them', () => {

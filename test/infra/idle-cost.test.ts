@@ -52,13 +52,12 @@ describe('the default deployment', () => {
     expect(hourlyWhileIdle(open.template.toJSON())).toEqual([]);
   });
 
-  it('has one fixed monthly fee: the dead-letter alarm (within the free tier of 10 alarms)', () => {
-    expect(monthlyWhileIdle(open.template.toJSON())).toEqual([
-      expect.objectContaining({
-        logicalId: open.id(open.ferry.deadLetterAlarm),
-        type: 'AWS::CloudWatch::Alarm',
-      }),
-    ]);
+  it('has two fixed monthly fees: the dead-letter alarms (within the free tier of 10 alarms)', () => {
+    const monthly = monthlyWhileIdle(open.template.toJSON());
+    expect(monthly.map((c) => c.logicalId).sort()).toEqual(
+      [open.id(open.ferry.deadLetterAlarm), open.id(open.ferry.taskEventDeadLetterAlarm)].sort(),
+    );
+    for (const cost of monthly) expect(cost.type).toBe('AWS::CloudWatch::Alarm');
   });
 });
 

@@ -65,7 +65,7 @@ describe('AwsSolutions checks', () => {
       expect(acknowledged.length).toBeGreaterThan(0);
       for (const { path, id, reason } of acknowledged) {
         expect(path.startsWith('Ferry/Executor/'), path).toBe(true);
-        expect(id).toMatch(/^AwsSolutions::AwsSolutions-(IAM5\[.+\]|L1|S1|ECS4)$/);
+        expect(id).toMatch(/^AwsSolutions::AwsSolutions-(IAM5\[.+\]|L1|S1|ECS4|SQS3)$/);
         expect(reason.length, `${path} ${id}`).toBeGreaterThan(60);
       }
     }

@@ -39,6 +39,7 @@ beforeAll(() => {
     logLevel: 'debug',
     publishDestinations: ['s3://team-results/ferry/'],
     removalPolicy: RemovalPolicy.DESTROY,
+    dispatcherConcurrency: 5,
   });
 });
 afterAll(() => {
@@ -178,6 +179,14 @@ describe('settings', () => {
     expect(build({ capacity: { maxConcurrentJobs: 0 } })).toThrow(/FERRY_MAX_CONCURRENCY/);
     expect(build({ images: { allow: ['a,b'] } })).toThrow(/images\.allow/);
     expect(build({ resultRetention: Duration.days(5000) })).toThrow(/FERRY_RETENTION_DAYS/);
+    // The SQS event source accepts a maximum concurrency of 2 to 1000.
+    expect(build({ dispatcherConcurrency: 1 })).toThrow(/dispatcherConcurrency/);
+  });
+
+  it('run as many dispatchers at once as asked', () => {
+    tuned.template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      ScalingConfig: { MaximumConcurrency: 5 },
+    });
   });
 
   it('let the execution role pull job images from the ECR repositories given', () => {

@@ -21,6 +21,8 @@ export class ScriptedBackend implements ComputeBackend {
   readonly launched: string[] = [];
   readonly stopped: string[] = [];
   readonly tasks = new Map<string, 'RUNNING' | 'STOPPED'>();
+  /** How a STOPPED task ended, as `describe` reports it. */
+  readonly stopDetails = new Map<string, Partial<TaskStatus>>();
   /** Errors the next launches throw, in order. */
   readonly failures: BackendError[] = [];
   /** Runs inside launch, before it returns: lets a test race something against the launch. */
@@ -45,6 +47,7 @@ export class ScriptedBackend implements ComputeBackend {
       taskId,
       executionId: taskId.slice('task/'.length),
       lastStatus: this.tasks.get(taskId) ?? 'MISSING',
+      ...(this.tasks.get(taskId) === 'STOPPED' ? this.stopDetails.get(taskId) : {}),
     }));
   }
 

@@ -15,6 +15,7 @@ import {
   RunTaskCommand,
   type RunTaskCommandInput,
   StopTaskCommand,
+  type Task,
 } from '@aws-sdk/client-ecs';
 import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
 import { runTaskViolations } from '../../domain/fargate-rules.ts';
@@ -326,10 +327,12 @@ export class EcsBackend implements ComputeBackend {
       );
       for (const taskId of batch) {
         const task = reply.tasks?.find((t) => t.taskArn === taskId);
+        const lastStatus = task === undefined ? 'MISSING' : (TASK_STATUS[task.lastStatus ?? ''] ?? 'PENDING');
         statuses.push({
           taskId,
           executionId: task?.startedBy ?? '',
-          lastStatus: task === undefined ? 'MISSING' : (TASK_STATUS[task.lastStatus ?? ''] ?? 'PENDING'),
+          lastStatus,
+          ...(lastStatus === 'STOPPED' && task !== undefined ? stopDetails(task) : {}),
         });
       }
     }
@@ -341,6 +344,21 @@ export class EcsBackend implements ComputeBackend {
     // in the results bucket, which the logs use case reads when a backend has nothing.
     return undefined;
   }
+}
+
+/** How a stopped task ended, as DescribeTasks tells it: the fields its STOPPED event carries. */
+function stopDetails(task: Task): Partial<TaskStatus> {
+  return {
+    ...(task.stopCode === undefined ? {} : { stopCode: task.stopCode }),
+    ...(task.stoppedReason === undefined ? {} : { stoppedReason: task.stoppedReason }),
+    ...(task.stoppedAt === undefined ? {} : { stoppedAt: task.stoppedAt.toISOString() }),
+    containers: (task.containers ?? []).map((c) => ({
+      name: c.name ?? '',
+      ...(c.lastStatus === undefined ? {} : { lastStatus: c.lastStatus }),
+      ...(c.exitCode === undefined ? {} : { exitCode: c.exitCode }),
+      ...(c.reason === undefined ? {} : { reason: c.reason }),
+    })),
+  };
 }
 
 function backoff(attempt: number): number {

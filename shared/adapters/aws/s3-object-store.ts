@@ -14,6 +14,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { StorageAccessDenied } from '../../errors.ts';
 import type { ObjectInfo, ObjectStore } from '../../ports.ts';
 
 const isMissing = (error: unknown): boolean =>
@@ -21,6 +22,10 @@ const isMissing = (error: unknown): boolean =>
   error instanceof NotFound ||
   (error instanceof S3ServiceException &&
     (error.$metadata.httpStatusCode === 404 || error.name === 'NoSuchKey'));
+
+const isDenied = (error: unknown): boolean =>
+  error instanceof S3ServiceException &&
+  (error.$metadata.httpStatusCode === 403 || error.name === 'AccessDenied' || error.name === 'Forbidden');
 
 export class S3ObjectStore implements ObjectStore {
   private readonly s3: S3Client;
@@ -52,7 +57,7 @@ export class S3ObjectStore implements ObjectStore {
       return Buffer.from((await reply.Body?.transformToByteArray()) ?? []);
     } catch (error) {
       if (isMissing(error)) return undefined;
-      throw error;
+      throw this.explained(error, key);
     }
   }
 
@@ -67,7 +72,7 @@ export class S3ObjectStore implements ObjectStore {
       if (isMissing(error)) return undefined;
       if (error instanceof S3ServiceException && error.$metadata.httpStatusCode === 416)
         return Buffer.alloc(0);
-      throw error;
+      throw this.explained(error, key);
     }
   }
 
@@ -77,8 +82,22 @@ export class S3ObjectStore implements ObjectStore {
       return { key, size: reply.ContentLength ?? 0 };
     } catch (error) {
       if (isMissing(error)) return undefined;
-      throw error;
+      throw this.explained(error, key);
     }
+  }
+
+  /**
+   * A read S3 refused: without s3:ListBucket a missing key answers 403 too, so the error says
+   * which grants tell the two apart rather than passing for an outage.
+   */
+  private explained(error: unknown, key: string): unknown {
+    if (!isDenied(error)) return error;
+    return new StorageAccessDenied(
+      `reading s3://${this.bucket}/${key} was denied: the object is missing or this role may not read it; ` +
+        `a missing object reads as denied unless the role has s3:ListBucket on the bucket ` +
+        `(for the prefix ${key.split('/')[0]}/) beside s3:GetObject on the key`,
+      { cause: error },
+    );
   }
 
   async list(prefix: string): Promise<readonly ObjectInfo[]> {

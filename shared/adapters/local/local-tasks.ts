@@ -10,6 +10,7 @@ import type { Execution } from '../../domain/execution.ts';
 import type { OutputLimits } from '../../domain/job-spec.ts';
 import {
   JOB_CONTAINER,
+  jobEnded,
   RESULT_NOT_STORED,
   type TaskStateChangeDetail,
   type TaskStateChangeEvent,
@@ -45,6 +46,8 @@ export interface LocalTask {
   /** Set once the task reached its deadline; the result then says it timed out. */
   timedOut: boolean;
   deadline?: NodeJS.Timeout;
+  /** How the task ended, as its stop events said: what `describe` reports for it. */
+  ending?: Pick<TaskStateChangeDetail, 'stopCode' | 'stoppedReason' | 'stoppedAt' | 'containers'>;
 }
 
 export interface TaskEnding {
@@ -239,6 +242,7 @@ export class LocalTaskBook {
         // Like ECS: a task winding down still holds its resources.
         lastStatus:
           task === undefined ? 'MISSING' : task.status === 'DEPROVISIONING' ? 'RUNNING' : task.status,
+        ...(task?.status === 'STOPPED' ? task.ending : {}),
       };
     });
   }
@@ -259,6 +263,16 @@ export class LocalTaskBook {
     detail: Omit<TaskStateChangeDetail, 'taskArn' | 'version' | 'startedBy'>,
   ): void {
     task.version++;
+    if (jobEnded(detail)) {
+      // A later STOPPED (resources given back) adds to what the first stop event said.
+      task.ending = {
+        ...task.ending,
+        ...(detail.stopCode === undefined ? {} : { stopCode: detail.stopCode }),
+        ...(detail.stoppedReason === undefined ? {} : { stoppedReason: detail.stoppedReason }),
+        ...(detail.stoppedAt === undefined ? {} : { stoppedAt: detail.stoppedAt }),
+        ...(detail.containers === undefined ? {} : { containers: detail.containers }),
+      };
+    }
     const event = taskStateChange(
       {
         taskArn: task.taskId,
