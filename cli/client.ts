@@ -129,8 +129,16 @@ export class FerryClient {
       response = await fetch(url, {
         method,
         headers,
+        redirect: 'manual',
         ...(body === undefined ? {} : { body }),
       });
+      const location = response.headers.get('location');
+      if (response.status >= 300 && response.status < 400 && location !== null) {
+        // A redirect leads to a download link that carries its own authority (a presigned S3
+        // URL, or a signed local link): Ferry's credentials or signature are not sent there.
+        await response.body?.cancel();
+        response = await fetch(new URL(location, url));
+      }
     } catch (error) {
       throw new Unreachable(
         `cannot reach Ferry at ${this.baseUrl} (${(error as Error & { cause?: Error }).cause?.message ?? (error as Error).message}); is \`ferry serve\` running?`,

@@ -19,7 +19,13 @@ import {
   UnsupportedMediaType,
   ValidationError,
 } from '#shared/errors.ts';
-import { ID_PATTERN, MAX_BODY_BYTES, openApiDocument, QUERY_LIMITS } from '#shared/http/openapi.ts';
+import {
+  ID_PATTERN,
+  LOG_INLINE_MAX_BYTES,
+  MAX_BODY_BYTES,
+  openApiDocument,
+  QUERY_LIMITS,
+} from '#shared/http/openapi.ts';
 import { errorResponse, jsonResponse, problemOf } from '#shared/http/problem.ts';
 import { acceptBid, askForBid, type KeyedRequest, rejectBid, submitJob } from '#shared/use-cases/bids.ts';
 import {
@@ -257,7 +263,15 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
       const follow = queryBoolean(event, 'follow');
       const [offsetText] = queryValues(event, 'offset');
       if (!follow && offsetText === undefined) {
-        return binary(await readStoredLog(core, owner, id, stream), {});
+        const stored = await readStoredLog(core, owner, id, stream, LOG_INLINE_MAX_BYTES);
+        if (stored.kind === 'link') {
+          return {
+            statusCode: 303,
+            headers: { location: stored.url, 'ferry-stored-bytes': String(stored.storedBytes) },
+            body: '',
+          };
+        }
+        return binary(stored.data, {});
       }
       const chunk = await readLog(core, owner, id, stream, {
         offset: queryNumber(event, 'offset', QUERY_LIMITS.logOffset),

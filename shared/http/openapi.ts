@@ -17,6 +17,11 @@ import {
 
 /** The largest request body the server reads (the api handler refuses more with 413). */
 export const MAX_BODY_BYTES = 1024 * 1024;
+/**
+ * The most output a plain logs read carries itself; a larger stored stream is answered with a
+ * redirect to its download link (a Lambda response holds at most 6 MB, in base64).
+ */
+export const LOG_INLINE_MAX_BYTES = 1024 * 1024;
 export const ID_PATTERN = /^ex_[0-9a-z]{26}$/;
 /** Limits of query parameters, enforced by the api handler and published here. */
 export const QUERY_LIMITS = Object.freeze({
@@ -304,7 +309,8 @@ const PATHS: Record<string, Record<string, Operation>> = {
   '/v1/executions/{id}/logs': {
     get: {
       operationId: 'getLogs',
-      summary: 'Stored output; with follow or offset, the next bytes by stream position (live while running)',
+      summary:
+        'Stored output (a redirect to its download link when large); with follow or offset, the next bytes by stream position (live while running)',
       parameters: [
         id,
         {
@@ -339,7 +345,7 @@ const PATHS: Record<string, Record<string, Operation>> = {
       ],
       responses: {
         '200': {
-          description: 'the bytes, exactly as stored; with follow or offset, the headers say where to go on',
+          description: `the bytes, exactly as stored (while the run goes on, at most ${LOG_INLINE_MAX_BYTES} live bytes); with follow or offset, the headers say where to go on`,
           headers: {
             'ferry-next-offset': header('stream position to ask for next', {
               type: 'string',
@@ -359,6 +365,23 @@ const PATHS: Record<string, Record<string, Operation>> = {
             }),
           },
           content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } },
+        },
+        '303': {
+          description: `without follow or offset, an ended run whose stored stream is over ${LOG_INLINE_MAX_BYTES} bytes: see Location, a download link (no credentials to send) to the bytes exactly as stored; or page through it with offset and maxBytes`,
+          headers: {
+            location: header(
+              'the download link, valid as long as result links are',
+              {
+                type: 'string',
+                format: 'uri',
+              },
+              true,
+            ),
+            'ferry-stored-bytes': header('the size of the stored stream', {
+              type: 'string',
+              pattern: '^[0-9]+$',
+            }),
+          },
         },
         ...problems('400', '404', '409', ...ALWAYS),
       },

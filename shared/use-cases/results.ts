@@ -171,24 +171,44 @@ async function requireStoredOutput(core: Core, execution: Execution): Promise<Re
   return manifest;
 }
 
-/** The whole stored output of one stream, as kept (with the omission marker for head+tail). */
+/** What a plain read of a stream answers: the bytes, or a link when they are too many to carry. */
+export type StoredLog =
+  | { readonly kind: 'bytes'; readonly data: Buffer }
+  | { readonly kind: 'link'; readonly url: string; readonly storedBytes: number };
+
+/**
+ * The whole stored output of one stream, as kept (with the omission marker for head+tail).
+ * Over `inlineMaxBytes` it answers a download link instead, so no response outgrows what the
+ * transport carries (a Lambda response holds 6 MB, base64 inflates by a third). While the run
+ * goes on there is no stored object to link to: the live bytes come, at most `inlineMaxBytes`.
+ */
 export async function readStoredLog(
   core: Core,
   owner: string,
   id: string,
   stream: StreamName,
-): Promise<Buffer> {
+  inlineMaxBytes: number,
+): Promise<StoredLog> {
   const execution = await getOwned(core, owner, id);
   if (!isTerminal(execution.state)) {
     const chunk = await readLog(core, owner, id, stream, {
       offset: 0,
-      maxBytes: 64 * 1024 * 1024,
+      maxBytes: inlineMaxBytes,
       waitSeconds: 0,
     });
-    return chunk.data;
+    return { kind: 'bytes', data: chunk.data };
   }
-  await requireStoredOutput(core, execution);
-  return (await core.objects.get(resultKeys(id)[stream])) ?? Buffer.alloc(0);
+  const manifest = await requireStoredOutput(core, execution);
+  const key = resultKeys(id)[stream];
+  const { storedBytes } = manifest[stream];
+  if (storedBytes > inlineMaxBytes) {
+    return {
+      kind: 'link',
+      url: await core.objects.downloadUrl(key, core.settings.resultLinkSeconds),
+      storedBytes,
+    };
+  }
+  return { kind: 'bytes', data: (await core.objects.get(key)) ?? Buffer.alloc(0) };
 }
 
 /** The live window a Fargate publisher keeps in the object store while the job runs. */

@@ -1,9 +1,12 @@
 // The object store on S3, against the emulator: what goes in comes out byte for byte,
 // ranges and listings behave like the local directory store, links work without credentials.
 import { createHash } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { CreateBucketCommand, GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { FerryClient, sigv4Signer } from '../../cli/client.ts';
 import { S3ObjectStore } from '../../shared/adapters/aws/s3-object-store.ts';
 import { type AwsEnvironment, createAwsEnvironment } from '../support/aws.ts';
 
@@ -149,4 +152,45 @@ describe('S3 object store', () => {
     expect(reply.status).toBe(200);
     expect(Buffer.from(await reply.arrayBuffer())).toEqual(data);
   });
+
+  it('a signed client follows a logs redirect to the presigned link without its own signature', async () => {
+    const data = Buffer.alloc(3 * MiB, 'ferry\n');
+    await store.put('t10/executions/e/stdout', data);
+    const link = await store.downloadUrl('t10/executions/e/stdout', 60);
+    const seen: http.IncomingHttpHeaders[] = [];
+    const recorder = await listen((request, response) => {
+      seen.push(request.headers);
+      response.end('recorded');
+    });
+    let target = link;
+    const api = await listen((_request, response) => {
+      response.writeHead(303, { location: target }).end();
+    });
+    const client = new FerryClient(
+      api.url,
+      undefined,
+      sigv4Signer({ region: 'us-east-1', credentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'x' } }),
+    );
+    try {
+      const fromS3 = await client.bytes('/v1/executions/e/logs?stream=stdout');
+      target = `${recorder.url}/objects/e`;
+      await client.bytes('/v1/executions/e/logs?stream=stdout');
+
+      expect(fromS3.status).toBe(200);
+      expect(fromS3.body.equals(data)).toBe(true);
+      expect(seen).toHaveLength(1);
+      expect(Object.keys(seen[0] ?? {}).filter((name) => /^(authorization|x-amz-)/.test(name))).toEqual([]);
+    } finally {
+      await Promise.all([api.close(), recorder.close()]);
+    }
+  });
 });
+
+async function listen(handler: http.RequestListener) {
+  const server = http.createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}

@@ -5,6 +5,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Execution } from '../../shared/domain/execution.ts';
+import { LOG_INLINE_MAX_BYTES } from '../../shared/http/openapi.ts';
 import { startServer, type TestServer } from '../support/server.ts';
 
 const FERRY = path.resolve('bin/ferry.js');
@@ -95,6 +96,60 @@ describe('ferry submit --wait', () => {
       exitCode: 0,
       spec: { command: ['echo', 'hello'] },
     });
+  });
+});
+
+describe('output over what one response carries', () => {
+  // Each line differs, so a lost, repeated or reordered piece shows.
+  const LINES = 400_000;
+  const expected = Array.from({ length: LINES }, (_, i) => `${i + 1}\n`).join('');
+
+  test('the logs read redirects to the download link, and the CLI prints every byte', async () => {
+    expect(Buffer.byteLength(expected)).toBeGreaterThan(LOG_INLINE_MAX_BYTES);
+    const job = [
+      '--image',
+      'x/y:1',
+      '--stdout-limit',
+      String(8 * 1024 * 1024),
+      '--',
+      'seq',
+      '1',
+      String(LINES),
+    ];
+
+    const waited = await ferry(['submit', '--wait', ...job]);
+    const submitted = await ferry(['submit', ...job]);
+    const submittedId = submitted.stdout.trim();
+    await ferry(['wait', submittedId]);
+    const logs = await ferry(['logs', submittedId]);
+    const raw = await fetch(`${server.url}/v1/executions/${submittedId}/logs?stream=stdout`, {
+      redirect: 'manual',
+    });
+    const location = raw.headers.get('location') ?? '';
+    const followed = await fetch(location);
+
+    expect(waited.code).toBe(0);
+    expect(waited.stdout.length).toBe(expected.length);
+    expect(waited.stdout === expected).toBe(true);
+    expect(logs.code).toBe(0);
+    expect(logs.stdout.length).toBe(expected.length);
+    expect(logs.stdout === expected).toBe(true);
+    expect(raw.status).toBe(303);
+    expect(raw.headers.get('ferry-stored-bytes')).toBe(String(expected.length));
+    expect(location).toMatch(/\/objects\//);
+    expect(followed.status).toBe(200);
+    expect((await followed.text()) === expected).toBe(true);
+  });
+
+  test('a stream under the threshold still comes in the response itself', async () => {
+    const submitted = await ferry(['submit', '--image', 'x/y:1', '--', 'echo', 'small']);
+    const id = submitted.stdout.trim();
+    await ferry(['wait', id]);
+
+    const raw = await fetch(`${server.url}/v1/executions/${id}/logs?stream=stdout`, { redirect: 'manual' });
+
+    expect(raw.status).toBe(200);
+    expect(await raw.text()).toBe('small\n');
   });
 });
 
