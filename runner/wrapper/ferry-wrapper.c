@@ -4,7 +4,7 @@
  * shell, no libc), and is handed to the job container through a shared volume.
  *
  *   ferry-wrapper --init DIR
- *   ferry-wrapper --io DIR [--timeout SECONDS] [--grace SECONDS] -- PROGRAM [ARG...]
+ *   ferry-wrapper --io DIR [--timeout SECONDS] [--grace SECONDS] [--workdir PATH] -- PROGRAM [ARG...]
  *
  * --init (run by the task's init container, from Ferry's runner image) copies the wrapper
  * to DIR/bin/ferry-wrapper and makes the FIFOs DIR/io/stdout and DIR/io/stderr, open to
@@ -13,6 +13,8 @@
  * - stdout and stderr of the job go to DIR/stdout and DIR/stderr (FIFOs the publisher
  *   reads; opening them waits until the publisher is there, so nothing is lost);
  * - the program is found on the job's PATH, as the image's own entry point would be;
+ * - with --workdir it runs in PATH, made first when missing (as `docker run -w` does); when
+ *   the directory cannot be made or entered, the job does not start and exit.json says why;
  * - after SECONDS the job gets SIGTERM, then SIGKILL after the grace period;
  * - a SIGTERM or SIGINT sent to the wrapper (ECS StopTask) is passed on to the job;
  * - when the job ends, DIR/exit.json records {"exitCode", "signal", "timedOut",
@@ -45,7 +47,7 @@ static void die(const char *what) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: ferry-wrapper --io DIR [--timeout SECONDS] [--grace SECONDS] -- PROGRAM [ARG...]\n");
+  fprintf(stderr, "usage: ferry-wrapper --io DIR [--timeout SECONDS] [--grace SECONDS] [--workdir PATH] -- PROGRAM [ARG...]\n");
   exit(125);
 }
 
@@ -107,7 +109,7 @@ static int open_output(const char *dir, const char *name) {
 static void copy_self(const char *target) {
   int in = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
   if (in < 0) die("/proc/self/exe");
-  char tmp[4096];
+  char tmp[4096 + sizeof ".tmp"];
   snprintf(tmp, sizeof tmp, "%s.tmp", target);
   int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
   if (out < 0) die(tmp);
@@ -151,9 +153,29 @@ static int init(const char *dir) {
   return 0;
 }
 
+/* mkdir -p: each missing directory of an absolute path, as Docker makes a missing WORKDIR. */
+static int make_path(const char *path) {
+  char partial[4096];
+  size_t length = strlen(path);
+  if (length == 0 || length >= sizeof partial) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  memcpy(partial, path, length + 1);
+  for (char *p = partial + 1; ; p++) {
+    if (*p == '/' || *p == '\0') {
+      char kept = *p;
+      *p = '\0';
+      if (mkdir(partial, 0755) != 0 && errno != EEXIST) return -1;
+      *p = kept;
+      if (kept == '\0') return 0;
+    }
+  }
+}
+
 int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "--init") == 0) return init(argv[2]);
-  const char *io = NULL;
+  const char *io = NULL, *workdir = NULL;
   long timeout = 0, grace = 10;
   int i = 1;
   for (; i < argc; i++) {
@@ -162,6 +184,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[i], "--io") == 0) io = argv[++i];
     else if (strcmp(argv[i], "--timeout") == 0) timeout = strtol(argv[++i], NULL, 10);
     else if (strcmp(argv[i], "--grace") == 0) grace = strtol(argv[++i], NULL, 10);
+    else if (strcmp(argv[i], "--workdir") == 0) workdir = argv[++i];
     else usage();
   }
   if (!io || i >= argc) usage();
@@ -169,6 +192,16 @@ int main(int argc, char **argv) {
 
   int out = open_output(io, "stdout");
   int err = open_output(io, "stderr");
+
+  if (workdir && (make_path(workdir) != 0 || chdir(workdir) != 0)) {
+    char start_error[4300];
+    snprintf(start_error, sizeof start_error, "cannot enter the working directory %s: %s", workdir, strerror(errno));
+    dprintf(err, "ferry-wrapper: %s\n", start_error);
+    close(out);
+    close(err);
+    write_exit(io, 125, 0, 0, 0, start_error);
+    return 125;
+  }
 
   /* A pipe closed on exec tells the parent whether exec worked, and if not, why. */
   int report[2];

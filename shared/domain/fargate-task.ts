@@ -45,7 +45,7 @@ export const LONGEST_EXECUTION_ID = 'x'.repeat(64);
 export const labelTagKey = (key: string): string => `ferry:label:${key}`;
 
 export function taskOverrides(
-  spec: Pick<JobSpec, 'command' | 'env' | 'timeoutSeconds' | 'outputLimits'>,
+  spec: Pick<JobSpec, 'command' | 'env' | 'timeoutSeconds' | 'outputLimits' | 'workdir'>,
   executionId: string,
   size: FargateTaskSize,
 ): FargateTaskOverrides {
@@ -63,6 +63,8 @@ export function taskOverrides(
           `${SHARED_PATH}/io`,
           '--timeout',
           String(spec.timeoutSeconds),
+          // RunTask cannot set a container's working directory; the wrapper enters it.
+          ...(spec.workdir === undefined ? [] : ['--workdir', spec.workdir]),
           '--',
           ...spec.command,
         ],

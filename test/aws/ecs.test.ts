@@ -345,6 +345,28 @@ describe('ECS Fargate backend', () => {
     expect(started.tasks).toHaveLength(1);
   });
 
+  it('hands the workdir to the wrapper, since RunTask cannot set a working directory', async () => {
+    const { execution, constraints } = launching({
+      image: 'public.ecr.aws/docker/library/alpine:3.20',
+      command: ['pwd'],
+      workdir: '/data/work',
+    });
+
+    const { taskId } = await coldBackend().launch(execution, constraints);
+
+    const task = await describeTask(taskId);
+    expect(task.overrides?.containerOverrides?.[0]?.command).toEqual([
+      '--io',
+      '/ferry/io',
+      '--timeout',
+      '3600',
+      '--workdir',
+      '/data/work',
+      '--',
+      'pwd',
+    ]);
+  });
+
   it('leaves ephemeral storage at the Fargate default of 20 GiB unasked', async () => {
     const { execution, constraints } = launching({
       image: 'public.ecr.aws/docker/library/alpine:3.20',

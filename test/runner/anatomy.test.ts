@@ -48,7 +48,7 @@ async function runContainer(options: Docker.ContainerCreateOptions): Promise<{ e
 /** Runs one job the way its Fargate task would, with `docker` instead of ECS. */
 async function runTask(
   argv: string[],
-  options: { limits: object; timeoutSeconds?: number; stopAfterMs?: number },
+  options: { limits: object; timeoutSeconds?: number; stopAfterMs?: number; workdir?: string },
 ): Promise<Run> {
   const executionId = ids.next();
   const volume = `ferry-${executionId}`;
@@ -91,6 +91,7 @@ async function runTask(
         String(options.timeoutSeconds ?? 60),
         '--grace',
         '1',
+        ...(options.workdir === undefined ? [] : ['--workdir', options.workdir]),
         '--',
         ...argv,
       ],
@@ -200,6 +201,29 @@ describe.skipIf(!inject('dockerAvailable'))('Fargate task anatomy (Docker + emul
     expect(run.jobExit).toBe(127);
     expect(run.manifest.exitCode).toBe(127);
     expect(run.stderr.toString()).toContain('cannot run /no-such-program: No such file or directory');
+  });
+
+  it('runs the job in its workdir, made when the image lacks it, as docker run -w does', async () => {
+    const run = await runTask(['/testjob', 'pwd', '-'], {
+      limits: { stdoutBytes: 1024, stderrBytes: 1024, inlineBytes: 256, keep: 'tail' },
+      workdir: '/data/work',
+    });
+
+    expect(run.jobExit).toBe(0);
+    expect(run.stdout.toString()).toBe('/data/work\n');
+  });
+
+  it('does not start a job whose workdir cannot be made, and says why', async () => {
+    const run = await runTask(['/testjob', 'line', 'ran'], {
+      limits: { stdoutBytes: 1024, stderrBytes: 1024, inlineBytes: 256, keep: 'tail' },
+      workdir: '/testjob/below-a-file',
+    });
+
+    expect(run.jobExit).toBe(125);
+    expect(run.stdout.toString()).toBe('');
+    expect(run.stderr.toString()).toContain(
+      'cannot enter the working directory /testjob/below-a-file: Not a directory',
+    );
   });
 
   it('stops a job at its timeout inside the task and keeps what it wrote', async () => {

@@ -6,6 +6,7 @@
  *   err TEXT   write TEXT and a newline to stderr
  *   sleep S    sleep S seconds
  *   exit C     exit with code C
+ *   pwd -      write the working directory and a newline to stdout
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,11 @@ int main(int argc, char **argv) {
       write_all(fd, (const unsigned char *)"\n", 1);
     } else if (strcmp(action, "sleep") == 0) {
       sleep((unsigned)atoi(value));
+    } else if (strcmp(action, "pwd") == 0) {
+      char here[4096];
+      if (getcwd(here, sizeof here) == NULL) exit(121);
+      write_all(1, (const unsigned char *)here, strlen(here));
+      write_all(1, (const unsigned char *)"\n", 1);
     } else if (strcmp(action, "exit") == 0) {
       return atoi(value);
     }
