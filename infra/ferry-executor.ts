@@ -42,7 +42,7 @@ import {
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import { AwsCustomResource, AwsCustomResourcePolicy, PhysicalResourceId } from 'aws-cdk-lib/custom-resources';
 import { Construct } from 'constructs';
-import { INDEXES, SORT_KEY, TABLE_KEY, TTL_ATTRIBUTE } from '#shared/adapters/aws/table.ts';
+import { INDEXES, TABLE_KEY, TTL_ATTRIBUTE } from '#shared/adapters/aws/table.ts';
 import { loadConfig } from '#shared/config.ts';
 import { acknowledgeRules, acknowledgeWildcards } from './acknowledge.ts';
 import { FerryFunction, type FerryHandler, type PlainSetting, REPO_ROOT } from './ferry-function.ts';
@@ -222,8 +222,8 @@ export class FerryExecutor extends Construct {
       this.table.addGlobalSecondaryIndex({
         indexName: index.name,
         partitionKey: { name: index.partitionKey, type: AttributeType.STRING },
-        sortKey: { name: SORT_KEY, type: AttributeType.STRING },
-        projectionType: ProjectionType.ALL,
+        sortKey: { name: index.sortKey, type: AttributeType.STRING },
+        projectionType: index.projection === 'ALL' ? ProjectionType.ALL : ProjectionType.KEYS_ONLY,
       });
     }
 

@@ -29,6 +29,18 @@ export interface ExecutionStore {
   update(next: Execution, expectedVersion: number): Promise<void>;
   /** Newest first. Throws ValidationError for a cursor it did not issue. */
   list(query: ListQuery): Promise<Page<Execution>>;
+  /**
+   * The head of the queue, read through an index so its cost does not grow with the queue:
+   * up to `limit` QUEUED executions by priority (highest first) then queue time (oldest
+   * first), the oldest QUEUED execution, and how many are QUEUED.
+   */
+  queueHead(limit: number): Promise<QueueHead>;
+}
+
+export interface QueueHead {
+  readonly first: readonly Execution[];
+  readonly oldest?: Execution;
+  readonly length: number;
 }
 
 export interface IdempotencyRecord {

@@ -25,8 +25,15 @@ export interface Demand {
 export interface Usage {
   /** Jobs holding capacity: launching or running. */
   readonly active: readonly Demand[];
-  /** Jobs queued, in any order. */
+  /**
+   * Jobs queued, in any order: all of them, or only the head of the queue (the highest
+   * priorities), so a decision costs the same however long the queue is.
+   */
   readonly waiting: readonly Demand[];
+  /** The job queued longest, when `waiting` may not hold it. */
+  readonly oldestWaiting?: Demand;
+  /** How many jobs are queued, when `waiting` may not hold them all. */
+  readonly queuedJobs?: number;
 }
 
 export type LaunchDecision =
@@ -64,7 +71,8 @@ const byAge = (a: Demand, b: Demand): number =>
 /** The oldest job that has waited past the starvation bound: it holds the reservation. */
 export function reservationHolder(usage: Usage, limits: CapacityLimits, now: Date): Demand | undefined {
   const bound = now.getTime() - limits.starvationSeconds * 1000;
-  return [...usage.waiting].sort(byAge).find((d) => Date.parse(d.queuedAt) <= bound);
+  const oldest = usage.oldestWaiting ?? [...usage.waiting].sort(byAge)[0];
+  return oldest !== undefined && Date.parse(oldest.queuedAt) <= bound ? oldest : undefined;
 }
 
 export function decideLaunch(
@@ -116,7 +124,8 @@ export function estimateWaitSeconds(
   now: Date,
 ): number {
   let room = roomLeft(limits, usage.active);
-  // Jobs already waiting go first (roughly; backfill may reorder).
+  // Jobs already waiting go first (roughly; backfill may reorder, and only the head of a
+  // long queue is counted).
   for (const waiting of usage.waiting) room = minus(room, waiting);
   if (fits(candidate, room)) return 0;
   const ending = [...usage.active]

@@ -43,7 +43,7 @@ async function bidOn(
     queueEstimate: (constraints) => ({
       waitSeconds: estimateWaitSeconds(constraints, usage, core.settings.capacity, now),
       runningJobs: usage.active.length,
-      queuedJobs: usage.waiting.length,
+      queuedJobs: usage.queuedJobs ?? usage.waiting.length,
     }),
   });
   const at = now.toISOString();

@@ -22,7 +22,7 @@ export async function describeNode(core: Core) {
     },
     usage: {
       runningJobs: usage.active.length,
-      queuedJobs: usage.waiting.length,
+      queuedJobs: usage.queuedJobs ?? usage.waiting.length,
       cpu: Math.round(sum('cpu') * 1000) / 1000,
       memoryMiB: sum('memoryMiB'),
     },

@@ -1,5 +1,7 @@
 // The capacity picture the dispatcher and the bidder decide on: what holds capacity now,
-// and what waits for it, read from the store.
+// and the head of what waits for it, read from the store. Both reads are bounded whatever
+// the queue length: active jobs are capped by the capacity budget, and the queue is read
+// through its index, a few at a time.
 
 import type { Core } from '../core.ts';
 import type { Demand, Usage } from '../domain/capacity.ts';
@@ -29,7 +31,18 @@ export async function listAll(core: Core, states: readonly ExecutionState[]): Pr
   return all;
 }
 
+/**
+ * Queued jobs a decision looks at: those of the highest priorities. A job of higher priority
+ * than the candidate that fits goes first; past this many, the candidate may go instead.
+ */
+export const QUEUE_HEAD = 25;
+
 export async function currentUsage(core: Core): Promise<Usage> {
-  const [active, waiting] = await Promise.all([listAll(core, ACTIVE_STATES), listAll(core, ['QUEUED'])]);
-  return { active: active.map(demandOf), waiting: waiting.map(demandOf) };
+  const [active, head] = await Promise.all([listAll(core, ACTIVE_STATES), core.store.queueHead(QUEUE_HEAD)]);
+  return {
+    active: active.map(demandOf),
+    waiting: head.first.map(demandOf),
+    queuedJobs: head.length,
+    ...(head.oldest === undefined ? {} : { oldestWaiting: demandOf(head.oldest) }),
+  };
 }

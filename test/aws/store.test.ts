@@ -111,3 +111,47 @@ describe('DynamoDB execution store', () => {
     expect(await keys.claim('k-crashed', lease(60))).toBeUndefined();
   });
 });
+
+describe('DynamoDB queue head', () => {
+  let store: DynamoExecutionStore;
+
+  beforeAll(async () => {
+    const aws = await createAwsEnvironment();
+    store = new DynamoExecutionStore({
+      tableName: aws.tableName,
+      retentionDays: 7,
+      client: aws.clients.dynamodb,
+    });
+  });
+
+  const queued = async (priority: number | undefined, queuedAt: string): Promise<Execution> => {
+    const base = offered('dave', '2030-01-03T00:00:00.000Z');
+    const offer = { ...base, spec: { ...base.spec, ...(priority === undefined ? {} : { priority }) } };
+    await store.create(offer);
+    const next = moveTo(offer, 'QUEUED', new Date(queuedAt), { queuedAt });
+    await store.update(next, offer.version);
+    return next;
+  };
+
+  it('reads the highest priorities first, then the oldest, and counts without listing', async () => {
+    expect(await store.queueHead(3)).toEqual({ first: [], length: 0 });
+    const low = await queued(-100, '2030-01-03T00:00:01.000Z');
+    const plainLater = await queued(undefined, '2030-01-03T00:00:05.000Z');
+    const plainEarlier = await queued(0, '2030-01-03T00:00:03.000Z');
+    const high = await queued(100, '2030-01-03T00:00:09.000Z');
+    const middle = await queued(7, '2030-01-03T00:00:08.000Z');
+    await store.create(offered('dave', '2030-01-03T00:00:00.500Z'));
+
+    const head = await store.queueHead(3);
+    expect(head.first.map((e) => e.id)).toEqual([high.id, middle.id, plainEarlier.id]);
+    expect(head.oldest?.id).toBe(low.id);
+    expect(head.length).toBe(5);
+
+    // Leaving the queue leaves the indexes: the oldest is now the next in age.
+    await store.update(moveTo(low, 'CANCELLED', new Date()), low.version);
+    const after = await store.queueHead(10);
+    expect(after.first.map((e) => e.id)).toEqual([high.id, middle.id, plainEarlier.id, plainLater.id]);
+    expect(after.oldest?.id).toBe(plainEarlier.id);
+    expect(after.length).toBe(4);
+  });
+});

@@ -249,7 +249,13 @@ describe('the table', () => {
     expect([...table.Properties.GlobalSecondaryIndexes].sort(bySame)).toEqual(
       [...expected.GlobalSecondaryIndexes].sort(bySame),
     );
-    expect(Object.values(INDEXES).map((i) => i.name)).toEqual(['byOwner', 'byOwnerState', 'byState']);
+    expect(Object.values(INDEXES).map((i) => i.name)).toEqual([
+      'byOwner',
+      'byOwnerState',
+      'byState',
+      'queueHead',
+      'queueAge',
+    ]);
     const attributes = (list: { AttributeName: string }[]) => list.map((a) => a.AttributeName).sort();
     expect(attributes(table.Properties.AttributeDefinitions)).toEqual(
       attributes(expected.AttributeDefinitions),

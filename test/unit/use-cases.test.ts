@@ -212,6 +212,7 @@ describe('sweeper', () => {
       create: store.create.bind(store),
       get: store.get.bind(store),
       list: store.list.bind(store),
+      queueHead: store.queueHead.bind(store),
       update: async (next: Parameters<typeof store.update>[0], expectedVersion: number) => {
         if (next.id === broken) throw new StorageUnavailable('the data directory cannot be written');
         return store.update(next, expectedVersion);

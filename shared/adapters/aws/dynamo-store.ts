@@ -13,8 +13,23 @@ import {
 import type { Execution } from '../../domain/execution.ts';
 import { type ExecutionState, isExecutionState, isTerminal } from '../../domain/states.ts';
 import { StaleExecution, ValidationError } from '../../errors.ts';
-import type { ExecutionStore, IdempotencyRecord, IdempotencyStore, ListQuery, Page } from '../../ports.ts';
-import { INDEXES, SORT_KEY, TABLE_KEY, TTL_ATTRIBUTE } from './table.ts';
+import type {
+  ExecutionStore,
+  IdempotencyRecord,
+  IdempotencyStore,
+  ListQuery,
+  Page,
+  QueueHead,
+} from '../../ports.ts';
+import {
+  INDEXES,
+  QUEUE_AGE,
+  QUEUE_ORDER,
+  QUEUED_PARTITION,
+  SORT_KEY,
+  TABLE_KEY,
+  TTL_ATTRIBUTE,
+} from './table.ts';
 
 interface ExecutionItem {
   readonly pk: string;
@@ -25,6 +40,22 @@ interface ExecutionItem {
   readonly version: number;
   readonly execution: Execution;
   readonly expiresAtEpoch?: number;
+  /** Present while QUEUED only, so the queue indexes hold nothing else. */
+  readonly queued?: string;
+  readonly queueOrder?: string;
+  readonly queueAge?: string;
+}
+
+/** The queue indexes' keys of a QUEUED execution; priority runs -100..100, so 1000 - p sorts highest first. */
+function queueKeys(execution: Execution): Pick<ExecutionItem, 'queued' | 'queueOrder' | 'queueAge'> {
+  if (execution.state !== 'QUEUED') return {};
+  const queuedAt = execution.queuedAt ?? execution.createdAt;
+  const rank = String(1000 - (execution.spec.priority ?? 0)).padStart(4, '0');
+  return {
+    [QUEUED_PARTITION]: 'QUEUED',
+    [QUEUE_ORDER]: `${rank}#${queuedAt}#${execution.id}`,
+    [QUEUE_AGE]: `${queuedAt}#${execution.id}`,
+  };
 }
 
 /** Where each state's query stopped: the last sort key returned, or null for "from the start". */
@@ -66,6 +97,7 @@ export class DynamoExecutionStore implements ExecutionStore {
       sortKey: `${execution.createdAt}#${execution.id}`,
       version: execution.version,
       execution,
+      ...queueKeys(execution),
       ...(ended === undefined
         ? {}
         : { [TTL_ATTRIBUTE]: Math.floor(ended / 1000) + this.options.retentionDays * 86400 }),
@@ -162,6 +194,55 @@ export class DynamoExecutionStore implements ExecutionStore {
     }
     const items = taken.map((t) => t.item.execution);
     return more ? { items, nextCursor: encodeCursor(next) } : { items };
+  }
+
+  /**
+   * A few queries whatever the queue length: the first `limit` by priority, the oldest by
+   * key then its record, and the count over the keys-only index (one call per 1 MB of keys,
+   * so about one per ten thousand queued jobs).
+   */
+  async queueHead(limit: number): Promise<QueueHead> {
+    const onIndex = (index: (typeof INDEXES)['queueHead' | 'queueAge']) => ({
+      TableName: this.table,
+      IndexName: index.name,
+      KeyConditionExpression: '#p = :p',
+      ExpressionAttributeNames: { '#p': index.partitionKey },
+      ExpressionAttributeValues: { ':p': 'QUEUED' },
+    });
+    const countQueued = async (): Promise<number> => {
+      let length = 0;
+      let start: Record<string, unknown> | undefined;
+      do {
+        const reply = await this.db.send(
+          new QueryCommand({
+            ...onIndex(INDEXES.queueAge),
+            Select: 'COUNT',
+            ...(start === undefined ? {} : { ExclusiveStartKey: start }),
+          }),
+        );
+        length += reply.Count ?? 0;
+        start = reply.LastEvaluatedKey;
+      } while (start !== undefined);
+      return length;
+    };
+    const oldest = async (): Promise<Execution | undefined> => {
+      const reply = await this.db.send(new QueryCommand({ ...onIndex(INDEXES.queueAge), Limit: 1 }));
+      const key = reply.Items?.[0]?.[TABLE_KEY];
+      return key === undefined ? undefined : this.get(String(key));
+    };
+    const [first, oldestExecution, length] = await Promise.all([
+      this.db.send(new QueryCommand({ ...onIndex(INDEXES.queueHead), Limit: limit })),
+      oldest(),
+      countQueued(),
+    ]);
+    return {
+      // An index is read eventually consistently: an entry may lag its record by a moment.
+      first: ((first.Items ?? []) as ExecutionItem[])
+        .map((item) => item.execution)
+        .filter((execution) => execution.state === 'QUEUED'),
+      ...(oldestExecution?.state === 'QUEUED' ? { oldest: oldestExecution } : {}),
+      length,
+    };
   }
 
   /** One query per state (or one for all states), keyed by the name used in cursors. */

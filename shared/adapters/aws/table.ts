@@ -4,17 +4,35 @@
 export const TABLE_KEY = 'pk';
 export const TTL_ATTRIBUTE = 'expiresAtEpoch';
 
-/** Sort key of every index: creation time then id, so pages come newest first and never tie. */
+/** Sort key of the listing indexes: creation time then id, so pages come newest first and never tie. */
 export const SORT_KEY = 'sortKey';
+
+/** Set on a QUEUED execution only, so the queue indexes hold queued executions and nothing else. */
+export const QUEUED_PARTITION = 'queued';
+/** Priority (highest first), then queue time, then id: the order the dispatcher considers jobs in. */
+export const QUEUE_ORDER = 'queueOrder';
+/** Queue time then id: the oldest queued job first, for the starvation bound. */
+export const QUEUE_AGE = 'queueAge';
+
+interface IndexShape {
+  readonly name: string;
+  readonly partitionKey: string;
+  readonly sortKey: string;
+  readonly projection: 'ALL' | 'KEYS_ONLY';
+}
 
 export const INDEXES = {
   /** All of one caller's executions. */
-  byOwner: { name: 'byOwner', partitionKey: 'owner' },
+  byOwner: { name: 'byOwner', partitionKey: 'owner', sortKey: SORT_KEY, projection: 'ALL' },
   /** One caller's executions in one state. */
-  byOwnerState: { name: 'byOwnerState', partitionKey: 'ownerState' },
-  /** Every execution in one state (dispatcher, sweeper). */
-  byState: { name: 'byState', partitionKey: 'state' },
-} as const;
+  byOwnerState: { name: 'byOwnerState', partitionKey: 'ownerState', sortKey: SORT_KEY, projection: 'ALL' },
+  /** Every execution in one state (sweeper, recovery). */
+  byState: { name: 'byState', partitionKey: 'state', sortKey: SORT_KEY, projection: 'ALL' },
+  /** The head of the queue, read a few at a time (dispatcher, bids). */
+  queueHead: { name: 'queueHead', partitionKey: QUEUED_PARTITION, sortKey: QUEUE_ORDER, projection: 'ALL' },
+  /** The queue by age, keys only: the oldest queued job, and the queue's length counted cheaply. */
+  queueAge: { name: 'queueAge', partitionKey: QUEUED_PARTITION, sortKey: QUEUE_AGE, projection: 'KEYS_ONLY' },
+} as const satisfies Record<string, IndexShape>;
 
 /** The CreateTable input for the table, for tests and local emulators. */
 export function tableDefinition(tableName: string) {
@@ -24,19 +42,18 @@ export function tableDefinition(tableName: string) {
     AttributeDefinitions: [
       { AttributeName: TABLE_KEY, AttributeType: 'S' as const },
       { AttributeName: SORT_KEY, AttributeType: 'S' as const },
-      ...Object.values(INDEXES).map((index) => ({
-        AttributeName: index.partitionKey,
-        AttributeType: 'S' as const,
-      })),
+      ...[...new Set(Object.values(INDEXES).flatMap((index) => [index.partitionKey, index.sortKey]))]
+        .filter((name) => name !== SORT_KEY)
+        .map((name) => ({ AttributeName: name, AttributeType: 'S' as const })),
     ],
     KeySchema: [{ AttributeName: TABLE_KEY, KeyType: 'HASH' as const }],
     GlobalSecondaryIndexes: Object.values(INDEXES).map((index) => ({
       IndexName: index.name,
       KeySchema: [
         { AttributeName: index.partitionKey, KeyType: 'HASH' as const },
-        { AttributeName: SORT_KEY, KeyType: 'RANGE' as const },
+        { AttributeName: index.sortKey, KeyType: 'RANGE' as const },
       ],
-      Projection: { ProjectionType: 'ALL' as const },
+      Projection: { ProjectionType: index.projection },
     })),
   };
 }

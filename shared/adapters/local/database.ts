@@ -13,6 +13,10 @@ export const DATABASE_FILE = 'ferry.db';
 /** A start-up refusal: the message is the one line the operator sees. */
 export class DatabaseRefused extends Error {}
 
+/** A queued record's priority and queue time, as the queue indexes and their queries spell them. */
+export const QUEUE_PRIORITY = "coalesce(json_extract(body, '$.spec.priority'), 0)";
+export const QUEUED_AT = "coalesce(json_extract(body, '$.queuedAt'), created_at)";
+
 /** The schema, one entry per version; `user_version` says how many have been applied. */
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE executions (
@@ -53,6 +57,10 @@ const MIGRATIONS: readonly string[] = [
      dead_at INTEGER NOT NULL
    );`,
   'CREATE INDEX idempotency_expiry ON idempotency (expires_at);',
+  // The head of the queue, so a dispatch reads a few records however long the queue is.
+  `CREATE INDEX executions_queue_priority ON executions (${QUEUE_PRIORITY} DESC, ${QUEUED_AT}, id)
+     WHERE state = 'QUEUED';
+   CREATE INDEX executions_queue_age ON executions (${QUEUED_AT}, id) WHERE state = 'QUEUED';`,
 ];
 
 /** A digest of a stored record, so a damaged byte that still parses is caught, not believed. */

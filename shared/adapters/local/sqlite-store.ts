@@ -7,8 +7,15 @@ import type { ChangeFeed } from '../../core.ts';
 import type { Execution } from '../../domain/execution.ts';
 import { canTransition } from '../../domain/states.ts';
 import { InvalidTransition, StaleExecution, ValidationError } from '../../errors.ts';
-import type { ExecutionStore, IdempotencyRecord, IdempotencyStore, ListQuery, Page } from '../../ports.ts';
-import { digestOf, type ExecutionRow, type LocalDatabase } from './database.ts';
+import type {
+  ExecutionStore,
+  IdempotencyRecord,
+  IdempotencyStore,
+  ListQuery,
+  Page,
+  QueueHead,
+} from '../../ports.ts';
+import { digestOf, type ExecutionRow, type LocalDatabase, QUEUE_PRIORITY, QUEUED_AT } from './database.ts';
 
 interface CursorPosition {
   readonly createdAt: string;
@@ -21,8 +28,8 @@ const PARSED_CACHE_LIMIT = 10_000;
 export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
   private readonly changes = new EventEmitter();
   /**
-   * The dispatcher reads every active and queued record for each message it handles; parsing
-   * them each time would cost more than the reads. A digest names the exact stored bytes, so
+   * The dispatcher reads every active record and the head of the queue for each message it
+   * handles; parsing them each time would cost more than the reads. A digest names the exact stored bytes, so
    * a cached parse is never stale; writes never go through it.
    */
   private readonly parsed = new Map<string, Execution>();
@@ -42,6 +49,17 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
       update: db.prepare(
         'UPDATE executions SET state = ?, version = ?, body = ?, digest = ? WHERE id = ? AND version = ?',
       ),
+      queueFirst: db.prepare(
+        // Named, since the planner would take the state index and sort the whole queue.
+        `SELECT id, body, digest FROM executions INDEXED BY executions_queue_priority
+         WHERE state = 'QUEUED' ORDER BY ${QUEUE_PRIORITY} DESC, ${QUEUED_AT}, id LIMIT ?`,
+      ),
+      queueOldest: db.prepare(
+        `SELECT id, body, digest FROM executions INDEXED BY executions_queue_age
+         WHERE state = 'QUEUED' ORDER BY ${QUEUED_AT}, id LIMIT 1`,
+      ),
+      // Counts index entries; no record is read.
+      queueLength: db.prepare("SELECT count(*) AS length FROM executions WHERE state = 'QUEUED'"),
     };
   }
 
@@ -124,6 +142,19 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
     return rows.length > query.limit && last !== undefined
       ? { items, nextCursor: this.encodeCursor({ createdAt: last.createdAt, id: last.id }) }
       : { items };
+  }
+
+  async queueHead(limit: number): Promise<QueueHead> {
+    const { first, oldest, length } = this.database.read(() => ({
+      first: this.statements.queueFirst.all(limit) as ExecutionRow[],
+      oldest: this.statements.queueOldest.get() as ExecutionRow | undefined,
+      length: (this.statements.queueLength.get() as { length: number }).length,
+    }));
+    return {
+      first: first.map((row) => this.decode(row)),
+      ...(oldest === undefined ? {} : { oldest: this.decode(oldest) }),
+      length,
+    };
   }
 
   private decode(row: Pick<ExecutionRow, 'id' | 'body' | 'digest'>): Execution {
