@@ -60,13 +60,15 @@ export interface AwsCallsBench {
 }
 
 const PURPOSES: Readonly<Record<string, string>> = {
-  'api POST /v1/jobs|DynamoDB.Query': 'capacity picture for the bid estimate (one query per state)',
+  'api POST /v1/jobs|DynamoDB.Query':
+    'capacity picture for the bid estimate: active jobs by state, the head and age of the queue, its count',
   'api POST /v1/jobs|DynamoDB.PutItem': 'create the execution, already QUEUED (bid and accept in one write)',
-  'api POST /v1/jobs|DynamoDB.GetItem': 'read the record to accept (ownership, then the version to write on)',
+  'api POST /v1/jobs|DynamoDB.GetItem': 'read the oldest queued job (the queue-age index holds keys only)',
   'api POST /v1/jobs|SQS.SendMessage': 'the dispatch message',
-  'dispatcher (SQS batch of 1)|DynamoDB.GetItem': 'read the execution (state, dispatch token)',
+  'dispatcher (SQS batch of 1)|DynamoDB.GetItem':
+    'read the execution (state, dispatch token); read the oldest queued job',
   'dispatcher (SQS batch of 1)|DynamoDB.Query':
-    'capacity picture: active and queued executions (one query per state)',
+    'capacity picture: active jobs by state, the head and age of the queue, its count',
   'dispatcher (SQS batch of 1)|DynamoDB.TransactWriteItems': 'reserve vCPU/memory in the capacity ledger',
   'dispatcher (SQS batch of 1)|DynamoDB.PutItem':
     'conditional write to LAUNCHING; then record the task ARN and deadline',

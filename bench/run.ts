@@ -10,6 +10,7 @@ import { benchAwsCalls, formatAwsCalls } from './aws-calls.ts';
 import { benchCapture, type CaptureBench } from './capture.ts';
 import { benchLatency, LATENCY_IMAGE, type LatencyBench } from './latency.ts';
 import { benchPublisher, type PublisherBench } from './publisher.ts';
+import { benchQueueCost, formatQueueCost } from './queue-cost.ts';
 import { benchSubmissions, JOURNAL_BASELINE, type SubmissionsBench } from './submissions.ts';
 import { benchThroughput, type ThroughputBench } from './throughput.ts';
 
@@ -231,31 +232,36 @@ async function main(): Promise<void> {
     process.stderr.write(`[bench +${((performance.now() - started) / 1000).toFixed(0)}s] ${text}\n`);
 
   step(
-    `1/6 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
+    `1/7 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
   );
   const latency = await benchLatency({ rounds: LATENCY_ROUNDS, warmup: LATENCY_WARMUP });
-  step(`2/6 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
+  step(`2/7 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
   const rawSpawn = await rawSpawnJobsPerSecond(THROUGHPUT_JOBS, THROUGHPUT_CONCURRENCY);
   const throughput = await benchThroughput({
     jobs: THROUGHPUT_JOBS,
     maxConcurrency: THROUGHPUT_CONCURRENCY,
     clientParallelism: 16,
   });
-  step(`3/6 submissions: ${SUBMISSIONS} bids over HTTP and ${SUBMISSIONS} records through the store`);
+  step(`3/7 submissions: ${SUBMISSIONS} bids over HTTP and ${SUBMISSIONS} records through the store`);
   const submissions = await benchSubmissions({
     submissions: SUBMISSIONS,
     parallelism: SUBMISSION_PARALLELISM,
   });
-  step('4/6 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
+  step('4/7 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
   const capture = await benchCapture();
   const moto = await startMoto();
-  step('5/6 Fargate publisher: 1 GiB through the wrapper and FIFOs into emulated S3');
+  step('5/7 Fargate publisher: 1 GiB through the wrapper and FIFOs into emulated S3');
   const publisher = await benchPublisher(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('6/6 AWS API calls per execution, counted against moto server');
-  const awsCalls = await benchAwsCalls(moto.endpoint).finally(() => moto.stop());
+  step('6/7 AWS API calls per execution, counted against moto server');
+  const awsCalls = await benchAwsCalls(moto.endpoint).catch(async (error) => {
+    await moto.stop();
+    throw error;
+  });
+  step('7/7 DynamoDB reads per bid and per dispatch with 10, 1,000 and 10,000 jobs queued');
+  const queueCost = await benchQueueCost(moto.endpoint).finally(() => moto.stop());
 
   const rows = [
     ...latencyRows(latency),
@@ -285,6 +291,9 @@ async function main(): Promise<void> {
     'AWS API calls per execution (happy path, through the Lambda handlers; first = new image, warm = cached):',
   );
   for (const text of formatAwsCalls(awsCalls)) console.log(`  ${text}`);
+  console.log('');
+  console.log('DynamoDB reads per bid and per dispatch by queue length (flat is the goal):');
+  for (const text of formatQueueCost(queueCost)) console.log(`  ${text}`);
   console.log('');
   console.log(
     `submission baselines: the JSON-lines journal store, measured on ${JOURNAL_BASELINE.measuredOn}; ` +

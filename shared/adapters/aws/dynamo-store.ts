@@ -85,7 +85,8 @@ export class DynamoExecutionStore implements ExecutionStore {
     this.table = options.tableName;
   }
 
-  private itemOf(execution: Execution): ExecutionItem {
+  /** The item an execution is stored as (also for seeding a table in bulk). */
+  itemOf(execution: Execution): ExecutionItem {
     const ended = isTerminal(execution.state)
       ? Date.parse(execution.endedAt ?? execution.updatedAt)
       : undefined;
