@@ -224,3 +224,31 @@ describe('local database', () => {
     expect(await store.get('ex_1')).toBeUndefined();
   });
 });
+
+describe('local queue head', () => {
+  it('orders queued records by priority then queue time, in a database from before its indexes', async () => {
+    const dir = await tempDir();
+    const { database, store } = await openStore(dir);
+    const queue = async (id: string, priority: number | undefined, queuedAt: string) => {
+      const offer = execution(id, '2030-01-01T00:00:00.000Z');
+      const spec = priority === undefined ? offer.spec : { ...offer.spec, priority };
+      await store.create({ ...offer, spec });
+      await store.update(moveTo({ ...offer, spec }, 'QUEUED', new Date(queuedAt), { queuedAt }), 1);
+    };
+    await queue('old-low', -5, '2030-01-01T00:00:01.000Z');
+    await queue('plain', undefined, '2030-01-01T00:00:03.000Z');
+    await queue('high', 9, '2030-01-01T00:00:04.000Z');
+    await queue('plain-earlier', 0, '2030-01-01T00:00:02.000Z');
+    await store.create(execution('offered', '2030-01-01T00:00:00.000Z'));
+    // As an earlier Ferry left it: schema 2, without the queue indexes.
+    database.db.exec('DROP INDEX executions_queue_priority; DROP INDEX executions_queue_age;');
+    database.db.pragma('user_version = 2');
+    database.close();
+
+    const reopened = await openStore(dir);
+    const head = await reopened.store.queueHead(3);
+    expect(head.first.map((e) => e.id)).toEqual(['high', 'plain-earlier', 'plain']);
+    expect(head.oldest?.id).toBe('old-low');
+    expect(head.length).toBe(4);
+  });
+});
