@@ -223,6 +223,31 @@ export class LocalDatabase {
   }
 }
 
+/** What an execution's row holds, in the column order of `INSERT INTO executions`. */
+export interface StoredExecution {
+  readonly id: string;
+  readonly owner: string;
+  readonly state: string;
+  readonly createdAt: string;
+  readonly version: number;
+}
+
+/** The values of an `INSERT INTO executions (id, owner, state, created_at, version, body, digest)`. */
+export function executionRowValues(
+  execution: StoredExecution,
+): [string, string, string, string, number, string, string] {
+  const body = JSON.stringify(execution);
+  return [
+    execution.id,
+    execution.owner,
+    execution.state,
+    execution.createdAt,
+    execution.version,
+    body,
+    digestOf(body),
+  ];
+}
+
 export interface ExecutionRow {
   readonly id: string;
   readonly owner: string;
@@ -295,16 +320,7 @@ function importJournals(database: LocalDatabase, dataDir: string): void {
           `cannot import ${executionsFile}: the record ${id} is not an execution; repair or remove that line, then start again`,
         );
       }
-      const body = JSON.stringify(value);
-      insertExecution.run(
-        execution.id,
-        execution.owner,
-        execution.state,
-        execution.createdAt,
-        execution.version,
-        body,
-        digestOf(body),
-      );
+      insertExecution.run(...executionRowValues(execution as StoredExecution));
     }
     for (const [key, value] of keys ?? []) {
       const record = value as { state?: unknown; expiresAt?: unknown };

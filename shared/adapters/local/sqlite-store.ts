@@ -15,7 +15,14 @@ import type {
   Page,
   QueueHead,
 } from '../../ports.ts';
-import { digestOf, type ExecutionRow, type LocalDatabase, QUEUE_PRIORITY, QUEUED_AT } from './database.ts';
+import {
+  digestOf,
+  type ExecutionRow,
+  executionRowValues,
+  type LocalDatabase,
+  QUEUE_PRIORITY,
+  QUEUED_AT,
+} from './database.ts';
 
 interface CursorPosition {
   readonly createdAt: string;
@@ -73,16 +80,7 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
     if (this.statements.get.get(execution.id) !== undefined) {
       throw new StaleExecution(`execution ${execution.id} already exists`);
     }
-    const body = JSON.stringify(execution);
-    this.statements.insert.run(
-      execution.id,
-      execution.owner,
-      execution.state,
-      execution.createdAt,
-      execution.version,
-      body,
-      digestOf(body),
-    );
+    this.statements.insert.run(...executionRowValues(execution));
   }
 
   /** Wakes the waiters on an execution after a write has committed. */
