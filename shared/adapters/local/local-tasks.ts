@@ -201,36 +201,35 @@ export class LocalTaskBook {
    * does not survive its server): it ends without an exit code or a result, for `reason`.
    */
   lost(task: LocalTask, reason: string): void {
+    this.endWithoutResult(task, 'TaskLost', reason, {});
+  }
+
+  /** Reports a task that never started (no image, no such program). */
+  failedToStart(task: LocalTask, reason: string): void {
+    this.endWithoutResult(task, 'TaskFailedToStart', reason, { reason });
+  }
+
+  private endWithoutResult(
+    task: LocalTask,
+    stopCode: 'TaskLost' | 'TaskFailedToStart',
+    reason: string,
+    container: { reason?: string },
+  ): void {
     if (task.status === 'STOPPED') return;
     clearTimeout(task.deadline);
     task.status = 'STOPPED';
     this.forgetLater(task);
     this.publish(task, {
       lastStatus: 'STOPPED',
-      stopCode: 'TaskLost',
+      stopCode,
       stoppedReason: reason,
       stoppedAt: new Date().toISOString(),
-      containers: [{ name: JOB_CONTAINER, lastStatus: 'STOPPED' }],
+      containers: [{ name: JOB_CONTAINER, lastStatus: 'STOPPED', ...container }],
     });
   }
 
   private forgetLater(task: LocalTask): void {
     setTimeout(() => this.tasks.delete(task.taskId), KEEP_STOPPED_MS).unref();
-  }
-
-  /** Reports a task that never started (no image, no such program). */
-  failedToStart(task: LocalTask, reason: string): void {
-    if (task.status === 'STOPPED') return;
-    clearTimeout(task.deadline);
-    task.status = 'STOPPED';
-    this.forgetLater(task);
-    this.publish(task, {
-      lastStatus: 'STOPPED',
-      stopCode: 'TaskFailedToStart',
-      stoppedReason: reason,
-      stoppedAt: new Date().toISOString(),
-      containers: [{ name: JOB_CONTAINER, lastStatus: 'STOPPED', reason }],
-    });
   }
 
   describe(taskIds: readonly string[], executionOf: (taskId: string) => string): TaskStatus[] {
