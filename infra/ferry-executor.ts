@@ -265,18 +265,12 @@ export class FerryExecutor extends Construct {
       enforceSSL: true,
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: MAX_RECEIVES },
     });
-    this.deadLetterAlarm = new Alarm(this, 'DeadLetterAlarm', {
-      alarmDescription: `Dispatch messages failed ${MAX_RECEIVES} times and were set aside in the dead-letter queue: read the dispatcher's log, fix, then redrive.`,
-      metric: this.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
-        period: Duration.minutes(5),
-        statistic: 'Maximum',
-      }),
-      threshold: 1,
-      comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      evaluationPeriods: 1,
-      treatMissingData: TreatMissingData.NOT_BREACHING,
-    });
-    for (const action of props.alarmActions ?? []) this.deadLetterAlarm.addAlarmAction(action);
+    this.deadLetterAlarm = this.alarmOnDeadLetters(
+      'DeadLetterAlarm',
+      this.deadLetterQueue,
+      `Dispatch messages failed ${MAX_RECEIVES} times and were set aside in the dead-letter queue: read the dispatcher's log, fix, then redrive.`,
+      props.alarmActions,
+    );
 
     // --- compute: the cluster, the runner image, the task's roles and log group
     this.cluster = new Cluster(this, 'Cluster', {
@@ -470,19 +464,12 @@ export class FerryExecutor extends Construct {
       'AwsSolutions-SQS3':
         "It is a dead-letter queue: EventBridge's, for the task state change rule's target (DeadLetterConfig), not an SQS redrive, which is what the rule looks for.",
     });
-    this.taskEventDeadLetterAlarm = new Alarm(this, 'TaskEventDeadLetterAlarm', {
-      alarmDescription:
-        'Task state change events could not be delivered to the task-events function and were set aside: read its log, fix, then replay them.',
-      metric: this.taskEventDeadLetterQueue.metricApproximateNumberOfMessagesVisible({
-        period: Duration.minutes(5),
-        statistic: 'Maximum',
-      }),
-      threshold: 1,
-      comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      evaluationPeriods: 1,
-      treatMissingData: TreatMissingData.NOT_BREACHING,
-    });
-    for (const action of props.alarmActions ?? []) this.taskEventDeadLetterAlarm.addAlarmAction(action);
+    this.taskEventDeadLetterAlarm = this.alarmOnDeadLetters(
+      'TaskEventDeadLetterAlarm',
+      this.taskEventDeadLetterQueue,
+      'Task state change events could not be delivered to the task-events function and were set aside: read its log, fix, then replay them.',
+      props.alarmActions,
+    );
 
     new Rule(this, 'TaskStateChanges', {
       description: "ECS task state changes of Ferry's cluster, to the task-events function",
@@ -558,6 +545,28 @@ export class FerryExecutor extends Construct {
   }
 
   /** The policy settings, validated now by the schema the functions apply at cold start. */
+  /** An alarm as soon as one message lies in a dead-letter queue: each is work that did not happen. */
+  private alarmOnDeadLetters(
+    id: string,
+    queue: Queue,
+    description: string,
+    actions: readonly IAlarmAction[] = [],
+  ): Alarm {
+    const alarm = new Alarm(this, id, {
+      alarmDescription: description,
+      metric: queue.metricApproximateNumberOfMessagesVisible({
+        period: Duration.minutes(5),
+        statistic: 'Maximum',
+      }),
+      threshold: 1,
+      comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      treatMissingData: TreatMissingData.NOT_BREACHING,
+    });
+    for (const action of actions) alarm.addAlarmAction(action);
+    return alarm;
+  }
+
   private policySettings(
     props: FerryExecutorProps,
     retention: Duration,
