@@ -267,7 +267,7 @@ async function startWork(
     return reply;
   };
 
-  await recover(core, backend, queue, log, path.join(config.dataDir, 'work'));
+  await recover(core, backend, queue, log);
 
   let running = true;
   const dispatchLoop = (async () => {
@@ -352,7 +352,6 @@ async function recover(
   backend: ComputeBackend,
   queue: SqliteJobQueue,
   log: Logger,
-  processWorkRoot: string,
 ): Promise<void> {
   const queued = await listAll(core, ['QUEUED']);
   const active = await listAll(core, ACTIVE_STATES);
@@ -377,8 +376,7 @@ async function recover(
     const mayHaveStarted =
       backend instanceof ProcessBackend &&
       execution.state === 'LAUNCHING' &&
-      execution.spec.workdir === undefined &&
-      fs.existsSync(path.join(processWorkRoot, execution.id));
+      backend.mayHaveStarted(execution);
     if (!mayHaveStarted) {
       await resend(execution);
       continue;

@@ -5,6 +5,7 @@
 // process (what it leaves in its group is killed, as a container's are), and a server started
 // after a crash kills the groups its predecessor left and reports their executions FAILED.
 import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -156,6 +157,14 @@ export class ProcessBackend implements ComputeBackend {
    * cannot be adopted again), waits until they are gone, then reports the executions that were
    * running FAILED, saying why.
    */
+  /**
+   * Whether a launch cut short by a crash may have started the job: its work directory is made
+   * just before the spawn. Unknowable for a job with its own workdir, which is taken as not.
+   */
+  mayHaveStarted(execution: Execution): boolean {
+    return execution.spec.workdir === undefined && fs.existsSync(path.join(this.workRoot, execution.id));
+  }
+
   async recover(activeExecutions: ReadonlyMap<string, Execution>): Promise<{ killed: number; lost: number }> {
     const { records, unreadable } = await this.records.readAll();
     let killed = 0;
