@@ -16,6 +16,11 @@ export interface HttpRequestParts {
   readonly sourceIp?: string;
   readonly protocol?: string;
   readonly accountId?: string;
+  /** What API Gateway's IAM authorizer reports: the signing key and the principal's unique id. */
+  readonly accessKey?: string;
+  readonly userId?: string;
+  readonly apiId?: string;
+  readonly routeKey?: string;
 }
 
 export function apiGatewayEvent(request: HttpRequestParts): APIGatewayProxyEventV2WithIAMAuthorizer {
@@ -29,14 +34,14 @@ export function apiGatewayEvent(request: HttpRequestParts): APIGatewayProxyEvent
   const hasBody = request.body !== undefined && request.body.length > 0;
   return {
     version: '2.0',
-    routeKey: '$default',
+    routeKey: request.routeKey ?? '$default',
     rawPath: request.path,
     rawQueryString: request.query,
     headers: { ...request.headers },
     ...(request.query === '' ? {} : { queryStringParameters: query }),
     requestContext: {
       accountId,
-      apiId: 'local',
+      apiId: request.apiId ?? 'local',
       domainName: request.headers.host ?? 'localhost',
       domainPrefix: 'local',
       http: {
@@ -47,19 +52,19 @@ export function apiGatewayEvent(request: HttpRequestParts): APIGatewayProxyEvent
         userAgent: request.headers['user-agent'] ?? '',
       },
       requestId: randomUUID(),
-      routeKey: '$default',
+      routeKey: request.routeKey ?? '$default',
       stage: '$default',
       time: now.toISOString(),
       timeEpoch: now.getTime(),
       authorizer: {
         iam: {
-          accessKey: 'local',
+          accessKey: request.accessKey ?? 'local',
           accountId,
           callerId: request.caller,
           cognitoIdentity: null as never,
           principalOrgId: null as never,
           userArn: request.caller,
-          userId: request.caller,
+          userId: request.userId ?? request.caller,
         },
       },
     },
