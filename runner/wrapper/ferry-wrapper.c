@@ -16,7 +16,9 @@
  * - with --workdir it runs in PATH, made first when missing (as `docker run -w` does); when
  *   the directory cannot be made or entered, the job does not start and exit.json says why;
  * - after SECONDS the job gets SIGTERM, then SIGKILL after the grace period;
- * - a SIGTERM or SIGINT sent to the wrapper (ECS StopTask) is passed on to the job;
+ * - a SIGTERM or SIGINT sent to the wrapper (ECS StopTask) is passed on to the job; one that
+ *   comes before the job has started (while the FIFOs wait for the publisher) means it never
+ *   starts, and exit.json says so;
  * - when the job ends, DIR/exit.json records {"exitCode", "signal", "timedOut",
  *   "stopped" (a stop was passed on), "startError"} (written to a temporary file, then renamed), and the wrapper exits
  *   with the job's code (128 + signal when it was killed).
@@ -97,13 +99,25 @@ static void write_exit(const char *dir, int exit_code, int sig, int timed_out, i
   if (rename(tmp, final) != 0) die("cannot publish exit.json");
 }
 
+/* Opens an output; -1 when a stop came while it waited (the job is then not started). */
 static int open_output(const char *dir, const char *name) {
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", dir, name);
-  /* On a FIFO this waits for the reader; anywhere else it makes a plain file. */
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) die(path);
-  return fd;
+  for (;;) {
+    /* On a FIFO this waits for the reader; anywhere else it makes a plain file. */
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) return fd;
+    if (errno != EINTR) die(path);
+    if (got_stop) return -1;
+  }
+}
+
+/* A stop (StopTask) before the job started: it never will; exit.json says so. */
+static int stopped_before_start(const char *io, int out, int err) {
+  if (out >= 0) close(out);
+  if (err >= 0) close(err);
+  write_exit(io, 0, SIGTERM, 0, 1, "the task was stopped before the job started");
+  return 128 + SIGTERM;
 }
 
 static void copy_self(const char *target) {
@@ -190,8 +204,23 @@ int main(int argc, char **argv) {
   if (!io || i >= argc) usage();
   char **job = &argv[i];
 
+  /*
+   * As PID 1 the wrapper ignores any signal it has no handler for, so the handlers come
+   * first: a StopTask that arrives while the FIFOs are still being opened must not be lost
+   * (ECS would otherwise wait out the stop timeout and SIGKILL the task).
+   */
+  struct sigaction stop_action = {0};
+  stop_action.sa_handler = on_stop;
+  sigaction(SIGTERM, &stop_action, NULL);
+  sigaction(SIGINT, &stop_action, NULL);
+  struct sigaction alarm_action = {0};
+  alarm_action.sa_handler = on_alarm;
+  sigaction(SIGALRM, &alarm_action, NULL);
+
   int out = open_output(io, "stdout");
+  if (out < 0) return stopped_before_start(io, -1, -1);
   int err = open_output(io, "stderr");
+  if (err < 0) return stopped_before_start(io, out, -1);
 
   if (workdir && (make_path(workdir) != 0 || chdir(workdir) != 0)) {
     char start_error[4300];
@@ -203,6 +232,20 @@ int main(int argc, char **argv) {
     return 125;
   }
 
+  /*
+   * From here the signals are blocked and taken with sigwaitinfo, so none can fall between
+   * a check and a wait: a stop that came before the fork ends things before the job starts,
+   * one that comes after is passed on to the job.
+   */
+  sigset_t watched, previous;
+  sigemptyset(&watched);
+  sigaddset(&watched, SIGTERM);
+  sigaddset(&watched, SIGINT);
+  sigaddset(&watched, SIGALRM);
+  sigaddset(&watched, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &watched, &previous);
+  if (got_stop) return stopped_before_start(io, out, err);
+
   /* A pipe closed on exec tells the parent whether exec worked, and if not, why. */
   int report[2];
   if (pipe2(report, O_CLOEXEC) != 0) die("pipe");
@@ -210,6 +253,10 @@ int main(int argc, char **argv) {
   pid_t child = fork();
   if (child < 0) die("fork");
   if (child == 0) {
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGALRM, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &previous, NULL);
     close(report[0]);
     if (dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0) _exit(125);
     signal(SIGPIPE, SIG_DFL);
@@ -230,23 +277,27 @@ int main(int argc, char **argv) {
   close(out);
   close(err);
 
-  struct sigaction alarm_action = {0};
-  alarm_action.sa_handler = on_alarm;
-  sigaction(SIGALRM, &alarm_action, NULL);
-  struct sigaction stop_action = {0};
-  stop_action.sa_handler = on_stop;
-  sigaction(SIGTERM, &stop_action, NULL);
-  sigaction(SIGINT, &stop_action, NULL);
   if (timeout > 0) alarm((unsigned)timeout);
 
-  int timed_out = 0, killing = 0, forwarded = 0, status = 0;
-  for (;;) {
-    pid_t done = waitpid(-1, &status, 0);
-    if (done == child) break;
-    if (done > 0) continue; /* an orphan the job left behind */
-    if (errno != EINTR) die("waitpid");
-    if (got_alarm) {
-      got_alarm = 0;
+  int timed_out = 0, killing = 0, forwarded = 0, status = 0, ended = 0;
+  while (!ended) {
+    siginfo_t info;
+    int sig = sigwaitinfo(&watched, &info);
+    if (sig < 0) {
+      if (errno == EINTR) continue;
+      die("sigwaitinfo");
+    }
+    if (sig == SIGCHLD) {
+      /* The job, or orphans it left behind (reaped so none linger as zombies). */
+      pid_t done;
+      int reaped;
+      while ((done = waitpid(-1, &reaped, WNOHANG)) > 0) {
+        if (done == child) {
+          status = reaped;
+          ended = 1;
+        }
+      }
+    } else if (sig == SIGALRM) {
       if (!killing) {
         timed_out = 1;
         killing = 1;
@@ -255,10 +306,9 @@ int main(int argc, char **argv) {
       } else {
         kill(child, SIGKILL);
       }
-    }
-    if (got_stop && !forwarded) {
+    } else if (!forwarded) {
       forwarded = 1;
-      kill(child, got_stop);
+      kill(child, sig);
     }
   }
   /* Reap whatever else is left without waiting for it. */

@@ -53,6 +53,16 @@ async function readExit(ioDir: string, waitMs: number): Promise<WrapperExit | un
   }
 }
 
+/** Resolves true once exit.json exists, or false once `done()` says it no longer matters. */
+async function waitForExit(ioDir: string, done: () => boolean): Promise<boolean> {
+  const file = path.join(ioDir, 'exit.json');
+  while (!done()) {
+    if (fs.existsSync(file)) return true;
+    await sleep(200);
+  }
+  return false;
+}
+
 /**
  * Opening a FIFO for reading waits for its writer. If the job never opens it (it never
  * started), a stop must not leave the publisher waiting: opening the write end ourselves
@@ -91,7 +101,18 @@ export async function publish(options: PublisherOptions): Promise<ResultManifest
     const done = opened.then((readable) => captureStream(readable, captures[name]));
     return { name, fifo, opened, done };
   });
-  const drained = Promise.all(streams.map((s) => s.done)).then(() => 'drained' as const);
+  let finished = false;
+  const drained = Promise.all(streams.map((s) => s.done)).then(() => {
+    finished = true;
+    return 'drained' as const;
+  });
+  // The wrapper writes exit.json once the job has ended, or when a stop came before the job
+  // started and it never opened the FIFOs. Either way no writer is coming: unblocking them
+  // lets the capture end without waiting for a stop signal, which may never reach the
+  // publisher (PID 1 ignores a SIGTERM that arrives before its handler is installed).
+  void waitForExit(ioDir, () => finished).then((ended) => {
+    if (ended) for (const stream of streams) unblock(stream.fifo);
+  });
 
   let flushed = { stdout: -1, stderr: -1 };
   let flushing = Promise.resolve();

@@ -5,6 +5,7 @@
 import type { Core } from '../core.ts';
 import type { Execution, ExecutionResult, ResultManifest } from '../domain/execution.ts';
 import { resultKeys } from '../domain/execution.ts';
+import { PUBLISHER_CONTAINER } from '../domain/fargate-task.ts';
 import type { ExecutionState } from '../domain/states.ts';
 import { canTransition, isTerminal } from '../domain/states.ts';
 import {
@@ -101,6 +102,23 @@ export function endingOf(
       exitCode: null,
       reason:
         `the task failed to start: ${detail.stoppedReason ?? containerReason ?? 'no reason given'}`.trim(),
+    };
+  }
+  const publisher = detail.containers?.find((c) => c.name === PUBLISHER_CONTAINER);
+  if (
+    manifest === undefined &&
+    unreadable === undefined &&
+    publisher !== undefined &&
+    publisher.exitCode !== 0
+  ) {
+    // The publisher died before storing anything: whatever the job did, the caller cannot see it.
+    const how = publisher.exitCode == null ? 'without an exit code' : `with exit code ${publisher.exitCode}`;
+    return {
+      state: 'FAILED',
+      exitCode,
+      reason: `the result was not stored: Ferry's publisher container ended ${how}${
+        publisher.reason ? ` (${publisher.reason})` : ''
+      }`,
     };
   }
   if (unreadable !== undefined) {

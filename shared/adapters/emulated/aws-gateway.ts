@@ -58,7 +58,6 @@ export interface GatewayOptions {
   readonly lookup: ResourceLookup;
   /** A resource's own policy (bucket, queue), by the ARN of the resource. */
   readonly resourcePolicy: (arn: string) => PolicyDocument | undefined;
-  readonly ecs?: EcsHooks;
   readonly log: Logger;
 }
 
@@ -70,8 +69,14 @@ export class AwsGateway {
   private readonly credentialTokens = new Map<string, string>();
   private server: http.Server | undefined;
   private baseUrl = '';
+  private ecs: EcsHooks | undefined;
 
   constructor(private readonly options: GatewayOptions) {}
+
+  /** Hands ECS's answers to the Fargate realiser from now on. */
+  realiseTasksWith(hooks: EcsHooks): void {
+    this.ecs = hooks;
+  }
 
   get url(): string {
     return this.baseUrl;
@@ -188,8 +193,8 @@ export class AwsGateway {
         return this.deny(response, facts, `the key is missing and ${listing.explanation}`, headers);
       }
     }
-    if (facts.service === 'ecs' && status === 200 && this.options.ecs !== undefined) {
-      answer = this.ecsHook(facts.operation, raw.body, answer, this.options.ecs);
+    if (facts.service === 'ecs' && status === 200 && this.ecs !== undefined) {
+      answer = this.ecsHook(facts.operation, raw.body, answer, this.ecs);
       answerHeaders['content-length'] = String(answer.length);
     }
     this.record(principal.name, facts, verdicts, status);

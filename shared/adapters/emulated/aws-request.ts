@@ -160,7 +160,15 @@ function dynamodb(operation: string, input: JsonObject, lookup: ResourceLookup):
 
 // ---- SQS -----------------------------------------------------------------------------------
 
-function sqs(operation: string, input: JsonObject, lookup: ResourceLookup): Authorization[] {
+/** SQS authorizes a batch as the single operation it repeats. */
+const SQS_BATCHES: Record<string, string> = {
+  SendMessageBatch: 'SendMessage',
+  DeleteMessageBatch: 'DeleteMessage',
+  ChangeMessageVisibilityBatch: 'ChangeMessageVisibility',
+};
+
+function sqs(batchOrSingle: string, input: JsonObject, lookup: ResourceLookup): Authorization[] {
+  const operation = SQS_BATCHES[batchOrSingle] ?? batchOrSingle;
   if (input.QueueUrl !== undefined) {
     return [{ action: `sqs:${operation}`, resource: lookup.queueArn(String(input.QueueUrl)), context: {} }];
   }
