@@ -23,10 +23,11 @@ export interface ExecutionStore {
   create(execution: Execution): Promise<void>;
   get(id: string): Promise<Execution | undefined>;
   /**
-   * Replaces the record only if its stored version is `expectedVersion`;
-   * otherwise throws StaleExecution and writes nothing.
+   * Replaces the record only if it is still as `read` saw it (its version, and so its state);
+   * otherwise throws StaleExecution and writes nothing. The state read says whether the write
+   * moves the execution into or out of the queue, which the queue's length follows.
    */
-  update(next: Execution, expectedVersion: number): Promise<void>;
+  update(next: Execution, read: StoredVersion): Promise<void>;
   /** Newest first. Throws ValidationError for a cursor it did not issue. */
   list(query: ListQuery): Promise<Page<Execution>>;
   /**
@@ -36,6 +37,9 @@ export interface ExecutionStore {
    */
   queueHead(limit: number): Promise<QueueHead>;
 }
+
+/** What a conditional write expects to find stored. */
+export type StoredVersion = Pick<Execution, 'version' | 'state'>;
 
 export interface QueueHead {
   readonly first: readonly Execution[];

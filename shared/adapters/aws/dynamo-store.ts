@@ -20,6 +20,7 @@ import type {
   ListQuery,
   Page,
   QueueHead,
+  StoredVersion,
 } from '../../ports.ts';
 import {
   INDEXES,
@@ -130,24 +131,22 @@ export class DynamoExecutionStore implements ExecutionStore {
     return (reply.Item as ExecutionItem | undefined)?.execution;
   }
 
-  async update(next: Execution, expectedVersion: number): Promise<void> {
+  async update(next: Execution, read: StoredVersion): Promise<void> {
     try {
       await this.db.send(
         new PutCommand({
           TableName: this.table,
           Item: this.itemOf(next),
-          ConditionExpression: '#version = :expected',
-          ExpressionAttributeNames: { '#version': 'version' },
-          ExpressionAttributeValues: { ':expected': expectedVersion },
+          ConditionExpression: '#version = :version AND #state = :state',
+          ExpressionAttributeNames: { '#version': 'version', '#state': 'state' },
+          ExpressionAttributeValues: { ':version': read.version, ':state': read.state },
         }),
       );
     } catch (error) {
       if (error instanceof ConditionalCheckFailedException) {
         throw new StaleExecution(
-          `execution ${next.id} changed since it was read (version ${expectedVersion})`,
-          {
-            cause: error,
-          },
+          `execution ${next.id} changed since it was read (version ${read.version}, ${read.state})`,
+          { cause: error },
         );
       }
       throw error;

@@ -14,6 +14,7 @@ import type {
   ListQuery,
   Page,
   QueueHead,
+  StoredVersion,
 } from '../../ports.ts';
 import {
   digestOf,
@@ -93,20 +94,20 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
     return row === undefined ? undefined : this.decode(row);
   }
 
-  async update(next: Execution, expectedVersion: number): Promise<void> {
+  async update(next: Execution, read: StoredVersion): Promise<void> {
     const body = JSON.stringify(next);
     this.database.write(() => {
       const current = this.statements.get.get(next.id) as ExecutionRow | undefined;
-      if (current === undefined || current.version !== expectedVersion) {
+      if (current === undefined || current.version !== read.version || current.state !== read.state) {
         throw new StaleExecution(
-          `execution ${next.id} changed since it was read (version ${expectedVersion})`,
+          `execution ${next.id} changed since it was read (version ${read.version}, ${read.state})`,
         );
       }
       const from = current.state as Execution['state'];
       if (from !== next.state && !canTransition(from, next.state)) {
         throw new InvalidTransition(`execution ${next.id} cannot move from ${from} to ${next.state}`);
       }
-      this.statements.update.run(next.state, next.version, body, digestOf(body), next.id, expectedVersion);
+      this.statements.update.run(next.state, next.version, body, digestOf(body), next.id, read.version);
     });
     this.changes.emit(next.id);
   }
