@@ -31,9 +31,10 @@ export interface ExecutionStore {
   /** Newest first. Throws ValidationError for a cursor it did not issue. */
   list(query: ListQuery): Promise<Page<Execution>>;
   /**
-   * The head of the queue, read through an index so its cost does not grow with the queue:
-   * up to `limit` QUEUED executions by priority (highest first) then queue time (oldest
-   * first), the oldest QUEUED execution, and how many are QUEUED.
+   * The head of the queue, read so its cost does not grow with the queue: up to `limit`
+   * QUEUED executions by priority (highest first) then queue time (oldest first) and the
+   * oldest QUEUED execution, through indexes, and how many are QUEUED, from a count kept in
+   * the same transaction as every write that moves an execution into or out of QUEUED.
    */
   queueHead(limit: number): Promise<QueueHead>;
 }

@@ -1,6 +1,7 @@
 // ExecutionStore and IdempotencyStore in the local database. Nothing is cached in memory:
 // every write is one transaction, conditional on the version read, so a write that fails
-// leaves nothing behind; waiters are woken in-process once a write has committed.
+// leaves nothing behind (the queue length, kept by the database's triggers, included);
+// waiters are woken in-process once a write has committed.
 import { createHmac } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { ChangeFeed } from '../../core.ts';
@@ -66,8 +67,8 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
         `SELECT id, body, digest FROM executions INDEXED BY executions_queue_age
          WHERE state = 'QUEUED' ORDER BY ${QUEUED_AT}, id LIMIT 1`,
       ),
-      // Counts index entries; no record is read.
-      queueLength: db.prepare("SELECT count(*) AS length FROM executions WHERE state = 'QUEUED'"),
+      // One row, kept by the database's triggers (see database.ts).
+      queueLength: db.prepare('SELECT jobs AS length FROM queue_length WHERE id = 1'),
     };
   }
 
