@@ -265,7 +265,7 @@ export class DynamoExecutionStore implements ExecutionStore {
   }
 
   /**
-   * Four calls whatever the queue length: the first `limit` by priority, the oldest by key
+   * At most four calls whatever the queue length: the first `limit` by priority, the oldest by key
    * then its record, and the queue length item.
    */
   async queueHead(limit: number): Promise<QueueHead> {
