@@ -61,17 +61,19 @@ export interface AwsCallsBench {
 
 const PURPOSES: Readonly<Record<string, string>> = {
   'api POST /v1/jobs|DynamoDB.Query':
-    'capacity picture for the bid estimate: active jobs by state, the head and age of the queue, its count',
-  'api POST /v1/jobs|DynamoDB.PutItem': 'create the execution, already QUEUED (bid and accept in one write)',
-  'api POST /v1/jobs|DynamoDB.GetItem': 'read the oldest queued job (the queue-age index holds keys only)',
+    'capacity picture for the bid estimate: active jobs by state, the head and age of the queue',
+  'api POST /v1/jobs|DynamoDB.TransactWriteItems':
+    'create the execution, already QUEUED (bid and accept in one write), and count it in the queue length',
+  'api POST /v1/jobs|DynamoDB.GetItem':
+    'read the queue length (and the oldest queued job when there is one: its index holds keys only)',
   'api POST /v1/jobs|SQS.SendMessage': 'the dispatch message',
   'dispatcher (SQS batch of 1)|DynamoDB.GetItem':
-    'read the execution (state, dispatch token); read the oldest queued job',
+    'read the execution (state, dispatch token); read the oldest queued job; read the queue length',
   'dispatcher (SQS batch of 1)|DynamoDB.Query':
-    'capacity picture: active jobs by state, the head and age of the queue, its count',
-  'dispatcher (SQS batch of 1)|DynamoDB.TransactWriteItems': 'reserve vCPU/memory in the capacity ledger',
-  'dispatcher (SQS batch of 1)|DynamoDB.PutItem':
-    'conditional write to LAUNCHING; then record the task ARN and deadline',
+    'capacity picture: active jobs by state, the head and age of the queue',
+  'dispatcher (SQS batch of 1)|DynamoDB.TransactWriteItems':
+    'reserve vCPU/memory in the capacity ledger; write LAUNCHING and take the job off the queue length',
+  'dispatcher (SQS batch of 1)|DynamoDB.PutItem': 'record the task ARN and deadline',
   'dispatcher (SQS batch of 1)|ECS.DescribeTaskDefinition':
     "find the image's task definition (first launch per warm container)",
   'dispatcher (SQS batch of 1)|ECS.RegisterTaskDefinition': 'register it (first launch of an image ever)',

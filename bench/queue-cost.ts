@@ -5,8 +5,9 @@
 //
 // Run directly against a running emulator: node --import tsx bench/queue-cost.ts <endpoint>
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { BatchWriteCommand } from '@aws-sdk/lib-dynamodb';
+import { BatchWriteCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { DynamoExecutionStore, documentClient } from '../shared/adapters/aws/dynamo-store.ts';
+import { QUEUE_LENGTH_ATTRIBUTE, QUEUE_LENGTH_KEY, TABLE_KEY } from '../shared/adapters/aws/table.ts';
 import { executionIds } from '../shared/adapters/system.ts';
 import type { Execution } from '../shared/domain/execution.ts';
 import { silentLogger } from '../shared/logger.ts';
@@ -51,7 +52,10 @@ function countReads(client: DynamoDBClient, reads: Reads): void {
   );
 }
 
-/** Writes `count` QUEUED executions, 25 to a BatchWriteItem, a few batches at a time. */
+/**
+ * Writes `count` QUEUED executions, 25 to a BatchWriteItem, a few batches at a time, and adds
+ * them to the queue length item, as the store's own writes would have.
+ */
 async function seed(
   client: DynamoDBClient,
   store: DynamoExecutionStore,
@@ -78,6 +82,15 @@ async function seed(
     }
   };
   await Promise.all(Array.from({ length: 4 }, worker));
+  await db.send(
+    new UpdateCommand({
+      TableName: tableName,
+      Key: { [TABLE_KEY]: QUEUE_LENGTH_KEY },
+      UpdateExpression: 'ADD #jobs :count',
+      ExpressionAttributeNames: { '#jobs': QUEUE_LENGTH_ATTRIBUTE },
+      ExpressionAttributeValues: { ':count': count },
+    }),
+  );
 }
 
 async function measure(endpoint: string, queued: number): Promise<QueueCostRow> {

@@ -78,7 +78,7 @@ async function storeSubmissions(count: number): Promise<number> {
     for (let i = 0; i < count; i++) {
       const offered = offeredExecution(ids.next(), new Date().toISOString());
       await store.create(offered);
-      await store.update(moveTo(offered, 'QUEUED', new Date()), offered.version);
+      await store.update(moveTo(offered, 'QUEUED', new Date()), offered);
     }
     return count / ((performance.now() - started) / 1000);
   } finally {

@@ -23,19 +23,24 @@ export interface ExecutionStore {
   create(execution: Execution): Promise<void>;
   get(id: string): Promise<Execution | undefined>;
   /**
-   * Replaces the record only if its stored version is `expectedVersion`;
-   * otherwise throws StaleExecution and writes nothing.
+   * Replaces the record only if it is still as `read` saw it (its version, and so its state);
+   * otherwise throws StaleExecution and writes nothing. The state read says whether the write
+   * moves the execution into or out of the queue, which the queue's length follows.
    */
-  update(next: Execution, expectedVersion: number): Promise<void>;
+  update(next: Execution, read: StoredVersion): Promise<void>;
   /** Newest first. Throws ValidationError for a cursor it did not issue. */
   list(query: ListQuery): Promise<Page<Execution>>;
   /**
-   * The head of the queue, read through an index so its cost does not grow with the queue:
-   * up to `limit` QUEUED executions by priority (highest first) then queue time (oldest
-   * first), the oldest QUEUED execution, and how many are QUEUED.
+   * The head of the queue, read so its cost does not grow with the queue: up to `limit`
+   * QUEUED executions by priority (highest first) then queue time (oldest first) and the
+   * oldest QUEUED execution, through indexes, and how many are QUEUED, from a count kept in
+   * the same transaction as every write that moves an execution into or out of QUEUED.
    */
   queueHead(limit: number): Promise<QueueHead>;
 }
+
+/** What a conditional write expects to find stored. */
+export type StoredVersion = Pick<Execution, 'version' | 'state'>;
 
 export interface QueueHead {
   readonly first: readonly Execution[];

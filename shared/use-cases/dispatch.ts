@@ -50,7 +50,7 @@ export async function dispatch(core: Core, message: DispatchMessage): Promise<Di
 
   const launching = moveTo(execution, 'LAUNCHING', now, { launchedAt: now.toISOString() });
   try {
-    await core.store.update(launching, execution.version);
+    await core.store.update(launching, execution);
   } catch (error) {
     await core.ledger.release(execution.id);
     // Another dispatcher or a cancel got there first; whoever won decides.

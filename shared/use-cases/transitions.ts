@@ -72,7 +72,7 @@ export async function mutate(
     const next = decide(current);
     if (next === undefined) return current;
     try {
-      await store.update(next, current.version);
+      await store.update(next, current);
       return next;
     } catch (error) {
       if (!(error instanceof StaleExecution) || attempt >= attempts) throw error;

@@ -1,7 +1,8 @@
 // The capacity picture the dispatcher and the bidder decide on: what holds capacity now,
 // and the head of what waits for it, read from the store. Both reads are bounded whatever
-// the queue length: active jobs are capped by the capacity budget, and the queue is read
-// through its index, a few at a time.
+// the queue length and however many executions are stored: active jobs are capped by the
+// capacity budget (the ledger admits no more), the queue is read through its indexes a few
+// at a time, and its length is a count the store keeps.
 
 import type { Core } from '../core.ts';
 import type { Demand, Usage } from '../domain/capacity.ts';

@@ -1,27 +1,13 @@
 // The capacity ledger on DynamoDB: the hard budget every dispatcher reserves from, against
 // the emulator. Each test gets its own table, so the totals start from nothing.
-import http from 'node:http';
-import { DynamoDBClient, TransactionCanceledException } from '@aws-sdk/client-dynamodb';
+import { TransactionCanceledException } from '@aws-sdk/client-dynamodb';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { DynamoCapacityLedger } from '../../shared/adapters/aws/dynamo-ledger.ts';
 import type { CapacityBudget } from '../../shared/ports.ts';
-import { type AwsEnvironment, clientConfig, createAwsEnvironment } from '../support/aws.ts';
+import { type AwsEnvironment, createAwsEnvironment, serialisedClient } from '../support/aws.ts';
 
 const budget: CapacityBudget = { maxCpu: 4, maxMemoryMiB: 64 * 1024, maxConcurrency: 10 };
 const oneVcpu = { cpu: 1, memoryMiB: 2048 };
-
-/**
- * DynamoDB runs each transaction in isolation; moto server does not (it checks conditions and
- * writes in whichever request thread gets there, and rolls a failed transaction back by
- * restoring a copy of the table). One connection makes the emulator take the ledger's
- * concurrent requests one at a time, as DynamoDB's isolation would order them.
- */
-function serialisedClient(): DynamoDBClient {
-  return new DynamoDBClient({
-    ...clientConfig(),
-    requestHandler: { httpAgent: new http.Agent({ keepAlive: true, maxSockets: 1 }) },
-  });
-}
 
 describe('DynamoDB capacity ledger', () => {
   let aws: AwsEnvironment;

@@ -30,8 +30,8 @@ describe('DynamoDB execution store', () => {
     await store.create(execution);
     await expect(store.create(execution)).rejects.toBeInstanceOf(StaleExecution);
 
-    await store.update(moveTo(execution, 'QUEUED', new Date()), 1);
-    await expect(store.update(moveTo(execution, 'EXPIRED', new Date()), 1)).rejects.toBeInstanceOf(
+    await store.update(moveTo(execution, 'QUEUED', new Date()), execution);
+    await expect(store.update(moveTo(execution, 'EXPIRED', new Date()), execution)).rejects.toBeInstanceOf(
       StaleExecution,
     );
     expect((await store.get(execution.id))?.state).toBe('QUEUED');
@@ -44,7 +44,7 @@ describe('DynamoDB execution store', () => {
       await store.create(e);
       if (i % 2 === 0) {
         const next = moveTo(e, 'QUEUED', new Date());
-        await store.update(next, e.version);
+        await store.update(next, e);
         e = next;
       }
       made.push(e);
@@ -129,7 +129,7 @@ describe('DynamoDB queue head', () => {
     const offer = { ...base, spec: { ...base.spec, ...(priority === undefined ? {} : { priority }) } };
     await store.create(offer);
     const next = moveTo(offer, 'QUEUED', new Date(queuedAt), { queuedAt });
-    await store.update(next, offer.version);
+    await store.update(next, offer);
     return next;
   };
 
@@ -148,7 +148,7 @@ describe('DynamoDB queue head', () => {
     expect(head.length).toBe(5);
 
     // Leaving the queue leaves the indexes: the oldest is now the next in age.
-    await store.update(moveTo(low, 'CANCELLED', new Date()), low.version);
+    await store.update(moveTo(low, 'CANCELLED', new Date()), low);
     const after = await store.queueHead(10);
     expect(after.first.map((e) => e.id)).toEqual([high.id, middle.id, plainEarlier.id, plainLater.id]);
     expect(after.oldest?.id).toBe(plainEarlier.id);

@@ -1,6 +1,7 @@
 // Per-run AWS resources on the emulator: a table, queues, a bucket and a cluster with
 // fresh names, and SDK clients pointed at the emulator through its endpoint.
 import { randomUUID } from 'node:crypto';
+import http from 'node:http';
 import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { CreateSecurityGroupCommand, DescribeSubnetsCommand, EC2Client } from '@aws-sdk/client-ec2';
 import { CreateClusterCommand, ECSClient } from '@aws-sdk/client-ecs';
@@ -25,6 +26,19 @@ export function clientConfig(endpoint: string = inject('awsEndpoint')) {
     forcePathStyle: true,
     maxAttempts: 1,
   };
+}
+
+/**
+ * DynamoDB runs each transaction in isolation; moto server does not (it checks conditions and
+ * writes in whichever request thread gets there, and rolls a failed transaction back by
+ * restoring a copy of the table). One connection makes the emulator take concurrent requests
+ * one at a time, as DynamoDB's isolation would order them.
+ */
+export function serialisedClient(): DynamoDBClient {
+  return new DynamoDBClient({
+    ...clientConfig(),
+    requestHandler: { httpAgent: new http.Agent({ keepAlive: true, maxSockets: 1 }) },
+  });
 }
 
 export function awsClients(endpoint?: string) {

@@ -95,13 +95,17 @@ describe('local execution store (SQLite)', () => {
     await store.create(offered);
     const queued = moveTo(offered, 'QUEUED', new Date());
 
-    await store.update(queued, 1);
-    await expect(store.update(moveTo(offered, 'EXPIRED', new Date()), 1)).rejects.toBeInstanceOf(
+    await store.update(queued, offered);
+    await expect(store.update(moveTo(offered, 'EXPIRED', new Date()), offered)).rejects.toBeInstanceOf(
       StaleExecution,
     );
-    await expect(store.update({ ...queued, state: 'OFFERED', version: 3 }, 2)).rejects.toBeInstanceOf(
+    await expect(store.update({ ...queued, state: 'OFFERED', version: 3 }, queued)).rejects.toBeInstanceOf(
       InvalidTransition,
     );
+    // The version read with another state is not what is stored: a caller's mistake loses, like a race.
+    await expect(
+      store.update(moveTo(queued, 'LAUNCHING', new Date()), { version: queued.version, state: 'OFFERED' }),
+    ).rejects.toBeInstanceOf(StaleExecution);
     expect((await store.get('ex_1'))?.state).toBe('QUEUED');
     await expect(store.create(offered)).rejects.toBeInstanceOf(StaleExecution);
   });
@@ -111,7 +115,7 @@ describe('local execution store (SQLite)', () => {
     const { database, store } = await openStore(dir);
     const offered = execution('ex_1', '2030-01-01T00:00:00.000Z');
     await store.create(offered);
-    await store.update(moveTo(offered, 'QUEUED', new Date()), 1);
+    await store.update(moveTo(offered, 'QUEUED', new Date()), offered);
     await store.create(execution('ex_2', '2030-01-01T00:00:01.000Z'));
     database.close();
 
@@ -233,15 +237,19 @@ describe('local queue head', () => {
       const offer = execution(id, '2030-01-01T00:00:00.000Z');
       const spec = priority === undefined ? offer.spec : { ...offer.spec, priority };
       await store.create({ ...offer, spec });
-      await store.update(moveTo({ ...offer, spec }, 'QUEUED', new Date(queuedAt), { queuedAt }), 1);
+      await store.update(moveTo({ ...offer, spec }, 'QUEUED', new Date(queuedAt), { queuedAt }), offer);
     };
     await queue('old-low', -5, '2030-01-01T00:00:01.000Z');
     await queue('plain', undefined, '2030-01-01T00:00:03.000Z');
     await queue('high', 9, '2030-01-01T00:00:04.000Z');
     await queue('plain-earlier', 0, '2030-01-01T00:00:02.000Z');
     await store.create(execution('offered', '2030-01-01T00:00:00.000Z'));
-    // As an earlier Ferry left it: schema 2, without the queue indexes.
-    database.db.exec('DROP INDEX executions_queue_priority; DROP INDEX executions_queue_age;');
+    // As an earlier Ferry left it: schema 2, without the queue indexes or the queue length.
+    database.db.exec(
+      `DROP INDEX executions_queue_priority; DROP INDEX executions_queue_age;
+       DROP TRIGGER executions_queued_in; DROP TRIGGER executions_queued_moved;
+       DROP TRIGGER executions_queued_out; DROP TABLE queue_length;`,
+    );
     database.db.pragma('user_version = 2');
     database.close();
 

@@ -213,9 +213,9 @@ describe('sweeper', () => {
       get: store.get.bind(store),
       list: store.list.bind(store),
       queueHead: store.queueHead.bind(store),
-      update: async (next: Parameters<typeof store.update>[0], expectedVersion: number) => {
+      update: async (...[next, read]: Parameters<typeof store.update>) => {
         if (next.id === broken) throw new StorageUnavailable('the data directory cannot be written');
-        return store.update(next, expectedVersion);
+        return store.update(next, read);
       },
     };
 

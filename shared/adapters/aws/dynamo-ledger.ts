@@ -10,6 +10,7 @@ import {
   TransactWriteCommand,
 } from '@aws-sdk/lib-dynamodb';
 import type { CapacityBudget, CapacityDemand, CapacityLedger } from '../../ports.ts';
+import { realSleep, retryingConflicts, type Sleep } from './conflicts.ts';
 import { documentClient } from './dynamo-store.ts';
 import { INDEXES, SORT_KEY, TABLE_KEY } from './table.ts';
 
@@ -18,23 +19,20 @@ const RESERVATION_PREFIX = 'capacity#reservation#';
 /** Reservations are listed through the byState index under this pseudo-state. */
 const RESERVATION_PARTITION = 'capacity-reservation';
 
-/** Tries of one transaction that keeps colliding with other dispatchers' before giving up. */
-const CONFLICT_ATTEMPTS = 6;
-
 /** CPU is counted in units of 1/1024 vCPU so the sums are whole numbers. */
 const cpuUnits = (cpu: number): number => Math.round(cpu * 1024);
 
 export class DynamoCapacityLedger implements CapacityLedger {
   private readonly db: DynamoDBDocumentClient;
-  private readonly sleep: (ms: number) => Promise<void>;
+  private readonly sleep: Sleep;
 
   constructor(
     private readonly tableName: string,
     client?: DynamoDBClient,
-    sleep?: (ms: number) => Promise<void>,
+    sleep?: Sleep,
   ) {
     this.db = documentClient(client);
-    this.sleep = sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+    this.sleep = sleep ?? realSleep;
   }
 
   async reserve(executionId: string, demand: CapacityDemand, budget: CapacityBudget): Promise<boolean> {
@@ -148,23 +146,10 @@ export class DynamoCapacityLedger implements CapacityLedger {
 
   /**
    * Every reservation and release writes the one counter item, so concurrent dispatchers'
-   * transactions collide (TransactionConflict, which the SDK does not retry): try again
-   * shortly, since the condition is decided afresh each time.
+   * transactions collide: they are tried again, since the condition is decided afresh each time.
    */
   private async transact(command: TransactWriteCommand): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.db.send(command);
-        return;
-      } catch (error) {
-        const conflict =
-          error instanceof TransactionCanceledException &&
-          (error.CancellationReasons ?? []).some((r) => r.Code === 'TransactionConflict') &&
-          !(error.CancellationReasons ?? []).some((r) => r.Code === 'ConditionalCheckFailed');
-        if (!conflict || attempt >= CONFLICT_ATTEMPTS) throw error;
-        await this.sleep(Math.random() * 25 * 2 ** attempt);
-      }
-    }
+    await retryingConflicts(() => this.db.send(command), this.sleep);
   }
 
   async holders(): Promise<readonly string[]> {

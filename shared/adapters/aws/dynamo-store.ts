@@ -1,7 +1,12 @@
 // ExecutionStore and IdempotencyStore on DynamoDB. Every write of an execution is
-// conditional on the version read (a lost race becomes StaleExecution); listing by owner and
-// states goes through indexes, one query per state, merged newest first behind one cursor.
-import { ConditionalCheckFailedException, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+// conditional on the version read (a lost race becomes StaleExecution), and one that moves it
+// into or out of the queue changes the queue length item in the same transaction; listing by
+// owner and states goes through indexes, one query per state, merged newest first behind one cursor.
+import {
+  ConditionalCheckFailedException,
+  DynamoDBClient,
+  TransactionCanceledException,
+} from '@aws-sdk/client-dynamodb';
 import {
   DeleteCommand,
   DynamoDBDocumentClient,
@@ -9,6 +14,7 @@ import {
   PutCommand,
   QueryCommand,
   type QueryCommandInput,
+  TransactWriteCommand,
 } from '@aws-sdk/lib-dynamodb';
 import type { Execution } from '../../domain/execution.ts';
 import { type ExecutionState, isExecutionState, isTerminal } from '../../domain/states.ts';
@@ -20,10 +26,14 @@ import type {
   ListQuery,
   Page,
   QueueHead,
+  StoredVersion,
 } from '../../ports.ts';
+import { retryingConflicts } from './conflicts.ts';
 import {
   INDEXES,
   QUEUE_AGE,
+  QUEUE_LENGTH_ATTRIBUTE,
+  QUEUE_LENGTH_KEY,
   QUEUE_ORDER,
   QUEUED_PARTITION,
   SORT_KEY,
@@ -56,6 +66,19 @@ function queueKeys(execution: Execution): Pick<ExecutionItem, 'queued' | 'queueO
     [QUEUE_ORDER]: `${rank}#${queuedAt}#${execution.id}`,
     [QUEUE_AGE]: `${queuedAt}#${execution.id}`,
   };
+}
+
+/** How a write from `from` (nothing, for a new record) to `to` changes the queue's length. */
+const queueMove = (from: ExecutionState | undefined, to: ExecutionState): number =>
+  (to === 'QUEUED' ? 1 : 0) - (from === 'QUEUED' ? 1 : 0);
+
+/** A conditional put of an execution's item, alone or as part of a transaction. */
+interface ConditionalPut {
+  readonly TableName: string;
+  readonly Item: ExecutionItem;
+  readonly ConditionExpression: string;
+  readonly ExpressionAttributeNames: Record<string, string>;
+  readonly ExpressionAttributeValues?: Record<string, unknown>;
 }
 
 /** Where each state's query stopped: the last sort key returned, or null for "from the start". */
@@ -106,21 +129,16 @@ export class DynamoExecutionStore implements ExecutionStore {
   }
 
   async create(execution: Execution): Promise<void> {
-    try {
-      await this.db.send(
-        new PutCommand({
-          TableName: this.table,
-          Item: this.itemOf(execution),
-          ConditionExpression: 'attribute_not_exists(#pk)',
-          ExpressionAttributeNames: { '#pk': TABLE_KEY },
-        }),
-      );
-    } catch (error) {
-      if (error instanceof ConditionalCheckFailedException) {
-        throw new StaleExecution(`execution ${execution.id} already exists`, { cause: error });
-      }
-      throw error;
-    }
+    await this.write(
+      {
+        TableName: this.table,
+        Item: this.itemOf(execution),
+        ConditionExpression: 'attribute_not_exists(#pk)',
+        ExpressionAttributeNames: { '#pk': TABLE_KEY },
+      },
+      queueMove(undefined, execution.state),
+      (cause) => new StaleExecution(`execution ${execution.id} already exists`, { cause }),
+    );
   }
 
   async get(id: string): Promise<Execution | undefined> {
@@ -130,28 +148,77 @@ export class DynamoExecutionStore implements ExecutionStore {
     return (reply.Item as ExecutionItem | undefined)?.execution;
   }
 
-  async update(next: Execution, expectedVersion: number): Promise<void> {
+  async update(next: Execution, read: StoredVersion): Promise<void> {
+    await this.write(
+      {
+        TableName: this.table,
+        Item: this.itemOf(next),
+        ConditionExpression: '#version = :version AND #state = :state',
+        ExpressionAttributeNames: { '#version': 'version', '#state': 'state' },
+        ExpressionAttributeValues: { ':version': read.version, ':state': read.state },
+      },
+      queueMove(read.state, next.state),
+      (cause) =>
+        new StaleExecution(
+          `execution ${next.id} changed since it was read (version ${read.version}, ${read.state})`,
+          { cause },
+        ),
+    );
+  }
+
+  /**
+   * Puts an execution's item if its condition holds. A write that moves it into or out of the
+   * queue changes the queue length in the same transaction, so the length follows exactly the
+   * writes that took effect: one that loses its condition (a lost race, a stale duplicate)
+   * changes neither, and is answered with `stale`.
+   */
+  private async write(
+    put: ConditionalPut,
+    queueDelta: number,
+    stale: (cause: unknown) => Error,
+  ): Promise<void> {
     try {
-      await this.db.send(
-        new PutCommand({
-          TableName: this.table,
-          Item: this.itemOf(next),
-          ConditionExpression: '#version = :expected',
-          ExpressionAttributeNames: { '#version': 'version' },
-          ExpressionAttributeValues: { ':expected': expectedVersion },
-        }),
-      );
-    } catch (error) {
-      if (error instanceof ConditionalCheckFailedException) {
-        throw new StaleExecution(
-          `execution ${next.id} changed since it was read (version ${expectedVersion})`,
-          {
-            cause: error,
-          },
+      await retryingConflicts(async () => {
+        if (queueDelta === 0) {
+          await this.db.send(new PutCommand(put));
+          return;
+        }
+        await this.db.send(
+          new TransactWriteCommand({
+            TransactItems: [{ Put: put }, { Update: this.queueLengthChange(queueDelta) }],
+          }),
         );
+      });
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) throw stale(error);
+      if (!(error instanceof TransactionCanceledException)) throw error;
+      const [execution, length] = error.CancellationReasons ?? [];
+      if (execution?.Code === 'ConditionalCheckFailed') throw stale(error);
+      if (length?.Code === 'ConditionalCheckFailed') {
+        // The length says nothing is queued while this execution is: it was queued around the
+        // store (before the length was kept, or by a bulk load). The write goes through and the
+        // length stays at zero rather than below it; it is exact again once the queue empties.
+        await this.write(put, 0, stale);
+        return;
       }
       throw error;
     }
+  }
+
+  /** Adds `delta` to the queue length; taking away is conditional on it staying at zero or above. */
+  private queueLengthChange(delta: number) {
+    return {
+      TableName: this.table,
+      Key: { [TABLE_KEY]: QUEUE_LENGTH_KEY },
+      UpdateExpression: 'ADD #jobs :delta',
+      ExpressionAttributeNames: { '#jobs': QUEUE_LENGTH_ATTRIBUTE },
+      ...(delta < 0
+        ? {
+            ConditionExpression: '#jobs >= :taken',
+            ExpressionAttributeValues: { ':delta': delta, ':taken': -delta },
+          }
+        : { ExpressionAttributeValues: { ':delta': delta } }),
+    };
   }
 
   async list(query: ListQuery): Promise<Page<Execution>> {
@@ -198,9 +265,8 @@ export class DynamoExecutionStore implements ExecutionStore {
   }
 
   /**
-   * A few queries whatever the queue length: the first `limit` by priority, the oldest by
-   * key then its record, and the count over the keys-only index (one call per 1 MB of keys,
-   * so about one per ten thousand queued jobs).
+   * At most four calls whatever the queue length: the first `limit` by priority, the oldest by key
+   * then its record, and the queue length item.
    */
   async queueHead(limit: number): Promise<QueueHead> {
     const onIndex = (index: (typeof INDEXES)['queueHead' | 'queueAge']) => ({
@@ -210,21 +276,15 @@ export class DynamoExecutionStore implements ExecutionStore {
       ExpressionAttributeNames: { '#p': index.partitionKey },
       ExpressionAttributeValues: { ':p': 'QUEUED' },
     });
-    const countQueued = async (): Promise<number> => {
-      let length = 0;
-      let start: Record<string, unknown> | undefined;
-      do {
-        const reply = await this.db.send(
-          new QueryCommand({
-            ...onIndex(INDEXES.queueAge),
-            Select: 'COUNT',
-            ...(start === undefined ? {} : { ExclusiveStartKey: start }),
-          }),
-        );
-        length += reply.Count ?? 0;
-        start = reply.LastEvaluatedKey;
-      } while (start !== undefined);
-      return length;
+    const queueLength = async (): Promise<number> => {
+      const reply = await this.db.send(
+        new GetCommand({
+          TableName: this.table,
+          Key: { [TABLE_KEY]: QUEUE_LENGTH_KEY },
+          ConsistentRead: true,
+        }),
+      );
+      return Number(reply.Item?.[QUEUE_LENGTH_ATTRIBUTE] ?? 0);
     };
     const oldest = async (): Promise<Execution | undefined> => {
       const reply = await this.db.send(new QueryCommand({ ...onIndex(INDEXES.queueAge), Limit: 1 }));
@@ -234,7 +294,7 @@ export class DynamoExecutionStore implements ExecutionStore {
     const [first, oldestExecution, length] = await Promise.all([
       this.db.send(new QueryCommand({ ...onIndex(INDEXES.queueHead), Limit: limit })),
       oldest(),
-      countQueued(),
+      queueLength(),
     ]);
     return {
       // An index is read eventually consistently: an entry may lag its record by a moment.

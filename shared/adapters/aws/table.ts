@@ -1,5 +1,6 @@
-// The shape of Ferry's DynamoDB table: one table holds executions, idempotency keys and the
-// capacity ledger. The CDK construct and the test harness both create it from this.
+// The shape of Ferry's DynamoDB table: one table holds executions, idempotency keys, the
+// capacity ledger and the queue length. The CDK construct and the test harness both create it
+// from this.
 
 export const TABLE_KEY = 'pk';
 export const TTL_ATTRIBUTE = 'expiresAtEpoch';
@@ -13,6 +14,13 @@ export const QUEUED_PARTITION = 'queued';
 export const QUEUE_ORDER = 'queueOrder';
 /** Queue time then id: the oldest queued job first, for the starvation bound. */
 export const QUEUE_AGE = 'queueAge';
+
+/**
+ * The item that counts QUEUED executions, beside the capacity ledger's totals. It carries no
+ * index attribute, so no index holds it; the count is in QUEUE_LENGTH_ATTRIBUTE.
+ */
+export const QUEUE_LENGTH_KEY = 'queue#length';
+export const QUEUE_LENGTH_ATTRIBUTE = 'jobs';
 
 interface IndexShape {
   readonly name: string;
@@ -30,7 +38,7 @@ export const INDEXES = {
   byState: { name: 'byState', partitionKey: 'state', sortKey: SORT_KEY, projection: 'ALL' },
   /** The head of the queue, read a few at a time (dispatcher, bids). */
   queueHead: { name: 'queueHead', partitionKey: QUEUED_PARTITION, sortKey: QUEUE_ORDER, projection: 'ALL' },
-  /** The queue by age, keys only: the oldest queued job, and the queue's length counted cheaply. */
+  /** The queue by age, keys only: the oldest queued job. */
   queueAge: { name: 'queueAge', partitionKey: QUEUED_PARTITION, sortKey: QUEUE_AGE, projection: 'KEYS_ONLY' },
 } as const satisfies Record<string, IndexShape>;
 

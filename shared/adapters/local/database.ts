@@ -61,6 +61,20 @@ const MIGRATIONS: readonly string[] = [
   `CREATE INDEX executions_queue_priority ON executions (${QUEUE_PRIORITY} DESC, ${QUEUED_AT}, id)
      WHERE state = 'QUEUED';
    CREATE INDEX executions_queue_age ON executions (${QUEUED_AT}, id) WHERE state = 'QUEUED';`,
+  // The queue's length, kept by triggers in the transaction of every write that moves a record
+  // into or out of QUEUED, so reading it costs one row however long the queue is.
+  `CREATE TABLE queue_length (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     jobs INTEGER NOT NULL CHECK (jobs >= 0)
+   );
+   INSERT INTO queue_length (id, jobs) SELECT 1, count(*) FROM executions WHERE state = 'QUEUED';
+   CREATE TRIGGER executions_queued_in AFTER INSERT ON executions WHEN new.state = 'QUEUED'
+   BEGIN UPDATE queue_length SET jobs = jobs + 1; END;
+   CREATE TRIGGER executions_queued_moved AFTER UPDATE OF state ON executions
+     WHEN (old.state = 'QUEUED') <> (new.state = 'QUEUED')
+   BEGIN UPDATE queue_length SET jobs = jobs + (new.state = 'QUEUED') - (old.state = 'QUEUED'); END;
+   CREATE TRIGGER executions_queued_out AFTER DELETE ON executions WHEN old.state = 'QUEUED'
+   BEGIN UPDATE queue_length SET jobs = jobs - 1; END;`,
 ];
 
 /** A digest of a stored record, so a damaged byte that still parses is caught, not believed. */
@@ -195,12 +209,17 @@ export class LocalDatabase {
     })();
   }
 
-  /** Reads every record once: one that is damaged refuses the start instead of vanishing later. */
+  /**
+   * Reads every record once: one that is damaged refuses the start instead of vanishing later.
+   * The queue length, which only mirrors the records, is set to what they say if it differs.
+   */
   private verifyRecords(): void {
     const rows = this.db
       .prepare('SELECT id, owner, state, created_at, version, body, digest FROM executions')
       .iterate() as Iterable<ExecutionRow>;
+    let queued = 0;
     for (const row of rows) {
+      if (row.state === 'QUEUED') queued += 1;
       const record = this.decode<{
         id: string;
         owner: string;
@@ -220,6 +239,8 @@ export class LocalDatabase {
         );
       }
     }
+    const kept = this.db.prepare('SELECT jobs FROM queue_length WHERE id = 1').get() as { jobs: number };
+    if (kept.jobs !== queued) this.db.prepare('UPDATE queue_length SET jobs = ? WHERE id = 1').run(queued);
   }
 }
 

@@ -1,6 +1,7 @@
 // ExecutionStore and IdempotencyStore in the local database. Nothing is cached in memory:
 // every write is one transaction, conditional on the version read, so a write that fails
-// leaves nothing behind; waiters are woken in-process once a write has committed.
+// leaves nothing behind (the queue length, kept by the database's triggers, included);
+// waiters are woken in-process once a write has committed.
 import { createHmac } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { ChangeFeed } from '../../core.ts';
@@ -14,6 +15,7 @@ import type {
   ListQuery,
   Page,
   QueueHead,
+  StoredVersion,
 } from '../../ports.ts';
 import {
   digestOf,
@@ -65,8 +67,8 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
         `SELECT id, body, digest FROM executions INDEXED BY executions_queue_age
          WHERE state = 'QUEUED' ORDER BY ${QUEUED_AT}, id LIMIT 1`,
       ),
-      // Counts index entries; no record is read.
-      queueLength: db.prepare("SELECT count(*) AS length FROM executions WHERE state = 'QUEUED'"),
+      // One row, kept by the database's triggers (see database.ts).
+      queueLength: db.prepare('SELECT jobs AS length FROM queue_length WHERE id = 1'),
     };
   }
 
@@ -93,20 +95,20 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
     return row === undefined ? undefined : this.decode(row);
   }
 
-  async update(next: Execution, expectedVersion: number): Promise<void> {
+  async update(next: Execution, read: StoredVersion): Promise<void> {
     const body = JSON.stringify(next);
     this.database.write(() => {
       const current = this.statements.get.get(next.id) as ExecutionRow | undefined;
-      if (current === undefined || current.version !== expectedVersion) {
+      if (current === undefined || current.version !== read.version || current.state !== read.state) {
         throw new StaleExecution(
-          `execution ${next.id} changed since it was read (version ${expectedVersion})`,
+          `execution ${next.id} changed since it was read (version ${read.version}, ${read.state})`,
         );
       }
       const from = current.state as Execution['state'];
       if (from !== next.state && !canTransition(from, next.state)) {
         throw new InvalidTransition(`execution ${next.id} cannot move from ${from} to ${next.state}`);
       }
-      this.statements.update.run(next.state, next.version, body, digestOf(body), next.id, expectedVersion);
+      this.statements.update.run(next.state, next.version, body, digestOf(body), next.id, read.version);
     });
     this.changes.emit(next.id);
   }
