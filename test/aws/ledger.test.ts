@@ -18,7 +18,7 @@ const oneVcpu = { cpu: 1, memoryMiB: 2048 };
  */
 function serialisedClient(): DynamoDBClient {
   return new DynamoDBClient({
-    ...clientConfig(),
+    ...clientConfig('dynamodb'),
     requestHandler: { httpAgent: new http.Agent({ keepAlive: true, maxSockets: 1 }) },
   });
 }
