@@ -68,7 +68,7 @@ describe('ECS Fargate backend', () => {
   const violations: string[] = [];
   const registered = new Map<string, TaskDefinitionRules>();
   const checkedClient = (): ECSClient => {
-    const client = new ECSClient(clientConfig());
+    const client = new ECSClient(clientConfig('ecs'));
     enforceFargateRules(client, violations, registered);
     return client;
   };
@@ -317,7 +317,7 @@ describe('ECS Fargate backend', () => {
       networkMode: 'bridge' as const,
     };
     const seen: string[] = [];
-    const checked = new ECSClient(clientConfig());
+    const checked = new ECSClient(clientConfig('ecs'));
     enforceFargateRules(checked, seen);
 
     await expect(checked.send(new RegisterTaskDefinitionCommand(definition))).rejects.toThrow(

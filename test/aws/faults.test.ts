@@ -29,7 +29,7 @@ const job = { image: 'public.ecr.aws/docker/library/alpine:3.20', command: ['ech
 
 /** An ECS client on the emulator with faults laid over it. */
 function faultyEcs(): { client: ECSClient; faults: FaultInjector } {
-  const client = new ECSClient(clientConfig());
+  const client = new ECSClient(clientConfig('ecs'));
   return { client, faults: new FaultInjector(client) };
 }
 
@@ -279,7 +279,7 @@ describe('ECS faults, through the dispatcher', () => {
       expect(await tasksOf(aws, submitted.id)).toEqual([]);
 
       // A later invocation (another Lambda container, healthy ECS) gets the delayed message.
-      const healthy = dispatcherCore(aws, new ECSClient(clientConfig()));
+      const healthy = dispatcherCore(aws, new ECSClient(clientConfig('ecs')));
       const second = await deliverNext(aws, healthy, 10);
 
       expect(second?.body).toEqual({ executionId: submitted.id, token: submitted.dispatchToken });

@@ -240,7 +240,7 @@ describe('Ferry on AWS (emulated)', () => {
     // The cancel lands between the dispatcher's LAUNCHING write and its RunTask call.
     let id = '';
     let d: Deployment | undefined;
-    const ecs = new ECSClient(clientConfig());
+    const ecs = new ECSClient(clientConfig('ecs'));
     ecs.middlewareStack.add(
       (next, context) => async (args) => {
         if (context.commandName === 'RunTaskCommand' && d !== undefined) {

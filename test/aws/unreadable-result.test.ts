@@ -35,7 +35,7 @@ describe('a result S3 refuses to read', () => {
 
   beforeAll(async () => {
     aws = await createAwsEnvironment();
-    s3 = new S3Client(clientConfig());
+    s3 = new S3Client(clientConfig('s3'));
     new FaultInjector(s3).always('GetObject', accessDenied());
   });
 

@@ -8,7 +8,7 @@ import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { executionIds } from '../../shared/adapters/system.ts';
 import type { ResultManifest } from '../../shared/domain/execution.ts';
-import { clientConfig } from '../support/aws.ts';
+import { clientConfig, endpointFor } from '../support/aws.ts';
 
 const RUNNER = 'ferry-runner:test';
 const JOB = 'ferry-testjob:noshell';
@@ -28,7 +28,7 @@ interface Run {
   readonly publisherLog: string;
 }
 
-const s3 = new S3Client(clientConfig());
+const s3 = new S3Client(clientConfig('s3'));
 const bucket = `ferry-anatomy-${randomUUID().slice(0, 8)}`;
 
 async function object(key: string): Promise<Buffer> {
@@ -72,7 +72,7 @@ async function runTask(
         'FERRY_IO_DIR=/ferry/io',
         'FERRY_S3_FORCE_PATH_STYLE=true',
         'FERRY_STOP_GRACE_SECONDS=2',
-        `AWS_ENDPOINT_URL=${inject('awsEndpoint')}`,
+        `AWS_ENDPOINT_URL=${endpointFor('s3')}`,
         'AWS_ACCESS_KEY_ID=test',
         'AWS_SECRET_ACCESS_KEY=test',
         'AWS_REGION=us-east-1',

@@ -1,5 +1,5 @@
 // Per-run AWS resources on the emulator: a table, queues, a bucket and a cluster with
-// fresh names, and SDK clients pointed at the emulator through its endpoint.
+// fresh names, and SDK clients pointed at the emulator that answers for each service.
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -13,14 +13,23 @@ import { tableDefinition } from '../../shared/adapters/aws/table.ts';
 import { storeResult } from '../../shared/capture/result-writer.ts';
 import { StreamCapture } from '../../shared/capture/stream-capture.ts';
 import { loadConfig } from '../../shared/config.ts';
+import type { AwsService } from '../global-setup.ts';
 
 export const REGION = 'us-east-1';
 
-/** `endpoint` defaults to the emulator the test setup provides; give it outside vitest (the bench). */
-export function clientConfig(endpoint: string = inject('awsEndpoint')) {
+/**
+ * Where `service` answers: the endpoint the test setup gives it (LocalStack's, or what
+ * AWS_ENDPOINT_URL_<SERVICE> names), else the emulator's. `endpoint`, given outside vitest
+ * (the bench), stands for every service.
+ */
+export function endpointFor(service: AwsService, endpoint?: string): string {
+  return endpoint ?? inject('awsServiceEndpoints')[service] ?? inject('awsEndpoint');
+}
+
+export function clientConfig(service: AwsService, endpoint?: string) {
   return {
     region: REGION,
-    endpoint,
+    endpoint: endpointFor(service, endpoint),
     credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
     // Path-style S3 addressing: emulators do not resolve bucket sub-domains.
     forcePathStyle: true,
@@ -36,18 +45,17 @@ export function clientConfig(endpoint: string = inject('awsEndpoint')) {
  */
 export function serialisedClient(): DynamoDBClient {
   return new DynamoDBClient({
-    ...clientConfig(),
+    ...clientConfig('dynamodb'),
     requestHandler: { httpAgent: new http.Agent({ keepAlive: true, maxSockets: 1 }) },
   });
 }
 
 export function awsClients(endpoint?: string) {
-  const config = clientConfig(endpoint);
   return {
-    dynamodb: new DynamoDBClient(config),
-    sqs: new SQSClient(config),
-    s3: new S3Client(config),
-    ecs: new ECSClient(config),
+    dynamodb: new DynamoDBClient(clientConfig('dynamodb', endpoint)),
+    sqs: new SQSClient(clientConfig('sqs', endpoint)),
+    s3: new S3Client(clientConfig('s3', endpoint)),
+    ecs: new ECSClient(clientConfig('ecs', endpoint)),
   };
 }
 
@@ -89,7 +97,7 @@ export async function createAwsEnvironment(endpoint?: string): Promise<AwsEnviro
     new CreateClusterCommand({ clusterName: cluster, capacityProviders: ['FARGATE', 'FARGATE_SPOT'] }),
   );
   // The emulator's default VPC stands in for the network a deployment would create.
-  const ec2 = new EC2Client(clientConfig(endpoint));
+  const ec2 = new EC2Client(clientConfig('ec2', endpoint));
   const subnets = await ec2.send(
     new DescribeSubnetsCommand({ Filters: [{ Name: 'default-for-az', Values: ['true'] }] }),
   );
