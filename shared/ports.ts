@@ -98,10 +98,18 @@ export interface ObjectStore {
   head(key: string): Promise<ObjectInfo | undefined>;
   list(prefix: string): Promise<readonly ObjectInfo[]>;
   deletePrefix(prefix: string): Promise<void>;
+  /** Removes one object; removing one that is not there is not an error. */
+  delete(key: string): Promise<void>;
   copy(sourceKey: string, destination: string): Promise<void>;
   /** A link that downloads the object without further credentials, valid for `expiresSeconds`. */
   downloadUrl(key: string, expiresSeconds: number): Promise<string>;
 }
+
+/**
+ * What a run's result is stored through: whole objects (streamed when large) and the removal
+ * of single keys, with no need to read or list.
+ */
+export type ResultSink = Pick<ObjectStore, 'put' | 'delete'>;
 
 /**
  * A task's view as the backend reports it, in the words of ECS. A STOPPED task carries how it
