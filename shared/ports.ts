@@ -128,13 +128,26 @@ export interface LiveRead {
   readonly skippedBytes: number;
 }
 
+/** What one launch attempt hands the task beyond the execution itself. */
+export interface LaunchTicket {
+  /**
+   * This attempt's upload secret (its digest is on the execution's record). A backend whose
+   * tasks store results through upload links gives it to the task's publisher and nothing else.
+   */
+  readonly uploadSecret: string;
+}
+
 export interface ComputeBackend {
   readonly platform: Platform;
   /**
    * Starts the job. Resolves with the task id once the backend has accepted it.
    * Throws BackendError; `retryable` says whether the dispatcher should try again later.
    */
-  launch(execution: Execution, constraints: ResolvedConstraints): Promise<{ taskId: string }>;
+  launch(
+    execution: Execution,
+    constraints: ResolvedConstraints,
+    ticket: LaunchTicket,
+  ): Promise<{ taskId: string }>;
   /** Asks the task to stop; idempotent, and a no-op for a task that is gone. */
   stop(taskId: string, reason: string): Promise<void>;
   /** Current status of tasks; `MISSING` for ones the backend no longer knows. */

@@ -103,6 +103,19 @@ export const ExecutionSchema = z.object({
     .optional()
     .describe('digest of the request that created the execution with an Idempotency-Key'),
   deferrals: count,
+  launches: z
+    .array(
+      z.object({
+        at: timestamp,
+        uploadSecretDigest: z
+          .string()
+          .describe(
+            "SHA-256 of the secret this attempt's task stores its result with; the secret is never kept",
+          ),
+      }),
+    )
+    .optional()
+    .describe('each launch attempt, oldest first'),
   exitCode: z.number().int().nullable().optional(),
   reason: z.string().optional(),
   result: z
