@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import type { Execution, Platform, ResolvedConstraints } from './domain/execution.ts';
 import type { ExecutionState } from './domain/states.ts';
 import type { TaskStateChangeDetail } from './domain/task-event.ts';
+import type { SignedLink, UploadLinkRequest } from './domain/upload-links.ts';
 
 export interface Page<T> {
   readonly items: readonly T[];
@@ -110,6 +111,12 @@ export interface ObjectStore {
  * of single keys, with no need to read or list.
  */
 export type ResultSink = Pick<ObjectStore, 'put' | 'delete'>;
+
+/** Signs links that let a task's publisher write its result without permissions of its own. */
+export interface UploadSigner {
+  /** A link that does `request` on the results store, valid for `expiresSeconds`. */
+  sign(request: UploadLinkRequest, expiresSeconds: number): Promise<SignedLink>;
+}
 
 /**
  * A task's view as the backend reports it, in the words of ECS. A STOPPED task carries how it

@@ -121,6 +121,7 @@ export async function buildTestCore(overrides: Partial<Core['settings']> = {}): 
       deferSeconds: 1,
       maxLaunchAttempts: 4,
       resultLinkSeconds: 60,
+      uploadLinkSeconds: 300,
       maxWaitSeconds: 5,
       launchGraceSeconds: 120,
       requeueAfterSeconds: 60,
