@@ -108,7 +108,8 @@ export interface ObjectStore {
 
 /**
  * What a run's result is stored through: whole objects (streamed when large) and the removal
- * of single keys, with no need to read or list.
+ * of single keys. Any ObjectStore is one; so is the publisher's store that works through
+ * upload links, which can neither read nor list.
  */
 export type ResultSink = Pick<ObjectStore, 'put' | 'delete'>;
 

@@ -19,6 +19,7 @@ export interface PublisherOptions {
   /** Holds the `stdout` and `stderr` FIFOs and, at the end, the wrapper's `exit.json`. */
   readonly ioDir: string;
   readonly limits: OutputLimits;
+  /** Where the result goes: S3 itself, or upload links Ferry signs for this execution only. */
   readonly objects: ResultSink;
   readonly log: Logger;
   /** How often the live window is refreshed while output keeps coming. */

@@ -62,6 +62,7 @@ export function buildAwsCore(config: FerryConfig, clients: AwsClients = {}, log?
       cluster: aws.cluster,
       runnerImage: aws.runnerImage,
       bucket: aws.bucket,
+      ...(aws.apiUrl === undefined ? {} : { apiUrl: aws.apiUrl }),
       subnets: aws.subnets,
       securityGroups: aws.securityGroups,
       assignPublicIp: aws.assignPublicIp,

@@ -208,12 +208,24 @@ describe('ECS Fargate backend', () => {
       stopTimeout: 60,
       logConfiguration: logs('ferry-publisher'),
     });
-    expect(publisher?.environment).toEqual(
-      expect.arrayContaining([
-        { name: 'FERRY_BUCKET', value: settings.bucket },
-        { name: 'FERRY_IO_DIR', value: '/ferry/io' },
-      ]),
-    );
+    // The publisher asks Ferry's API for upload links: it is not even told the bucket.
+    expect(publisher?.environment).toEqual([
+      { name: 'FERRY_API_URL', value: settings.apiUrl },
+      { name: 'FERRY_IO_DIR', value: '/ferry/io' },
+    ]);
+  });
+
+  it('tells the publisher the bucket instead when tasks cannot reach the API', () => {
+    const { apiUrl: _, ...withoutApi } = settings;
+    const backend = new EcsBackend({ ...withoutApi, client: checkedClient(), log: silentLogger });
+
+    const definition = backend.taskDefinitionFor('public.ecr.aws/docker/library/alpine:3.20');
+
+    const publisher = definition.containerDefinitions?.find((c) => c.name === 'ferry-publisher');
+    expect(publisher?.environment).toEqual([
+      { name: 'FERRY_BUCKET', value: settings.bucket },
+      { name: 'FERRY_IO_DIR', value: '/ferry/io' },
+    ]);
   });
 
   it("runs the task with the execution's size, command and environment", async () => {

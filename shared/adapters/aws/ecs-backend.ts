@@ -38,8 +38,14 @@ export interface EcsBackendOptions {
   readonly cluster: string;
   /** Ferry's runner image: the wrapper for the init container, and the publisher. */
   readonly runnerImage: string;
-  /** Where the publisher stores results. */
+  /** The results bucket, which the publisher writes itself when there is no `apiUrl`. */
   readonly bucket: string;
+  /**
+   * Ferry's API: the publisher asks it for upload links to its execution's keys, proving
+   * itself with the launch's upload secret, so the task role needs no write permission.
+   * Without it the publisher writes to `bucket` with the task role's own permissions.
+   */
+  readonly apiUrl?: string;
   readonly subnets: readonly string[];
   readonly securityGroups: readonly string[];
   readonly assignPublicIp: boolean;
@@ -161,7 +167,9 @@ export class EcsBackend implements ComputeBackend {
           // Time to store what was captured after StopTask (cancel, timeout).
           stopTimeout: 60,
           environment: [
-            { name: 'FERRY_BUCKET', value: o.bucket },
+            o.apiUrl === undefined
+              ? { name: 'FERRY_BUCKET', value: o.bucket }
+              : { name: 'FERRY_API_URL', value: o.apiUrl },
             { name: 'FERRY_IO_DIR', value: `${SHARED_PATH}/io` },
           ],
           logConfiguration: logs('ferry-publisher'),
