@@ -9,6 +9,7 @@ import type { Core } from '#shared/core.ts';
 import { toFieldProblems } from '#shared/domain/job-spec.ts';
 import { parseReviewBody, type ReviewBody } from '#shared/domain/review.ts';
 import { EXECUTION_STATES, type ExecutionState, isExecutionState } from '#shared/domain/states.ts';
+import { UPLOAD_SECRET_HEADER } from '#shared/domain/upload-links.ts';
 import {
   IdempotencyConflict,
   InvalidTransition,
@@ -42,6 +43,7 @@ import {
   reviewResult,
   type StreamName,
 } from '#shared/use-cases/results.ts';
+import { signUploadLinks } from '#shared/use-cases/uploads.ts';
 
 export type ApiEvent = APIGatewayProxyEventV2WithIAMAuthorizer;
 export type ApiResult = APIGatewayProxyStructuredResultV2;
@@ -293,6 +295,14 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
     ),
     route('POST', '/v1/executions/{id}/result/reject', async (event) =>
       jsonResponse(200, await reviewResult(core, ownerOf(event), idOf(event), 'REJECTED', reviewBody(event))),
+    ),
+    // Called by a task's publisher, not by the execution's owner: the upload secret, not the
+    // caller, decides (on AWS every task signs as the same task role).
+    route('POST', '/v1/executions/{id}/uploads', async (event) =>
+      jsonResponse(
+        200,
+        await signUploadLinks(core, idOf(event), event.headers[UPLOAD_SECRET_HEADER], () => jsonBody(event)),
+      ),
     ),
     route('GET', '/v1/openapi.json', async () => jsonResponse(200, openApiDocument())),
     route('GET', '/v1/node', async (event) => {

@@ -246,7 +246,7 @@ export class FerryExecutor extends Construct {
     if (props.accessLogsBucket === undefined) {
       acknowledgeRules(this.resultsBucket, {
         'AwsSolutions-S1':
-          'Server access logs are opt-in (accessLogsBucket): a log bucket costs storage even when idle. Reads go through the API (access-logged with the caller) or links it presigned; writes come only from the task role.',
+          'Server access logs are opt-in (accessLogsBucket): a log bucket costs storage even when idle. Reads go through the API (access-logged with the caller) or links it presigned; writes come only through links the API signs for a task’s publisher (or, without a route to the API, from the task role).',
       });
     }
 
@@ -322,37 +322,39 @@ export class FerryExecutor extends Construct {
     );
 
     // The publisher's role. Every container of a task can reach the task's credentials, the
-    // job's included: it may write results, never read them (see the README's security notes).
+    // job's included, so it holds no S3 permission: the publisher stores its result through
+    // upload links the API signs for the holder of the launch's upload secret, and the role may
+    // call only that route (granted with the dispatcher's FERRY_API_URL below). Tasks that
+    // cannot reach the API (no route to the internet) write results themselves instead: the
+    // role may then write, never read or list, under executions/ (see the README).
     this.taskRole = new Role(this, 'TaskRole', {
       assumedBy: new ServicePrincipal('ecs-tasks.amazonaws.com').withConditions({
         ArnLike: { 'aws:SourceArn': stack.formatArn({ service: 'ecs', resource: '*' }) },
         StringEquals: { 'aws:SourceAccount': stack.account },
       }),
-      description: 'Ferry tasks: the publisher stores stdout, stderr, result.json and the live window',
+      description: network.internetEgress
+        ? "Ferry tasks: the publisher asks Ferry's API for links to store its execution's result"
+        : 'Ferry tasks: the publisher stores stdout, stderr, result.json and the live window',
     });
-    const resultWrites = new PolicyStatement({
-      actions: ['s3:PutObject', 's3:AbortMultipartUpload'],
-      resources: [this.resultsBucket.arnForObjects('executions/*')],
-    });
-    const liveDeletes = new PolicyStatement({
-      actions: ['s3:DeleteObject'],
-      resources: [this.resultsBucket.arnForObjects('executions/*/live/*')],
-    });
-    for (const statement of [resultWrites, liveDeletes]) {
-      this.taskRole.addToPrincipalPolicy(statement);
-      acknowledgeWildcards(
-        this.taskRole,
-        statement,
-        'The execution id is known only when the task runs: writes are held to executions/*, deletes to the live windows under it.',
-      );
+    const uploadLinks = network.internetEgress;
+    if (!uploadLinks) {
+      const resultWrites = new PolicyStatement({
+        actions: ['s3:PutObject', 's3:AbortMultipartUpload'],
+        resources: [this.resultsBucket.arnForObjects('executions/*')],
+      });
+      const liveDeletes = new PolicyStatement({
+        actions: ['s3:DeleteObject'],
+        resources: [this.resultsBucket.arnForObjects('executions/*/live/*')],
+      });
+      for (const statement of [resultWrites, liveDeletes]) {
+        this.taskRole.addToPrincipalPolicy(statement);
+        acknowledgeWildcards(
+          this.taskRole,
+          statement,
+          'The execution id is known only when the task runs: writes are held to executions/*, deletes to the live windows under it.',
+        );
+      }
     }
-    this.taskRole.addToPrincipalPolicy(
-      new PolicyStatement({
-        actions: ['s3:ListBucket'],
-        resources: [this.resultsBucket.bucketArn],
-        conditions: { StringLike: { 's3:prefix': ['executions/*'] } },
-      }),
-    );
 
     // --- the functions: the same settings for all, each with only its own grants
     const settings: Partial<Record<PlainSetting, string>> = {
@@ -386,7 +388,12 @@ export class FerryExecutor extends Construct {
 
     const api = ferryFunction('ApiFunction', 'api', 'Ferry HTTP API', Duration.seconds(30), 512)
       .useQueue(this.queue, { send: true })
-      .useResults(this.resultsBucket, { read: 'executions/*', list: true, delete: true })
+      .useResults(this.resultsBucket, {
+        read: 'executions/*',
+        list: true,
+        delete: true,
+        signUploads: uploadLinks,
+      })
       .useCluster(this.cluster, ['StopTask'])
       .useTaskRoles(roles, { pass: false })
       .allowPublishTo(props.publishDestinations ?? []);
@@ -532,6 +539,20 @@ export class FerryExecutor extends Construct {
     });
     // The stage URL without its trailing slash: FERRY_URL as the CLI expects it.
     this.url = `https://${this.api.apiId}.execute-api.${stack.region}.${stack.urlSuffix}`;
+    if (uploadLinks) {
+      // Not on the api function itself: its environment cannot name the API that invokes it.
+      dispatcher.useUploadLinks(
+        {
+          url: this.url,
+          routeArn: stack.formatArn({
+            service: 'execute-api',
+            resource: this.api.apiId,
+            resourceName: `${this.stage.stageName}/POST/v1/executions/*/uploads`,
+          }),
+        },
+        this.taskRole,
+      );
+    }
   }
 
   /** Lets `grantee` call the API (execute-api:Invoke on every route). */

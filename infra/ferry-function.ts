@@ -34,6 +34,7 @@ export type FerrySetting =
   | 'FERRY_EXECUTION_ROLE_ARN'
   | 'FERRY_LOG_GROUP'
   | 'FERRY_RUNNER_IMAGE'
+  | 'FERRY_API_URL'
   | 'FERRY_ASSIGN_PUBLIC_IP'
   | 'FERRY_NETWORK_ISOLATION'
   | 'FERRY_CAPACITY_PROVIDER'
@@ -58,6 +59,7 @@ export type PlainSetting = Exclude<
   | 'FERRY_CLUSTER'
   | 'FERRY_TASK_ROLE_ARN'
   | 'FERRY_EXECUTION_ROLE_ARN'
+  | 'FERRY_API_URL'
 >;
 
 /** The ECS calls a handler may make, each granted on this cluster only. */
@@ -77,7 +79,22 @@ export interface ResultsAccess {
   readonly list?: boolean;
   /** Deletes under `executions/` (a rejected result). */
   readonly delete?: boolean;
+  /**
+   * Signs upload links for tasks' publishers: PutObject (which covers the multipart calls) and
+   * AbortMultipartUpload on exactly the keys a publisher writes. Deleting a live window is
+   * covered by `delete`. A link can do no more than the role that signed it.
+   */
+  readonly signUploads?: boolean;
 }
+
+/** The keys a task's publisher writes (shared/domain/upload-links.ts signs no others). */
+export const PUBLISHER_KEYS = [
+  'executions/*/stdout',
+  'executions/*/stderr',
+  'executions/*/result.json',
+  'executions/*/live/*',
+  'executions/*/outputs/*',
+] as const;
 
 export interface FerryFunctionProps {
   /** Which export of functions/aws-handlers.ts the function runs. */
@@ -204,6 +221,15 @@ export class FerryFunction extends NodejsFunction {
         why,
       );
     }
+    if (access.signUploads === true) {
+      this.allow(
+        new PolicyStatement({
+          actions: ['s3:PutObject', 's3:AbortMultipartUpload'],
+          resources: PUBLISHER_KEYS.map((key) => bucket.arnForObjects(key)),
+        }),
+        `${why} Upload links are signed for a publisher's own keys only: its streams, live windows, manifest and outputs.`,
+      );
+    }
     if (access.list === true) {
       this.allow(
         new PolicyStatement({
@@ -319,6 +345,23 @@ export class FerryFunction extends NodejsFunction {
         }),
       );
     }
+    return this;
+  }
+
+  /**
+   * FERRY_API_URL, which the dispatcher hands to every task's publisher, with the one grant the
+   * publisher needs to use it: execute-api:Invoke for the task role on the upload-links route
+   * (`routeArn`), and on nothing else of the API.
+   */
+  useUploadLinks(api: { readonly url: string; readonly routeArn: string }, taskRole: IRole): this {
+    this.setting('FERRY_API_URL', api.url);
+    const invoke = new PolicyStatement({ actions: ['execute-api:Invoke'], resources: [api.routeArn] });
+    taskRole.addToPrincipalPolicy(invoke);
+    acknowledgeWildcards(
+      taskRole,
+      invoke,
+      'The route takes the execution id in its path, known only at run time: POST /v1/executions/*/uploads of this API and stage, no other route.',
+    );
     return this;
   }
 

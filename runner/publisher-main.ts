@@ -1,9 +1,12 @@
 // Entry point of the publisher container (Ferry's runner image). Everything it needs comes
-// from its environment: which execution, which bucket, which limits.
+// from its environment: which execution, where its result goes (upload links from Ferry's
+// API, or a bucket), which limits.
 import { S3Client } from '@aws-sdk/client-s3';
 import { S3ObjectStore } from '../shared/adapters/aws/s3-object-store.ts';
-import { loadPublisherConfig } from '../shared/config.ts';
-import { createLogger } from '../shared/logger.ts';
+import { UploadLinkStore } from '../shared/adapters/aws/upload-link-store.ts';
+import { loadPublisherConfig, type PublisherConfig } from '../shared/config.ts';
+import { createLogger, type Logger } from '../shared/logger.ts';
+import type { ResultSink } from '../shared/ports.ts';
 import { publish } from '../shared/runner/publisher.ts';
 
 let config: ReturnType<typeof loadPublisherConfig>;
@@ -14,6 +17,24 @@ try {
   process.exit(2);
 }
 const log = createLogger(config.logLevel, (line) => process.stdout.write(line));
+function resultSink(config: PublisherConfig, log: Logger): ResultSink {
+  const target = config.target;
+  if (target.kind === 'links') {
+    // Signed as the task role through the standard credential chain; the secret says which execution.
+    return new UploadLinkStore({
+      apiUrl: target.apiUrl,
+      executionId: config.executionId,
+      uploadSecret: target.uploadSecret,
+      region: config.region,
+      log,
+    });
+  }
+  return new S3ObjectStore(
+    target.bucket,
+    new S3Client({ region: config.region, forcePathStyle: target.forcePathStyle }),
+  );
+}
+
 const stopped = new Promise<void>((resolve) => {
   process.once('SIGTERM', () => resolve());
   process.once('SIGINT', () => resolve());
@@ -24,10 +45,7 @@ try {
     executionId: config.executionId,
     ioDir: config.ioDir,
     limits: config.limits,
-    objects: new S3ObjectStore(
-      config.bucket,
-      new S3Client({ region: config.region, forcePathStyle: config.forcePathStyle }),
-    ),
+    objects: resultSink(config, log),
     log,
     flushSeconds: config.flushSeconds,
     stopGraceSeconds: config.stopGraceSeconds,

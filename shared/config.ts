@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { DEFAULT_REGISTRIES } from './domain/image-reference.ts';
 import { toFieldProblems } from './domain/job-spec.ts';
 import { MiB, parseSize } from './domain/units.ts';
+import { UPLOAD_SECRET_PATTERN } from './domain/upload-links.ts';
 import { ValidationError } from './errors.ts';
 
 const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
@@ -91,6 +92,7 @@ const EnvSchema = z.strictObject({
   FERRY_EXECUTION_ROLE_ARN: z.string().min(1).optional(),
   FERRY_LOG_GROUP: z.string().min(1).optional(),
   FERRY_RUNNER_IMAGE: z.string().min(1).optional(),
+  FERRY_API_URL: z.url({ protocol: /^https?$/ }).optional(),
   FERRY_NETWORK_ISOLATION: z.enum(['open', 'isolated']).default('open'),
   FERRY_CAPACITY_PROVIDER: z.enum(['FARGATE', 'FARGATE_SPOT']).default('FARGATE'),
   FERRY_RETENTION_DAYS: integer(1, 3650).default(30),
@@ -152,6 +154,12 @@ export interface AwsSettings {
   readonly executionRoleArn: string;
   readonly logGroup: string;
   readonly runnerImage: string;
+  /**
+   * Ferry's API, where task publishers ask for upload links (the dispatcher's setting only:
+   * the api function cannot be given its own API's address). Without it tasks write results
+   * with the task role's own permissions.
+   */
+  readonly apiUrl?: string;
   /** `isolated`: tasks sit in subnets without a route out, so network "none" holds. */
   readonly networkIsolation: 'open' | 'isolated';
   readonly capacityProvider: 'FARGATE' | 'FARGATE_SPOT';
@@ -271,6 +279,7 @@ function awsSettings(
       executionRoleArn: e.FERRY_EXECUTION_ROLE_ARN ?? '',
       logGroup: e.FERRY_LOG_GROUP ?? '',
       runnerImage: e.FERRY_RUNNER_IMAGE ?? '',
+      ...(e.FERRY_API_URL === undefined ? {} : { apiUrl: e.FERRY_API_URL }),
       networkIsolation: e.FERRY_NETWORK_ISOLATION,
       capacityProvider: e.FERRY_CAPACITY_PROVIDER,
       retentionDays: e.FERRY_RETENTION_DAYS,
@@ -288,7 +297,9 @@ function deepFreeze<T>(value: T): T {
 
 const PublisherEnvSchema = z.object({
   FERRY_EXECUTION_ID: z.string().regex(/^ex_[0-9a-z]{26}$/),
-  FERRY_BUCKET: z.string().min(3),
+  FERRY_API_URL: z.url({ protocol: /^https?$/ }).optional(),
+  FERRY_UPLOAD_SECRET: z.string().regex(UPLOAD_SECRET_PATTERN, 'not an upload secret').optional(),
+  FERRY_BUCKET: z.string().min(3).optional(),
   FERRY_OUTPUT_LIMITS: z.string().transform((text, ctx) => {
     try {
       return JSON.parse(text) as unknown;
@@ -311,14 +322,20 @@ const OutputLimitsEnvSchema = z.strictObject({
   keep: z.enum(['head', 'tail', 'head+tail']),
 });
 
+/** Where the publisher stores the result. */
+export type PublisherTarget =
+  /** Through upload links Ferry's API signs for this execution (the task role may not write). */
+  | { readonly kind: 'links'; readonly apiUrl: string; readonly uploadSecret: string }
+  /** Straight into the bucket, with the task role's own permissions. */
+  | { readonly kind: 'bucket'; readonly bucket: string; readonly forcePathStyle: boolean };
+
 export interface PublisherConfig {
   readonly executionId: string;
-  readonly bucket: string;
+  readonly target: PublisherTarget;
   readonly limits: z.output<typeof OutputLimitsEnvSchema>;
   readonly ioDir: string;
   readonly flushSeconds: number;
   readonly stopGraceSeconds: number;
-  readonly forcePathStyle: boolean;
   readonly region: string;
   readonly logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
 }
@@ -344,13 +361,30 @@ export function loadPublisherConfig(env: Record<string, string | undefined>): Pu
   const e = parsed.data;
   return deepFreeze({
     executionId: e.FERRY_EXECUTION_ID,
-    bucket: e.FERRY_BUCKET,
+    target: publisherTarget(e),
     limits: limits.data,
     ioDir: e.FERRY_IO_DIR,
     flushSeconds: e.FERRY_LIVE_FLUSH_SECONDS,
     stopGraceSeconds: e.FERRY_STOP_GRACE_SECONDS,
-    forcePathStyle: e.FERRY_S3_FORCE_PATH_STYLE,
     region: env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1',
     logLevel: e.FERRY_LOG_LEVEL,
   });
+}
+
+/** Links when the API and the secret are given (both, or neither), else the bucket. */
+function publisherTarget(e: z.output<typeof PublisherEnvSchema>): PublisherTarget {
+  if (e.FERRY_API_URL !== undefined && e.FERRY_UPLOAD_SECRET !== undefined) {
+    return { kind: 'links', apiUrl: e.FERRY_API_URL, uploadSecret: e.FERRY_UPLOAD_SECRET };
+  }
+  if (e.FERRY_API_URL !== undefined) {
+    throw new ValidationError(
+      'invalid publisher configuration: FERRY_API_URL is set but FERRY_UPLOAD_SECRET is not',
+    );
+  }
+  if (e.FERRY_BUCKET === undefined) {
+    throw new ValidationError(
+      'invalid publisher configuration: set FERRY_API_URL (with FERRY_UPLOAD_SECRET) or FERRY_BUCKET',
+    );
+  }
+  return { kind: 'bucket', bucket: e.FERRY_BUCKET, forcePathStyle: e.FERRY_S3_FORCE_PATH_STYLE };
 }

@@ -13,6 +13,7 @@ import type {
   JobIntake,
   JobQueue,
   ObjectStore,
+  UploadSigner,
 } from './ports.ts';
 
 export interface CoreSettings {
@@ -25,6 +26,8 @@ export interface CoreSettings {
   /** Retryable launch failures after which the execution fails. */
   readonly maxLaunchAttempts: number;
   readonly resultLinkSeconds: number;
+  /** How long an upload link signed for a task's publisher stays usable. */
+  readonly uploadLinkSeconds: number;
   /** The longest a single wait or follow request may hold (API Gateway allows 29 s). */
   readonly maxWaitSeconds: number;
   /** A LAUNCHING job whose task never showed up this long is re-dispatched. */
@@ -46,6 +49,11 @@ export interface Core {
   readonly queue: JobQueue;
   readonly intake: JobIntake;
   readonly objects: ObjectStore;
+  /**
+   * Where tasks store results through links Ferry signs (on AWS); absent where the backend
+   * writes results itself, and then no upload link is ever handed out.
+   */
+  readonly uploads?: UploadSigner;
   readonly backend: ComputeBackend;
   readonly ledger: CapacityLedger;
   readonly changes: ChangeFeed;

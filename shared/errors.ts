@@ -57,7 +57,10 @@ export class Unauthorized extends FerryError {
   }
 }
 
-/** The request is understood but refused: it comes from a page or a name the server does not serve. */
+/**
+ * The request is understood but refused: it comes from a page or a name the server does not
+ * serve, or it shows no right to what it asks (an upload secret that is not the execution's).
+ */
 export class Forbidden extends FerryError {
   readonly code = 'forbidden';
   readonly status = 403;

@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import type { Execution, Platform, ResolvedConstraints } from './domain/execution.ts';
 import type { ExecutionState } from './domain/states.ts';
 import type { TaskStateChangeDetail } from './domain/task-event.ts';
+import type { SignedLink, UploadLinkRequest } from './domain/upload-links.ts';
 
 export interface Page<T> {
   readonly items: readonly T[];
@@ -103,9 +104,24 @@ export interface ObjectStore {
   head(key: string): Promise<ObjectInfo | undefined>;
   list(prefix: string): Promise<readonly ObjectInfo[]>;
   deletePrefix(prefix: string): Promise<void>;
+  /** Removes one object; removing one that is not there is not an error. */
+  delete(key: string): Promise<void>;
   copy(sourceKey: string, destination: string): Promise<void>;
   /** A link that downloads the object without further credentials, valid for `expiresSeconds`. */
   downloadUrl(key: string, expiresSeconds: number): Promise<string>;
+}
+
+/**
+ * What a run's result is stored through: whole objects (streamed when large) and the removal
+ * of single keys. Any ObjectStore is one; so is the publisher's store that works through
+ * upload links, which can neither read nor list.
+ */
+export type ResultSink = Pick<ObjectStore, 'put' | 'delete'>;
+
+/** Signs links that let a task's publisher write its result without permissions of its own. */
+export interface UploadSigner {
+  /** A link that does `request` on the results store, valid for `expiresSeconds`. */
+  sign(request: UploadLinkRequest, expiresSeconds: number): Promise<SignedLink>;
 }
 
 /**
@@ -125,13 +141,26 @@ export interface LiveRead {
   readonly skippedBytes: number;
 }
 
+/** What one launch attempt hands the task beyond the execution itself. */
+export interface LaunchTicket {
+  /**
+   * This attempt's upload secret (its digest is on the execution's record). A backend whose
+   * tasks store results through upload links gives it to the task's publisher and nothing else.
+   */
+  readonly uploadSecret: string;
+}
+
 export interface ComputeBackend {
   readonly platform: Platform;
   /**
    * Starts the job. Resolves with the task id once the backend has accepted it.
    * Throws BackendError; `retryable` says whether the dispatcher should try again later.
    */
-  launch(execution: Execution, constraints: ResolvedConstraints): Promise<{ taskId: string }>;
+  launch(
+    execution: Execution,
+    constraints: ResolvedConstraints,
+    ticket: LaunchTicket,
+  ): Promise<{ taskId: string }>;
   /** Asks the task to stop; idempotent, and a no-op for a task that is gone. */
   stop(taskId: string, reason: string): Promise<void>;
   /** Current status of tasks; `MISSING` for ones the backend no longer knows. */

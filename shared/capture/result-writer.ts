@@ -4,7 +4,7 @@
 import type { ResultManifest } from '../domain/execution.ts';
 import { resultKeys } from '../domain/execution.ts';
 import type { Keep } from '../domain/job-spec.ts';
-import type { ObjectStore } from '../ports.ts';
+import type { ResultSink } from '../ports.ts';
 import type { RangeRead, StreamCapture } from './stream-capture.ts';
 
 export interface RunEnding {
@@ -18,7 +18,7 @@ export interface RunEnding {
 }
 
 export async function storeResult(
-  objects: ObjectStore,
+  objects: ResultSink,
   executionId: string,
   captures: { readonly stdout: StreamCapture; readonly stderr: StreamCapture },
   keep: Keep,

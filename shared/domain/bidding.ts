@@ -8,6 +8,7 @@ import { executionTags, LONGEST_EXECUTION_ID, labelTagKey, taskOverrides } from 
 import { isInternalRegistry, parseImageReference, registryAllowed } from './image-reference.ts';
 import type { JobSpec } from './job-spec.ts';
 import { formatBytes, formatMiB } from './units.ts';
+import { LONGEST_UPLOAD_SECRET } from './upload-links.ts';
 
 export interface BidPolicy {
   readonly imageAllow: readonly string[];
@@ -174,7 +175,7 @@ export const fargateRequestLimits: BidStrategy = (spec, _policy, profile) => {
   const size = fit.fits
     ? { cpu: String(fit.size.cpuUnits), memory: String(fit.size.memoryMiB), ephemeralStorageGiB: fit.diskGiB }
     : { cpu: '16384', memory: '122880', ephemeralStorageGiB: FARGATE_LIMITS.maxDiskGiB };
-  const length = overridesLength(taskOverrides(spec, LONGEST_EXECUTION_ID, size));
+  const length = overridesLength(taskOverrides(spec, LONGEST_EXECUTION_ID, size, LONGEST_UPLOAD_SECRET));
   const limit = FARGATE_RULES.overridesMaxChars;
   if (length > limit) {
     problems.push(

@@ -90,6 +90,12 @@ export interface HistoryEntry {
   readonly justification?: string;
 }
 
+export interface LaunchAttempt {
+  readonly at: string;
+  /** SHA-256 (hex) of the upload secret handed to this attempt's task. */
+  readonly uploadSecretDigest: string;
+}
+
 export interface Execution {
   readonly id: string;
   readonly owner: string;
@@ -117,6 +123,12 @@ export interface Execution {
   readonly dispatchToken?: string;
   /** Launch attempts deferred for capacity or retryable errors. */
   readonly deferrals: number;
+  /**
+   * Every launch attempt, oldest first, with the digest of the upload secret its task was
+   * given (the secret itself is never stored). A task of any attempt may be the one that runs
+   * (a RunTask whose reply was lost may have started it), so each digest stays valid.
+   */
+  readonly launches?: readonly LaunchAttempt[];
   /**
    * A digest of the request that created the execution when it carried an Idempotency-Key:
    * a retry of that request finds this record again; another request with the key is refused.

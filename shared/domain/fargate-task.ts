@@ -1,6 +1,6 @@
 // What Ferry asks ECS for one execution, beyond its task definition: the task overrides
-// (size, the job's argv and environment, the publisher's settings) and the task's tags.
-// Pure, so the bid can measure exactly what the ECS backend will send.
+// (size, the job's argv and environment, the publisher's settings and upload secret) and the
+// task's tags. Pure, so the bid can measure exactly what the ECS backend will send.
 import type { JobSpec } from './job-spec.ts';
 import { JOB_CONTAINER } from './task-event.ts';
 
@@ -48,6 +48,8 @@ export function taskOverrides(
   spec: Pick<JobSpec, 'command' | 'env' | 'timeoutSeconds' | 'outputLimits' | 'workdir'>,
   executionId: string,
   size: FargateTaskSize,
+  /** The launch attempt's upload secret: the publisher's alone, never the job's, never a tag. */
+  uploadSecret: string,
 ): FargateTaskOverrides {
   return {
     cpu: size.cpu,
@@ -75,6 +77,7 @@ export function taskOverrides(
         environment: [
           { name: 'FERRY_EXECUTION_ID', value: executionId },
           { name: 'FERRY_OUTPUT_LIMITS', value: JSON.stringify(spec.outputLimits) },
+          { name: 'FERRY_UPLOAD_SECRET', value: uploadSecret },
         ],
       },
     ],

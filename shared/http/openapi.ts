@@ -5,6 +5,12 @@ import { z } from 'zod';
 import { JobSpecSchema } from '../domain/job-spec.ts';
 import { ReviewBodySchema } from '../domain/review.ts';
 import { EXECUTION_STATES } from '../domain/states.ts';
+import {
+  UPLOAD_GRACE_AFTER_END_SECONDS,
+  UPLOAD_SECRET_HEADER,
+  UPLOAD_SECRET_LENGTH,
+  UploadLinksBodySchema,
+} from '../domain/upload-links.ts';
 import { FERRY_VERSION } from '../version.ts';
 import {
   BidReplySchema,
@@ -13,6 +19,7 @@ import {
   NodeSchema,
   ProblemSchema,
   ResultViewSchema,
+  UploadLinksSchema,
 } from './responses.ts';
 
 /** The largest request body the server reads (the api handler refuses more with 413). */
@@ -179,6 +186,22 @@ const noFieldsBody = {
   description: 'optional; no body, or `{}`',
   content: json({ type: 'object', additionalProperties: false, properties: {} }),
   'x-max-bytes': MAX_BODY_BYTES,
+};
+
+/** A problem answer described for one operation rather than shared. */
+const problemAnswer = (description: string, headers?: Record<string, object>) => ({
+  description,
+  ...(headers === undefined ? {} : { headers }),
+  content: { 'application/problem+json': { schema: ref('Problem') } },
+});
+
+const uploadSecret = {
+  name: UPLOAD_SECRET_HEADER,
+  in: 'header',
+  required: true,
+  description:
+    "the upload secret of one of the execution's launch attempts, which only that task's publisher is given",
+  schema: { type: 'string', minLength: UPLOAD_SECRET_LENGTH, maxLength: UPLOAD_SECRET_LENGTH },
 };
 
 const PATHS: Record<string, Record<string, Operation>> = {
@@ -422,6 +445,38 @@ const PATHS: Record<string, Record<string, Operation>> = {
       },
     },
   },
+  '/v1/executions/{id}/uploads': {
+    post: {
+      operationId: 'signUploadLinks',
+      summary:
+        "Upload links for a Fargate task's publisher: presigned links to its own execution's result keys, for the holder of the upload secret",
+      parameters: [id, uploadSecret, idempotencyKey],
+      requestBody: {
+        required: true,
+        description: `the operations to sign, at most ${MAX_BODY_BYTES} bytes`,
+        content: json(ref('UploadLinksBody')),
+        'x-max-bytes': MAX_BODY_BYTES,
+      },
+      responses: {
+        ...ok(200, 'the signed links, valid a few minutes', 'UploadLinks', replayed),
+        '401': problemAnswer('no upload secret, or (locally) no valid bearer token', {
+          'WWW-Authenticate': header(`"${UPLOAD_SECRET_HEADER}" when the upload secret is missing`, {
+            type: 'string',
+          }),
+        }),
+        '403': problemAnswer(
+          "the upload secret is not one of this execution's, or a key asked for is not one its publisher writes (nothing is signed then); or refused by the local server's front door",
+        ),
+        '404': problemAnswer(
+          'this Ferry hands out no upload links: its backend stores results itself (always so on the local server)',
+        ),
+        '409': problemAnswer(
+          `the execution's run is not active and did not end in the last ${UPLOAD_GRACE_AFTER_END_SECONDS} s, or its result was reviewed; or a request with the same Idempotency-Key is still in progress`,
+        ),
+        ...problems('400', '413', '415', '422', '414', '431', '5XX'),
+      },
+    },
+  },
   '/v1/node': {
     get: {
       operationId: 'describeNode',
@@ -482,7 +537,10 @@ export function openApiDocument() {
         },
       },
       schemas: {
-        ...componentSchemas({ JobSpec: JobSpecSchema, ReviewBody: ReviewBodySchema }, 'input'),
+        ...componentSchemas(
+          { JobSpec: JobSpecSchema, ReviewBody: ReviewBodySchema, UploadLinksBody: UploadLinksBodySchema },
+          'input',
+        ),
         ...componentSchemas(
           {
             BidReply: BidReplySchema,
@@ -490,6 +548,7 @@ export function openApiDocument() {
             ExecutionPage: ExecutionPageSchema,
             ResultView: ResultViewSchema,
             Node: NodeSchema,
+            UploadLinks: UploadLinksSchema,
             Problem: ProblemSchema,
           },
           'output',

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { Bid, Execution, ResultManifest } from '../domain/execution.ts';
 import type { JobSpec } from '../domain/job-spec.ts';
 import { EXECUTION_STATES } from '../domain/states.ts';
+import type { UploadLinks } from '../domain/upload-links.ts';
 import type { describeNode } from '../use-cases/node.ts';
 import type { ResultView } from '../use-cases/results.ts';
 
@@ -103,6 +104,19 @@ export const ExecutionSchema = z.object({
     .optional()
     .describe('digest of the request that created the execution with an Idempotency-Key'),
   deferrals: count,
+  launches: z
+    .array(
+      z.object({
+        at: timestamp,
+        uploadSecretDigest: z
+          .string()
+          .describe(
+            "SHA-256 of the secret this attempt's task stores its result with; the secret is never kept",
+          ),
+      }),
+    )
+    .optional()
+    .describe('each launch attempt, oldest first'),
   exitCode: z.number().int().nullable().optional(),
   reason: z.string().optional(),
   result: z
@@ -198,6 +212,32 @@ export const NodeSchema = z.object({
   }),
 });
 
+export const UploadLinksSchema = z.object({
+  executionId: z.string(),
+  links: z
+    .array(
+      z.object({
+        action: z.enum([
+          'put',
+          'createMultipart',
+          'uploadPart',
+          'completeMultipart',
+          'abortMultipart',
+          'delete',
+        ]),
+        key: z.string(),
+        contentType: z.string().optional(),
+        uploadId: z.string().optional(),
+        partNumber: z.number().int().optional(),
+        method: z.enum(['PUT', 'POST', 'DELETE']),
+        url: z.string().describe('a presigned link: it carries its own authority'),
+        headers: z.record(z.string(), z.string()).describe('send these headers with it, unchanged'),
+      }),
+    )
+    .describe('in the order asked for'),
+  expiresAt: timestamp.describe('when the links stop working'),
+});
+
 export const ProblemSchema = z
   .looseObject({
     type: z.string(),
@@ -231,4 +271,5 @@ export const RESPONSE_TYPES_MATCH: readonly [
   Same<ResultManifest, z.output<typeof ResultManifestSchema>>,
   Same<ResultView, z.output<typeof ResultViewSchema>>,
   Same<Awaited<ReturnType<typeof describeNode>>, z.output<typeof NodeSchema>>,
-] = [true, true, true, true, true, true];
+  Same<UploadLinks, z.output<typeof UploadLinksSchema>>,
+] = [true, true, true, true, true, true, true];

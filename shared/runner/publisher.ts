@@ -12,14 +12,15 @@ import { captureLimitsFor, captureStream, StreamCapture } from '../capture/strea
 import type { ResultManifest } from '../domain/execution.ts';
 import type { OutputLimits } from '../domain/job-spec.ts';
 import type { Logger } from '../logger.ts';
-import type { ObjectStore } from '../ports.ts';
+import type { ResultSink } from '../ports.ts';
 
 export interface PublisherOptions {
   readonly executionId: string;
   /** Holds the `stdout` and `stderr` FIFOs and, at the end, the wrapper's `exit.json`. */
   readonly ioDir: string;
   readonly limits: OutputLimits;
-  readonly objects: ObjectStore;
+  /** Where the result goes: S3 itself, or upload links Ferry signs for this execution only. */
+  readonly objects: ResultSink;
   readonly log: Logger;
   /** How often the live window is refreshed while output keeps coming. */
   readonly flushSeconds: number;
@@ -168,7 +169,7 @@ export async function publish(options: PublisherOptions): Promise<ResultManifest
   });
   await Promise.all(
     (['stdout', 'stderr'] as const).map((name) =>
-      objects.deletePrefix(liveKey(executionId, name)).catch(() => undefined),
+      objects.delete(liveKey(executionId, name)).catch(() => undefined),
     ),
   );
   return manifest;

@@ -8,12 +8,14 @@ import { DynamoCapacityLedger } from '../adapters/aws/dynamo-ledger.ts';
 import { DynamoExecutionStore, DynamoIdempotencyStore } from '../adapters/aws/dynamo-store.ts';
 import { EcsBackend } from '../adapters/aws/ecs-backend.ts';
 import { S3ObjectStore } from '../adapters/aws/s3-object-store.ts';
+import { PRESIGNING_CONFIG, S3UploadSigner } from '../adapters/aws/s3-upload-signer.ts';
 import { SqsJobQueue } from '../adapters/aws/sqs-queue.ts';
 import { StoreThenSendIntake } from '../adapters/aws/store-then-send-intake.ts';
 import { executionIds, systemClock } from '../adapters/system.ts';
 import type { FerryConfig } from '../config.ts';
 import type { ChangeFeed, Core } from '../core.ts';
 import { fargateProfile } from '../domain/bidding.ts';
+import { UPLOAD_LINK_SECONDS } from '../domain/upload-links.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import { FERRY_VERSION } from '../version.ts';
 
@@ -21,6 +23,8 @@ export interface AwsClients {
   readonly dynamodb?: DynamoDBClient;
   readonly sqs?: SQSClient;
   readonly s3?: S3Client;
+  /** Signs upload links; it must be configured with PRESIGNING_CONFIG (see S3UploadSigner). */
+  readonly s3Presigning?: S3Client;
   readonly ecs?: ECSClient;
 }
 
@@ -50,10 +54,15 @@ export function buildAwsCore(config: FerryConfig, clients: AwsClients = {}, log?
     queue,
     intake: new StoreThenSendIntake(store, queue),
     objects: new S3ObjectStore(aws.bucket, clients.s3 ?? new S3Client({ region: aws.region })),
+    uploads: new S3UploadSigner(
+      aws.bucket,
+      clients.s3Presigning ?? new S3Client({ region: aws.region, ...PRESIGNING_CONFIG }),
+    ),
     backend: new EcsBackend({
       cluster: aws.cluster,
       runnerImage: aws.runnerImage,
       bucket: aws.bucket,
+      ...(aws.apiUrl === undefined ? {} : { apiUrl: aws.apiUrl }),
       subnets: aws.subnets,
       securityGroups: aws.securityGroups,
       assignPublicIp: aws.assignPublicIp,
@@ -78,6 +87,7 @@ export function buildAwsCore(config: FerryConfig, clients: AwsClients = {}, log?
       deferSeconds: 10,
       maxLaunchAttempts: 10,
       resultLinkSeconds: config.resultLinkSeconds,
+      uploadLinkSeconds: UPLOAD_LINK_SECONDS,
       // API Gateway ends a request after 29 s.
       maxWaitSeconds: 25,
       launchGraceSeconds: 600,

@@ -32,6 +32,7 @@ import type { PlatformProfile } from '../domain/bidding.ts';
 import { parseImageReference, registryAllowed } from '../domain/image-reference.ts';
 import { ACTIVE_STATES } from '../domain/states.ts';
 import type { TaskStateChangeEvent } from '../domain/task-event.ts';
+import { UPLOAD_LINK_SECONDS } from '../domain/upload-links.ts';
 import {
   Forbidden,
   HeadersTooLarge,
@@ -247,6 +248,8 @@ async function startWork(
       deferSeconds: 1,
       maxLaunchAttempts: 8,
       resultLinkSeconds: config.resultLinkSeconds,
+      // Local backends store results themselves: no upload link is ever signed here.
+      uploadLinkSeconds: UPLOAD_LINK_SECONDS,
       maxWaitSeconds: 300,
       launchGraceSeconds: 120,
       requeueAfterSeconds: 60,

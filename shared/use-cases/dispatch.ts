@@ -1,11 +1,13 @@
 // Dispatch: turn a queue message into a launched task, or leave the job queued until
 // capacity frees. Safe under at-least-once delivery: only a QUEUED execution is moved to
-// LAUNCHING (conditionally), and a relaunch of a LAUNCHING one reuses the same task.
+// LAUNCHING (conditionally), and a relaunch of a LAUNCHING one reuses the same task. Each
+// launch attempt mints an upload secret for its task and records the secret's digest first.
 
 import type { Core } from '../core.ts';
 import { decideLaunch } from '../domain/capacity.ts';
-import type { Execution } from '../domain/execution.ts';
+import type { Execution, LaunchAttempt } from '../domain/execution.ts';
 import { isTerminal } from '../domain/states.ts';
+import { mintUploadSecret, uploadSecretDigest } from '../domain/upload-links.ts';
 import { BackendError, StaleExecution } from '../errors.ts';
 import type { DispatchMessage } from '../ports.ts';
 import { amend, moveTo, mutate } from './transitions.ts';
@@ -27,7 +29,7 @@ export async function dispatch(core: Core, message: DispatchMessage): Promise<Di
   ) {
     return { outcome: 'dropped', reason: 'superseded by a newer dispatch message' };
   }
-  if (execution.state === 'LAUNCHING' && execution.task === undefined) return launch(core, execution);
+  if (execution.state === 'LAUNCHING' && execution.task === undefined) return relaunch(core, execution);
   if (execution.state !== 'QUEUED') {
     // A duplicate delivery, or a job cancelled while its message waited.
     return { outcome: 'dropped', reason: `execution is ${execution.state}` };
@@ -48,7 +50,11 @@ export async function dispatch(core: Core, message: DispatchMessage): Promise<Di
     return { outcome: 'deferred', reason: 'the capacity budget is taken by jobs launched meanwhile' };
   }
 
-  const launching = moveTo(execution, 'LAUNCHING', now, { launchedAt: now.toISOString() });
+  const attempt = newAttempt(now);
+  const launching = moveTo(execution, 'LAUNCHING', now, {
+    launchedAt: now.toISOString(),
+    launches: [...(execution.launches ?? []), attempt.record],
+  });
   try {
     await core.store.update(launching, execution);
   } catch (error) {
@@ -57,7 +63,39 @@ export async function dispatch(core: Core, message: DispatchMessage): Promise<Di
     if (error instanceof StaleExecution) return { outcome: 'dropped', reason: 'execution changed meanwhile' };
     throw error;
   }
-  return launch(core, launching);
+  return launch(core, launching, attempt.secret);
+}
+
+/** A launch attempt: the secret for its task, and what the record keeps of it. */
+function newAttempt(now: Date): { secret: string; record: LaunchAttempt } {
+  const secret = mintUploadSecret();
+  return { secret, record: { at: now.toISOString(), uploadSecretDigest: uploadSecretDigest(secret) } };
+}
+
+/**
+ * A LAUNCHING execution without a task: an earlier attempt failed and is retried, or its
+ * dispatcher died. The new attempt's digest is recorded before its task can exist; the
+ * backend reuses a task an earlier attempt started, whose own digest stays valid.
+ */
+async function relaunch(core: Core, execution: Execution): Promise<DispatchOutcome> {
+  const attempt = newAttempt(core.clock.now());
+  const claimed = await mutate(
+    core.store,
+    execution.id,
+    (current) =>
+      current.state === 'LAUNCHING' && current.task === undefined
+        ? amend(current, core.clock.now(), { launches: [...(current.launches ?? []), attempt.record] })
+        : undefined,
+    8,
+    execution,
+  );
+  if (claimed.launches?.at(-1)?.uploadSecretDigest !== attempt.record.uploadSecretDigest) {
+    return {
+      outcome: 'dropped',
+      reason: `execution is ${claimed.state}${claimed.task ? ' with a task' : ''}`,
+    };
+  }
+  return launch(core, claimed, attempt.secret);
 }
 
 /** The next message of the execution's one live chain. */
@@ -66,12 +104,12 @@ export const messageFor = (execution: Execution): DispatchMessage => ({
   ...(execution.dispatchToken === undefined ? {} : { token: execution.dispatchToken }),
 });
 
-async function launch(core: Core, execution: Execution): Promise<DispatchOutcome> {
+async function launch(core: Core, execution: Execution, uploadSecret: string): Promise<DispatchOutcome> {
   const constraints = execution.bid.constraints;
   if (constraints === undefined) return fail(core, execution, 'the bid has no resolved constraints');
   let taskId: string;
   try {
-    ({ taskId } = await core.backend.launch(execution, constraints));
+    ({ taskId } = await core.backend.launch(execution, constraints, { uploadSecret }));
   } catch (error) {
     if (
       error instanceof BackendError &&

@@ -22,6 +22,7 @@ import { parseJobSpec } from '../../shared/domain/job-spec.ts';
 import { BackendError } from '../../shared/errors.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { type AwsEnvironment, awsConfig, clientConfig, createAwsEnvironment } from '../support/aws.ts';
+import { ticket } from '../support/fixtures.ts';
 import {
   ecsError,
   enforceFargateRules,
@@ -113,9 +114,9 @@ describe('ECS Fargate backend', () => {
     const first = countedBackend();
 
     const a = launching({ image, command: ['true'] });
-    await first.backend.launch(a.execution, a.constraints);
+    await first.backend.launch(a.execution, a.constraints, ticket());
     const b = launching({ image, command: ['false'] });
-    await first.backend.launch(b.execution, b.constraints);
+    await first.backend.launch(b.execution, b.constraints, ticket());
 
     expect(operations(first.calls)).toEqual([
       'DescribeTaskDefinition',
@@ -127,7 +128,7 @@ describe('ECS Fargate backend', () => {
 
     const cold = countedBackend();
     const c = launching({ image, command: ['true'] });
-    await cold.backend.launch(c.execution, c.constraints);
+    await cold.backend.launch(c.execution, c.constraints, ticket());
 
     expect(operations(cold.calls)).toEqual(['DescribeTaskDefinition', 'RunTask']);
     const family = cold.backend.taskDefinitionFor(image).family;
@@ -207,12 +208,24 @@ describe('ECS Fargate backend', () => {
       stopTimeout: 60,
       logConfiguration: logs('ferry-publisher'),
     });
-    expect(publisher?.environment).toEqual(
-      expect.arrayContaining([
-        { name: 'FERRY_BUCKET', value: settings.bucket },
-        { name: 'FERRY_IO_DIR', value: '/ferry/io' },
-      ]),
-    );
+    // The publisher asks Ferry's API for upload links: it is not even told the bucket.
+    expect(publisher?.environment).toEqual([
+      { name: 'FERRY_API_URL', value: settings.apiUrl },
+      { name: 'FERRY_IO_DIR', value: '/ferry/io' },
+    ]);
+  });
+
+  it('tells the publisher the bucket instead when tasks cannot reach the API', () => {
+    const { apiUrl: _, ...withoutApi } = settings;
+    const backend = new EcsBackend({ ...withoutApi, client: checkedClient(), log: silentLogger });
+
+    const definition = backend.taskDefinitionFor('public.ecr.aws/docker/library/alpine:3.20');
+
+    const publisher = definition.containerDefinitions?.find((c) => c.name === 'ferry-publisher');
+    expect(publisher?.environment).toEqual([
+      { name: 'FERRY_BUCKET', value: settings.bucket },
+      { name: 'FERRY_IO_DIR', value: '/ferry/io' },
+    ]);
   });
 
   it("runs the task with the execution's size, command and environment", async () => {
@@ -224,7 +237,8 @@ describe('ECS Fargate backend', () => {
       labels: { team: 'data' },
     });
 
-    const { taskId } = await coldBackend().launch(execution, constraints);
+    const { uploadSecret } = ticket();
+    const { taskId } = await coldBackend().launch(execution, constraints, { uploadSecret });
 
     const task = await describeTask(taskId);
     expect(task.taskArn).toBe(taskId);
@@ -259,10 +273,14 @@ describe('ECS Fargate backend', () => {
           environment: [
             { name: 'FERRY_EXECUTION_ID', value: execution.id },
             { name: 'FERRY_OUTPUT_LIMITS', value: JSON.stringify(execution.spec.outputLimits) },
+            { name: 'FERRY_UPLOAD_SECRET', value: uploadSecret },
           ],
         },
       ],
     });
+    // The publisher's alone: not the job's container, not a tag anyone may read.
+    expect(JSON.stringify(task.overrides?.containerOverrides?.[0])).not.toContain(uploadSecret);
+    expect(JSON.stringify(task.tags)).not.toContain(uploadSecret);
     expect(task.tags).toEqual(
       expect.arrayContaining([
         { key: 'ferry:execution', value: execution.id },
@@ -274,14 +292,14 @@ describe('ECS Fargate backend', () => {
   });
 
   it('sends a command near the overrides limit whole, as the bid accepted it', async () => {
-    const long = 'a'.repeat(7700);
+    const long = 'a'.repeat(7600);
     const { execution, constraints } = launching({
       image: 'public.ecr.aws/docker/library/alpine:3.20',
       command: ['sh', '-c', long],
       labels: Object.fromEntries(Array.from({ length: 49 }, (_, i) => [`label${i}`, 'value ü'])),
     });
 
-    const { taskId } = await coldBackend().launch(execution, constraints);
+    const { taskId } = await coldBackend().launch(execution, constraints, ticket());
 
     const task = await describeTask(taskId);
     expect(task.overrides?.containerOverrides?.[0]?.command?.at(-1)).toBe(long);
@@ -300,7 +318,7 @@ describe('ECS Fargate backend', () => {
     });
     const { backend, calls } = countedBackend();
 
-    const failure = await backend.launch(execution, constraints).catch((error: unknown) => error);
+    const failure = await backend.launch(execution, constraints, ticket()).catch((error: unknown) => error);
 
     expect(failure).toBeInstanceOf(BackendError);
     expect(failure).toMatchObject({ retryable: false });
@@ -340,7 +358,12 @@ describe('ECS Fargate backend', () => {
     const image = 'public.ecr.aws/docker/library/alpine:3.20';
     const { execution, constraints } = launching({ image, command: ['sh', '-c', 'a'.repeat(50_000)] });
     const backend = coldBackend();
-    const input = backend.runTaskInput(execution, constraints, await backend.ensureTaskDefinition(image));
+    const input = backend.runTaskInput(
+      execution,
+      constraints,
+      await backend.ensureTaskDefinition(image),
+      ticket().uploadSecret,
+    );
     const started = await aws.clients.ecs.send(new RunTaskCommand(input));
     expect(started.tasks).toHaveLength(1);
   });
@@ -352,7 +375,7 @@ describe('ECS Fargate backend', () => {
       workdir: '/data/work',
     });
 
-    const { taskId } = await coldBackend().launch(execution, constraints);
+    const { taskId } = await coldBackend().launch(execution, constraints, ticket());
 
     const task = await describeTask(taskId);
     expect(task.overrides?.containerOverrides?.[0]?.command).toEqual([
@@ -373,7 +396,7 @@ describe('ECS Fargate backend', () => {
       command: ['true'],
     });
 
-    const { taskId } = await coldBackend().launch(execution, constraints);
+    const { taskId } = await coldBackend().launch(execution, constraints, ticket());
 
     const task = await describeTask(taskId);
     expect(task.overrides?.cpu).toBe('256');
@@ -388,9 +411,9 @@ describe('ECS Fargate backend', () => {
       image: 'public.ecr.aws/docker/library/alpine:3.20',
       command: ['true'],
     });
-    const first = await backend.launch(execution, constraints);
+    const first = await backend.launch(execution, constraints, ticket());
 
-    const retried = await backend.launch({ ...execution, deferrals: 1 }, constraints);
+    const retried = await backend.launch({ ...execution, deferrals: 1 }, constraints, ticket());
 
     expect(retried.taskId).toBe(first.taskId);
     expect(operations(calls).filter((op) => op === 'RunTask')).toHaveLength(1);
@@ -406,7 +429,7 @@ describe('ECS Fargate backend', () => {
       image: 'public.ecr.aws/docker/library/alpine:3.20',
       command: ['sleep', '3600'],
     });
-    const { taskId } = await backend.launch(execution, constraints);
+    const { taskId } = await backend.launch(execution, constraints, ticket());
 
     await backend.stop(taskId, 'cancelled by the caller');
     await backend.stop(taskId, 'cancelled by the caller');
@@ -447,7 +470,7 @@ describe('ECS Fargate backend', () => {
       image: 'public.ecr.aws/docker/library/alpine:3.20',
       command: ['sleep', '60'],
     });
-    const { taskId } = await backend.launch(execution, constraints);
+    const { taskId } = await backend.launch(execution, constraints, ticket());
     const unknown = `arn:aws:ecs:us-east-1:123456789012:task/${aws.cluster.split('/').pop()}/fedcba9876543210fedcba9876543210`;
 
     const statuses = await backend.describe([unknown, taskId]);
@@ -474,7 +497,7 @@ describe('ECS Fargate backend', () => {
         image: 'public.ecr.aws/docker/library/alpine:3.20',
         command: ['true'],
       });
-      const { taskId } = await backend.launch(execution, constraints);
+      const { taskId } = await backend.launch(execution, constraints, ticket());
 
       const seen: string[] = [];
       for (let i = 0; i < 5; i++) seen.push((await backend.describe([taskId]))[0]?.lastStatus ?? '');

@@ -16,6 +16,7 @@ import { buildAwsCore } from '../../shared/runtime/aws.ts';
 import { submitJob } from '../../shared/use-cases/bids.ts';
 import { dispatch } from '../../shared/use-cases/dispatch.ts';
 import { type AwsEnvironment, awsConfig, clientConfig, createAwsEnvironment } from '../support/aws.ts';
+import { ticket } from '../support/fixtures.ts';
 import {
   capacityUnavailable,
   ecsError,
@@ -128,7 +129,7 @@ describe('ECS faults, in the backend', () => {
     faults.next('RunTask', throttling(), throttling());
     const { execution, constraints } = await launchable();
 
-    const { taskId } = await backend.launch(execution, constraints);
+    const { taskId } = await backend.launch(execution, constraints, ticket());
 
     expect(await tasksOf(aws, execution.id)).toEqual([taskId]);
     expect(faults.count('RunTask')).toBe(3);
@@ -141,7 +142,7 @@ describe('ECS faults, in the backend', () => {
     faults.always('RunTask', throttling());
     const { execution, constraints } = await launchable();
 
-    const error = await backend.launch(execution, constraints).catch((e: unknown) => e);
+    const error = await backend.launch(execution, constraints, ticket()).catch((e: unknown) => e);
 
     expect(error).toBeInstanceOf(BackendError);
     expect(error).toMatchObject({ retryable: true, message: expect.stringContaining('Rate exceeded') });
@@ -156,11 +157,31 @@ describe('ECS faults, in the backend', () => {
     faults.next('RunTask', capacityUnavailable(), capacityUnavailable());
     const { execution, constraints } = await launchable();
 
-    const { taskId } = await backend.launch(execution, constraints);
+    const { taskId } = await backend.launch(execution, constraints, ticket());
 
     expect(await tasksOf(aws, execution.id)).toEqual([taskId]);
     expect(faults.count('RunTask')).toBe(3);
     expect(growing(pauses)).toBe(true);
+  });
+
+  it('takes the task an earlier attempt started when RunTask refuses its token with another secret', async () => {
+    const { backend, faults } = backendWithFaults();
+    const { execution, constraints } = await launchable();
+    const first = await backend.launch(execution, constraints, ticket());
+    // ECS's answer to the same client token with different overrides (this attempt's secret).
+    faults.next(
+      'RunTask',
+      ecsError(
+        'ConflictException',
+        'The request could not be processed because of conflict in the current state of the resource.',
+      ),
+    );
+
+    const second = await backend.launch(execution, constraints, ticket());
+
+    expect(second.taskId).toBe(first.taskId);
+    expect(await tasksOf(aws, execution.id)).toEqual([first.taskId]);
+    expect(faults.count('RunTask')).toBe(2);
   });
 
   it('calls a lasting capacity shortage retryable, naming the reason', async () => {
@@ -168,7 +189,7 @@ describe('ECS faults, in the backend', () => {
     faults.always('RunTask', capacityUnavailable());
     const { execution, constraints } = await launchable();
 
-    const error = await backend.launch(execution, constraints).catch((e: unknown) => e);
+    const error = await backend.launch(execution, constraints, ticket()).catch((e: unknown) => e);
 
     expect(error).toBeInstanceOf(BackendError);
     expect(error).toMatchObject({
@@ -188,7 +209,7 @@ describe('ECS faults, in the backend', () => {
     );
     const { execution, constraints } = await launchable();
 
-    const error = await backend.launch(execution, constraints).catch((e: unknown) => e);
+    const error = await backend.launch(execution, constraints, ticket()).catch((e: unknown) => e);
 
     expect(error).toBeInstanceOf(BackendError);
     expect(error).toMatchObject({

@@ -125,6 +125,17 @@ describe('S3 object store', () => {
     await store.deletePrefix('t7/executions/none/');
   });
 
+  it('deletes one key and not the keys it is a prefix of; a missing key is no error', async () => {
+    await store.put('t7b/executions/x/live/stdout', 'live');
+    await store.put('t7b/executions/x/live/stdout.old', 'old');
+
+    await store.delete('t7b/executions/x/live/stdout');
+    await store.delete('t7b/executions/x/live/stdout');
+
+    expect(await store.get('t7b/executions/x/live/stdout')).toBeUndefined();
+    expect((await store.get('t7b/executions/x/live/stdout.old'))?.toString()).toBe('old');
+  });
+
   it('copies within its bucket and to an s3:// destination in another bucket', async () => {
     const other = `${aws.bucket}-published`;
     await aws.clients.s3.send(new CreateBucketCommand({ Bucket: other }));

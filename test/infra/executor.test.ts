@@ -62,6 +62,7 @@ function deployedEnvironment(variables: Record<string, unknown>): Record<string,
     FERRY_EXECUTION_ROLE_ARN: 'arn:aws:iam::123456789012:role/execution',
     FERRY_LOG_GROUP: 'ferry-tasks',
     FERRY_RUNNER_IMAGE: '123456789012.dkr.ecr.eu-west-1.amazonaws.com/cdk-assets:runner',
+    FERRY_API_URL: 'https://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com',
   };
   return Object.fromEntries(
     Object.entries(variables).map(([name, value]) => [
@@ -524,7 +525,15 @@ describe('least privilege', () => {
       'sqs:ReceiveMessage',
     ];
     expect(actions('api')).toEqual(
-      [...table, 's3:DeleteObject', 's3:GetObject', 's3:ListBucket', 'sqs:SendMessage'].sort(),
+      [
+        ...table,
+        's3:AbortMultipartUpload',
+        's3:DeleteObject',
+        's3:GetObject',
+        's3:ListBucket',
+        's3:PutObject',
+        'sqs:SendMessage',
+      ].sort(),
     );
     expect(actions('dispatcher')).toEqual([...table, ...consume, 'sqs:SendMessage'].sort());
     expect(actions('taskEvents')).toEqual([...table, 's3:GetObject', 's3:ListBucket'].sort());
@@ -547,15 +556,57 @@ describe('least privilege', () => {
     }
   });
 
-  it('lets tasks write results but never read them', () => {
+  it('gives tasks no S3 permission: they may call the upload-links route of this API, and nothing else', () => {
+    // Every container of a task, the job's included, can reach these credentials.
     const statements = statementsOf(s.template, s.id(s.ferry.taskRole));
-    expect(statements.flatMap(actionsOf).sort()).toEqual(
-      ['s3:AbortMultipartUpload', 's3:DeleteObject', 's3:ListBucket', 's3:PutObject'].sort(),
+    expect(statements.flatMap(actionsOf)).toEqual(['execute-api:Invoke']);
+    expect(statements.flatMap(actionsOf).filter((a) => a.startsWith('s3:'))).toEqual([]);
+    const [invoke] = statements;
+    expect(invoke?.Condition).toBeUndefined();
+    expect(resourcesOf(invoke as Statement)).toEqual([
+      {
+        'Fn::Join': [
+          '',
+          [
+            'arn:',
+            { Ref: 'AWS::Partition' },
+            ':execute-api:',
+            { Ref: 'AWS::Region' },
+            ':',
+            { Ref: 'AWS::AccountId' },
+            ':',
+            ref(s.ferry.api),
+            '/$default/POST/v1/executions/*/uploads',
+          ],
+        ],
+      },
+    ]);
+  });
+
+  it('hands the dispatcher this API’s URL for the tasks, and lets the api sign only the publisher’s keys', () => {
+    const dispatcher = ferryFunctions().find(([, fn]) => fn.Properties.Handler === 'index.dispatcher');
+    expect(JSON.stringify(dispatcher?.[1].Properties.Environment.Variables.FERRY_API_URL)).toContain(
+      JSON.stringify(ref(s.ferry.api)),
     );
-    expect(JSON.stringify(allowing(statements, 's3:PutObject')[0]?.Resource)).toContain('/executions/*');
-    expect(JSON.stringify(allowing(statements, 's3:DeleteObject')[0]?.Resource)).toContain(
-      '/executions/*/live/*',
-    );
+    const others = ferryFunctions().filter(([, fn]) => fn.Properties.Handler !== 'index.dispatcher');
+    for (const [, fn] of others) expect(fn.Properties.Environment.Variables.FERRY_API_URL).toBeUndefined();
+    expect(allowing(statementsOfHandler('dispatcher'), 'execute-api:Invoke')).toEqual([]);
+
+    const api = statementsOfHandler('api');
+    const [writes] = allowing(api, 's3:PutObject');
+    expect(allowing(api, 's3:PutObject')).toHaveLength(1);
+    expect(actionsOf(writes as Statement).sort()).toEqual(['s3:AbortMultipartUpload', 's3:PutObject']);
+    const keys = resourcesOf(writes as Statement).map((r) => JSON.stringify(r));
+    for (const key of ['stdout', 'stderr', 'result.json', 'live/*', 'outputs/*']) {
+      expect(keys.some((k) => k.endsWith(`/executions/*/${key}"]]}`))).toBe(true);
+    }
+    expect(keys).toHaveLength(5);
+    for (const handler of ['dispatcher', 'taskEvents', 'sweeper'] as const) {
+      expect(allowing(statementsOfHandler(handler), 's3:PutObject'), handler).toEqual([]);
+    }
+  });
+
+  it('lets tasks’ execution role pull images and write logs, nothing else', () => {
     const execution = statementsOf(s.template, s.id(s.ferry.taskExecutionRole));
     expect(execution.flatMap(actionsOf).sort()).toEqual(
       [

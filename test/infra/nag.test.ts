@@ -77,14 +77,21 @@ describe('AwsSolutions checks', () => {
       .map(({ id }) => id.replace(/^AwsSolutions::AwsSolutions-IAM5\[Resource::/, '').replace(/\]$/, ''));
     const cluster = open.id(open.ferry.cluster);
     const bucket = open.id(open.ferry.resultsBucket);
+    const api = open.id(open.ferry.api);
     expect([...new Set(wildcards)].sort()).toEqual(
       [
         '*',
         `<${bucket}.Arn>/executions/*`,
+        // The keys the api signs upload links for.
         `<${bucket}.Arn>/executions/*/live/*`,
+        `<${bucket}.Arn>/executions/*/outputs/*`,
         `<${bucket}.Arn>/executions/*/result.json`,
+        `<${bucket}.Arn>/executions/*/stderr`,
+        `<${bucket}.Arn>/executions/*/stdout`,
         `arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task-definition/ferry-*:*`,
         `arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task/<${cluster}>/*`,
+        // The one route tasks may call.
+        `arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:<${api}>/$default/POST/v1/executions/*/uploads`,
       ].sort(),
     );
   });

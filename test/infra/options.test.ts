@@ -15,10 +15,11 @@ const settingsOf = (s: Synthesized) => {
     (fn) => fn.Properties.Environment?.Variables?.FERRY_TABLE_NAME !== undefined,
   );
   expect(functions).toHaveLength(4);
-  const [first, ...rest] = functions.map(
-    (fn) => fn.Properties.Environment.Variables as Record<string, unknown>,
-  );
-  // One configuration, four functions.
+  // One configuration, four functions; the dispatcher alone also hands tasks the API's URL.
+  const [first, ...rest] = functions.map((fn) => {
+    const { FERRY_API_URL: _, ...shared } = fn.Properties.Environment.Variables as Record<string, unknown>;
+    return shared;
+  });
   for (const other of rest) expect(other).toEqual(first);
   return first ?? {};
 };
@@ -80,6 +81,22 @@ describe('the isolated network layout', () => {
         DestinationPrefixListId: { 'Fn::GetAtt': [expect.any(String), 'PrefixLists.0.PrefixListId'] },
       }),
     ]);
+  });
+
+  it('lets tasks, which cannot reach the API there, write results but never read or list them', () => {
+    const statements = statementsOf(isolated.template, isolated.id(isolated.ferry.taskRole));
+    expect(statements.flatMap(actionsOf).sort()).toEqual(
+      ['s3:AbortMultipartUpload', 's3:DeleteObject', 's3:PutObject'].sort(),
+    );
+    expect(JSON.stringify(allowing(statements, 's3:PutObject')[0]?.Resource)).toContain('/executions/*');
+    expect(JSON.stringify(allowing(statements, 's3:DeleteObject')[0]?.Resource)).toContain(
+      '/executions/*/live/*',
+    );
+    // No dispatcher hands out the API's URL, so publishers write to the bucket themselves.
+    const functions = Object.values(isolated.template.findResources('AWS::Lambda::Function'));
+    for (const fn of functions) expect(fn.Properties.Environment?.Variables?.FERRY_API_URL).toBeUndefined();
+    const api = statementsOf(isolated.template, isolated.id(isolated.ferry.functions.api.functionRole));
+    expect(allowing(api, 's3:PutObject')).toEqual([]);
   });
 
   it('refuses to allow egress jobs it could not honour', () => {
@@ -153,7 +170,11 @@ describe('settings', () => {
 
   it('let the api publish accepted results to the destinations given, and nowhere else', () => {
     const statements = statementsOf(tuned.template, tuned.id(tuned.ferry.functions.api.functionRole));
-    const puts = allowing(statements, 's3:PutObject');
+    // Beside the one that signs upload links in the results bucket.
+    const results = tuned.id(tuned.ferry.resultsBucket);
+    const puts = allowing(statements, 's3:PutObject').filter(
+      (p) => !JSON.stringify(p.Resource).includes(results),
+    );
     expect(puts).toHaveLength(1);
     expect(resourcesOf(puts[0] ?? { Effect: '', Action: [], Resource: [] })).toEqual([
       { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':s3:::team-results/ferry/*']] },

@@ -909,6 +909,29 @@ describe('jobs as plain processes', () => {
   });
 });
 
+describe('upload links', () => {
+  test('are a 404 here, whatever is asked: the local backends store results themselves', async () => {
+    const submitted = await submitJob(job(['sh', '-c', 'echo stored']));
+    const path = `/v1/executions/${submitted.id}/uploads`;
+    const asked = { links: [{ action: 'put', key: `executions/${submitted.id}/stdout` }] };
+
+    const replies = [
+      await call('POST', path, { body: asked, headers: { 'ferry-upload-secret': 'x'.repeat(43) } }),
+      await call('POST', path, { body: asked }),
+      await call('POST', path, { body: 'not json', headers: { 'content-type': 'text/plain' } }),
+    ];
+
+    for (const reply of replies) {
+      expect(expectProblem(reply, 404).detail).toBe(
+        'this Ferry hands out no upload links: its backend stores every result itself',
+      );
+    }
+    const done = await waitUntil(submitted.id);
+    expect(done.state).toBe('COMPLETED');
+    expect(await logOf(submitted.id, 'stdout')).toBe('stored\n');
+  });
+});
+
 describe('after all of the above', () => {
   test('the server is healthy and a normal job still succeeds', async () => {
     const submitted = await submitJob(job(['echo', 'hi']));

@@ -1,19 +1,25 @@
-// The Fargate task's anatomy, run for real with Docker against the emulated S3: the init
+// The Fargate task's anatomy, run for real with Docker against the emulated AWS: the init
 // container hands the static wrapper over a shared volume, the job's image (one static
-// program, no shell) runs through it, and the publisher stores the result in S3.
+// program, no shell) runs through it, and the publisher stores the result in S3 through
+// upload links it asks Ferry's API for, as the task role (which may not write to S3), with the
+// upload secret the dispatcher's RunTask gave it.
 import { execFileSync } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
-import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { createHash } from 'node:crypto';
+import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { executionIds } from '../../shared/adapters/system.ts';
+import type { EmulatedHttpApi } from '../../shared/adapters/emulated/http-api.ts';
+import type { Core } from '../../shared/core.ts';
 import type { ResultManifest } from '../../shared/domain/execution.ts';
-import { clientConfig, endpointFor } from '../support/aws.ts';
+import { silentLogger } from '../../shared/logger.ts';
+import { buildAwsCore } from '../../shared/runtime/aws.ts';
+import { serveApi, TASK_KEY } from '../support/api-front.ts';
+import { type AwsEnvironment, awsConfig, createAwsEnvironment, launchOnEcs, REGION } from '../support/aws.ts';
 
-const RUNNER = 'ferry-runner:test';
+// Named after this checkout, so two checkouts sharing one Docker Engine never run each other's publisher.
+const RUNNER = `ferry-runner:test-${createHash('sha256').update(process.cwd()).digest('hex').slice(0, 8)}`;
 const JOB = 'ferry-testjob:noshell';
 const docker = new Docker();
-const ids = executionIds();
 
 if (!inject('dockerAvailable') && process.env.CI === 'true') {
   throw new Error('CI=true but no Docker Engine: the task anatomy cannot be proven');
@@ -28,11 +34,14 @@ interface Run {
   readonly publisherLog: string;
 }
 
-const s3 = new S3Client(clientConfig('s3'));
-const bucket = `ferry-anatomy-${randomUUID().slice(0, 8)}`;
+let aws: AwsEnvironment;
+let core: Core;
+let api: EmulatedHttpApi;
+/** Requests for upload links that reached the api handler. */
+const linkRequests = { calls: 0 };
 
 async function object(key: string): Promise<Buffer> {
-  const reply = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  const reply = await aws.clients.s3.send(new GetObjectCommand({ Bucket: aws.bucket, Key: key }));
   return Buffer.from(await (reply.Body?.transformToByteArray() ?? Promise.resolve(new Uint8Array())));
 }
 
@@ -50,7 +59,14 @@ async function runTask(
   argv: string[],
   options: { limits: object; timeoutSeconds?: number; stopAfterMs?: number; workdir?: string },
 ): Promise<Run> {
-  const executionId = ids.next();
+  // Launched by the dispatcher (on the emulator's ECS): the record holds the secret's digest,
+  // and RunTask's overrides carry what the publisher container is given.
+  const { executionId, publisherEnvironment } = await launchOnEcs(aws, core, {
+    image: 'public.ecr.aws/docker/library/alpine:3.20',
+    command: argv,
+    outputLimits: options.limits,
+    timeoutSeconds: options.timeoutSeconds ?? 60,
+  });
   const volume = `ferry-${executionId}`;
   await docker.createVolume({ Name: volume });
   const mount = { HostConfig: { Binds: [`${volume}:/ferry`] } };
@@ -66,16 +82,16 @@ async function runTask(
     const publisher = await docker.createContainer({
       Image: RUNNER,
       Env: [
-        `FERRY_EXECUTION_ID=${executionId}`,
-        `FERRY_BUCKET=${bucket}`,
-        `FERRY_OUTPUT_LIMITS=${JSON.stringify(options.limits)}`,
+        // From RunTask's overrides: the execution, its limits, its upload secret.
+        ...Object.entries(publisherEnvironment).map(([name, value]) => `${name}=${value}`),
+        // From the task definition, with the API a loopback front instead of API Gateway.
+        `FERRY_API_URL=${api.url}`,
         'FERRY_IO_DIR=/ferry/io',
-        'FERRY_S3_FORCE_PATH_STYLE=true',
         'FERRY_STOP_GRACE_SECONDS=2',
-        `AWS_ENDPOINT_URL=${endpointFor('s3')}`,
-        'AWS_ACCESS_KEY_ID=test',
-        'AWS_SECRET_ACCESS_KEY=test',
-        'AWS_REGION=us-east-1',
+        // The task role's credentials, which the publisher finds through the standard chain.
+        `AWS_ACCESS_KEY_ID=${TASK_KEY.accessKeyId}`,
+        `AWS_SECRET_ACCESS_KEY=${TASK_KEY.secretAccessKey}`,
+        `AWS_REGION=${REGION}`,
       ],
       HostConfig: { Binds: [`${volume}:/ferry`], NetworkMode: 'host' },
     });
@@ -133,20 +149,25 @@ const pattern = (from: number, length: number) =>
   Buffer.from(Array.from({ length }, (_, i) => (from + i) % 256));
 
 describe.skipIf(!inject('dockerAvailable'))('Fargate task anatomy (Docker + emulated S3)', () => {
-  beforeAll(() => {
+  beforeAll(async () => {
     execFileSync('bash', ['scripts/build-runner-image.sh', RUNNER], { stdio: 'inherit' });
     execFileSync('bash', ['scripts/build-testjob-image.sh', JOB], { stdio: 'inherit' });
-    return s3.send(new CreateBucketCommand({ Bucket: bucket })).then(() => undefined);
+    aws = await createAwsEnvironment();
+    core = buildAwsCore(awsConfig(aws), aws.clients, silentLogger);
+    api = await serveApi(core, linkRequests);
   }, 180_000);
 
-  afterAll(() => s3.destroy());
+  afterAll(() => api?.close());
 
   it('captures stdout, stderr and the exit code of an image without a shell', async () => {
+    const before = linkRequests.calls;
     const run = await runTask(['/testjob', 'line', 'hello', 'err', 'oops', 'exit', '3'], {
       limits: { stdoutBytes: 1024, stderrBytes: 1024, inlineBytes: 256, keep: 'head+tail' },
     });
 
     expect(run.jobExit).toBe(3);
+    // Stored through links: the streams, result.json, the live windows' removal.
+    expect(linkRequests.calls - before).toBeGreaterThanOrEqual(4);
     expect(run.stdout.toString()).toBe('hello\n');
     expect(run.stderr.toString()).toBe('oops\n');
     expect(run.manifest).toMatchObject({
@@ -158,8 +179,8 @@ describe.skipIf(!inject('dockerAvailable'))('Fargate task anatomy (Docker + emul
       stderr: { totalBytes: 5, truncated: false, inline: 'oops\n' },
     });
     // The live window is a working file: gone once the result is complete.
-    const listed = await s3.send(
-      new ListObjectsV2Command({ Bucket: bucket, Prefix: `executions/${run.executionId}/` }),
+    const listed = await aws.clients.s3.send(
+      new ListObjectsV2Command({ Bucket: aws.bucket, Prefix: `executions/${run.executionId}/` }),
     );
     expect(listed.Contents?.map((o) => o.Key?.split('/').slice(2).join('/')).sort()).toEqual([
       'result.json',

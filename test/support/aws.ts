@@ -4,15 +4,19 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { CreateSecurityGroupCommand, DescribeSubnetsCommand, EC2Client } from '@aws-sdk/client-ec2';
-import { CreateClusterCommand, ECSClient } from '@aws-sdk/client-ecs';
+import { CreateClusterCommand, DescribeTasksCommand, ECSClient } from '@aws-sdk/client-ecs';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { CreateQueueCommand, GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { inject } from 'vitest';
 import { S3ObjectStore } from '../../shared/adapters/aws/s3-object-store.ts';
+import { PRESIGNING_CONFIG } from '../../shared/adapters/aws/s3-upload-signer.ts';
 import { tableDefinition } from '../../shared/adapters/aws/table.ts';
 import { storeResult } from '../../shared/capture/result-writer.ts';
 import { StreamCapture } from '../../shared/capture/stream-capture.ts';
 import { loadConfig } from '../../shared/config.ts';
+import type { Core } from '../../shared/core.ts';
+import { submitJob } from '../../shared/use-cases/bids.ts';
+import { dispatch } from '../../shared/use-cases/dispatch.ts';
 import type { AwsService } from '../global-setup.ts';
 
 export const REGION = 'us-east-1';
@@ -55,6 +59,7 @@ export function awsClients(endpoint?: string) {
     dynamodb: new DynamoDBClient(clientConfig('dynamodb', endpoint)),
     sqs: new SQSClient(clientConfig('sqs', endpoint)),
     s3: new S3Client(clientConfig('s3', endpoint)),
+    s3Presigning: new S3Client({ ...clientConfig('s3', endpoint), ...PRESIGNING_CONFIG }),
     ecs: new ECSClient(clientConfig('ecs', endpoint)),
   };
 }
@@ -120,6 +125,8 @@ export async function createAwsEnvironment(endpoint?: string): Promise<AwsEnviro
     FERRY_EXECUTION_ROLE_ARN: 'arn:aws:iam::123456789012:role/ferry-task-execution',
     FERRY_LOG_GROUP: `/ferry/${id}/tasks`,
     FERRY_RUNNER_IMAGE: '123456789012.dkr.ecr.us-east-1.amazonaws.com/ferry-runner:test',
+    // Where tasks' publishers ask for upload links; tests that use the API give their own front.
+    FERRY_API_URL: 'https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com',
     AWS_REGION: REGION,
   };
   return {
@@ -154,4 +161,26 @@ export async function publishResult(
     startedAt: now,
     endedAt: now,
   });
+}
+
+/**
+ * Submits `job` and has the dispatcher launch it on the emulator's ECS; returns the execution
+ * and the environment RunTask's overrides gave its publisher (upload secret included).
+ */
+export async function launchOnEcs(
+  aws: AwsEnvironment,
+  core: Core,
+  job: Record<string, unknown>,
+): Promise<{ executionId: string; publisherEnvironment: Record<string, string> }> {
+  const execution = await submitJob(core, 'arn:aws:iam::123456789012:user/alice', job);
+  const outcome = await dispatch(core, { executionId: execution.id });
+  if (outcome.outcome !== 'launched') throw new Error(`not launched: ${JSON.stringify(outcome)}`);
+  const { tasks = [] } = await aws.clients.ecs.send(
+    new DescribeTasksCommand({ cluster: aws.cluster, tasks: [outcome.taskId] }),
+  );
+  const publisher = tasks[0]?.overrides?.containerOverrides?.find((c) => c.name === 'ferry-publisher');
+  return {
+    executionId: execution.id,
+    publisherEnvironment: Object.fromEntries((publisher?.environment ?? []).map((e) => [e.name, e.value])),
+  };
 }

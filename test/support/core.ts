@@ -13,12 +13,14 @@ import type { Execution, ResolvedConstraints } from '../../shared/domain/executi
 import { DEFAULT_REGISTRIES } from '../../shared/domain/image-reference.ts';
 import type { BackendError } from '../../shared/errors.ts';
 import { silentLogger } from '../../shared/logger.ts';
-import type { ComputeBackend, LiveRead, TaskStatus } from '../../shared/ports.ts';
+import type { ComputeBackend, LaunchTicket, LiveRead, TaskStatus } from '../../shared/ports.ts';
 import { tempDir } from './server.ts';
 
 export class ScriptedBackend implements ComputeBackend {
   readonly platform = 'docker' as const;
   readonly launched: string[] = [];
+  /** Every launch attempt's ticket, by execution, in order. */
+  readonly tickets = new Map<string, LaunchTicket[]>();
   readonly stopped: string[] = [];
   readonly tasks = new Map<string, 'RUNNING' | 'STOPPED'>();
   /** How a STOPPED task ended, as `describe` reports it. */
@@ -28,7 +30,12 @@ export class ScriptedBackend implements ComputeBackend {
   /** Runs inside launch, before it returns: lets a test race something against the launch. */
   duringLaunch: (() => Promise<void>) | undefined;
 
-  async launch(execution: Execution, _constraints: ResolvedConstraints): Promise<{ taskId: string }> {
+  async launch(
+    execution: Execution,
+    _constraints: ResolvedConstraints,
+    ticket: LaunchTicket,
+  ): Promise<{ taskId: string }> {
+    this.tickets.set(execution.id, [...(this.tickets.get(execution.id) ?? []), ticket]);
     const failure = this.failures.shift();
     if (failure !== undefined) throw failure;
     await this.duringLaunch?.();
@@ -114,6 +121,7 @@ export async function buildTestCore(overrides: Partial<Core['settings']> = {}): 
       deferSeconds: 1,
       maxLaunchAttempts: 4,
       resultLinkSeconds: 60,
+      uploadLinkSeconds: 300,
       maxWaitSeconds: 5,
       launchGraceSeconds: 120,
       requeueAfterSeconds: 60,

@@ -19,6 +19,7 @@ import {
   taskDefinitionViolations,
 } from '../../shared/domain/fargate-rules.ts';
 import { type JobSpec, parseJobSpec } from '../../shared/domain/job-spec.ts';
+import { mintUploadSecret } from '../../shared/domain/upload-links.ts';
 import { silentLogger } from '../../shared/logger.ts';
 
 const policy: BidPolicy = {
@@ -67,7 +68,12 @@ const backend = new EcsBackend({
 const ids = executionIds();
 
 /** What the ECS backend would register and send for an execution of `spec`. */
-function requestsFor(spec: JobSpec, constraints: ResolvedConstraints, id: string) {
+function requestsFor(
+  spec: JobSpec,
+  constraints: ResolvedConstraints,
+  id: string,
+  uploadSecret = mintUploadSecret(),
+) {
   const at = '2026-01-01T00:00:00.000Z';
   const execution: Execution = {
     id,
@@ -88,6 +94,7 @@ function requestsFor(spec: JobSpec, constraints: ResolvedConstraints, id: string
     execution,
     constraints,
     `arn:aws:ecs:us-east-1:123456789012:task-definition/${definition.family}:1`,
+    uploadSecret,
   );
   return { definition, run };
 }
@@ -274,7 +281,7 @@ describe('the Fargate bid against what RunTask refuses', () => {
   const big = (n: number) => 'a'.repeat(n);
   it.each<[string, Record<string, unknown>, RegExp | null]>([
     ['a short command', { command: ['echo', 'hi'] }, null],
-    ['a command just inside the overrides limit', { command: ['sh', '-c', big(7700)] }, null],
+    ['a command just inside the overrides limit', { command: ['sh', '-c', big(7600)] }, null],
     [
       'a command past the overrides limit',
       { command: ['sh', '-c', big(9000)] },
@@ -313,6 +320,26 @@ describe('the Fargate bid against what RunTask refuses', () => {
     const offer = bid(input);
     if (reason === null) expect(offer).toMatchObject({ accepted: true });
     else expect(offer).toEqual({ accepted: false, reason: expect.stringMatching(reason) });
+  });
+
+  it("counts the publisher's upload secret, which only the launch mints, in the overrides it measures", () => {
+    let longest = 0;
+    for (let n = 7500; n < FARGATE_RULES.overridesMaxChars; n++) {
+      if (!bid({ command: ['sh', '-c', 'a'.repeat(n)] }).accepted) break;
+      longest = n;
+    }
+    const spec = parseJobSpec({ image: 'alpine:3.20', command: ['sh', '-c', 'a'.repeat(longest)] });
+    const secret = mintUploadSecret();
+
+    const { run } = requestsFor(spec, constraintsOf(bid({ command: spec.command })), ids.next(), secret);
+
+    // The secret's 85 characters are in what RunTask gets, and it still takes it.
+    expect(runTaskViolations(run)).toEqual([]);
+    const [job, publisher] = run.overrides?.containerOverrides ?? [];
+    expect(publisher?.environment).toContainEqual({ name: 'FERRY_UPLOAD_SECRET', value: secret });
+    // The job's container and the task's tags never carry it.
+    expect(JSON.stringify(job)).not.toContain(secret);
+    expect(JSON.stringify(run.tags)).not.toContain(secret);
   });
 
   it('leaves the local backends alone', () => {

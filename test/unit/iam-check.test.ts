@@ -335,6 +335,42 @@ describe('deciding with the synthesized policies', () => {
     expect((await decide(api, listAll, bucketPolicy())).allowed).toBe(false);
   });
 
+  it('lets a task call the upload-links route of its API and nothing else, and touch no result', async () => {
+    const task = principal(/^ExecutorTaskRole/);
+    const apiId = physical('AWS::ApiGatewayV2::Api');
+    const bucket = physical('AWS::S3::Bucket');
+    const invoke = (route: string, api = apiId) =>
+      checkAuthorization(task, {
+        action: 'execute-api:Invoke',
+        resource: `arn:aws:execute-api:us-east-1:123456789012:${api}/$default/${route}`,
+        context: {},
+      });
+    const onBucket = (action: string, resource: string) =>
+      checkAuthorization(task, { action, resource, context: {} }, bucketPolicy());
+
+    expect((await invoke('POST/v1/executions/ex_e1/uploads')).allowed).toBe(true);
+    for (const route of [
+      'GET/v1/executions',
+      'GET/v1/executions/ex_e1',
+      'GET/v1/executions/ex_e1/result',
+      'POST/v1/jobs',
+      'POST/v1/executions/ex_e1/cancel',
+      'GET/v1/executions/ex_e1/uploads',
+    ]) {
+      expect((await invoke(route)).allowed, route).toBe(false);
+    }
+    expect((await invoke('POST/v1/executions/ex_e1/uploads', 'otherapi01')).allowed).toBe(false);
+    for (const [action, resource] of [
+      ['s3:PutObject', `arn:aws:s3:::${bucket}/executions/e1/result.json`],
+      ['s3:DeleteObject', `arn:aws:s3:::${bucket}/executions/e1/live/stdout`],
+      ['s3:AbortMultipartUpload', `arn:aws:s3:::${bucket}/executions/e1/stdout`],
+      ['s3:GetObject', `arn:aws:s3:::${bucket}/executions/e1/stdout`],
+      ['s3:ListBucket', `arn:aws:s3:::${bucket}`],
+    ] as const) {
+      expect((await onBucket(action, resource)).allowed, action).toBe(false);
+    }
+  });
+
   it("applies the bucket's own policy: a request without TLS is explicitly denied", async () => {
     const api = principal(/^ExecutorApiFunctionRole/);
     const bucket = physical('AWS::S3::Bucket');

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { TaskStateChangeDetail } from '../../shared/domain/task-event.ts';
 import { BackendError, IdempotencyConflict, StorageUnavailable } from '../../shared/errors.ts';
@@ -63,6 +64,30 @@ describe('dispatch under at-least-once delivery', () => {
     const failed = await core.store.get(invalid.id);
     expect(failed?.state).toBe('FAILED');
     expect(failed?.reason).toBe('launch failed: image not found');
+  });
+
+  it('gives each launch attempt an upload secret, keeping only its digest, written before the task starts', async () => {
+    const { core, backend } = await buildTestCore();
+    const execution = await submitJob(core, OWNER, job);
+    const digest = (secret = '') => createHash('sha256').update(secret).digest('hex');
+    const secrets = () => (backend.tickets.get(execution.id) ?? []).map((t) => t.uploadSecret);
+    let recordedAtLaunch: string[] = [];
+    backend.duringLaunch = async () => {
+      recordedAtLaunch =
+        (await core.store.get(execution.id))?.launches?.map((l) => l.uploadSecretDigest) ?? [];
+    };
+    backend.failures.push(new BackendError('Rate exceeded', { retryable: true }));
+
+    await dispatch(core, { executionId: execution.id });
+    await dispatch(core, { executionId: execution.id });
+
+    expect(secrets()).toHaveLength(2);
+    for (const secret of secrets()) expect(secret).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(new Set(secrets()).size).toBe(2);
+    const stored = await core.store.get(execution.id);
+    expect(stored?.launches?.map((l) => l.uploadSecretDigest)).toEqual(secrets().map(digest));
+    expect(recordedAtLaunch).toEqual(secrets().map(digest));
+    for (const secret of secrets()) expect(JSON.stringify(stored)).not.toContain(secret);
   });
 
   it('stops a task whose execution was cancelled while the launch was in flight', async () => {

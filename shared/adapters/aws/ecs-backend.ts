@@ -1,13 +1,15 @@
 // ComputeBackend on ECS Fargate. One task definition per image (family named from a hash
 // of what defines it, looked up before it is registered), RunTask with task-level size
-// overrides and a client token derived from the execution id, failures[] read as
-// retryable (capacity, throttling) or final (invalid request), StopTask for cancel and timeout.
+// overrides, the attempt's upload secret for the publisher alone and a client token derived
+// from the execution id, failures[] read as retryable (capacity, throttling) or final
+// (invalid request), StopTask for cancel and timeout.
 import { createHash } from 'node:crypto';
 import {
   ClientException,
   DescribeTaskDefinitionCommand,
   DescribeTasksCommand,
   ECSClient,
+  ECSServiceException,
   type Failure,
   ListTasksCommand,
   RegisterTaskDefinitionCommand,
@@ -30,14 +32,20 @@ import {
 import { JOB_CONTAINER } from '../../domain/task-event.ts';
 import { BackendError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
-import type { ComputeBackend, LiveRead, TaskStatus } from '../../ports.ts';
+import type { ComputeBackend, LaunchTicket, LiveRead, TaskStatus } from '../../ports.ts';
 
 export interface EcsBackendOptions {
   readonly cluster: string;
   /** Ferry's runner image: the wrapper for the init container, and the publisher. */
   readonly runnerImage: string;
-  /** Where the publisher stores results. */
+  /** The results bucket, which the publisher writes itself when there is no `apiUrl`. */
   readonly bucket: string;
+  /**
+   * Ferry's API: the publisher asks it for upload links to its execution's keys, proving
+   * itself with the launch's upload secret, so the task role needs no write permission.
+   * Without it the publisher writes to `bucket` with the task role's own permissions.
+   */
+  readonly apiUrl?: string;
   readonly subnets: readonly string[];
   readonly securityGroups: readonly string[];
   readonly assignPublicIp: boolean;
@@ -159,7 +167,9 @@ export class EcsBackend implements ComputeBackend {
           // Time to store what was captured after StopTask (cancel, timeout).
           stopTimeout: 60,
           environment: [
-            { name: 'FERRY_BUCKET', value: o.bucket },
+            o.apiUrl === undefined
+              ? { name: 'FERRY_BUCKET', value: o.bucket }
+              : { name: 'FERRY_API_URL', value: o.apiUrl },
             { name: 'FERRY_IO_DIR', value: `${SHARED_PATH}/io` },
           ],
           logConfiguration: logs('ferry-publisher'),
@@ -215,6 +225,7 @@ export class EcsBackend implements ComputeBackend {
     execution: Execution,
     constraints: ResolvedConstraints,
     taskDefinition: string,
+    uploadSecret: string,
   ): RunTaskCommandInput {
     const size = constraints.fargate ?? {
       cpu: String(Math.round(constraints.cpu * 1024)),
@@ -227,7 +238,8 @@ export class EcsBackend implements ComputeBackend {
       count: 1,
       capacityProviderStrategy: [{ capacityProvider: this.options.capacityProvider, weight: 1 }],
       startedBy: execution.id,
-      // Same execution, same token: a retried RunTask returns the task it already started.
+      // Same execution, same token: a retried RunTask returns the task it already started, and
+      // one with another attempt's secret is refused (ConflictException) rather than run twice.
       clientToken: createHash('sha256').update(`ferry:${execution.id}`).digest('hex').slice(0, 64),
       group: 'ferry',
       networkConfiguration: {
@@ -238,20 +250,24 @@ export class EcsBackend implements ComputeBackend {
         },
       },
       // The same builders the Fargate bid measures, so what was accepted is what is sent.
-      overrides: taskOverrides(execution.spec, execution.id, size),
+      overrides: taskOverrides(execution.spec, execution.id, size, uploadSecret),
       tags: executionTags(execution.id, execution.spec.labels),
       propagateTags: 'TASK_DEFINITION',
     };
   }
 
-  async launch(execution: Execution, constraints: ResolvedConstraints): Promise<{ taskId: string }> {
-    if (execution.deferrals > 0) {
-      // A retry: if an earlier attempt started a task after all, that task is the one.
+  async launch(
+    execution: Execution,
+    constraints: ResolvedConstraints,
+    ticket: LaunchTicket,
+  ): Promise<{ taskId: string }> {
+    if (execution.deferrals > 0 || (execution.launches?.length ?? 0) > 1) {
+      // A retry or a relaunch: if an earlier attempt started a task after all, that task is the one.
       const existing = await this.findTask(execution.id);
       if (existing !== undefined) return { taskId: existing };
     }
     const taskDefinition = await this.ensureTaskDefinition(execution.spec.image);
-    const input = this.runTaskInput(execution, constraints, taskDefinition);
+    const input = this.runTaskInput(execution, constraints, taskDefinition, ticket.uploadSecret);
     // Fargate would refuse it on every attempt; say why rather than ask.
     const violations = runTaskViolations(input, this.taskDefinitionFor(execution.spec.image));
     if (violations.length > 0) {
@@ -265,6 +281,10 @@ export class EcsBackend implements ComputeBackend {
         if (arn !== undefined) return { taskId: arn };
         failures = reply.failures ?? [];
       } catch (error) {
+        if (error instanceof ECSServiceException && error.name === 'ConflictException') {
+          // The token was used by an earlier attempt (another secret) that started a task.
+          return { taskId: await this.startedEarlier(execution.id, error) };
+        }
         if (!isRetryable(describeError(error)) || attempt >= 3) throw this.launchError(error);
         await this.sleep(backoff(attempt));
         continue;
@@ -292,13 +312,26 @@ export class EcsBackend implements ComputeBackend {
     return new BackendError(text, { cause: error, retryable: isRetryable(text) });
   }
 
-  private async findTask(executionId: string): Promise<string | undefined> {
+  /** The task an earlier RunTask with this execution's token started; ECS may list it a little late. */
+  private async startedEarlier(executionId: string, conflict: unknown): Promise<string> {
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      // A short job may have ended already: its task is the one all the same.
+      const existing = (await this.findTask(executionId)) ?? (await this.findTask(executionId, 'STOPPED'));
+      if (existing !== undefined) return existing;
+      await this.sleep(backoff(attempt));
+    }
+    throw new BackendError(
+      `an earlier launch attempt of ${executionId} started a task that ECS does not list yet`,
+      { cause: conflict, retryable: true },
+    );
+  }
+
+  private async findTask(
+    executionId: string,
+    desiredStatus: 'RUNNING' | 'STOPPED' = 'RUNNING',
+  ): Promise<string | undefined> {
     const reply = await this.ecs.send(
-      new ListTasksCommand({
-        cluster: this.options.cluster,
-        startedBy: executionId,
-        desiredStatus: 'RUNNING',
-      }),
+      new ListTasksCommand({ cluster: this.options.cluster, startedBy: executionId, desiredStatus }),
     );
     return reply.taskArns?.[0];
   }

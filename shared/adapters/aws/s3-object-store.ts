@@ -3,6 +3,7 @@
 import type { Readable } from 'node:stream';
 import {
   CopyObjectCommand,
+  DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
@@ -129,6 +130,11 @@ export class S3ObjectStore implements ObjectStore {
         }),
       );
     }
+  }
+
+  async delete(key: string): Promise<void> {
+    // S3 answers a missing key with success: nothing to tell apart.
+    await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
   }
 
   /** Copies to a key in this bucket, or to `s3://bucket/key` anywhere the role may write. */

@@ -124,6 +124,10 @@ export class DirectoryObjectStore implements ObjectStore {
       await fsp.rm(this.pathOf(prefix.slice(0, -1)), { recursive: true, force: true });
   }
 
+  async delete(key: string): Promise<void> {
+    await fsp.rm(this.pathOf(key), { force: true });
+  }
+
   /** Copies within the store, or to an `s3://bucket/key` destination mirrored under `published/`. */
   async copy(sourceKey: string, destination: string): Promise<void> {
     const source = fs.createReadStream(this.pathOf(sourceKey));
