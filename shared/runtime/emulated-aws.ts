@@ -169,6 +169,60 @@ export class EmulatedAwsDeployment {
       gateway.addPrincipal(principal);
     }
 
+    // The HTTP API in front of the api function: SigV4 checked, then execute-api:Invoke.
+    const [apiId] = model.resourcesOfType('AWS::ApiGatewayV2::Api')[0] ?? [];
+    const integration = model.resourcesOfType('AWS::ApiGatewayV2::Integration')[0]?.[1];
+    const apiFunctionArn = resolver.resolveString(integration?.Properties?.IntegrationUri, 'IntegrationUri');
+    if (apiId === undefined) throw new Error('the stack has no HTTP API');
+    const apiTarget: { current?: EmulatedFunction } = {};
+    const httpApiId = names.get(apiId)?.ref ?? apiId;
+    const httpApi = new EmulatedHttpApi({
+      apiId: httpApiId,
+      region: REGION,
+      log: options.log,
+      invoke: (event) =>
+        apiTarget.current?.invoke(event) ??
+        Promise.resolve({ ok: false, error: { errorType: 'Emulator.NotReady', errorMessage: 'starting' } }),
+      authorize: async (request) => {
+        const verification = await verifySignature(request, (key) => gateway.principalFor(key));
+        if (!verification.ok) return { ok: false, message: verification.message };
+        const caller = gateway.principalFor(verification.signature.accessKeyId) as Principal;
+        const resource = request.routeArn.replace(':*:', `:${ACCOUNT}:`);
+        const verdict = await checkAuthorization(caller, {
+          action: 'execute-api:Invoke',
+          resource,
+          context: {},
+        });
+        gateway.calls.push({
+          principal: caller.name,
+          service: 'execute-api',
+          operation: `${request.method} ${request.url.split('?')[0]}`,
+          authorizations: [{ action: 'execute-api:Invoke', resource, context: {}, ...verdict }],
+          status: verdict.allowed ? 200 : 403,
+          at: new Date().toISOString(),
+        });
+        if (!verdict.allowed) {
+          return {
+            ok: false,
+            message: `User: ${caller.principalArn} is not authorized to perform: execute-api:Invoke on resource: ${resource}`,
+          };
+        }
+        return {
+          ok: true,
+          caller: {
+            arn: caller.principalArn,
+            accessKey: caller.accessKeyId,
+            accountId: ACCOUNT,
+            userId: `AIDA${caller.name.toUpperCase().replace(/[^A-Z0-9]/g, '')}`,
+          },
+        };
+      },
+    });
+    await httpApi.listen();
+    // Its public address, as CDK's HttpApi.url gives it, stands for the emulated front.
+    const publicApiUrl = `https://${httpApiId}.execute-api.${REGION}.amazonaws.com`;
+    const addresses = new Map([[publicApiUrl, httpApi.url]]);
+
     // The functions, each under its own role, talking to AWS through the gateway.
     const deployment: { current?: EmulatedAwsDeployment } = {};
     const functions = new Map<string, EmulatedFunction>();
@@ -185,7 +239,7 @@ export class EmulatedAwsDeployment {
           arn: names.get(fn.logicalId)?.attributes?.Arn ?? fn.logicalId,
           entry: path.join(fn.codeDir, 'index.mjs'),
           exportName: fn.handlerExport,
-          environment: functionEnvironment(fn, resolver, role, gatewayUrl),
+          environment: functionEnvironment(fn, resolver, role, gatewayUrl, addresses),
           timeoutSeconds: fn.timeoutSeconds,
           memoryMiB: fn.memoryMiB,
           maxConcurrency: scaling?.MaximumConcurrency ?? 10,
@@ -236,54 +290,9 @@ export class EmulatedAwsDeployment {
       );
     }
 
-    // The HTTP API in front of the api function: SigV4 checked, then execute-api:Invoke.
-    const [apiId] = model.resourcesOfType('AWS::ApiGatewayV2::Api')[0] ?? [];
-    const integration = model.resourcesOfType('AWS::ApiGatewayV2::Integration')[0]?.[1];
-    const apiFunctionArn = resolver.resolveString(integration?.Properties?.IntegrationUri, 'IntegrationUri');
     const apiFunction = [...functions.values()].find((f) => f.settings.arn === apiFunctionArn);
-    if (apiId === undefined || apiFunction === undefined) throw new Error('the stack has no HTTP API');
-    const httpApiId = names.get(apiId)?.ref ?? apiId;
-    const httpApi = new EmulatedHttpApi({
-      apiId: httpApiId,
-      region: REGION,
-      log: options.log,
-      invoke: (event) => apiFunction.invoke(event),
-      authorize: async (request) => {
-        const verification = await verifySignature(request, (key) => gateway.principalFor(key));
-        if (!verification.ok) return { ok: false, message: verification.message };
-        const caller = gateway.principalFor(verification.signature.accessKeyId) as Principal;
-        const resource = request.routeArn.replace(':*:', `:${ACCOUNT}:`);
-        const verdict = await checkAuthorization(caller, {
-          action: 'execute-api:Invoke',
-          resource,
-          context: {},
-        });
-        gateway.calls.push({
-          principal: caller.name,
-          service: 'execute-api',
-          operation: `${request.method} ${request.url.split('?')[0]}`,
-          authorizations: [{ action: 'execute-api:Invoke', resource, context: {}, ...verdict }],
-          status: verdict.allowed ? 200 : 403,
-          at: new Date().toISOString(),
-        });
-        if (!verdict.allowed) {
-          return {
-            ok: false,
-            message: `User: ${caller.principalArn} is not authorized to perform: execute-api:Invoke on resource: ${resource}`,
-          };
-        }
-        return {
-          ok: true,
-          caller: {
-            arn: caller.principalArn,
-            accessKey: caller.accessKeyId,
-            accountId: ACCOUNT,
-            userId: `AIDA${caller.name.toUpperCase().replace(/[^A-Z0-9]/g, '')}`,
-          },
-        };
-      },
-    });
-    await httpApi.listen();
+    if (apiFunction === undefined) throw new Error('the HTTP API integrates no function of the stack');
+    apiTarget.current = apiFunction;
 
     // ECS: RunTask becomes containers, whose changes become EventBridge events.
     let realiser: FargateRealiser | undefined;
@@ -548,10 +557,14 @@ function functionEnvironment(
   resolver: Resolver,
   role: Principal,
   gatewayUrl: string,
+  /** Public addresses of the stack's endpoints, and where the emulator serves them. */
+  addresses: ReadonlyMap<string, string>,
 ): Record<string, string> {
   const environment: Record<string, string> = {};
   for (const [name, value] of Object.entries(fn.environment)) {
-    environment[name] = resolver.resolveString(value, `${fn.logicalId} ${name}`);
+    const resolved = resolver.resolveString(value, `${fn.logicalId} ${name}`);
+    const served = [...addresses].find(([address]) => resolved.startsWith(address));
+    environment[name] = served === undefined ? resolved : served[1] + resolved.slice(served[0].length);
   }
   return {
     ...environment,

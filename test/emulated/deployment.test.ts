@@ -5,6 +5,7 @@
 // checked against its role's policies from the template; each test ends with no denied call
 // and the capacity ledger back to zero.
 import { createHash } from 'node:crypto';
+import { ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Execution } from '../../shared/domain/execution.ts';
 import { describeDenials, type Harness, startHarness } from '../support/emulated-aws.ts';
@@ -188,5 +189,94 @@ describe.skipIf(!inject('dockerAvailable'))('the deployed stack, with real conta
     expect(done.state).toBe('COMPLETED');
     expect(done.exitCode).toBe(4);
     expect((await stdoutOf(done.id)).toString()).toBe('twice\n');
+  });
+});
+
+describe.skipIf(!inject('dockerAvailable'))('what a job can do with its task role', () => {
+  it('cannot list executions or overwrite another execution result: IAM refuses both', async () => {
+    const other = await h.waitFor((await h.submit({ image, command: ['echo', 'mine'] })).id);
+    expect(other.state).toBe('COMPLETED');
+    const job = await h.submit({ image, command: ['sleep', '30'] });
+    const arn = await taskOf(job.id);
+    // What the job's container can reach: the credentials endpoint in its own environment.
+    const credentialsUri = (await h.deployment.realiser?.environmentOf(arn, 'job'))
+      ?.AWS_CONTAINER_CREDENTIALS_FULL_URI;
+    expect(credentialsUri).toBeDefined();
+    const credentials = (await (await fetch(credentialsUri as string)).json()) as {
+      AccessKeyId: string;
+      SecretAccessKey: string;
+      Token: string;
+    };
+    const s3 = new S3Client({
+      region: 'us-east-1',
+      endpoint: h.deployment.gateway.url,
+      forcePathStyle: true,
+      maxAttempts: 1,
+      credentials: {
+        accessKeyId: credentials.AccessKeyId,
+        secretAccessKey: credentials.SecretAccessKey,
+        sessionToken: credentials.Token,
+      },
+    });
+    const bucket = h.deployment.ref(/^ExecutorResults[0-9A-F]+$/);
+    const since = h.deployment.calls.length;
+    await expect(
+      s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'executions/' })),
+    ).rejects.toMatchObject({ name: 'AccessDenied' });
+    await expect(
+      s3.send(
+        new PutObjectCommand({
+          Bucket: bucket,
+          Key: `executions/${other.id}/result.json`,
+          Body: '{"exitCode":0}',
+        }),
+      ),
+    ).rejects.toMatchObject({ name: 'AccessDenied' });
+    const refused = h.denied(since).map((c) => `${c.operation} ${c.authorizations[0]?.action}`);
+    expect(refused).toEqual(['ListObjectsV2 s3:ListBucket', 'PutObject s3:PutObject']);
+    // The other execution's result is as its own publisher stored it.
+    expect((await stdoutOf(other.id)).toString()).toBe('mine\n');
+    await h.client.json('POST', `/v1/executions/${job.id}/cancel`);
+    expect((await h.waitFor(job.id)).state).toBe('CANCELLED');
+    callsBefore = h.deployment.calls.length;
+  });
+});
+
+describe.skipIf(!inject('dockerAvailable'))('the IAM check is live', () => {
+  let broken: Harness;
+  beforeAll(async () => {
+    // The task-events function loses its read of results, as a hand-edited template would.
+    broken = await startHarness({
+      editTemplate: (template) => {
+        const resources = template.Resources as Record<
+          string,
+          { Type: string; Properties: Record<string, unknown> }
+        >;
+        for (const [id, resource] of Object.entries(resources)) {
+          if (resource.Type !== 'AWS::IAM::Policy' || !/TaskEventsFunctionRole/.test(id)) continue;
+          const document = resource.Properties.PolicyDocument as {
+            Statement: { Action: string | string[] }[];
+          };
+          document.Statement = document.Statement.filter((s) => ![s.Action].flat().includes('s3:GetObject'));
+        }
+      },
+    });
+  }, 180_000);
+  afterAll(async () => {
+    await broken?.close();
+  });
+
+  it('refuses a call the template no longer grants, and the run cannot end well', async () => {
+    const submitted = (await broken.client.json<Execution>('POST', '/v1/jobs', { image, command: ['true'] }))
+      .body;
+    const done = await broken.waitFor(submitted.id);
+    expect(done.state).toBe('FAILED');
+    expect(done.reason).toMatch(/result could not be read/);
+    const refused = broken
+      .denied()
+      .map((c) => `${c.principal} ${c.authorizations.find((a) => !a.allowed)?.action}`);
+    expect(refused.length).toBeGreaterThan(0);
+    expect(refused.every((r) => /TaskEventsFunctionRole.* s3:GetObject/.test(r))).toBe(true);
+    await broken.expectLedgerEmpty();
   });
 });

@@ -243,6 +243,19 @@ export class FargateRealiser {
     this.requestStopFromOutside(taskArn, 'SpotInterruption', 'Your Spot Task was interrupted.');
   }
 
+  /** The environment a running container of the task sees, as its processes would read it. */
+  async environmentOf(taskArn: string, containerName: string): Promise<Record<string, string> | undefined> {
+    const container = this.tasks.get(taskArn)?.containers.find((c) => c.name === containerName);
+    const info = await container?.docker?.inspect();
+    if (info === undefined) return undefined;
+    return Object.fromEntries(
+      (info.Config.Env ?? []).map((entry) => {
+        const at = entry.indexOf('=');
+        return [entry.slice(0, at), entry.slice(at + 1)];
+      }),
+    );
+  }
+
   /** Kills one container at once, as if it had crashed. */
   crashContainer(taskArn: string, containerName: string): void {
     const task = this.tasks.get(taskArn);
