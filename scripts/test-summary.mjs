@@ -1,15 +1,24 @@
-// Prints one closing line for a vitest JSON report ("Tests: N passed, N failed, N skipped"),
+// Prints one closing line for one or more vitest JSON reports ("Tests: N passed, N failed, N skipped"),
 // so whoever reads the end of a CI log sees what ran, in words any test runner would use.
 import fs from 'node:fs';
 
-const file = process.argv[2];
-if (file === undefined) {
-  console.error('usage: node scripts/test-summary.mjs REPORT.json');
+const files = process.argv.slice(2);
+if (files.length === 0) {
+  console.error('usage: node scripts/test-summary.mjs REPORT.json…');
   process.exit(2);
 }
-const report = JSON.parse(fs.readFileSync(file, 'utf8'));
-const skipped = (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
-console.log(
-  `Tests: ${report.numPassedTests} passed, ${report.numFailedTests} failed${skipped > 0 ? `, ${skipped} skipped` : ''}`,
-);
-process.exit(report.numTotalTests > 0 && report.success ? 0 : 1);
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+let total = 0;
+let success = true;
+for (const file of files) {
+  const report = JSON.parse(fs.readFileSync(file, 'utf8'));
+  passed += report.numPassedTests;
+  failed += report.numFailedTests;
+  skipped += (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
+  total += report.numTotalTests;
+  success &&= report.success === true;
+}
+console.log(`Tests: ${passed} passed, ${failed} failed${skipped > 0 ? `, ${skipped} skipped` : ''}`);
+process.exit(total > 0 && success ? 0 : 1);

@@ -70,6 +70,13 @@ export class AwsGateway {
   private server: http.Server | undefined;
   private baseUrl = '';
   private ecs: EcsHooks | undefined;
+  /** DynamoDB calls in flight, one after another (see `handle`). */
+  private dynamodbTail: Promise<unknown> = Promise.resolve();
+  /** RunTask answers by client token: ECS's idempotency, which moto does not keep. */
+  private readonly runTaskTokens = new Map<
+    string,
+    Promise<{ request: string; status: number; headers: Record<string, string>; body: Buffer }>
+  >();
 
   constructor(private readonly options: GatewayOptions) {}
 
@@ -175,9 +182,48 @@ export class AwsGateway {
       }
     }
 
-    const upstream = await forward(this.options.upstream(facts.service), raw);
+    const token =
+      facts.service === 'ecs' && facts.operation === 'RunTask' ? runTaskToken(raw.body) : undefined;
+    if (token !== undefined && this.runTaskTokens.has(token.value)) {
+      // A RunTask with a token seen before starts nothing: the same request gets the first
+      // answer again, another one is refused as ECS refuses it.
+      const first = await this.runTaskTokens.get(token.value);
+      if (first !== undefined && first.request === token.request) {
+        this.record(principal.name, facts, verdicts, first.status);
+        return reply(response, first.status, first.headers, first.body);
+      }
+      this.record(principal.name, facts, verdicts, 400);
+      return reply(
+        response,
+        400,
+        { 'content-type': 'application/x-amz-json-1.1', 'x-amzn-errortype': 'ConflictException' },
+        Buffer.from(
+          JSON.stringify({
+            __type: 'ConflictException',
+            message: 'The specified client token has already been used with different parameters.',
+          }),
+        ),
+      );
+    }
+    // DynamoDB isolates each transaction; moto does not (it checks and writes in whichever
+    // request thread gets there, and under load answers with an HTML error page). Taking its
+    // calls one at a time gives the isolation the functions rely on.
+    const forwarded =
+      facts.service === 'dynamodb'
+        ? this.oneAtATime(() => forward(this.options.upstream(facts.service), raw))
+        : forward(this.options.upstream(facts.service), raw);
+    if (token !== undefined) {
+      const kept = forwarded.then((answer) => ({ request: token.request, ...answer }));
+      this.runTaskTokens.set(token.value, kept);
+      // A failed RunTask leaves its token free, as ECS keeps only what it accepted.
+      void kept.then(
+        (answer) => answer.status !== 200 && this.runTaskTokens.delete(token.value),
+        () => this.runTaskTokens.delete(token.value),
+      );
+    }
+    const upstream = await forwarded;
     let { status, body: answer } = upstream;
-    const answerHeaders = upstream.headers;
+    const answerHeaders = { ...upstream.headers };
 
     if (
       principal.internal !== true &&
@@ -199,6 +245,12 @@ export class AwsGateway {
     }
     this.record(principal.name, facts, verdicts, status);
     reply(response, status, answerHeaders, answer);
+  }
+
+  private oneAtATime<T>(call: () => Promise<T>): Promise<T> {
+    const result = this.dynamodbTail.then(call, call);
+    this.dynamodbTail = result.catch(() => undefined);
+    return result;
   }
 
   private async mayListKey(principal: Principal, facts: AwsRequestFacts) {
@@ -327,6 +379,18 @@ export class AwsGateway {
       },
       Buffer.from(JSON.stringify({ __type: type, message, Message: message })),
     );
+  }
+}
+
+/** A RunTask's client token, and the request it came with (for ECS's conflict check). */
+function runTaskToken(body: Buffer): { value: string; request: string } | undefined {
+  try {
+    const input = JSON.parse(body.toString('utf8')) as { clientToken?: unknown };
+    return typeof input.clientToken === 'string'
+      ? { value: input.clientToken, request: body.toString('utf8') }
+      : undefined;
+  } catch {
+    return undefined;
   }
 }
 

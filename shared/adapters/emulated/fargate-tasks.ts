@@ -243,6 +243,11 @@ export class FargateRealiser {
     this.requestStopFromOutside(taskArn, 'SpotInterruption', 'Your Spot Task was interrupted.');
   }
 
+  /** The tasks RunTask started for `startedBy` (Ferry names the execution there). */
+  tasksStartedBy(startedBy: string): string[] {
+    return [...this.tasks.values()].filter((t) => t.startedBy === startedBy).map((t) => t.arn);
+  }
+
   /** The environment a running container of the task sees, as its processes would read it. */
   async environmentOf(taskArn: string, containerName: string): Promise<Record<string, string> | undefined> {
     const container = this.tasks.get(taskArn)?.containers.find((c) => c.name === containerName);

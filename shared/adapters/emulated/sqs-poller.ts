@@ -32,6 +32,11 @@ export interface SqsPollerOptions {
 export class SqsPoller {
   private running = false;
   private readonly loops: Promise<void>[] = [];
+  /**
+   * Extra deliveries of every batch, made at once: SQS delivers at least once, and a message
+   * whose visibility runs out while its first receiver still works is received again.
+   */
+  duplicates = 0;
   /** Invocations made, and how many of them failed as a whole. */
   invocations = 0;
   failedInvocations = 0;
@@ -99,6 +104,11 @@ export class SqsPoller {
   }
 
   private async deliver(messages: Message[]): Promise<void> {
+    const copies = Array.from({ length: this.duplicates }, () => this.deliverOnce(messages));
+    await Promise.all([this.deliverOnce(messages), ...copies]);
+  }
+
+  private async deliverOnce(messages: Message[]): Promise<void> {
     const o = this.options;
     const event = {
       Records: messages.map((m) => ({
