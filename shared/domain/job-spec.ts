@@ -284,6 +284,19 @@ export function toFieldProblems(error: z.ZodError): { field: string; message: st
   });
 }
 
+/** Validates a request body against its schema; a mistake is a ValidationError naming each field. */
+export function parseBody<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
+  const result = schema.safeParse(input);
+  if (!result.success) {
+    const problems = toFieldProblems(result.error);
+    throw new ValidationError(
+      `invalid body: ${problems.map((p) => `${p.field}: ${p.message}`).join('; ')}`,
+      problems,
+    );
+  }
+  return result.data;
+}
+
 /** Validates a job spec and applies defaults; output limit defaults are capped at `maxOutputBytes`. */
 export function parseJobSpec(input: unknown, maxOutputBytes = Number.POSITIVE_INFINITY): JobSpec {
   const result = JobSpecSchema.safeParse(input);

@@ -1,8 +1,7 @@
 // The caller's answer to a bid or a result: a decision may carry a justification, as in the
 // bid protocol Ferry follows, kept in the execution's history.
 import { z } from 'zod';
-import { ValidationError } from '../errors.ts';
-import { toFieldProblems } from './job-spec.ts';
+import { parseBody } from './job-spec.ts';
 
 export const JUSTIFICATION_MAX_LENGTH = 1000;
 
@@ -19,13 +18,5 @@ export const ReviewBodySchema = z.strictObject({
 export type ReviewBody = z.output<typeof ReviewBodySchema>;
 
 export function parseReviewBody(input: unknown): ReviewBody {
-  const result = ReviewBodySchema.safeParse(input);
-  if (!result.success) {
-    const problems = toFieldProblems(result.error);
-    throw new ValidationError(
-      `invalid body: ${problems.map((p) => `${p.field}: ${p.message}`).join('; ')}`,
-      problems,
-    );
-  }
-  return result.data;
+  return parseBody(ReviewBodySchema, input);
 }

@@ -5,9 +5,8 @@
 // the requests a publisher may make and which keys each may name.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
-import { ValidationError } from '../errors.ts';
 import type { Execution } from './execution.ts';
-import { toFieldProblems } from './job-spec.ts';
+import { parseBody } from './job-spec.ts';
 
 /** The request header that carries the secret (on AWS the Authorization header holds SigV4). */
 export const UPLOAD_SECRET_HEADER = 'ferry-upload-secret';
@@ -103,15 +102,7 @@ export const UploadLinksBodySchema = z
 export type UploadLinksBody = z.output<typeof UploadLinksBodySchema>;
 
 export function parseUploadLinksBody(input: unknown): UploadLinksBody {
-  const result = UploadLinksBodySchema.safeParse(input);
-  if (!result.success) {
-    const problems = toFieldProblems(result.error);
-    throw new ValidationError(
-      `invalid body: ${problems.map((p) => `${p.field}: ${p.message}`).join('; ')}`,
-      problems,
-    );
-  }
-  return result.data;
+  return parseBody(UploadLinksBodySchema, input);
 }
 
 /** A signed request: send it as is (with these headers) and the store does the one thing it names. */

@@ -8,11 +8,11 @@
 // credentials to containers, as Fargate's credential endpoint does.
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Task } from '@aws-sdk/client-ecs';
 import type { Logger } from '../../logger.ts';
 import { type AwsRequestFacts, describeAwsRequest, type ResourceLookup } from './aws-request.ts';
 import { checkAuthorization, type PrincipalPolicies } from './iam-check.ts';
+import { LoopbackServer } from './loopback-server.ts';
 import type { PolicyDocument } from './template.ts';
 
 export interface Principal extends PrincipalPolicies {
@@ -67,8 +67,14 @@ export class AwsGateway {
   readonly calls: RecordedCall[] = [];
   private readonly principals = new Map<string, Principal>();
   private readonly credentialTokens = new Map<string, string>();
-  private server: http.Server | undefined;
-  private baseUrl = '';
+  private readonly front = new LoopbackServer(
+    (request, response) => this.handle(request, response),
+    (error, response) => {
+      this.options.log.error('emulated AWS endpoint failed a request', { error });
+      if (!response.headersSent) response.writeHead(500, { 'content-type': 'text/plain' });
+      response.end(String(error));
+    },
+  );
   private ecs: EcsHooks | undefined;
   /** DynamoDB calls in flight, one after another (see `handle`). */
   private dynamodbTail: Promise<unknown> = Promise.resolve();
@@ -86,7 +92,7 @@ export class AwsGateway {
   }
 
   get url(): string {
-    return this.baseUrl;
+    return this.front.url;
   }
 
   addPrincipal(principal: Principal): void {
@@ -107,33 +113,15 @@ export class AwsGateway {
   credentialsUrl(principal: Principal): string {
     const token = randomBytes(16).toString('hex');
     this.credentialTokens.set(token, principal.accessKeyId);
-    return `${this.baseUrl}${CREDENTIALS_PATH}${token}`;
+    return `${this.front.url}${CREDENTIALS_PATH}${token}`;
   }
 
-  async listen(port = 0): Promise<string> {
-    const server = http.createServer((request, response) => {
-      void this.handle(request, response).catch((error: unknown) => {
-        this.options.log.error('emulated AWS endpoint failed a request', { error });
-        if (!response.headersSent) response.writeHead(500, { 'content-type': 'text/plain' });
-        response.end(String(error));
-      });
-    });
-    server.keepAliveTimeout = 5000;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, '127.0.0.1', () => resolve());
-    });
-    this.server = server;
-    this.baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    return this.baseUrl;
+  listen(port = 0): Promise<string> {
+    return this.front.listen(port);
   }
 
-  async close(): Promise<void> {
-    const server = this.server;
-    if (server === undefined) return;
-    this.server = undefined;
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
+  close(): Promise<void> {
+    return this.front.close();
   }
 
   private async handle(request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {

@@ -5,12 +5,12 @@
 // requestContext.authorizer.iam, a 10 MB request limit, the 30 s integration timeout, and
 // API Gateway's own answers when the integration fails.
 import { randomUUID } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type http from 'node:http';
 import type { APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import { apiGatewayEvent } from '../../http/api-gateway-event.ts';
 import type { Logger } from '../../logger.ts';
 import type { InvokeOutcome } from './lambda-runtime.ts';
+import { LoopbackServer } from './loopback-server.ts';
 
 /** API Gateway refuses a larger request body. */
 export const MAX_REQUEST_BYTES = 10 * 1024 * 1024;
@@ -45,37 +45,26 @@ export interface HttpApiOptions {
 }
 
 export class EmulatedHttpApi {
-  private server: http.Server | undefined;
-  private baseUrl = '';
+  private readonly front = new LoopbackServer(
+    (request, response) => this.handle(request, response),
+    (error, response) => {
+      this.options.log.error('emulated HTTP API failed a request', { error });
+      send(response, 500, { message: 'Internal Server Error' });
+    },
+  );
 
   constructor(private readonly options: HttpApiOptions) {}
 
   get url(): string {
-    return this.baseUrl;
+    return this.front.url;
   }
 
-  async listen(port = 0): Promise<string> {
-    const server = http.createServer((request, response) => {
-      void this.handle(request, response).catch((error: unknown) => {
-        this.options.log.error('emulated HTTP API failed a request', { error });
-        send(response, 500, { message: 'Internal Server Error' });
-      });
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, '127.0.0.1', () => resolve());
-    });
-    this.server = server;
-    this.baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    return this.baseUrl;
+  listen(port = 0): Promise<string> {
+    return this.front.listen(port);
   }
 
-  async close(): Promise<void> {
-    const server = this.server;
-    if (server === undefined) return;
-    this.server = undefined;
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
+  close(): Promise<void> {
+    return this.front.close();
   }
 
   private async handle(request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
