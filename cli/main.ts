@@ -16,12 +16,13 @@ import {
   Unreachable,
 } from './client.ts';
 
-class UsageError extends Error {}
+export class UsageError extends Error {}
 
 const USAGE = `usage: ferry <command> [options]
 
 commands:
   serve                         run the local executor (Docker, or plain processes without Docker)
+  emulate aws [--port N]        run the stack \`cdk deploy\` ships on this machine: moto, real containers
   bid [job options] -- CMD…     ask for a bid; prints the offer or why Ferry declines
   accept ID | reject ID         answer a bid (reject takes --justification TEXT)
   submit [job options] [--wait] [--follow] -- CMD…
@@ -48,6 +49,7 @@ const OPTIONS = {
   url: { type: 'string' },
   token: { type: 'string' },
   sigv4: { type: 'boolean' },
+  port: { type: 'string' },
   region: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   image: { type: 'string' },
@@ -79,7 +81,7 @@ const OPTIONS = {
 
 type Flags = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
 
-interface Io {
+export interface Io {
   readonly out: NodeJS.WritableStream & { isTTY?: boolean };
   readonly err: NodeJS.WritableStream & { isTTY?: boolean };
   readonly env: Record<string, string | undefined>;
@@ -133,6 +135,10 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
   }
   const config = loadConfig(io.env);
   if (verb === 'serve') return serve(io);
+  if (verb === 'emulate') {
+    const { emulate } = await import('./emulate.ts');
+    return emulate(rest, flags.port, io);
+  }
 
   const url = flags.url ?? config.url;
   const client = new FerryClient(url, flags.token ?? config.token, await signerFor(url, flags));

@@ -58,6 +58,8 @@ export interface EmulatedAwsOptions {
   readonly docker?: Docker;
   /** The local image that stands in for the runner image asset (built offline). */
   readonly runnerImage?: string;
+  /** The HTTP API's port on 127.0.0.1 (default: a free one). */
+  readonly apiPort?: number;
   /** Run the sweeper on its schedule (default); tests may prefer to call `sweep()`. */
   readonly sweepOnSchedule?: boolean;
   /** Long-poll wait of the SQS event source, in seconds (Lambda: 20). */
@@ -218,7 +220,7 @@ export class EmulatedAwsDeployment {
         };
       },
     });
-    await httpApi.listen();
+    await httpApi.listen(options.apiPort ?? 0);
     // Its public address, as CDK's HttpApi.url gives it, stands for the emulated front.
     const publicApiUrl = `https://${httpApiId}.execute-api.${REGION}.amazonaws.com`;
     const addresses = new Map([[publicApiUrl, httpApi.url]]);
