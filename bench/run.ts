@@ -8,6 +8,7 @@ import Docker from 'dockerode';
 import { startMoto } from '../test/support/moto.ts';
 import { benchAwsCalls, formatAwsCalls } from './aws-calls.ts';
 import { benchCapture, type CaptureBench } from './capture.ts';
+import { benchEmulatedDispatch } from './emulated-dispatch.ts';
 import { benchLatency, LATENCY_IMAGE, type LatencyBench } from './latency.ts';
 import { benchPublisher, type PublisherBench } from './publisher.ts';
 import { benchQueueCost, formatQueueCost } from './queue-cost.ts';
@@ -232,36 +233,41 @@ async function main(): Promise<void> {
     process.stderr.write(`[bench +${((performance.now() - started) / 1000).toFixed(0)}s] ${text}\n`);
 
   step(
-    `1/7 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
+    `1/8 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
   );
   const latency = await benchLatency({ rounds: LATENCY_ROUNDS, warmup: LATENCY_WARMUP });
-  step(`2/7 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
+  step(`2/8 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
   const rawSpawn = await rawSpawnJobsPerSecond(THROUGHPUT_JOBS, THROUGHPUT_CONCURRENCY);
   const throughput = await benchThroughput({
     jobs: THROUGHPUT_JOBS,
     maxConcurrency: THROUGHPUT_CONCURRENCY,
     clientParallelism: 16,
   });
-  step(`3/7 submissions: ${SUBMISSIONS} bids over HTTP and ${SUBMISSIONS} records through the store`);
+  step(`3/8 submissions: ${SUBMISSIONS} bids over HTTP and ${SUBMISSIONS} records through the store`);
   const submissions = await benchSubmissions({
     submissions: SUBMISSIONS,
     parallelism: SUBMISSION_PARALLELISM,
   });
-  step('4/7 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
+  step('4/8 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
   const capture = await benchCapture();
   const moto = await startMoto();
-  step('5/7 Fargate publisher: 1 GiB through the wrapper and FIFOs into emulated S3');
+  step('5/8 Fargate publisher: 1 GiB through the wrapper and FIFOs into emulated S3');
   const publisher = await benchPublisher(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('6/7 AWS API calls per execution, counted against moto server');
+  step('6/8 AWS API calls per execution, counted against moto server');
   const awsCalls = await benchAwsCalls(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('7/7 DynamoDB reads per bid and per dispatch with 10, 1,000 and 10,000 jobs queued');
-  const queueCost = await benchQueueCost(moto.endpoint).finally(() => moto.stop());
+  step('7/8 DynamoDB reads per bid and per dispatch with 10, 1,000 and 10,000 jobs queued');
+  const queueCost = await benchQueueCost(moto.endpoint).catch(async (error) => {
+    await moto.stop();
+    throw error;
+  });
+  step('8/8 the emulated deployment: from the API answer to RunTask, through the synthesized stack');
+  const emulated = await benchEmulatedDispatch(moto.endpoint).finally(() => moto.stop());
 
   const rows = [
     ...latencyRows(latency),
@@ -294,6 +300,16 @@ async function main(): Promise<void> {
   console.log('');
   console.log('DynamoDB reads per bid and per dispatch by queue length (flat is the goal):');
   for (const text of formatQueueCost(queueCost)) console.log(`  ${text}`);
+  console.log('');
+  console.log('The emulated deployment (cdk synth bundle, API front with SigV4 and IAM, SQS event source):');
+  console.log(
+    `  API answer → RunTask  p50 ${emulated.p50Ms} ms  p90 ${emulated.p90Ms} ms  (goal p50 < 500 ms: ${
+      emulated.p50Ms < 500 ? 'PASS' : 'MISS'
+    }; ${emulated.samplesMs.length} jobs, warm)`,
+  );
+  console.log(
+    `  AWS calls from submission to launch, per execution: ${emulated.callsPerExecution} (the event source's polls left out)`,
+  );
   console.log('');
   console.log(
     `submission baselines: the JSON-lines journal store, measured on ${JOURNAL_BASELINE.measuredOn}; ` +

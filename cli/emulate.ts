@@ -16,6 +16,15 @@ import { type Io, UsageError } from './main.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
+/** `cdk synth` of this checkout's app into `outdir`, bundling on: what `cdk deploy` would ship. */
+export function synthesize(outdir: string, env: Record<string, string | undefined>): void {
+  execFileSync(
+    path.join(ROOT, 'node_modules/.bin/cdk'),
+    ['synth', '--output', outdir, '--quiet', '--no-notices', '--no-version-reporting'],
+    { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'], env: { ...env, CDK_DISABLE_CLI_TELEMETRY: 'true' } },
+  );
+}
+
 export async function emulate(
   args: readonly string[],
   portFlag: string | undefined,
