@@ -98,9 +98,13 @@ export async function publish(options: PublisherOptions): Promise<ResultManifest
   };
   const streams = (['stdout', 'stderr'] as const).map((name) => {
     const fifo = path.join(ioDir, name);
-    const opened = openFifo(fifo);
+    let open = false;
+    const opened = openFifo(fifo).then((readable) => {
+      open = true;
+      return readable;
+    });
     const done = opened.then((readable) => captureStream(readable, captures[name]));
-    return { name, fifo, opened, done };
+    return { name, fifo, opened, done, isOpen: () => open };
   });
   let finished = false;
   const drained = Promise.all(streams.map((s) => s.done)).then(() => {
@@ -111,8 +115,14 @@ export async function publish(options: PublisherOptions): Promise<ResultManifest
   // started and it never opened the FIFOs. Either way no writer is coming: unblocking them
   // lets the capture end without waiting for a stop signal, which may never reach the
   // publisher (PID 1 ignores a SIGTERM that arrives before its handler is installed).
-  void waitForExit(ioDir, () => finished).then((ended) => {
-    if (ended) for (const stream of streams) unblock(stream.fifo);
+  void waitForExit(ioDir, () => finished).then(async (ended) => {
+    if (!ended) return;
+    // Unblocking works only once our own open is waiting in the kernel, which may not be
+    // yet: keep at it until both ends are open.
+    while (!finished && streams.some((stream) => !stream.isOpen())) {
+      for (const stream of streams) if (!stream.isOpen()) unblock(stream.fifo);
+      await sleep(50);
+    }
   });
 
   let flushed = { stdout: -1, stderr: -1 };
