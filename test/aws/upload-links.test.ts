@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import { GetObjectCommand, ListMultipartUploadsCommand, NoSuchKey } from '@aws-sdk/client-s3';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UploadLinkStore } from '../../shared/adapters/aws/upload-link-store.ts';
 import type { EmulatedHttpApi } from '../../shared/adapters/emulated/http-api.ts';
 import { verifySignature } from '../../shared/adapters/emulated/sigv4-verify.ts';
@@ -16,7 +16,14 @@ import type { Core } from '../../shared/core.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { buildAwsCore } from '../../shared/runtime/aws.ts';
 import { serveApi, TASK_KEY } from '../support/api-front.ts';
-import { type AwsEnvironment, awsConfig, createAwsEnvironment, launchOnEcs, REGION } from '../support/aws.ts';
+import {
+  type AwsEnvironment,
+  awsConfig,
+  createAwsEnvironment,
+  endpointFor,
+  launchOnEcs,
+  REGION,
+} from '../support/aws.ts';
 
 const PART = 5 * 1024 * 1024;
 
@@ -91,7 +98,7 @@ describe('the publisher’s store through upload links (emulated AWS)', () => {
       region: REGION,
       credentials: TASK_KEY,
       partSize: PART,
-      fetch: options.fetch ?? (s3Like(inject('awsEndpoint'), []) as typeof fetch),
+      fetch: options.fetch ?? (s3Like(endpointFor('s3'), []) as typeof fetch),
       sleep: async () => undefined,
     });
   }
@@ -120,7 +127,7 @@ describe('the publisher’s store through upload links (emulated AWS)', () => {
   it('stores a multi-megabyte stream (multipart) and result.json byte-exact through presigned links', async () => {
     const { id, secret } = await launched();
     const calls: S3Call[] = [];
-    const links = store(id, secret, { fetch: s3Like(inject('awsEndpoint'), calls) as typeof fetch });
+    const links = store(id, secret, { fetch: s3Like(endpointFor('s3'), calls) as typeof fetch });
     const produced = randomBytes(2 * PART + 123_457);
     // Chunks of odd sizes, as a pipe delivers them.
     const chunks = [];
@@ -153,7 +160,7 @@ describe('the publisher’s store through upload links (emulated AWS)', () => {
   it('aborts a multipart upload S3 refused a part of, leaving nothing behind', async () => {
     const { id, secret } = await launched();
     const calls: S3Call[] = [];
-    const refuseSecondPart = s3Like(inject('awsEndpoint'), calls, (call) =>
+    const refuseSecondPart = s3Like(endpointFor('s3'), calls, (call) =>
       call.query.get('partNumber') === '2'
         ? new Response('<Error><Code>InvalidRequest</Code><Message>refused</Message></Error>', {
             status: 400,
@@ -227,7 +234,7 @@ describe('the publisher’s store through upload links (emulated AWS)', () => {
       let delayed = false;
       let failed = false;
       // The first PUT reaches S3 after its link ran out; the next one meets a 503.
-      const s3 = s3Like(inject('awsEndpoint'), calls, (call) => {
+      const s3 = s3Like(endpointFor('s3'), calls, (call) => {
         if (call.method !== 'PUT' || !delayed || failed) return undefined;
         failed = true;
         return new Response(
