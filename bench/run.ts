@@ -9,6 +9,7 @@ import { startMoto } from '../test/support/moto.ts';
 import { benchAwsCalls, formatAwsCalls } from './aws-calls.ts';
 import { benchCapture, type CaptureBench } from './capture.ts';
 import { benchEmulatedDispatch } from './emulated-dispatch.ts';
+import { benchEmulatedDrain, FARGATE_LAUNCHES_PER_SECOND } from './emulated-drain.ts';
 import { benchLatency, LATENCY_IMAGE, type LatencyBench } from './latency.ts';
 import { benchPublisher, type PublisherBench } from './publisher.ts';
 import { benchQueueCost, formatQueueCost } from './queue-cost.ts';
@@ -21,6 +22,10 @@ const THROUGHPUT_JOBS = 200;
 const THROUGHPUT_CONCURRENCY = 8;
 const SUBMISSIONS = 2000;
 const SUBMISSION_PARALLELISM = 16;
+/** Jobs queued, then drained through the emulated deployment (FERRY_BENCH_DRAIN_JOBS for a shorter run). */
+const DRAIN_JOBS = Number(process.env.FERRY_BENCH_DRAIN_JOBS ?? 10_000);
+/** The dispatcher keeps up with Fargate when it launches at 95 % of the launch rate or more. */
+const DRAIN_TARGET_RATIO = 0.95;
 
 const TARGET_LATENCY_RATIO = 1.1;
 const TARGET_CAPTURE_RATIO = 0.5;
@@ -233,41 +238,51 @@ async function main(): Promise<void> {
     process.stderr.write(`[bench +${((performance.now() - started) / 1000).toFixed(0)}s] ${text}\n`);
 
   step(
-    `1/8 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
+    `1/9 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
   );
   const latency = await benchLatency({ rounds: LATENCY_ROUNDS, warmup: LATENCY_WARMUP });
-  step(`2/8 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
+  step(`2/9 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
   const rawSpawn = await rawSpawnJobsPerSecond(THROUGHPUT_JOBS, THROUGHPUT_CONCURRENCY);
   const throughput = await benchThroughput({
     jobs: THROUGHPUT_JOBS,
     maxConcurrency: THROUGHPUT_CONCURRENCY,
     clientParallelism: 16,
   });
-  step(`3/8 submissions: ${SUBMISSIONS} bids over HTTP and ${SUBMISSIONS} records through the store`);
+  step(`3/9 submissions: ${SUBMISSIONS} bids over HTTP and ${SUBMISSIONS} records through the store`);
   const submissions = await benchSubmissions({
     submissions: SUBMISSIONS,
     parallelism: SUBMISSION_PARALLELISM,
   });
-  step('4/8 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
+  step('4/9 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
   const capture = await benchCapture();
   const moto = await startMoto();
-  step('5/8 Fargate publisher: 1 GiB through the wrapper and FIFOs into emulated S3');
+  step('5/9 Fargate publisher: 1 GiB through the wrapper and FIFOs into emulated S3');
   const publisher = await benchPublisher(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('6/8 AWS API calls per execution, counted against moto server');
+  step('6/9 AWS API calls per execution, counted against moto server');
   const awsCalls = await benchAwsCalls(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('7/8 DynamoDB reads per bid and per dispatch with 10, 1,000 and 10,000 jobs queued');
+  step('7/9 DynamoDB reads per bid and per dispatch with 10, 1,000 and 10,000 jobs queued');
   const queueCost = await benchQueueCost(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('8/8 the emulated deployment: from the API answer to RunTask, through the synthesized stack');
-  const emulated = await benchEmulatedDispatch(moto.endpoint).finally(() => moto.stop());
+  step('8/9 the emulated deployment: from the API answer to RunTask, through the synthesized stack');
+  const emulated = await benchEmulatedDispatch(moto.endpoint).catch(async (error) => {
+    await moto.stop();
+    throw error;
+  });
+  step(
+    `9/9 the emulated deployment: ${DRAIN_JOBS.toLocaleString('en')} queued jobs drained against Fargate's launch rate`,
+  );
+  const drain = await benchEmulatedDrain(moto.endpoint, DRAIN_JOBS, (line) => step(`    ${line}`)).finally(
+    () => moto.stop(),
+  );
+  const drainRatio = drain.steadyLaunchesPerSecond / FARGATE_LAUNCHES_PER_SECOND;
 
   const rows = [
     ...latencyRows(latency),
@@ -309,6 +324,18 @@ async function main(): Promise<void> {
   );
   console.log(
     `  AWS calls from submission to launch, per execution: ${emulated.callsPerExecution} (the event source's polls left out)`,
+  );
+  console.log(
+    `  ${drain.jobs.toLocaleString('en')} queued jobs drained: ${drain.launched} launched in ${drain.drainSeconds.toFixed(0)} s, ` +
+      `${drain.launchesPerSecond.toFixed(1)}/s overall, ${drain.steadyLaunchesPerSecond.toFixed(1)}/s steady ` +
+      `(ratio to Fargate's ${FARGATE_LAUNCHES_PER_SECOND}/s: ${drainRatio.toFixed(3)}; goal >= ${DRAIN_TARGET_RATIO} with none left or failed: ${
+        drainRatio >= DRAIN_TARGET_RATIO && drain.queued === 0 && drain.failed === 0 ? 'PASS' : 'MISS'
+      })`,
+  );
+  console.log(
+    `  ${drain.throttled} RunTask calls refused by the launch rate and retried; ${drain.queued} left QUEUED, ${drain.failed} FAILED` +
+      (drain.failureReasons.length === 0 ? '' : ` (${drain.failureReasons.join('; ')})`) +
+      `; queueing them took ${drain.submitSeconds.toFixed(0)} s`,
   );
   console.log('');
   console.log(

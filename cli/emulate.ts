@@ -16,11 +16,33 @@ import { type Io, UsageError } from './main.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
-/** `cdk synth` of this checkout's app into `outdir`, bundling on: what `cdk deploy` would ship. */
-export function synthesize(outdir: string, env: Record<string, string | undefined>): void {
+/** Services that may answer elsewhere than moto: SigV4 name, and the SDK's endpoint variable. */
+const ELSEWHERE = [
+  ['s3', 'AWS_ENDPOINT_URL_S3'],
+  ['sqs', 'AWS_ENDPOINT_URL_SQS'],
+  ['events', 'AWS_ENDPOINT_URL_EVENTBRIDGE'],
+] as const;
+
+/**
+ * `cdk synth` of this checkout's app into `outdir`, bundling on: what `cdk deploy` would ship,
+ * with the app's context options (`ferry:maxConcurrentJobs`, …) as given.
+ */
+export function synthesize(
+  outdir: string,
+  env: Record<string, string | undefined>,
+  context: Readonly<Record<string, string>> = {},
+): void {
   execFileSync(
     path.join(ROOT, 'node_modules/.bin/cdk'),
-    ['synth', '--output', outdir, '--quiet', '--no-notices', '--no-version-reporting'],
+    [
+      'synth',
+      '--output',
+      outdir,
+      '--quiet',
+      '--no-notices',
+      '--no-version-reporting',
+      ...Object.entries(context).flatMap(([key, value]) => ['-c', `${key}=${value}`]),
+    ],
     { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'], env: { ...env, CDK_DISABLE_CLI_TELEMETRY: 'true' } },
   );
 }
@@ -50,15 +72,7 @@ export async function emulate(
   let deployment: EmulatedAwsDeployment | undefined;
   try {
     say('synthesizing the stack (cdk synth)…');
-    execFileSync(
-      path.join(ROOT, 'node_modules/.bin/cdk'),
-      ['synth', '--output', work, '--quiet', '--no-notices', '--no-version-reporting'],
-      {
-        cwd: ROOT,
-        stdio: ['ignore', 'ignore', 'pipe'],
-        env: { ...io.env, CDK_DISABLE_CLI_TELEMETRY: 'true' },
-      },
-    );
+    synthesize(work, io.env);
     say('building the runner image offline…');
     execFileSync('bash', [path.join(ROOT, 'scripts/build-runner-image.sh'), runnerImage], {
       cwd: ROOT,
@@ -66,9 +80,18 @@ export async function emulate(
     });
     say('starting the AWS emulator (moto)…');
     moto = await startMoto(io.env.PYTHON ?? 'python3');
+    // S3, SQS and EventBridge may be another emulator's (LocalStack's), as the SDK's
+    // per-service endpoint variables name them; everything else is moto's.
+    const endpoints: { default: string } & Record<string, string> = { default: moto.endpoint };
+    for (const [service, variable] of ELSEWHERE) {
+      const endpoint = io.env[variable];
+      if (endpoint === undefined || endpoint === '') continue;
+      endpoints[service] = endpoint;
+      say(`${service} calls go to ${endpoint} (${variable})`);
+    }
     deployment = await EmulatedAwsDeployment.start({
       assemblyDir: work,
-      endpoints: { default: moto.endpoint },
+      endpoints,
       docker,
       runnerImage,
       apiPort: port,

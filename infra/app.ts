@@ -20,6 +20,30 @@ if (capacityProvider !== undefined && capacityProvider !== 'FARGATE' && capacity
   throw new Error(`-c ferry:capacityProvider=${capacityProvider}: use FARGATE or FARGATE_SPOT`);
 }
 
+/** A whole-number context value within bounds, or undefined when it is not given. */
+const wholeNumber = (key: string, min: number, max: number): number | undefined => {
+  const text = context(key);
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new Error(`-c ${key}=${text}: use a whole number from ${min} to ${max}`);
+  }
+  return value;
+};
+const capacity = {
+  ...(capacityProvider === undefined
+    ? {}
+    : { capacityProvider: capacityProvider as 'FARGATE' | 'FARGATE_SPOT' }),
+  ...optional('maxConcurrentJobs', wholeNumber('ferry:maxConcurrentJobs', 1, 100_000)),
+  ...optional('maxVcpus', wholeNumber('ferry:maxVcpus', 1, 1_000_000)),
+  ...optional('maxMemoryMiB', wholeNumber('ferry:maxMemoryMiB', 512, 1_000_000_000)),
+};
+const dispatcherConcurrency = wholeNumber('ferry:dispatcherConcurrency', 2, 1000);
+
+function optional<K extends string>(key: K, value: number | undefined): { [P in K]?: number } {
+  return (value === undefined ? {} : { [key]: value }) as { [P in K]?: number };
+}
+
 const removal = context('ferry:removalPolicy') ?? 'retain';
 if (removal !== 'retain' && removal !== 'destroy') {
   throw new Error(`-c ferry:removalPolicy=${removal}: use retain or destroy`);
@@ -33,7 +57,8 @@ const stack = new Stack(app, context('ferry:stackName') ?? 'Ferry', {
 const ferry = new FerryExecutor(stack, 'Executor', {
   network,
   removalPolicy: removal === 'destroy' ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
-  ...(capacityProvider === undefined ? {} : { capacity: { capacityProvider } }),
+  ...(Object.keys(capacity).length === 0 ? {} : { capacity }),
+  ...(dispatcherConcurrency === undefined ? {} : { dispatcherConcurrency }),
 });
 
 new CfnOutput(stack, 'ApiUrl', { value: ferry.url, description: 'FERRY_URL for the CLI (SigV4-signed)' });

@@ -11,15 +11,17 @@ import path from 'node:path';
 import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { CreateSecurityGroupCommand, DescribeSubnetsCommand, EC2Client } from '@aws-sdk/client-ec2';
 import { CreateClusterCommand, ECSClient } from '@aws-sdk/client-ecs';
+import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { CreateQueueCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type Docker from 'dockerode';
 import { AwsGateway, type Principal, type RecordedCall } from '../adapters/emulated/aws-gateway.ts';
-import { matchesPattern, rateMs } from '../adapters/emulated/event-pattern.ts';
+import { type BusRule, EmulatedEventBus } from '../adapters/emulated/event-bus.ts';
 import { FargateRealiser, type TaskStateChange } from '../adapters/emulated/fargate-tasks.ts';
 import { EmulatedHttpApi } from '../adapters/emulated/http-api.ts';
 import { checkAuthorization } from '../adapters/emulated/iam-check.ts';
 import { EmulatedFunction, type InvokeOutcome } from '../adapters/emulated/lambda-runtime.ts';
+import { rateMs } from '../adapters/emulated/schedule.ts';
 import { verifySignature } from '../adapters/emulated/sigv4-verify.ts';
 import { SqsPoller } from '../adapters/emulated/sqs-poller.ts';
 import {
@@ -36,9 +38,13 @@ import type { Logger } from '../logger.ts';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
-/** moto's and LocalStack's default account, so ARNs agree with what the emulators answer. */
+/** moto's default account; LocalStack takes a twelve-digit access key as the account. */
 const ACCOUNT = '123456789012';
 const REGION = 'us-east-1';
+/** Fargate's task launch rate quota, per account and region (its throttling documentation). */
+const FARGATE_LAUNCH_RATE = { burst: 100, perSecond: 20 };
+/** What the emulator's own clients, and the gateway passing calls on, sign with. */
+const EMULATOR_KEY = { accessKeyId: ACCOUNT, secretAccessKey: 'test' };
 
 /** The emulator's own clients: they provision and stand in for AWS services themselves. */
 interface InternalClientConfig {
@@ -64,6 +70,11 @@ export interface EmulatedAwsOptions {
   readonly sweepOnSchedule?: boolean;
   /** Long-poll wait of the SQS event source, in seconds (Lambda: 20). */
   readonly pollWaitSeconds?: number;
+  /**
+   * Fargate's task launch rate: by default its quota (a bucket of 100 launches refilled at 20 a
+   * second, per account and region); 'unlimited' lifts it.
+   */
+  readonly launchRate?: { readonly burst: number; readonly perSecond: number } | 'unlimited';
   /** EventBridge's wait before each retry of a failed delivery, in ms (doubling). */
   readonly retryBaseMs?: number;
   readonly log: Logger;
@@ -108,6 +119,7 @@ export class EmulatedAwsDeployment {
     readonly roles: ReadonlyMap<string, Principal>,
     readonly pollers: readonly SqsPoller[],
     readonly realiser: FargateRealiser | undefined,
+    private readonly bus: EmulatedEventBus,
     private readonly internal: { readonly sqs: SQSClient },
     private readonly options: EmulatedAwsOptions,
   ) {}
@@ -120,7 +132,7 @@ export class EmulatedAwsDeployment {
     const internalConfig = (service: string): InternalClientConfig => ({
       region: REGION,
       endpoint: upstream(service),
-      credentials: { accessKeyId: 'emulator', secretAccessKey: 'emulator' },
+      credentials: EMULATOR_KEY,
       forcePathStyle: true,
       maxAttempts: 3,
     });
@@ -130,7 +142,11 @@ export class EmulatedAwsDeployment {
     const queueArnOf = (url: string) => `arn:aws:sqs:${REGION}:${ACCOUNT}:${url.split('/').pop() ?? ''}`;
     const gateway = new AwsGateway({
       upstream,
+      emulatorKey: EMULATOR_KEY,
       lookup: { accountId: ACCOUNT, region: REGION, queueArn: queueArnOf },
+      ...(options.launchRate === 'unlimited'
+        ? {}
+        : { launchRate: options.launchRate ?? FARGATE_LAUNCH_RATE }),
       resourcePolicy: (arn) => bucketPolicies.get(arn),
       log: options.log,
     });
@@ -326,6 +342,26 @@ export class EmulatedAwsDeployment {
       gateway.realiseTasksWith(realiser);
     }
 
+    // EventBridge: the stack's rules with a pattern, on the emulator's own bus.
+    const bus = await EmulatedEventBus.create({
+      eventbridge: new EventBridgeClient(internalConfig('events')),
+      sqs: new SQSClient(internalConfig('sqs')),
+      prefix: `ferry-${deploymentId}`,
+      rules: model
+        .resourcesOfType('AWS::Events::Rule')
+        .filter(([, rule]) => rule.Properties?.EventPattern !== undefined)
+        .map(
+          ([id, rule]): BusRule => ({
+            logicalId: id,
+            pattern: resolver.resolve(rule.Properties?.EventPattern as Json),
+            targets: (rule.Properties?.Targets as Record<string, Json>[] | undefined) ?? [],
+          }),
+        ),
+      deliver: async (target, event) => deployment.current?.received(target, event),
+      waitSeconds: options.pollWaitSeconds ?? 1,
+      log: options.log,
+    });
+
     const created = new EmulatedAwsDeployment(
       model,
       resolver,
@@ -336,10 +372,12 @@ export class EmulatedAwsDeployment {
       roles,
       pollers,
       realiser,
+      bus,
       { sqs: new SQSClient(internalConfig('sqs')) },
       options,
     );
     deployment.current = created;
+    bus.start();
     for (const poller of pollers) poller.start();
     if (options.sweepOnSchedule !== false) created.scheduleSweeps();
     return created;
@@ -351,6 +389,11 @@ export class EmulatedAwsDeployment {
 
   get calls(): readonly RecordedCall[] {
     return this.gateway.calls;
+  }
+
+  /** RunTask calls refused because they came faster than Fargate's launch rate. */
+  get throttledLaunches(): number {
+    return this.gateway.throttledLaunches;
   }
 
   /** The function whose logical id matches, e.g. /Dispatcher/. */
@@ -379,34 +422,50 @@ export class EmulatedAwsDeployment {
    * allows a user; `allow: false` gives one with no grant at all.
    */
   addCaller(name: string, allow = true): Caller {
-    const arn = `arn:aws:iam::${ACCOUNT}:user/${name}`;
     const apiId = this.httpApi.url === '' ? '*' : this.httpApiId();
+    return this.addUser(
+      name,
+      allow
+        ? [
+            {
+              Effect: 'Allow',
+              Action: 'execute-api:Invoke',
+              Resource: `arn:aws:execute-api:${REGION}:${ACCOUNT}:${apiId}/*`,
+            },
+          ]
+        : [],
+    );
+  }
+
+  /**
+   * An IAM user of the account with the given policy statements, e.g. an operator who may stop
+   * tasks; it calls AWS at `awsEndpoint`.
+   */
+  addUser(name: string, statements: readonly Record<string, Json>[]): Caller {
+    const arn = `arn:aws:iam::${ACCOUNT}:user/${name}`;
     const principal: Principal = {
       name: `user/${name}`,
       principalArn: arn,
       accountId: ACCOUNT,
-      policies: allow
-        ? [
-            {
-              name: 'invoke',
-              document: {
-                Version: '2012-10-17',
-                Statement: [
-                  {
-                    Effect: 'Allow',
-                    Action: 'execute-api:Invoke',
-                    Resource: `arn:aws:execute-api:${REGION}:${ACCOUNT}:${apiId}/*`,
-                  },
-                ],
+      policies:
+        statements.length === 0
+          ? []
+          : [
+              {
+                name: 'inline',
+                document: { Version: '2012-10-17', Statement: statements } as unknown as PolicyDocument,
               },
-            },
-          ]
-        : [],
+            ],
       accessKeyId: `AKIA${randomBytes(8).toString('hex').toUpperCase()}`,
       secretAccessKey: randomBytes(20).toString('base64'),
     };
     this.gateway.addPrincipal(principal);
     return { name, arn, accessKeyId: principal.accessKeyId, secretAccessKey: principal.secretAccessKey };
+  }
+
+  /** The AWS endpoint functions, tasks and users of the deployment call (IAM checked). */
+  get awsEndpoint(): string {
+    return this.gateway.url;
   }
 
   /** Moves the functions' clocks forward (deadlines, bid expiry, "30 s after" checks). */
@@ -420,9 +479,16 @@ export class EmulatedAwsDeployment {
     return target.invoke(this.scheduledEvent(target.settings.arn));
   }
 
-  /** Waits until every event delivery in flight (retries included) has ended. */
+  /** Waits until every event put on the bus has been delivered (retries included) or dropped. */
   async eventsSettled(): Promise<void> {
-    while (this.deliveries.size > 0) await Promise.all([...this.deliveries]);
+    for (;;) {
+      if (this.deliveries.size > 0) {
+        await Promise.allSettled([...this.deliveries]);
+        continue;
+      }
+      if (!(await this.bus.busy()) && this.deliveries.size === 0) return;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
   }
 
   async close(): Promise<void> {
@@ -430,6 +496,7 @@ export class EmulatedAwsDeployment {
     await Promise.all(this.pollers.map((p) => p.stop()));
     await this.realiser?.close();
     await this.eventsSettled().catch(() => undefined);
+    await this.bus.close();
     await this.httpApi.close();
     await Promise.all([...this.functions.values()].map((f) => f.close()));
     await this.gateway.close();
@@ -482,29 +549,31 @@ export class EmulatedAwsDeployment {
     };
   }
 
-  /** ECS reported a change: each rule whose pattern matches delivers it to its targets. */
+  /** ECS reported a change: it goes on the default bus, whose rules decide who receives it. */
   private taskStateChanged(detail: TaskStateChange): void {
-    for (const event of this.taskEventFilter({ id: randomUUID(), detail })) {
-      const envelope = {
-        version: '0',
-        id: event.id,
-        'detail-type': 'ECS Task State Change',
-        source: 'aws.ecs',
-        account: ACCOUNT,
-        time: event.detail.updatedAt.replace(/\.\d+Z$/, 'Z'),
-        region: REGION,
-        resources: [event.detail.taskArn],
-        detail: event.detail,
-      };
-      for (const [, rule] of this.model.resourcesOfType('AWS::Events::Rule')) {
-        const pattern = rule.Properties?.EventPattern;
-        if (pattern === undefined) continue;
-        if (!matchesPattern(this.resolver.resolve(pattern), envelope as unknown as Json)) continue;
-        for (const target of (rule.Properties?.Targets as Record<string, Json>[] | undefined) ?? []) {
-          const delivery = this.deliver(target, envelope).finally(() => this.deliveries.delete(delivery));
-          this.deliveries.add(delivery);
-        }
-      }
+    this.bus.put({
+      Source: 'aws.ecs',
+      DetailType: 'ECS Task State Change',
+      Time: new Date(detail.updatedAt),
+      Resources: [detail.taskArn],
+      Detail: JSON.stringify(detail),
+    });
+  }
+
+  /** The bus matched an event to a target: `taskEventFilter` may drop, repeat or hold it. */
+  private received(target: Record<string, Json>, event: Record<string, Json>): void {
+    const events =
+      event['detail-type'] === 'ECS Task State Change'
+        ? this.taskEventFilter({
+            id: String(event.id),
+            detail: event.detail as unknown as TaskStateChange,
+          }).map((each) => ({ ...event, id: each.id, detail: each.detail as unknown as Json }))
+        : [event];
+    for (const each of events) {
+      const delivery = this.deliver(target, each)
+        .catch((error: unknown) => this.options.log.error('an event delivery failed', { error }))
+        .finally(() => this.deliveries.delete(delivery));
+      this.deliveries.add(delivery);
     }
   }
 

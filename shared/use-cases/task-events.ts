@@ -27,6 +27,8 @@ interface Ending {
 
 /** Stop codes with which ECS ends a task whose Fargate Spot capacity was taken back. */
 const SPOT_RECLAIMED: ReadonlySet<string> = new Set(['SpotInterruption', 'TerminationNotice']);
+/** Stop codes of a task someone stopped (Ferry, an operator, a deployment), not its containers. */
+const STOPPED_FROM_OUTSIDE: ReadonlySet<string> = new Set(['UserInitiated', 'ServiceSchedulerInitiated']);
 
 /** Stop codes that say the task ended for a cause of its own, not because Ferry stopped it. */
 const NOT_STOPPED_BY_FERRY: ReadonlySet<string> = new Set([
@@ -102,6 +104,21 @@ export function endingOf(
       exitCode: null,
       reason:
         `the task failed to start: ${detail.stoppedReason ?? containerReason ?? 'no reason given'}`.trim(),
+    };
+  }
+  if (
+    manifest === undefined &&
+    container?.exitCode == null &&
+    detail.stopCode !== undefined &&
+    STOPPED_FROM_OUTSIDE.has(detail.stopCode)
+  ) {
+    // Stopped from outside Ferry (an operator's StopTask, a deployment) before anything ran.
+    return {
+      state: 'FAILED',
+      exitCode: null,
+      reason: `the task was stopped before the job ran (${detail.stopCode}): ${
+        detail.stoppedReason ?? 'no reason given'
+      }`,
     };
   }
   const publisher = detail.containers?.find((c) => c.name === PUBLISHER_CONTAINER);

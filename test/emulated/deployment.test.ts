@@ -5,9 +5,13 @@
 // checked against its role's policies from the template; each test ends with no denied call
 // and the capacity ledger back to zero.
 import { createHash } from 'node:crypto';
-import { ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { ECSClient, StopTaskCommand } from '@aws-sdk/client-ecs';
+import { EventBridgeClient, ListRulesCommand } from '@aws-sdk/client-eventbridge';
+import { ListBucketsCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetQueueUrlCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Execution } from '../../shared/domain/execution.ts';
+import { endpointFor, REGION } from '../support/aws.ts';
 import { describeDenials, type Harness, startHarness } from '../support/emulated-aws.ts';
 
 if (!inject('dockerAvailable') && process.env.CI === 'true') {
@@ -45,6 +49,24 @@ const taskOf = async (id: string): Promise<string> => {
     const containers = h.deployment.realiser?.describe(arn)?.containers ?? [];
     if (containers.filter((c) => c.lastStatus === 'RUNNING').length >= 2) return arn;
     if (Date.now() > deadline) throw new Error(`${arn}: containers ${JSON.stringify(containers)}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+};
+
+/** Holds image pulls (tasks stay PENDING) until the returned function is called. */
+const pullsHeld = (): (() => void) => {
+  const release = h.deployment.realiser?.holdPulls();
+  if (release === undefined) throw new Error('the deployment realises no tasks');
+  return release;
+};
+/** The task of an execution, once it is PENDING with no container started. */
+const pendingTaskOf = async (id: string): Promise<string> => {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const arn = (await h.get(id)).task?.id;
+    const task = arn === undefined ? undefined : h.deployment.realiser?.describe(arn);
+    if (arn !== undefined && task?.lastStatus === 'PENDING') return arn;
+    if (Date.now() > deadline) throw new Error(`${id} has no PENDING task: ${JSON.stringify(task)}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 };
@@ -128,15 +150,49 @@ describe.skipIf(!inject('dockerAvailable'))('the deployed stack, with real conta
     expect(done.reason).toMatch(/CannotPullContainerError/);
   });
 
-  it('cancels a job whose task is stopped before its job starts', async () => {
-    // Held in PENDING: the stop comes while the wrapper still waits for the publisher.
-    const submitted = await h.submit({ image, command: ['sleep', '60'] });
-    await h.waitFor(submitted.id, ['LAUNCHING', 'RUNNING']);
-    const asked = Date.now();
-    await h.client.json('POST', `/v1/executions/${submitted.id}/cancel`);
-    const done = await h.waitFor(submitted.id);
-    expect(done.state).toBe('CANCELLED');
-    expect(Date.now() - asked).toBeLessThan(15_000);
+  it('cancels a job whose task is stopped before its publisher starts', async () => {
+    // Its images still being pulled, so no container has started when the cancel comes.
+    const release = pullsHeld();
+    try {
+      const submitted = await h.submit({ image, command: ['sleep', '60'] });
+      const arn = await pendingTaskOf(submitted.id);
+      const asked = Date.now();
+      await h.client.json('POST', `/v1/executions/${submitted.id}/cancel`);
+      const done = await h.waitFor(submitted.id);
+      expect(done.state).toBe('CANCELLED');
+      expect(Date.now() - asked).toBeLessThan(15_000);
+      const containers = h.deployment.realiser?.describe(arn)?.containers ?? [];
+      expect(containers.length).toBeGreaterThan(0);
+      expect(containers.every((c) => c.exitCode === undefined)).toBe(true);
+    } finally {
+      release();
+    }
+  });
+
+  it('ends FAILED with the reason when an operator stops the task before its publisher starts', async () => {
+    const release = pullsHeld();
+    try {
+      const submitted = await h.submit({ image, command: ['true'] });
+      const arn = await pendingTaskOf(submitted.id);
+      const operator = h.deployment.addUser('operator', [
+        { Effect: 'Allow', Action: 'ecs:StopTask', Resource: '*' },
+      ]);
+      const ecs = new ECSClient({
+        region: REGION,
+        endpoint: h.deployment.awsEndpoint,
+        credentials: { accessKeyId: operator.accessKeyId, secretAccessKey: operator.secretAccessKey },
+      });
+      const cluster = arn.split('/')[1];
+      await ecs.send(new StopTaskCommand({ cluster, task: arn, reason: 'Drained for maintenance' }));
+      const done = await h.waitFor(submitted.id);
+      expect(done.state).toBe('FAILED');
+      expect(done.reason).toMatch(/Drained for maintenance/);
+      const task = h.deployment.realiser?.describe(arn);
+      expect(task?.stopCode).toBe('UserInitiated');
+      expect(task?.containers?.every((c) => c.exitCode === undefined)).toBe(true);
+    } finally {
+      release();
+    }
   });
 
   it('ends FAILED when the publisher crashes, and releases the capacity', async () => {
@@ -157,12 +213,17 @@ describe.skipIf(!inject('dockerAvailable'))('the deployed stack, with real conta
     expect(done.reason).toMatch(/Spot/);
   });
 
-  it('finishes a run whose STOPPED event was lost within two sweeps', async () => {
-    h.deployment.taskEventFilter = (event) => (event.detail.lastStatus === 'STOPPED' ? [] : [event]);
+  it('finishes a run whose STOPPED (and DEPROVISIONING) events were lost within two sweeps', async () => {
+    // Every event that tells the job ended (DEPROVISIONING and STOPPED) is lost.
+    h.deployment.taskEventFilter = (event) =>
+      event.detail.lastStatus === 'STOPPED' || event.detail.lastStatus === 'DEPROVISIONING' ? [] : [event];
     const submitted = await h.submit({ image, command: ['sh', '-c', 'echo done'] });
-    const arn = await taskOf(submitted.id);
+    // The job may well have ended by the time RUNNING is reported: its task, whatever it does.
+    const arn = (await h.waitFor(submitted.id, ['RUNNING'])).task?.id ?? '';
     await h.deployment.realiser?.settled();
-    expect((await h.get(submitted.id)).state).toBe('RUNNING');
+    await h.deployment.eventsSettled();
+    const before = await h.get(submitted.id);
+    expect(before.state, JSON.stringify(before.history)).toBe('RUNNING');
     expect(arn).toContain(':task/');
     // The sweeper notes the stop the first time, and applies it once 30 s have passed.
     h.deployment.advanceClock(5_000);
@@ -239,6 +300,33 @@ describe.skipIf(!inject('dockerAvailable'))('what a job can do with its task rol
     await h.client.json('POST', `/v1/executions/${job.id}/cancel`);
     expect((await h.waitFor(job.id)).state).toBe('CANCELLED');
     callsBefore = h.deployment.calls.length;
+  });
+});
+
+describe.skipIf(!inject('dockerAvailable'))('where the deployment lives', () => {
+  it('keeps its bucket, queues and rules on the emulator each service is configured for', async () => {
+    // Asked of each emulator directly, not through the deployment's endpoint.
+    const account = (service: 's3' | 'sqs' | 'eventbridge') => ({
+      region: REGION,
+      endpoint: endpointFor(service),
+      credentials: { accessKeyId: '123456789012', secretAccessKey: 'test' },
+      forcePathStyle: true,
+    });
+    const buckets = await new S3Client(account('s3')).send(new ListBucketsCommand({}));
+    expect(buckets.Buckets?.map((b) => b.Name)).toContain(h.deployment.ref(/^ExecutorResults[0-9A-F]+$/));
+    const queue =
+      h.deployment
+        .ref(/^ExecutorDispatch[0-9A-F]+$/)
+        .split('/')
+        .pop() ?? '';
+    const found = await new SQSClient(account('sqs')).send(new GetQueueUrlCommand({ QueueName: queue }));
+    expect(found.QueueUrl).toContain(queue);
+    const rules = await new EventBridgeClient(account('eventbridge')).send(new ListRulesCommand({}));
+    const patterns = (rules.Rules ?? []).map(
+      (r) => JSON.parse(r.EventPattern ?? '{}') as { source?: string[] },
+    );
+    expect(patterns.some((p) => p.source?.includes('aws.ecs'))).toBe(true);
+    expect(inject('awsServiceEndpoints').s3 !== undefined).toBe(process.env.FERRY_TEST_AWS === 'localstack');
   });
 });
 

@@ -13,8 +13,15 @@ if (!inject('dockerAvailable') && process.env.CI === 'true') {
 it.skipIf(!inject('dockerAvailable'))(
   'runs the synthesized stack until Ctrl-C and takes a signed job to the end',
   async () => {
+    // The user's environment, with S3, SQS and EventBridge on LocalStack when the suite is.
+    const services = inject('awsServiceEndpoints');
+    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME };
+    if (services.s3 !== undefined) env.AWS_ENDPOINT_URL_S3 = services.s3;
+    if (services.sqs !== undefined) env.AWS_ENDPOINT_URL_SQS = services.sqs;
+    if (services.eventbridge !== undefined) env.AWS_ENDPOINT_URL_EVENTBRIDGE = services.eventbridge;
     const child = spawn(process.execPath, ['bin/ferry.js', 'emulate', 'aws'], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env,
     });
     let out = '';
     let err = '';
@@ -60,6 +67,7 @@ it.skipIf(!inject('dockerAvailable'))(
     }
     expect(await exited).toBe(0);
     expect(err).toMatch(/stopping; \d+ AWS calls made, 0 refused by IAM/);
+    if (services.s3 !== undefined) expect(err).toContain(`s3 calls go to ${services.s3}`);
   },
   240_000,
 );

@@ -15,7 +15,7 @@ import type { Execution } from '../../shared/domain/execution.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { type Caller, EmulatedAwsDeployment } from '../../shared/runtime/emulated-aws.ts';
 import { type Synthesized, synthFerry } from '../infra/synth.ts';
-import { REGION } from './aws.ts';
+import { clientConfig, endpointFor, REGION } from './aws.ts';
 
 export const TERMINAL = [
   'COMPLETED',
@@ -73,7 +73,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   const functionLines: string[] = [];
   const deployment = await EmulatedAwsDeployment.start({
     assemblyDir: synth.outdir,
-    endpoints: { default: inject('awsEndpoint') },
+    endpoints: emulatorEndpoints(),
     docker,
     runnerImage,
     sweepOnSchedule: options.sweepOnSchedule ?? false,
@@ -95,13 +95,11 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     );
   const caller = deployment.addCaller('alice');
   const client = clientFor(caller);
-  const internal = {
-    region: REGION,
-    endpoint: inject('awsEndpoint'),
-    credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-  };
-  const ledger = new DynamoCapacityLedger(deployment.ref(/^ExecutorTable/), new DynamoDBClient(internal));
-  const sqs = new SQSClient(internal);
+  const ledger = new DynamoCapacityLedger(
+    deployment.ref(/^ExecutorTable/),
+    new DynamoDBClient(accountConfig('dynamodb')),
+  );
+  const sqs = new SQSClient(accountConfig('sqs'));
 
   const get = async (id: string) => (await client.json<Execution>('GET', `/v1/executions/${id}`)).body;
   const harness: Harness = {
@@ -144,7 +142,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     async deadLetterDepth(pattern) {
       const reply = await sqs.send(
         new GetQueueAttributesCommand({
-          QueueUrl: `${inject('awsEndpoint')}/123456789012/${deployment.ref(pattern).split('/').pop()}`,
+          QueueUrl: `${endpointFor('sqs')}/123456789012/${deployment.ref(pattern).split('/').pop()}`,
           AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
         }),
       );
@@ -166,6 +164,24 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     },
   };
   return harness;
+}
+
+/** A client of the deployment's account (LocalStack takes a twelve-digit key as the account). */
+function accountConfig(service: 'dynamodb' | 'sqs') {
+  return { ...clientConfig(service), credentials: { accessKeyId: '123456789012', secretAccessKey: 'test' } };
+}
+
+/**
+ * Where each service answers, by SigV4 signing name: under FERRY_TEST_AWS=localstack S3, SQS
+ * and EventBridge are LocalStack's, the rest moto's.
+ */
+function emulatorEndpoints(): { default: string } & Record<string, string> {
+  const services = inject('awsServiceEndpoints');
+  const endpoints: { default: string } & Record<string, string> = { default: inject('awsEndpoint') };
+  for (const [service, endpoint] of Object.entries(services)) {
+    if (endpoint !== undefined) endpoints[service === 'eventbridge' ? 'events' : service] = endpoint;
+  }
+  return endpoints;
 }
 
 /** Rewrites the stack's template in the cloud assembly, as a hand-edited deployment would be. */

@@ -195,6 +195,22 @@ describe('task state changes', () => {
     expect((await core.store.get(unpullable.id))?.reason).toBe(
       'the task failed to start: CannotPullContainerError',
     );
+
+    // An operator's StopTask while the images were still being pulled: nothing ran.
+    const drained = await submitJob(core, OWNER, job);
+    await dispatch(core, { executionId: drained.id });
+    await handleTaskStateChange(
+      core,
+      event(drained.id, 2, 'STOPPED', {
+        stopCode: 'UserInitiated',
+        stoppedReason: 'Drained for maintenance',
+        containers: [{ name: 'job' }, { name: 'ferry-publisher' }],
+      }),
+    );
+    expect(await core.store.get(drained.id)).toMatchObject({
+      state: 'FAILED',
+      reason: 'the task was stopped before the job ran (UserInitiated): Drained for maintenance',
+    });
   });
 });
 

@@ -13,6 +13,7 @@ import type { Logger } from '../../logger.ts';
 import { type AwsRequestFacts, describeAwsRequest, type ResourceLookup } from './aws-request.ts';
 import { checkAuthorization, type PrincipalPolicies } from './iam-check.ts';
 import { LoopbackServer } from './loopback-server.ts';
+import { type EmulatorKey, resign } from './resign.ts';
 import type { PolicyDocument } from './template.ts';
 
 export interface Principal extends PrincipalPolicies {
@@ -55,9 +56,16 @@ export interface EcsHooks {
 export interface GatewayOptions {
   /** The base URL of the emulator that serves a service (by SigV4 signing name). */
   readonly upstream: (service: string) => string;
+  /** The key every forwarded request is signed with again: the emulated account's own. */
+  readonly emulatorKey: EmulatorKey;
   readonly lookup: ResourceLookup;
   /** A resource's own policy (bucket, queue), by the ARN of the resource. */
   readonly resourcePolicy: (arn: string) => PolicyDocument | undefined;
+  /**
+   * Fargate's task launch rate, a token bucket per account and region: `burst` tasks at once,
+   * refilled at `perSecond`. A RunTask past it is refused with ThrottlingException.
+   */
+  readonly launchRate?: { readonly burst: number; readonly perSecond: number };
   readonly log: Logger;
 }
 
@@ -84,7 +92,16 @@ export class AwsGateway {
     Promise<{ request: string; status: number; headers: Record<string, string>; body: Buffer }>
   >();
 
-  constructor(private readonly options: GatewayOptions) {}
+  /** RunTask calls refused by the launch rate. */
+  throttledLaunches = 0;
+  private readonly launchTokens: TokenBucket | undefined;
+
+  constructor(private readonly options: GatewayOptions) {
+    this.launchTokens =
+      options.launchRate === undefined
+        ? undefined
+        : new TokenBucket(options.launchRate.burst, options.launchRate.perSecond);
+  }
 
   /** Hands ECS's answers to the Fargate realiser from now on. */
   realiseTasksWith(hooks: EcsHooks): void {
@@ -193,13 +210,25 @@ export class AwsGateway {
         ),
       );
     }
+    if (facts.service === 'ecs' && facts.operation === 'RunTask' && this.launchTokens !== undefined) {
+      if (!this.launchTokens.take(taskCount(raw.body))) {
+        this.throttledLaunches += 1;
+        this.record(principal.name, facts, verdicts, 400);
+        return reply(
+          response,
+          400,
+          { 'content-type': 'application/x-amz-json-1.1', 'x-amzn-errortype': 'ThrottlingException' },
+          Buffer.from(JSON.stringify({ __type: 'ThrottlingException', message: 'Rate exceeded' })),
+        );
+      }
+    }
     // DynamoDB isolates each transaction; moto does not (it checks and writes in whichever
     // request thread gets there, and under load answers with an HTML error page). Taking its
     // calls one at a time gives the isolation the functions rely on.
     const forwarded =
       facts.service === 'dynamodb'
-        ? this.oneAtATime(() => forward(this.options.upstream(facts.service), raw))
-        : forward(this.options.upstream(facts.service), raw);
+        ? this.oneAtATime(() => this.forward(facts.service, raw))
+        : this.forward(facts.service, raw);
     if (token !== undefined) {
       const kept = forwarded.then((answer) => ({ request: token.request, ...answer }));
       this.runTaskTokens.set(token.value, kept);
@@ -233,6 +262,18 @@ export class AwsGateway {
     }
     this.record(principal.name, facts, verdicts, status);
     reply(response, status, answerHeaders, answer);
+  }
+
+  /** Passes a request on to the emulator of its service, signed again with the emulator's key. */
+  private async forward(service: string, raw: Parameters<typeof forward>[1]) {
+    const base = this.options.upstream(service);
+    const signed = await resign(raw, {
+      host: new URL(base).host,
+      service,
+      region: this.options.lookup.region,
+      key: this.options.emulatorKey,
+    });
+    return forward(base, signed);
   }
 
   private oneAtATime<T>(call: () => Promise<T>): Promise<T> {
@@ -371,6 +412,16 @@ export class AwsGateway {
 }
 
 /** A RunTask's client token, and the request it came with (for ECS's conflict check). */
+/** How many tasks a RunTask asks for. */
+function taskCount(body: Buffer): number {
+  try {
+    const count = (JSON.parse(body.toString('utf8')) as { count?: unknown }).count;
+    return typeof count === 'number' && count > 0 ? count : 1;
+  } catch {
+    return 1;
+  }
+}
+
 function runTaskToken(body: Buffer): { value: string; request: string } | undefined {
   try {
     const input = JSON.parse(body.toString('utf8')) as { clientToken?: unknown };
@@ -397,6 +448,28 @@ function wireTask(task: Task): Record<string, unknown> {
         ? Date.parse(value) / 1000
         : value,
   ) as Record<string, unknown>;
+}
+
+/** Tokens refilled continuously up to a maximum; a request takes what it needs or nothing. */
+class TokenBucket {
+  private tokens: number;
+  private at = Date.now();
+
+  constructor(
+    private readonly burst: number,
+    private readonly perSecond: number,
+  ) {
+    this.tokens = burst;
+  }
+
+  take(count: number): boolean {
+    const now = Date.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.at) / 1000) * this.perSecond);
+    this.at = now;
+    if (this.tokens < count) return false;
+    this.tokens -= count;
+    return true;
+  }
 }
 
 async function readBody(request: http.IncomingMessage): Promise<Buffer> {

@@ -212,6 +212,8 @@ export class FargateRealiser {
   private readonly active = new Map<string, Promise<void>>();
   private engineCpus: Promise<number> | undefined;
   private closed = false;
+  /** Image pulls wait for this (see `holdPulls`). */
+  private pulls: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: FargateRealiserOptions) {
     this.docker = options.docker;
@@ -241,6 +243,21 @@ export class FargateRealiser {
   /** A Fargate Spot interruption: the task is stopped as ECS stops a reclaimed one. */
   interrupt(taskArn: string): void {
     this.requestStopFromOutside(taskArn, 'SpotInterruption', 'Your Spot Task was interrupted.');
+  }
+
+  /**
+   * Keeps every task that reaches PENDING from here on pulling its images, as a slow registry
+   * would, until the returned function is called or the task is stopped.
+   */
+  holdPulls(): () => void {
+    let release: () => void = () => {};
+    this.pulls = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    return () => {
+      release();
+      this.pulls = Promise.resolve();
+    };
   }
 
   /** The tasks RunTask started for `startedBy` (Ferry names the execution there). */
@@ -433,6 +450,7 @@ export class FargateRealiser {
       task.times.connectivityAt = new Date();
       task.times.pullStartedAt = new Date();
       this.changed(task);
+      await Promise.race([this.pulls, task.stopRequested.promise]);
       const missing = await this.missingImage(task);
       task.times.pullStoppedAt = new Date();
       if (missing !== undefined) {
@@ -484,8 +502,13 @@ export class FargateRealiser {
   private async runContainer(task: TaskRun, c: ContainerRun): Promise<void> {
     try {
       const verdict = await this.dependenciesOf(task, c);
-      if (!verdict.met || task.desiredStatus === 'STOPPED') {
-        this.neverStarted(task, c, verdict.met ? undefined : verdict.reason);
+      // Once the task is to stop, the agent starts nothing more and judges no dependency.
+      if (task.desiredStatus === 'STOPPED') {
+        this.neverStarted(task, c);
+        return;
+      }
+      if (!verdict.met) {
+        this.neverStarted(task, c, verdict.reason);
         return;
       }
       let container: Docker.Container;

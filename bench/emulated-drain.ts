@@ -1,0 +1,164 @@
+// A queue of jobs drained through the emulated deployment against Fargate's launch rate: the
+// stack is synthesized with a capacity budget large enough for every job (so capacity is never
+// what holds a launch back), the dispatcher's event source is held while the jobs are
+// submitted, then let go; the gateway refuses RunTask past Fargate's quota (100 at once,
+// refilled at 20 a second) as Fargate does. Tasks are not realised as containers: what is
+// measured is how fast Ferry launches, against the most Fargate allows.
+//
+// Run directly against a running emulator:
+//   node --import tsx bench/emulated-drain.ts <endpoint> [jobs]
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { FerryClient, sigv4Signer } from '../cli/client.ts';
+import { synthesize } from '../cli/emulate.ts';
+import type { Execution } from '../shared/domain/execution.ts';
+import { silentLogger } from '../shared/logger.ts';
+import { EmulatedAwsDeployment } from '../shared/runtime/emulated-aws.ts';
+
+/** Fargate's sustained launch rate, tasks a second. */
+export const FARGATE_LAUNCHES_PER_SECOND = 20;
+
+export interface DrainBench {
+  readonly jobs: number;
+  readonly submitSeconds: number;
+  /** From letting the event source go to the last launch. */
+  readonly drainSeconds: number;
+  readonly launched: number;
+  /** Launches a second over the whole drain, and over its middle (10th to 90th percent). */
+  readonly launchesPerSecond: number;
+  readonly steadyLaunchesPerSecond: number;
+  /** RunTask calls Fargate's rate refused (each one retried by Ferry). */
+  readonly throttled: number;
+  /** Executions that did not launch: still QUEUED, or FAILED. */
+  readonly queued: number;
+  readonly failed: number;
+  readonly failureReasons: readonly string[];
+}
+
+const SUBMIT_PARALLELISM = 16;
+/** A drain that launches nothing for this long is stuck, and reported as it is. */
+const STALL_MS = 120_000;
+
+export async function benchEmulatedDrain(
+  endpoint: string,
+  jobs = 10_000,
+  progress: (line: string) => void = () => undefined,
+): Promise<DrainBench> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-drain-'));
+  // Room for every job at once (0.25 vCPU and 512 MiB each): the launch rate is the only limit.
+  synthesize(dir, process.env, {
+    'ferry:maxConcurrentJobs': String(jobs),
+    'ferry:maxVcpus': String(Math.ceil(jobs / 4)),
+    'ferry:maxMemoryMiB': String(jobs * 512),
+  });
+  const deployment = await EmulatedAwsDeployment.start({
+    assemblyDir: dir,
+    endpoints: { default: endpoint },
+    sweepOnSchedule: false,
+    log: silentLogger,
+  });
+  try {
+    await Promise.all(deployment.pollers.map((poller) => poller.stop()));
+    const caller = deployment.addCaller('bench');
+    const client = new FerryClient(
+      deployment.apiUrl,
+      undefined,
+      sigv4Signer({
+        region: 'us-east-1',
+        credentials: { accessKeyId: caller.accessKeyId, secretAccessKey: caller.secretAccessKey },
+      }),
+    );
+
+    const submitStarted = performance.now();
+    let submitted = 0;
+    await Promise.all(
+      Array.from({ length: SUBMIT_PARALLELISM }, async () => {
+        while (submitted < jobs) {
+          submitted += 1;
+          const reply = await client.json<Execution>('POST', '/v1/jobs', {
+            image: 'busybox:latest',
+            command: ['true'],
+          });
+          if (reply.body.state !== 'QUEUED') throw new Error(`a submitted job is ${reply.body.state}`);
+          if (submitted % 1000 === 0) progress(`${submitted} of ${jobs} jobs queued`);
+        }
+      }),
+    );
+    const submitSeconds = (performance.now() - submitStarted) / 1000;
+
+    const launchedAt: number[] = [];
+    let scanned = deployment.calls.length;
+    const drainStarted = Date.now();
+    for (const poller of deployment.pollers) poller.start();
+    let lastReport = drainStarted;
+    while (launchedAt.length < jobs) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const calls = deployment.calls;
+      for (; scanned < calls.length; scanned += 1) {
+        const call = calls[scanned];
+        if (call?.service === 'ecs' && call.operation === 'RunTask' && call.status === 200) {
+          launchedAt.push(Date.parse(call.at));
+        }
+      }
+      const last = launchedAt.at(-1) ?? drainStarted;
+      if (Date.now() - last > STALL_MS) break;
+      if (Date.now() - lastReport >= 10_000) {
+        lastReport = Date.now();
+        progress(
+          `${launchedAt.length} of ${jobs} launched in ${((Date.now() - drainStarted) / 1000).toFixed(0)} s, ${deployment.throttledLaunches} RunTask calls throttled`,
+        );
+      }
+    }
+    await Promise.all(deployment.pollers.map((poller) => poller.stop()));
+    launchedAt.sort((a, b) => a - b);
+    const end = launchedAt.at(-1) ?? drainStarted;
+    const drainSeconds = (end - drainStarted) / 1000;
+    const at = (q: number) =>
+      launchedAt[Math.min(launchedAt.length - 1, Math.floor(q * launchedAt.length))] ?? 0;
+    const middle = (at(0.9) - at(0.1)) / 1000;
+
+    const count = async (state: string) => {
+      const reasons: string[] = [];
+      let total = 0;
+      let cursor: string | undefined;
+      do {
+        const page = (
+          await client.json<{ executions: Execution[]; nextCursor?: string }>(
+            'GET',
+            `/v1/executions?state=${state}&limit=100${cursor === undefined ? '' : `&cursor=${encodeURIComponent(cursor)}`}`,
+          )
+        ).body;
+        total += page.executions.length;
+        for (const e of page.executions)
+          if (e.reason !== undefined && reasons.length < 3) reasons.push(e.reason);
+        cursor = page.nextCursor;
+      } while (cursor !== undefined);
+      return { total, reasons };
+    };
+    const queued = await count('QUEUED');
+    const failed = await count('FAILED');
+    return {
+      jobs,
+      submitSeconds,
+      drainSeconds,
+      launched: launchedAt.length,
+      launchesPerSecond: drainSeconds > 0 ? launchedAt.length / drainSeconds : 0,
+      steadyLaunchesPerSecond: middle > 0 ? (0.8 * launchedAt.length) / middle : 0,
+      throttled: deployment.throttledLaunches,
+      queued: queued.total,
+      failed: failed.total,
+      failureReasons: [...new Set(failed.reasons)],
+    };
+  } finally {
+    await deployment.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1]?.endsWith('emulated-drain.ts')) {
+  const endpoint = process.argv[2];
+  if (endpoint === undefined) throw new Error('usage: emulated-drain.ts <emulator endpoint> [jobs]');
+  const jobs = process.argv[3] === undefined ? undefined : Number(process.argv[3]);
+  console.log(await benchEmulatedDrain(endpoint, jobs, (line) => process.stderr.write(`${line}\n`)));
+}
