@@ -196,6 +196,8 @@ export interface CapacityLedger {
   release(executionId: string): Promise<void>;
   /** Executions holding a reservation, for reconciliation. */
   holders(): Promise<readonly string[]>;
+  /** What all reservations hold together, read at once however many there are. */
+  totals(): Promise<{ readonly cpu: number; readonly memoryMiB: number; readonly tasks: number }>;
 }
 
 export interface Clock {

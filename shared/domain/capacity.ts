@@ -23,8 +23,10 @@ export interface Demand {
 }
 
 export interface Usage {
-  /** Jobs holding capacity: launching or running. */
+  /** Jobs holding capacity: launching or running (none listed when `held` sums them). */
   readonly active: readonly Demand[];
+  /** What the active jobs hold together, when they are not listed: the ledger's totals. */
+  readonly held?: { readonly jobs: number; readonly cpu: number; readonly memoryMiB: number };
   /**
    * Jobs queued, in any order: all of them, or only the head of the queue (the highest
    * priorities), so a decision costs the same however long the queue is.
@@ -48,11 +50,11 @@ interface Room {
 
 const EPSILON = 1e-9;
 
-function roomLeft(limits: CapacityLimits, active: readonly Demand[]): Room {
+function roomLeft(limits: CapacityLimits, active: readonly Demand[], held?: Usage['held']): Room {
   return {
-    slots: limits.maxConcurrency - active.length,
-    cpu: limits.maxCpu - active.reduce((sum, d) => sum + d.cpu, 0),
-    memoryMiB: limits.maxMemoryMiB - active.reduce((sum, d) => sum + d.memoryMiB, 0),
+    slots: limits.maxConcurrency - active.length - (held?.jobs ?? 0),
+    cpu: limits.maxCpu - active.reduce((sum, d) => sum + d.cpu, 0) - (held?.cpu ?? 0),
+    memoryMiB: limits.maxMemoryMiB - active.reduce((sum, d) => sum + d.memoryMiB, 0) - (held?.memoryMiB ?? 0),
   };
 }
 
@@ -82,7 +84,7 @@ export function decideLaunch(
   now: Date,
 ): LaunchDecision {
   const active = usage.active.filter((d) => d.executionId !== candidate.executionId);
-  const room = roomLeft(limits, active);
+  const room = roomLeft(limits, active, usage.held);
   const holder = reservationHolder(usage, limits, now);
   const reserved = holder !== undefined && holder.executionId !== candidate.executionId ? holder : undefined;
   const available = reserved === undefined ? room : minus(room, reserved);
@@ -123,7 +125,7 @@ export function estimateWaitSeconds(
   limits: CapacityLimits,
   now: Date,
 ): number {
-  let room = roomLeft(limits, usage.active);
+  let room = roomLeft(limits, usage.active, usage.held);
   // Jobs already waiting go first (roughly; backfill may reorder, and only the head of a
   // long queue is counted).
   for (const waiting of usage.waiting) room = minus(room, waiting);

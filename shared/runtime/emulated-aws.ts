@@ -202,6 +202,7 @@ export class EmulatedAwsDeployment {
         apiTarget.current?.invoke(event) ??
         Promise.resolve({ ok: false, error: { errorType: 'Emulator.NotReady', errorMessage: 'starting' } }),
       authorize: async (request) => {
+        const started = performance.now();
         const verification = await verifySignature(request, (key) => gateway.principalFor(key));
         if (!verification.ok) return { ok: false, message: verification.message };
         const caller = gateway.principalFor(verification.signature.accessKeyId) as Principal;
@@ -218,6 +219,7 @@ export class EmulatedAwsDeployment {
           authorizations: [{ action: 'execute-api:Invoke', resource, context: {}, ...verdict }],
           status: verdict.allowed ? 200 : 403,
           at: new Date().toISOString(),
+          durationMs: performance.now() - started,
         });
         if (!verdict.allowed) {
           return {

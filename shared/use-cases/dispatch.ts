@@ -11,7 +11,7 @@ import { mintUploadSecret, uploadSecretDigest } from '../domain/upload-links.ts'
 import { BackendError, StaleExecution } from '../errors.ts';
 import type { DispatchMessage } from '../ports.ts';
 import { amend, moveTo, mutate } from './transitions.ts';
-import { currentUsage, demandOf } from './usage.ts';
+import { demandOf, launchUsage } from './usage.ts';
 
 export type DispatchOutcome =
   | { readonly outcome: 'launched'; readonly taskId: string }
@@ -36,7 +36,7 @@ export async function dispatch(core: Core, message: DispatchMessage): Promise<Di
   }
 
   const now = core.clock.now();
-  const usage = await currentUsage(core);
+  const usage = await launchUsage(core);
   const decision = decideLaunch(demandOf(execution), usage, core.settings.capacity, now);
   if (!decision.launch) {
     await core.queue.send(messageFor(execution), { delaySeconds: core.settings.deferSeconds });

@@ -1,8 +1,9 @@
 // The capacity picture the dispatcher and the bidder decide on: what holds capacity now,
-// and the head of what waits for it, read from the store. Both reads are bounded whatever
-// the queue length and however many executions are stored: active jobs are capped by the
-// capacity budget (the ledger admits no more), the queue is read through its indexes a few
-// at a time, and its length is a count the store keeps.
+// and the head of what waits for it. A launch decision reads the ledger's totals and the head
+// of the queue: a bounded number of reads however many jobs run or wait. A bid also lists the
+// active jobs, whose deadlines its wait estimate needs; those are capped by the capacity
+// budget (the ledger admits no more). The queue is read through its indexes a few at a time,
+// and its length is a count the store keeps.
 
 import type { Core } from '../core.ts';
 import type { Demand, Usage } from '../domain/capacity.ts';
@@ -38,6 +39,22 @@ export async function listAll(core: Core, states: readonly ExecutionState[]): Pr
  */
 export const QUEUE_HEAD = 25;
 
+/**
+ * What a launch decision needs, in a bounded number of reads however many jobs run or wait:
+ * the ledger's totals (the budget the launch must fit) and the head of the queue.
+ */
+export async function launchUsage(core: Core): Promise<Usage> {
+  const [held, head] = await Promise.all([core.ledger.totals(), core.store.queueHead(QUEUE_HEAD)]);
+  return {
+    active: [],
+    held: { jobs: held.tasks, cpu: held.cpu, memoryMiB: held.memoryMiB },
+    waiting: head.first.map(demandOf),
+    queuedJobs: head.length,
+    ...(head.oldest === undefined ? {} : { oldestWaiting: demandOf(head.oldest) }),
+  };
+}
+
+/** Every active job listed (bids estimate waits from their deadlines), and the head of the queue. */
 export async function currentUsage(core: Core): Promise<Usage> {
   const [active, head] = await Promise.all([listAll(core, ACTIVE_STATES), core.store.queueHead(QUEUE_HEAD)]);
   return {

@@ -42,6 +42,8 @@ export interface RecordedCall {
   /** The answer's status, as the caller saw it. */
   readonly status: number;
   readonly at: string;
+  /** From the request's arrival to its answer, the emulator's time included. */
+  readonly durationMs: number;
 }
 
 /** What the gateway tells the Fargate realiser, and asks it. */
@@ -144,6 +146,7 @@ export class AwsGateway {
   private async handle(request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
     const url = request.url ?? '/';
     if (url.startsWith(CREDENTIALS_PATH)) return this.serveCredentials(url, response);
+    const started = performance.now();
     const body = await readBody(request);
     const headers = lowerCaseHeaders(request.headers);
     const raw = { method: request.method ?? 'GET', url, headers, body };
@@ -156,7 +159,7 @@ export class AwsGateway {
     }
     const principal = facts.accessKeyId === undefined ? undefined : this.principals.get(facts.accessKeyId);
     if (principal === undefined) {
-      this.record('anonymous', facts, [], 403);
+      this.record('anonymous', facts, [], 403, started);
       return this.deny(
         response,
         facts,
@@ -178,7 +181,7 @@ export class AwsGateway {
       );
       const denied = verdicts.find((v) => !v.allowed);
       if (denied !== undefined) {
-        this.record(principal.name, facts, verdicts, 403);
+        this.record(principal.name, facts, verdicts, 403, started);
         this.options.log.warn('denied by IAM', {
           principal: principal.name,
           explanation: denied.explanation,
@@ -194,10 +197,10 @@ export class AwsGateway {
       // answer again, another one is refused as ECS refuses it.
       const first = await this.runTaskTokens.get(token.value);
       if (first !== undefined && first.request === token.request) {
-        this.record(principal.name, facts, verdicts, first.status);
+        this.record(principal.name, facts, verdicts, first.status, started);
         return reply(response, first.status, first.headers, first.body);
       }
-      this.record(principal.name, facts, verdicts, 400);
+      this.record(principal.name, facts, verdicts, 400, started);
       return reply(
         response,
         400,
@@ -213,7 +216,7 @@ export class AwsGateway {
     if (facts.service === 'ecs' && facts.operation === 'RunTask' && this.launchTokens !== undefined) {
       if (!this.launchTokens.take(taskCount(raw.body))) {
         this.throttledLaunches += 1;
-        this.record(principal.name, facts, verdicts, 400);
+        this.record(principal.name, facts, verdicts, 400, started);
         return reply(
           response,
           400,
@@ -252,7 +255,7 @@ export class AwsGateway {
       const listing = await this.mayListKey(principal, facts);
       if (!listing.allowed) {
         verdicts = [...verdicts, { ...listing, allowed: false }];
-        this.record(principal.name, facts, verdicts, 403);
+        this.record(principal.name, facts, verdicts, 403, started);
         return this.deny(response, facts, `the key is missing and ${listing.explanation}`, headers);
       }
     }
@@ -260,7 +263,7 @@ export class AwsGateway {
       answer = this.ecsHook(facts.operation, raw.body, answer, this.ecs);
       answerHeaders['content-length'] = String(answer.length);
     }
-    this.record(principal.name, facts, verdicts, status);
+    this.record(principal.name, facts, verdicts, status, started);
     reply(response, status, answerHeaders, answer);
   }
 
@@ -350,6 +353,7 @@ export class AwsGateway {
     facts: AwsRequestFacts,
     authorizations: readonly RecordedAuthorization[],
     status: number,
+    started: number,
   ): void {
     this.calls.push({
       principal,
@@ -358,6 +362,7 @@ export class AwsGateway {
       authorizations,
       status,
       at: new Date().toISOString(),
+      durationMs: performance.now() - started,
     });
   }
 

@@ -28,4 +28,14 @@ export class MemoryCapacityLedger implements CapacityLedger {
   async holders(): Promise<readonly string[]> {
     return [...this.reservations.keys()];
   }
+
+  async totals(): Promise<{ cpu: number; memoryMiB: number; tasks: number }> {
+    let cpu = 0;
+    let memoryMiB = 0;
+    for (const held of this.reservations.values()) {
+      cpu += held.cpu;
+      memoryMiB += held.memoryMiB;
+    }
+    return { cpu, memoryMiB, tasks: this.reservations.size };
+  }
 }
