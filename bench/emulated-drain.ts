@@ -3,7 +3,10 @@
 // what holds a launch back), the dispatcher's event source is held while the jobs are
 // submitted, then let go; the gateway refuses RunTask past Fargate's quota (100 at once,
 // refilled at 20 a second) as Fargate does. Tasks are not realised as containers: what is
-// measured is how fast Ferry launches, against the most Fargate allows.
+// measured is how fast Ferry launches, against the most Fargate allows. DynamoDB is Dynoxide's
+// (see bench/dynoxide.ts) and SQS LocalStack's: with 10,000 messages queued, one receive and
+// delete takes moto 1.2 s (6 ms on LocalStack), and moto's DynamoDB reads the whole table for
+// each index query; ECS and EC2 stay on moto.
 //
 // Run directly against a running emulator:
 //   node --import tsx bench/emulated-drain.ts <endpoint> [jobs]
@@ -15,6 +18,35 @@ import { synthesize } from '../cli/emulate.ts';
 import type { Execution } from '../shared/domain/execution.ts';
 import { silentLogger } from '../shared/logger.ts';
 import { EmulatedAwsDeployment } from '../shared/runtime/emulated-aws.ts';
+import { startLocalStack } from '../test/support/localstack.ts';
+import { startMoto } from '../test/support/moto.ts';
+import { startDynoxide } from './dynoxide.ts';
+
+/** moto, Dynoxide and LocalStack started for the drain, and stopped after it. */
+export async function withDrainEmulators<T>(
+  progress: (line: string) => void,
+  run: (endpoints: Parameters<typeof benchEmulatedDrain>[0]) => Promise<T>,
+): Promise<T> {
+  const started: { stop: () => Promise<void> }[] = [];
+  try {
+    const moto = await startMoto();
+    started.push(moto);
+    const dynoxide = await startDynoxide(progress);
+    started.push(dynoxide);
+    const localstack = await startLocalStack();
+    started.push(localstack);
+    const elsewhere = localstack.endpoint;
+    return await run({
+      default: moto.endpoint,
+      dynamodb: dynoxide.endpoint,
+      sqs: elsewhere,
+      s3: elsewhere,
+      events: elsewhere,
+    });
+  } finally {
+    await Promise.all(started.map((emulator) => emulator.stop().catch(() => undefined)));
+  }
+}
 
 /** Fargate's sustained launch rate, tasks a second. */
 export const FARGATE_LAUNCHES_PER_SECOND = 20;
@@ -34,6 +66,12 @@ export interface DrainBench {
   readonly queued: number;
   readonly failed: number;
   readonly failureReasons: readonly string[];
+  /** Where the drain's AWS time went: the costliest operations, with calls and mean time. */
+  readonly slowest: readonly {
+    readonly operation: string;
+    readonly calls: number;
+    readonly meanMs: number;
+  }[];
 }
 
 const SUBMIT_PARALLELISM = 16;
@@ -41,7 +79,11 @@ const SUBMIT_PARALLELISM = 16;
 const STALL_MS = 120_000;
 
 export async function benchEmulatedDrain(
-  endpoint: string,
+  /**
+   * Where each service answers: emulators that do not slow as the queue grows. DynamoDB on
+   * Dynoxide, SQS (S3, EventBridge) on LocalStack, ECS on moto (the default).
+   */
+  endpoints: { readonly default: string } & Readonly<Record<'dynamodb' | 'sqs' | 's3' | 'events', string>>,
   jobs = 10_000,
   progress: (line: string) => void = () => undefined,
 ): Promise<DrainBench> {
@@ -54,7 +96,7 @@ export async function benchEmulatedDrain(
   });
   const deployment = await EmulatedAwsDeployment.start({
     assemblyDir: dir,
-    endpoints: { default: endpoint },
+    endpoints,
     sweepOnSchedule: false,
     log: silentLogger,
   });
@@ -88,7 +130,8 @@ export async function benchEmulatedDrain(
     const submitSeconds = (performance.now() - submitStarted) / 1000;
 
     const launchedAt: number[] = [];
-    let scanned = deployment.calls.length;
+    const drainFrom = deployment.calls.length;
+    let scanned = drainFrom;
     const drainStarted = Date.now();
     for (const poller of deployment.pollers) poller.start();
     let lastReport = drainStarted;
@@ -111,6 +154,23 @@ export async function benchEmulatedDrain(
       }
     }
     await Promise.all(deployment.pollers.map((poller) => poller.stop()));
+    const spent = new Map<string, { calls: number; ms: number }>();
+    for (const call of deployment.calls.slice(drainFrom)) {
+      if (call.operation === 'ReceiveMessage') continue; // long polls: waiting, not work
+      const key = `${call.service}:${call.operation}`;
+      const entry = spent.get(key) ?? { calls: 0, ms: 0 };
+      entry.calls += 1;
+      entry.ms += call.durationMs;
+      spent.set(key, entry);
+    }
+    const slowest = [...spent]
+      .sort((a, b) => b[1].ms - a[1].ms)
+      .slice(0, 5)
+      .map(([operation, e]) => ({
+        operation,
+        calls: e.calls,
+        meanMs: Math.round((e.ms / e.calls) * 10) / 10,
+      }));
     launchedAt.sort((a, b) => a - b);
     const end = launchedAt.at(-1) ?? drainStarted;
     const drainSeconds = (end - drainStarted) / 1000;
@@ -124,13 +184,13 @@ export async function benchEmulatedDrain(
       let cursor: string | undefined;
       do {
         const page = (
-          await client.json<{ executions: Execution[]; nextCursor?: string }>(
+          await client.json<{ items: Execution[]; nextCursor?: string }>(
             'GET',
             `/v1/executions?state=${state}&limit=100${cursor === undefined ? '' : `&cursor=${encodeURIComponent(cursor)}`}`,
           )
         ).body;
-        total += page.executions.length;
-        for (const e of page.executions)
+        total += page.items.length;
+        for (const e of page.items)
           if (e.reason !== undefined && reasons.length < 3) reasons.push(e.reason);
         cursor = page.nextCursor;
       } while (cursor !== undefined);
@@ -149,6 +209,7 @@ export async function benchEmulatedDrain(
       queued: queued.total,
       failed: failed.total,
       failureReasons: [...new Set(failed.reasons)],
+      slowest,
     };
   } finally {
     await deployment.close();
@@ -157,8 +218,7 @@ export async function benchEmulatedDrain(
 }
 
 if (process.argv[1]?.endsWith('emulated-drain.ts')) {
-  const endpoint = process.argv[2];
-  if (endpoint === undefined) throw new Error('usage: emulated-drain.ts <emulator endpoint> [jobs]');
-  const jobs = process.argv[3] === undefined ? undefined : Number(process.argv[3]);
-  console.log(await benchEmulatedDrain(endpoint, jobs, (line) => process.stderr.write(`${line}\n`)));
+  const jobs = process.argv[2] === undefined ? undefined : Number(process.argv[2]);
+  const say = (line: string) => process.stderr.write(`${line}\n`);
+  console.log(await withDrainEmulators(say, (endpoints) => benchEmulatedDrain(endpoints, jobs, say)));
 }

@@ -9,7 +9,7 @@ import { startMoto } from '../test/support/moto.ts';
 import { benchAwsCalls, formatAwsCalls } from './aws-calls.ts';
 import { benchCapture, type CaptureBench } from './capture.ts';
 import { benchEmulatedDispatch } from './emulated-dispatch.ts';
-import { benchEmulatedDrain, FARGATE_LAUNCHES_PER_SECOND } from './emulated-drain.ts';
+import { benchEmulatedDrain, FARGATE_LAUNCHES_PER_SECOND, withDrainEmulators } from './emulated-drain.ts';
 import { benchLatency, LATENCY_IMAGE, type LatencyBench } from './latency.ts';
 import { benchPublisher, type PublisherBench } from './publisher.ts';
 import { benchQueueCost, formatQueueCost } from './queue-cost.ts';
@@ -279,8 +279,10 @@ async function main(): Promise<void> {
   step(
     `9/9 the emulated deployment: ${DRAIN_JOBS.toLocaleString('en')} queued jobs drained against Fargate's launch rate`,
   );
-  const drain = await benchEmulatedDrain(moto.endpoint, DRAIN_JOBS, (line) => step(`    ${line}`)).finally(
-    () => moto.stop(),
+  await moto.stop();
+  const drain = await withDrainEmulators(
+    (line) => step(`    ${line}`),
+    (endpoints) => benchEmulatedDrain(endpoints, DRAIN_JOBS, (line) => step(`    ${line}`)),
   );
   const drainRatio = drain.steadyLaunchesPerSecond / FARGATE_LAUNCHES_PER_SECOND;
 
@@ -336,6 +338,11 @@ async function main(): Promise<void> {
     `  ${drain.throttled} RunTask calls refused by the launch rate and retried; ${drain.queued} left QUEUED, ${drain.failed} FAILED` +
       (drain.failureReasons.length === 0 ? '' : ` (${drain.failureReasons.join('; ')})`) +
       `; queueing them took ${drain.submitSeconds.toFixed(0)} s`,
+  );
+  console.log(
+    `  the drain's costliest AWS calls (emulator time included): ${drain.slowest
+      .map((s) => `${s.operation} ${s.calls}× ${s.meanMs} ms`)
+      .join(', ')}`,
   );
   console.log('');
   console.log(
