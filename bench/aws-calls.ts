@@ -68,9 +68,9 @@ const PURPOSES: Readonly<Record<string, string>> = {
     'read the queue length (and the oldest queued job when there is one: its index holds keys only)',
   'api POST /v1/jobs|SQS.SendMessage': 'the dispatch message',
   'dispatcher (SQS batch of 1)|DynamoDB.GetItem':
-    'read the execution (state, dispatch token); read the oldest queued job; read the queue length',
+    "read the execution (state, dispatch token); the ledger's totals; the queue length; the oldest queued job",
   'dispatcher (SQS batch of 1)|DynamoDB.Query':
-    'capacity picture: active jobs by state, the head and age of the queue',
+    'the head and age of the queue (what runs comes from the ledger, whatever the number)',
   'dispatcher (SQS batch of 1)|DynamoDB.TransactWriteItems':
     'reserve vCPU/memory in the capacity ledger; write LAUNCHING and take the job off the queue length',
   'dispatcher (SQS batch of 1)|DynamoDB.PutItem': 'record the task ARN and deadline',

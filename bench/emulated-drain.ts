@@ -190,8 +190,7 @@ export async function benchEmulatedDrain(
           )
         ).body;
         total += page.items.length;
-        for (const e of page.items)
-          if (e.reason !== undefined && reasons.length < 3) reasons.push(e.reason);
+        for (const e of page.items) if (e.reason !== undefined && reasons.length < 3) reasons.push(e.reason);
         cursor = page.nextCursor;
       } while (cursor !== undefined);
       return { total, reasons };
