@@ -3,11 +3,11 @@
 // each transaction, so with thousands of executions stored it, not Ferry, would set the pace.
 // Dynoxide keeps its indexes in SQLite. It is built once from crates.io with cargo, pinned,
 // into .tools/ in the checkout.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../shared/adapters/emulated/moto-server.ts';
+import { type LocalServer, serveOnFreePort } from '../shared/adapters/emulated/moto-server.ts';
 
 const VERSION = '3.2.0';
 const ROOT = path.join(fileURLToPath(new URL('../', import.meta.url)), '.tools', `dynoxide-${VERSION}`);
@@ -41,36 +41,17 @@ function ensureDynoxide(progress: (line: string) => void): void {
 
 export async function startDynoxide(
   progress: (line: string) => void = () => undefined,
-): Promise<{ endpoint: string; stop: () => Promise<void> }> {
+): Promise<LocalServer> {
   ensureDynoxide(progress);
-  const port = await freePort();
-  const endpoint = `http://127.0.0.1:${port}`;
-  let output = '';
-  const child = spawn(BINARY, ['--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const keep = (chunk: Buffer) => {
-    output = (output + chunk.toString()).slice(-4000);
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`dynoxide exited with ${child.exitCode}: ${output}`);
-    try {
-      // Any answer means it listens; DynamoDB answers an unsigned request with an error.
+  return serveOnFreePort({
+    name: 'dynoxide',
+    command: BINARY,
+    args: (port) => ['--port', String(port)],
+    // Any answer means it listens; DynamoDB answers an unsigned request with an error.
+    answers: async (endpoint) => {
       await fetch(endpoint, { method: 'POST' });
-      break;
-    } catch {
-      if (Date.now() > deadline) throw new Error(`dynoxide did not answer at ${endpoint}: ${output}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-  return {
-    endpoint,
-    stop: async () => {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGTERM');
-      await exited;
+      return true;
     },
-  };
+    timeoutMs: 30_000,
+  });
 }

@@ -23,6 +23,19 @@ export interface EmulatedDispatchBench {
 const quantile = (sorted: readonly number[], q: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
 
+/** A caller allowed to invoke the deployment's API, with the CLI's SigV4-signing client. */
+export function benchCaller(deployment: EmulatedAwsDeployment): FerryClient {
+  const caller = deployment.addCaller('bench');
+  return new FerryClient(
+    deployment.apiUrl,
+    undefined,
+    sigv4Signer({
+      region: 'us-east-1',
+      credentials: { accessKeyId: caller.accessKeyId, secretAccessKey: caller.secretAccessKey },
+    }),
+  );
+}
+
 export async function benchEmulatedDispatch(endpoint: string, rounds = 20): Promise<EmulatedDispatchBench> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-synth-'));
   synthesize(dir, process.env);
@@ -33,15 +46,7 @@ export async function benchEmulatedDispatch(endpoint: string, rounds = 20): Prom
     log: silentLogger,
   });
   try {
-    const caller = deployment.addCaller('bench');
-    const client = new FerryClient(
-      deployment.apiUrl,
-      undefined,
-      sigv4Signer({
-        region: 'us-east-1',
-        credentials: { accessKeyId: caller.accessKeyId, secretAccessKey: caller.secretAccessKey },
-      }),
-    );
+    const client = benchCaller(deployment);
     const samples: number[] = [];
     const callsBefore = deployment.calls.length;
     // Two untimed rounds warm the functions' environments, as a deployment in use is warm.

@@ -13,7 +13,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { FerryClient, sigv4Signer } from '../cli/client.ts';
 import { synthesize } from '../cli/emulate.ts';
 import type { Execution } from '../shared/domain/execution.ts';
 import { silentLogger } from '../shared/logger.ts';
@@ -21,6 +20,7 @@ import { EmulatedAwsDeployment } from '../shared/runtime/emulated-aws.ts';
 import { startLocalStack } from '../test/support/localstack.ts';
 import { startMoto } from '../test/support/moto.ts';
 import { startDynoxide } from './dynoxide.ts';
+import { benchCaller } from './emulated-dispatch.ts';
 
 /** moto, Dynoxide and LocalStack started for the drain, and stopped after it. */
 export async function withDrainEmulators<T>(
@@ -102,15 +102,7 @@ export async function benchEmulatedDrain(
   });
   try {
     await Promise.all(deployment.pollers.map((poller) => poller.stop()));
-    const caller = deployment.addCaller('bench');
-    const client = new FerryClient(
-      deployment.apiUrl,
-      undefined,
-      sigv4Signer({
-        region: 'us-east-1',
-        credentials: { accessKeyId: caller.accessKeyId, secretAccessKey: caller.secretAccessKey },
-      }),
-    );
+    const client = benchCaller(deployment);
 
     const submitStarted = performance.now();
     let submitted = 0;

@@ -44,21 +44,20 @@ export const QUEUE_HEAD = 25;
  * the ledger's totals (the budget the launch must fit) and the head of the queue.
  */
 export async function launchUsage(core: Core): Promise<Usage> {
-  const [held, head] = await Promise.all([core.ledger.totals(), core.store.queueHead(QUEUE_HEAD)]);
-  return {
-    active: [],
-    held: { jobs: held.tasks, cpu: held.cpu, memoryMiB: held.memoryMiB },
-    waiting: head.first.map(demandOf),
-    queuedJobs: head.length,
-    ...(head.oldest === undefined ? {} : { oldestWaiting: demandOf(head.oldest) }),
-  };
+  const [held, head] = await Promise.all([core.ledger.totals(), queueHeadUsage(core)]);
+  return { active: [], held: { jobs: held.tasks, cpu: held.cpu, memoryMiB: held.memoryMiB }, ...head };
 }
 
 /** Every active job listed (bids estimate waits from their deadlines), and the head of the queue. */
 export async function currentUsage(core: Core): Promise<Usage> {
-  const [active, head] = await Promise.all([listAll(core, ACTIVE_STATES), core.store.queueHead(QUEUE_HEAD)]);
+  const [active, head] = await Promise.all([listAll(core, ACTIVE_STATES), queueHeadUsage(core)]);
+  return { active: active.map(demandOf), ...head };
+}
+
+/** The head of the queue, its length and its oldest job, as a decision reads them. */
+async function queueHeadUsage(core: Core): Promise<Pick<Usage, 'waiting' | 'queuedJobs' | 'oldestWaiting'>> {
+  const head = await core.store.queueHead(QUEUE_HEAD);
   return {
-    active: active.map(demandOf),
     waiting: head.first.map(demandOf),
     queuedJobs: head.length,
     ...(head.oldest === undefined ? {} : { oldestWaiting: demandOf(head.oldest) }),

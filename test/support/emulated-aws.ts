@@ -5,12 +5,13 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { SQSClient } from '@aws-sdk/client-sqs';
 import Docker from 'dockerode';
 import { inject } from 'vitest';
 import { FerryClient, sigv4Signer } from '../../cli/client.ts';
 import { DynamoCapacityLedger } from '../../shared/adapters/aws/dynamo-ledger.ts';
 import type { RecordedCall } from '../../shared/adapters/emulated/aws-gateway.ts';
+import { queueDepth } from '../../shared/adapters/emulated/sqs-poller.ts';
 import type { Execution } from '../../shared/domain/execution.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { type Caller, EmulatedAwsDeployment } from '../../shared/runtime/emulated-aws.ts';
@@ -140,16 +141,8 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       }
     },
     async deadLetterDepth(pattern) {
-      const reply = await sqs.send(
-        new GetQueueAttributesCommand({
-          QueueUrl: `${endpointFor('sqs')}/123456789012/${deployment.ref(pattern).split('/').pop()}`,
-          AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
-        }),
-      );
-      return (
-        Number(reply.Attributes?.ApproximateNumberOfMessages ?? 0) +
-        Number(reply.Attributes?.ApproximateNumberOfMessagesNotVisible ?? 0)
-      );
+      const name = deployment.ref(pattern).split('/').pop();
+      return queueDepth(sqs, `${endpointFor('sqs')}/123456789012/${name}`);
     },
     denied(since = 0) {
       return deployment.calls.slice(since).filter((call) => call.authorizations.some((a) => !a.allowed));

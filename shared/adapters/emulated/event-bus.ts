@@ -19,6 +19,7 @@ import {
   type SQSClient,
 } from '@aws-sdk/client-sqs';
 import type { Logger } from '../../logger.ts';
+import { queueDepth } from './sqs-poller.ts';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
@@ -112,18 +113,7 @@ export class EmulatedEventBus {
   async busy(): Promise<boolean> {
     if (this.pendingPuts > 0 || this.handling > 0) return true;
     for (const route of this.routes) {
-      const reply = await this.options.sqs.send(
-        new GetQueueAttributesCommand({
-          QueueUrl: route.queueUrl,
-          AttributeNames: [
-            'ApproximateNumberOfMessages',
-            'ApproximateNumberOfMessagesNotVisible',
-            'ApproximateNumberOfMessagesDelayed',
-          ],
-        }),
-      );
-      const waiting = Object.values(reply.Attributes ?? {}).reduce((sum, n) => sum + Number(n), 0);
-      if (waiting > 0) return true;
+      if ((await queueDepth(this.options.sqs, route.queueUrl)) > 0) return true;
     }
     return this.pendingPuts > 0 || this.handling > 0;
   }

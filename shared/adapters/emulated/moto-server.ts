@@ -1,7 +1,7 @@
 // Starts moto server, the AWS API emulator, on a free loopback port, for the test suites and
 // `ferry emulate aws`. It lives in the checkout's virtualenv (.venv), created with the pinned
 // version when missing.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -32,36 +32,39 @@ export function freePort(): Promise<number> {
   });
 }
 
-async function waitUntilUp(endpoint: string, child: ChildProcess, log: () => string): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`moto server exited with ${child.exitCode}: ${log()}`);
-    try {
-      const reply = await fetch(`${endpoint}/moto-api/`);
-      if (reply.ok) return;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`moto server did not answer at ${endpoint}: ${log()}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
+export interface LocalServer {
+  readonly endpoint: string;
+  stop(): Promise<void>;
 }
 
-export async function startMoto(
-  python = 'python3',
-): Promise<{ endpoint: string; stop: () => Promise<void> }> {
-  ensureMoto(python);
+/**
+ * Starts an emulator's server process on a free loopback port and waits until `answers` says
+ * it serves; its last output goes into the error when it exits or never answers.
+ */
+export async function serveOnFreePort(options: {
+  readonly name: string;
+  readonly command: string;
+  readonly args: (port: number) => string[];
+  readonly answers: (endpoint: string) => Promise<boolean>;
+  readonly timeoutMs: number;
+}): Promise<LocalServer> {
   const port = await freePort();
   const endpoint = `http://127.0.0.1:${port}`;
   let output = '';
-  const child = spawn(MOTO, ['-H', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout?.on('data', (chunk: Buffer) => {
+  const child = spawn(options.command, options.args(port), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const keep = (chunk: Buffer) => {
     output = (output + chunk.toString()).slice(-4000);
-  });
-  child.stderr?.on('data', (chunk: Buffer) => {
-    output = (output + chunk.toString()).slice(-4000);
-  });
-  await waitUntilUp(endpoint, child, () => output);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  const deadline = Date.now() + options.timeoutMs;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${options.name} exited with ${child.exitCode}: ${output}`);
+    const up = await options.answers(endpoint).catch(() => false);
+    if (up) break;
+    if (Date.now() > deadline) throw new Error(`${options.name} did not answer at ${endpoint}: ${output}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
   return {
     endpoint,
     stop: async () => {
@@ -71,4 +74,15 @@ export async function startMoto(
       await exited;
     },
   };
+}
+
+export async function startMoto(python = 'python3'): Promise<LocalServer> {
+  ensureMoto(python);
+  return serveOnFreePort({
+    name: 'moto server',
+    command: MOTO,
+    args: (port) => ['-H', '127.0.0.1', '-p', String(port)],
+    answers: async (endpoint) => (await fetch(`${endpoint}/moto-api/`)).ok,
+    timeoutMs: 60_000,
+  });
 }

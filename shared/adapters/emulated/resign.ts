@@ -6,6 +6,7 @@
 // aws-chunked encoding is passed on whole, its trailing checksum as a header.
 import { Sha256 } from '@aws-crypto/sha256-js';
 import { SignatureV4 } from '@smithy/signature-v4';
+import { PRESIGN_PARAMETERS, splitOnce } from './sigv4-verify.ts';
 
 export interface OutgoingRequest {
   readonly method: string;
@@ -23,15 +24,7 @@ export interface EmulatorKey {
 
 /** What the caller's signature put in the request, in headers or in a presigned link's query. */
 const SIGNATURE_HEADERS = ['authorization', 'x-amz-date', 'x-amz-security-token', 'x-amz-content-sha256'];
-const SIGNATURE_QUERY = new Set([
-  'X-Amz-Algorithm',
-  'X-Amz-Credential',
-  'X-Amz-Date',
-  'X-Amz-Expires',
-  'X-Amz-SignedHeaders',
-  'X-Amz-Signature',
-  'X-Amz-Security-Token',
-]);
+const SIGNATURE_QUERY = new Set(PRESIGN_PARAMETERS);
 /** Sent by the HTTP client itself, so never part of the signature. */
 const TRANSPORT_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'expect']);
 
@@ -143,9 +136,4 @@ function uriEncode(text: string): string {
     /[!'()*]/g,
     (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
   );
-}
-
-function splitOnce(text: string, separator: string): [string, string] {
-  const at = text.indexOf(separator);
-  return at < 0 ? [text, ''] : [text.slice(0, at), text.slice(at + 1)];
 }

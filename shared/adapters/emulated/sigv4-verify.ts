@@ -40,7 +40,8 @@ export type Verification =
 const ALGORITHM = 'AWS4-HMAC-SHA256';
 /** AWS refuses a signature dated more than 15 minutes from its clock. */
 const MAX_SKEW_MS = 15 * 60 * 1000;
-const PRESIGN_PARAMETERS = [
+/** The query parameters a presigned link's signature is made of. */
+export const PRESIGN_PARAMETERS: readonly string[] = [
   'X-Amz-Algorithm',
   'X-Amz-Credential',
   'X-Amz-Date',
@@ -248,7 +249,7 @@ function queryOf(url: string): string {
   return splitOnce(url, '?')[1];
 }
 
-function splitOnce(text: string, separator: string): [string, string] {
+export function splitOnce(text: string, separator: string): [string, string] {
   const at = text.indexOf(separator);
   return at < 0 ? [text, ''] : [text.slice(0, at), text.slice(at + 1)];
 }

@@ -29,6 +29,21 @@ export interface SqsPollerOptions {
   readonly log: Logger;
 }
 
+/** Messages a queue holds: visible, in flight (received, not yet deleted) and delayed. */
+export async function queueDepth(sqs: SQSClient, queueUrl: string): Promise<number> {
+  const reply = await sqs.send(
+    new GetQueueAttributesCommand({
+      QueueUrl: queueUrl,
+      AttributeNames: [
+        'ApproximateNumberOfMessages',
+        'ApproximateNumberOfMessagesNotVisible',
+        'ApproximateNumberOfMessagesDelayed',
+      ],
+    }),
+  );
+  return Object.values(reply.Attributes ?? {}).reduce((sum, n) => sum + Number(n), 0);
+}
+
 export class SqsPoller {
   private running = false;
   private readonly loops: Promise<void>[] = [];
@@ -52,26 +67,6 @@ export class SqsPoller {
   async stop(): Promise<void> {
     this.running = false;
     await Promise.all(this.loops.splice(0));
-  }
-
-  /** The queue's visible and in-flight message counts. */
-  async depth(): Promise<{ visible: number; inFlight: number; delayed: number }> {
-    const reply = await this.options.sqs.send(
-      new GetQueueAttributesCommand({
-        QueueUrl: this.options.queueUrl,
-        AttributeNames: [
-          'ApproximateNumberOfMessages',
-          'ApproximateNumberOfMessagesNotVisible',
-          'ApproximateNumberOfMessagesDelayed',
-        ],
-      }),
-    );
-    const a = reply.Attributes ?? {};
-    return {
-      visible: Number(a.ApproximateNumberOfMessages ?? 0),
-      inFlight: Number(a.ApproximateNumberOfMessagesNotVisible ?? 0),
-      delayed: Number(a.ApproximateNumberOfMessagesDelayed ?? 0),
-    };
   }
 
   private async loop(): Promise<void> {
