@@ -1,37 +1,60 @@
 /*
- * ferry-wrapper: runs a job's argv inside the job's own container on Fargate, where Ferry
- * cannot change the image. It is built static, so it needs nothing from the image (no
- * shell, no libc), and is handed to the job container through a shared volume.
+ * ferry-wrapper: runs a job's argv inside the job's own container, where Ferry cannot change
+ * the image. It is built static, so it needs nothing from the image (no shell, no libc). On
+ * Fargate it is handed to the job container through a shared volume; on the local Docker
+ * backend it is bind-mounted read-only at the same path.
  *
  *   ferry-wrapper --init DIR
  *   ferry-wrapper --io DIR [--timeout SECONDS] [--grace SECONDS] [--workdir PATH] -- PROGRAM [ARG...]
+ *   ferry-wrapper --spool DIR --stdout-keep HEAD:TAIL --stderr-keep HEAD:TAIL
+ *                 [--timeout SECONDS] [--grace SECONDS] [--workdir PATH] -- PROGRAM [ARG...]
  *
  * --init (run by the task's init container, from Ferry's runner image) copies the wrapper
  * to DIR/bin/ferry-wrapper and makes the FIFOs DIR/io/stdout and DIR/io/stderr, open to
  * any user, since the job's image may run as one.
  *
- * - stdout and stderr of the job go to DIR/stdout and DIR/stderr (FIFOs the publisher
- *   reads; opening them waits until the publisher is there, so nothing is lost);
+ * Where the output goes:
+ * - with --io (Fargate), stdout and stderr of the job go to DIR/stdout and DIR/stderr (FIFOs
+ *   the publisher reads; opening them waits until the publisher is there, so nothing is lost);
+ * - with --spool (local Docker), the wrapper reads the job's stdout and stderr from pipes and
+ *   keeps them itself, so no reader outside the container can slow or lose them: the first
+ *   HEAD bytes and the last TAIL bytes of each stream, and the count of all bytes, in
+ *   DIR/stdout.spool and DIR/stderr.spool (layout below). A server that restarts while the
+ *   job runs finds everything there.
+ *
+ * In both modes:
  * - the program is found on the job's PATH, as the image's own entry point would be;
  * - with --workdir it runs in PATH, made first when missing (as `docker run -w` does); when
  *   the directory cannot be made or entered, the job does not start and exit.json says why;
  * - after SECONDS the job gets SIGTERM, then SIGKILL after the grace period;
- * - a SIGTERM or SIGINT sent to the wrapper (ECS StopTask) is passed on to the job; one that
- *   comes before the job has started (while the FIFOs wait for the publisher) means it never
- *   starts, and exit.json says so;
+ * - a SIGTERM or SIGINT sent to the wrapper (ECS StopTask, docker stop) is passed on to the
+ *   job; one that comes before the job has started (while the FIFOs wait for the publisher)
+ *   means it never starts, and exit.json says so;
  * - when the job ends, DIR/exit.json records {"exitCode", "signal", "timedOut",
  *   "stopped" (a stop was passed on), "startError"} (written to a temporary file, then renamed), and the wrapper exits
  *   with the job's code (128 + signal when it was killed).
  * As PID 1 of the container it also reaps orphans, so none linger as zombies.
+ *
+ * A spool file: a 64-byte header, then HEAD bytes for the head, then a ring of TAIL + CHUNK
+ * bytes for the tail. Header fields are little-endian 64-bit: at 0 the magic "FERRYSP1", at 8
+ * HEAD, at 16 TAIL, at 24 the ring's size, at 32 the count of bytes committed. Byte N of the
+ * stream, once committed, is at 64 + N when N < HEAD, else at 64 + HEAD + (N - HEAD) % ring.
+ * Each chunk read from the job (at most CHUNK bytes) is written first and counted after, and
+ * the ring is CHUNK larger than TAIL: a chunk being written only ever overwrites bytes older
+ * than the last TAIL committed ones, so those are always intact, even for a reader that looks
+ * while the job writes, or after the wrapper was killed mid-write.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/signalfd.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -49,7 +72,10 @@ static void die(const char *what) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: ferry-wrapper --io DIR [--timeout SECONDS] [--grace SECONDS] [--workdir PATH] -- PROGRAM [ARG...]\n");
+  fprintf(stderr,
+          "usage: ferry-wrapper --io DIR [--timeout SECONDS] [--grace SECONDS] [--workdir PATH] -- PROGRAM [ARG...]\n"
+          "       ferry-wrapper --spool DIR --stdout-keep HEAD:TAIL --stderr-keep HEAD:TAIL [--timeout SECONDS]\n"
+          "                     [--grace SECONDS] [--workdir PATH] -- PROGRAM [ARG...]\n");
   exit(125);
 }
 
@@ -187,9 +213,277 @@ static int make_path(const char *path) {
   }
 }
 
+
+/*
+ * Starts the job on its own with `out` and `err` as its stdout and stderr, the signal mask it
+ * had before the wrapper blocked any, and default actions. A pipe closed on exec tells whether
+ * exec worked; if not, `start_error` says why (else it is empty) and the job exits 127 or 126.
+ */
+static pid_t start_job(char **job, int out, int err, const sigset_t *previous, char *start_error, size_t size) {
+  int report[2];
+  if (pipe2(report, O_CLOEXEC) != 0) die("pipe");
+  pid_t child = fork();
+  if (child < 0) die("fork");
+  if (child == 0) {
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGALRM, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
+    sigprocmask(SIG_SETMASK, previous, NULL);
+    if (dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0) _exit(125);
+    execvp(job[0], job);
+    int code = errno;
+    (void)!write(report[1], &code, sizeof code);
+    _exit(code == ENOENT ? 127 : 126);
+  }
+  close(report[1]);
+  int exec_errno = 0;
+  ssize_t n = read(report[0], &exec_errno, sizeof exec_errno);
+  close(report[0]);
+  start_error[0] = '\0';
+  if (n == (ssize_t)sizeof exec_errno) snprintf(start_error, size, "cannot run %s: %s", job[0], strerror(exec_errno));
+  return child;
+}
+
+/* The job as the wrapper watches it, and what it did to it. */
+struct job_run {
+  pid_t child;
+  long grace;
+  int status;
+  int ended;
+  int timed_out;
+  int killing;
+  int forwarded;
+};
+
+/*
+ * One signal taken by the wrapper: SIGCHLD reaps the job (and orphans it left behind, so none
+ * linger as zombies); SIGALRM is the timeout, SIGTERM first and SIGKILL after the grace period;
+ * SIGTERM or SIGINT (a stop) is passed on to the job, once.
+ */
+static void on_signal(struct job_run *run, int sig) {
+  if (sig == SIGCHLD) {
+    pid_t done;
+    int reaped;
+    while ((done = waitpid(-1, &reaped, WNOHANG)) > 0) {
+      if (done == run->child) {
+        run->status = reaped;
+        run->ended = 1;
+      }
+    }
+  } else if (sig == SIGALRM) {
+    if (!run->killing) {
+      run->timed_out = 1;
+      run->killing = 1;
+      kill(run->child, SIGTERM);
+      alarm((unsigned)(run->grace > 0 ? run->grace : 1));
+    } else {
+      kill(run->child, SIGKILL);
+    }
+  } else if (!run->forwarded) {
+    run->forwarded = 1;
+    kill(run->child, sig);
+  }
+}
+
+/* Records how the job ended in exit.json and gives the wrapper's own exit code. */
+static int job_ended(const char *dir, const struct job_run *run, const char *start_error) {
+  while (waitpid(-1, NULL, WNOHANG) > 0) {}
+  const char *error = start_error[0] ? start_error : NULL;
+  if (WIFSIGNALED(run->status)) {
+    write_exit(dir, 0, WTERMSIG(run->status), run->timed_out, run->forwarded, error);
+    return 128 + WTERMSIG(run->status);
+  }
+  int code = WIFEXITED(run->status) ? WEXITSTATUS(run->status) : 125;
+  write_exit(dir, code, 0, run->timed_out, run->forwarded, error);
+  return code;
+}
+
+/* ---- spool mode: the wrapper keeps the job's output itself ---- */
+
+#define SPOOL_HEADER 64
+#define CHUNK 65536
+
+struct spool {
+  int fd;
+  uint64_t head_limit;
+  uint64_t tail_limit;
+  uint64_t ring;
+  uint64_t total;
+};
+
+static void put_u64(unsigned char *at, uint64_t value) {
+  for (int i = 0; i < 8; i++) at[i] = (unsigned char)(value >> (8 * i));
+}
+
+static void pwrite_all(int fd, const void *data, size_t length, uint64_t offset) {
+  const char *p = data;
+  while (length > 0) {
+    ssize_t n = pwrite(fd, p, length, (off_t)offset);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      die("cannot write the output spool");
+    }
+    p += n;
+    length -= (size_t)n;
+    offset += (uint64_t)n;
+  }
+}
+
+static void spool_open(struct spool *s, const char *dir, const char *name, uint64_t head, uint64_t tail) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s.spool", dir, name);
+  s->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (s->fd < 0) die(path);
+  s->head_limit = head;
+  s->tail_limit = tail;
+  s->ring = tail > 0 ? tail + CHUNK : 0;
+  s->total = 0;
+  unsigned char header[SPOOL_HEADER] = {0};
+  memcpy(header, "FERRYSP1", 8);
+  put_u64(header + 8, head);
+  put_u64(header + 16, tail);
+  put_u64(header + 24, s->ring);
+  pwrite_all(s->fd, header, sizeof header, 0);
+}
+
+/* Keeps a chunk (at most CHUNK bytes): head bytes in place, the rest in the ring; then counts it. */
+static void spool_write(struct spool *s, const char *data, size_t length) {
+  uint64_t position = s->total;
+  size_t left = length;
+  if (position < s->head_limit) {
+    uint64_t room = s->head_limit - position;
+    size_t part = left < room ? left : (size_t)room;
+    pwrite_all(s->fd, data, part, SPOOL_HEADER + position);
+    data += part;
+    left -= part;
+    position += part;
+  }
+  if (left > 0 && s->ring > 0) {
+    uint64_t base = SPOOL_HEADER + s->head_limit;
+    uint64_t at = (position - s->head_limit) % s->ring;
+    size_t first = left;
+    if (at + first > s->ring) first = (size_t)(s->ring - at);
+    pwrite_all(s->fd, data, first, base + at);
+    if (first < left) pwrite_all(s->fd, data + first, left - first, base);
+  }
+  s->total += length;
+  unsigned char count[8];
+  put_u64(count, s->total);
+  pwrite_all(s->fd, count, sizeof count, 32);
+}
+
+/* The wrapper's own message on the job's stderr, as `ferry-wrapper: TEXT` and a newline. */
+static void spool_line(struct spool *s, const char *text) {
+  char line[4400];
+  int length = snprintf(line, sizeof line, "ferry-wrapper: %s\n", text);
+  if (length < 0) return;
+  spool_write(s, line, (size_t)length < sizeof line ? (size_t)length : sizeof line - 1);
+}
+
+static void parse_keep(const char *text, uint64_t *head, uint64_t *tail) {
+  char *end = NULL;
+  errno = 0;
+  unsigned long long h = strtoull(text, &end, 10);
+  if (errno != 0 || end == text || *end != ':') usage();
+  const char *rest = end + 1;
+  unsigned long long t = strtoull(rest, &end, 10);
+  if (errno != 0 || end == rest || *end != '\0') usage();
+  *head = h;
+  *tail = t;
+}
+
+/* Reads what a pipe holds into the spool; 0 at end of file or when nothing more is there now. */
+static int pump(int fd, struct spool *s, char *buffer) {
+  for (;;) {
+    ssize_t n = read(fd, buffer, CHUNK);
+    if (n > 0) {
+      spool_write(s, buffer, (size_t)n);
+      return 1;
+    }
+    if (n == 0) return 0;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    die("cannot read the job's output");
+  }
+}
+
+static int run_spooled(const char *dir, uint64_t keep[2][2], const char *workdir, long timeout, long grace,
+                       char **job) {
+  /* Every signal the wrapper acts on is taken through a signalfd, beside the output pipes. */
+  sigset_t watched, previous;
+  sigemptyset(&watched);
+  sigaddset(&watched, SIGTERM);
+  sigaddset(&watched, SIGINT);
+  sigaddset(&watched, SIGALRM);
+  sigaddset(&watched, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &watched, &previous);
+  int signals = signalfd(-1, &watched, SFD_CLOEXEC);
+  if (signals < 0) die("signalfd");
+
+  struct spool spools[2];
+  spool_open(&spools[0], dir, "stdout", keep[0][0], keep[0][1]);
+  spool_open(&spools[1], dir, "stderr", keep[1][0], keep[1][1]);
+  static char buffer[CHUNK];
+
+  if (workdir && (make_path(workdir) != 0 || chdir(workdir) != 0)) {
+    char start_error[4300];
+    snprintf(start_error, sizeof start_error, "cannot enter the working directory %s: %s", workdir, strerror(errno));
+    spool_line(&spools[1], start_error);
+    write_exit(dir, 125, 0, 0, 0, start_error);
+    return 125;
+  }
+
+  int pipes[2][2];
+  if (pipe2(pipes[0], O_CLOEXEC) != 0 || pipe2(pipes[1], O_CLOEXEC) != 0) die("pipe");
+  char start_error[4300];
+  pid_t child = start_job(job, pipes[0][1], pipes[1][1], &previous, start_error, sizeof start_error);
+  close(pipes[0][1]);
+  close(pipes[1][1]);
+  if (start_error[0]) spool_line(&spools[1], start_error);
+
+  if (timeout > 0) alarm((unsigned)timeout);
+
+  struct pollfd polled[3] = {
+    {.fd = pipes[0][0], .events = POLLIN},
+    {.fd = pipes[1][0], .events = POLLIN},
+    {.fd = signals, .events = POLLIN},
+  };
+  struct job_run run = {.child = child, .grace = grace};
+  while (!run.ended) {
+    if (poll(polled, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      die("poll");
+    }
+    for (int i = 0; i < 2; i++) {
+      if (polled[i].fd < 0 || !(polled[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      if (!pump(polled[i].fd, &spools[i], buffer)) {
+        close(polled[i].fd);
+        polled[i].fd = -1;
+      }
+    }
+    struct signalfd_siginfo info;
+    if ((polled[2].revents & POLLIN) && read(signals, &info, sizeof info) == (ssize_t)sizeof info)
+      on_signal(&run, (int)info.ssi_signo);
+  }
+  /*
+   * The job is gone: take what its pipes still hold, without waiting for processes it left
+   * behind that keep them open (they end with the container, as when the job was PID 1).
+   */
+  for (int i = 0; i < 2; i++) {
+    if (polled[i].fd < 0) continue;
+    fcntl(polled[i].fd, F_SETFL, O_NONBLOCK);
+    while (pump(polled[i].fd, &spools[i], buffer)) {}
+    close(polled[i].fd);
+  }
+  return job_ended(dir, &run, start_error);
+}
+
 int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "--init") == 0) return init(argv[2]);
-  const char *io = NULL, *workdir = NULL;
+  const char *io = NULL, *spool = NULL, *workdir = NULL;
+  uint64_t keep[2][2] = {{0, 0}, {0, 0}};
+  int kept = 0;
   long timeout = 0, grace = 10;
   int i = 1;
   for (; i < argc; i++) {
@@ -199,10 +493,17 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--timeout") == 0) timeout = strtol(argv[++i], NULL, 10);
     else if (strcmp(argv[i], "--grace") == 0) grace = strtol(argv[++i], NULL, 10);
     else if (strcmp(argv[i], "--workdir") == 0) workdir = argv[++i];
+    else if (strcmp(argv[i], "--spool") == 0) spool = argv[++i];
+    else if (strcmp(argv[i], "--stdout-keep") == 0) { parse_keep(argv[++i], &keep[0][0], &keep[0][1]); kept |= 1; }
+    else if (strcmp(argv[i], "--stderr-keep") == 0) { parse_keep(argv[++i], &keep[1][0], &keep[1][1]); kept |= 2; }
     else usage();
   }
-  if (!io || i >= argc) usage();
+  if (i >= argc || (io == NULL) == (spool == NULL)) usage();
   char **job = &argv[i];
+  if (spool) {
+    if (kept != 3) usage();
+    return run_spooled(spool, keep, workdir, timeout, grace, job);
+  }
 
   /*
    * As PID 1 the wrapper ignores any signal it has no handler for, so the handlers come
@@ -246,79 +547,23 @@ int main(int argc, char **argv) {
   sigprocmask(SIG_BLOCK, &watched, &previous);
   if (got_stop) return stopped_before_start(io, out, err);
 
-  /* A pipe closed on exec tells the parent whether exec worked, and if not, why. */
-  int report[2];
-  if (pipe2(report, O_CLOEXEC) != 0) die("pipe");
-
-  pid_t child = fork();
-  if (child < 0) die("fork");
-  if (child == 0) {
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGALRM, SIG_DFL);
-    sigprocmask(SIG_SETMASK, &previous, NULL);
-    close(report[0]);
-    if (dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0) _exit(125);
-    signal(SIGPIPE, SIG_DFL);
-    execvp(job[0], job);
-    int code = errno;
-    (void)!write(report[1], &code, sizeof code);
-    _exit(code == ENOENT ? 127 : 126);
-  }
-  close(report[1]);
-  int exec_errno = 0;
-  ssize_t n = read(report[0], &exec_errno, sizeof exec_errno);
-  close(report[0]);
-  char start_error[4300] = {0};
-  if (n == (ssize_t)sizeof exec_errno) {
-    snprintf(start_error, sizeof start_error, "cannot run %s: %s", job[0], strerror(exec_errno));
-    dprintf(err, "ferry-wrapper: %s\n", start_error);
-  }
+  char start_error[4300];
+  pid_t child = start_job(job, out, err, &previous, start_error, sizeof start_error);
+  if (start_error[0]) dprintf(err, "ferry-wrapper: %s\n", start_error);
   close(out);
   close(err);
 
   if (timeout > 0) alarm((unsigned)timeout);
 
-  int timed_out = 0, killing = 0, forwarded = 0, status = 0, ended = 0;
-  while (!ended) {
+  struct job_run run = {.child = child, .grace = grace};
+  while (!run.ended) {
     siginfo_t info;
     int sig = sigwaitinfo(&watched, &info);
     if (sig < 0) {
       if (errno == EINTR) continue;
       die("sigwaitinfo");
     }
-    if (sig == SIGCHLD) {
-      /* The job, or orphans it left behind (reaped so none linger as zombies). */
-      pid_t done;
-      int reaped;
-      while ((done = waitpid(-1, &reaped, WNOHANG)) > 0) {
-        if (done == child) {
-          status = reaped;
-          ended = 1;
-        }
-      }
-    } else if (sig == SIGALRM) {
-      if (!killing) {
-        timed_out = 1;
-        killing = 1;
-        kill(child, SIGTERM);
-        alarm((unsigned)(grace > 0 ? grace : 1));
-      } else {
-        kill(child, SIGKILL);
-      }
-    } else if (!forwarded) {
-      forwarded = 1;
-      kill(child, sig);
-    }
+    on_signal(&run, sig);
   }
-  /* Reap whatever else is left without waiting for it. */
-  while (waitpid(-1, NULL, WNOHANG) > 0) {}
-
-  if (WIFSIGNALED(status)) {
-    write_exit(io, 0, WTERMSIG(status), timed_out, forwarded, start_error[0] ? start_error : NULL);
-    return 128 + WTERMSIG(status);
-  }
-  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 125;
-  write_exit(io, code, 0, timed_out, forwarded, start_error[0] ? start_error : NULL);
-  return code;
+  return job_ended(io, &run, start_error);
 }

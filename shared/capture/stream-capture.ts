@@ -77,7 +77,7 @@ export const MIN_HEAD_TAIL_BYTES = Buffer.byteLength(omissionMarker(Number.MAX_S
  * and the rest of the limit for the tail. Once output passes the limit, the marker's room is
  * taken out of these (see `keptAround`).
  */
-function splitLimit({ storedBytes, keep }: CaptureLimits): { headLimit: number; tailLimit: number } {
+export function splitLimit({ storedBytes, keep }: CaptureLimits): { headLimit: number; tailLimit: number } {
   switch (keep) {
     case 'head':
       return { headLimit: storedBytes, tailLimit: 0 };
@@ -175,6 +175,37 @@ class TailRing {
 }
 
 /**
+ * The stored file of a stream of `total` bytes of which the first `headLength` and the last
+ * `tailLength` are held (as the head and the tail ring hold them), if it ended now.
+ */
+export function layoutOfKept(
+  limit: number,
+  headLength: number,
+  tailLength: number,
+  total: number,
+): StoredLayout {
+  // A marker only stands between a head and a tail, and only once bytes between them are lost.
+  const between = headLength > 0 && tailLength > 0 && total > headLength + tailLength;
+  if (!between) {
+    return {
+      totalBytes: total,
+      storedBytes: headLength + tailLength,
+      headBytes: headLength,
+      tailBytes: tailLength,
+    };
+  }
+  const { head, tail, marker } = keptAround(limit, total);
+  return { totalBytes: total, storedBytes: head + marker + tail, headBytes: head, tailBytes: tail };
+}
+
+/** What a capture holds of a stream of `total` bytes: how much of its start and of its end. */
+export function heldOf(limits: CaptureLimits, total: number): { headLength: number; tailLength: number } {
+  const { headLimit, tailLimit } = splitLimit(limits);
+  const headLength = Math.min(total, headLimit);
+  return { headLength, tailLength: Math.min(tailLimit, total - headLength) };
+}
+
+/**
  * Captures one output stream. `write` is synchronous, copies what it keeps (callers may reuse
  * their buffers) and never throws because of volume. The head is held in memory too, bounded
  * by its half of the limit, so that a live reader can be served from the start of the stream.
@@ -195,6 +226,30 @@ export class StreamCapture {
     const { headLimit, tailLimit } = splitLimit(limits);
     this.headLimit = headLimit;
     this.tail = new TailRing(tailLimit);
+  }
+
+  /**
+   * A capture holding what another capturer kept of a stream (the Docker backend's wrapper keeps
+   * it in a spool file): `head` and `tail` must be exactly what this capture would hold after
+   * `totalBytes` bytes, so that the stored result is the same as if it had seen them all.
+   */
+  static restore(
+    limits: CaptureLimits,
+    kept: { head: Buffer; tail: Buffer; totalBytes: number },
+  ): StreamCapture {
+    const capture = new StreamCapture(limits);
+    assertByteCount(kept.totalBytes, 'totalBytes');
+    const held = heldOf(limits, kept.totalBytes);
+    if (kept.head.length !== held.headLength || kept.tail.length !== held.tailLength) {
+      throw new RangeError(
+        `StreamCapture.restore: ${kept.totalBytes} bytes keep ${held.headLength} + ${held.tailLength}, ` +
+          `given ${kept.head.length} + ${kept.tail.length}`,
+      );
+    }
+    if (kept.head.length > 0) capture.appendHead(kept.head);
+    capture.tail.push(kept.tail);
+    capture.total = kept.totalBytes;
+    return capture;
   }
 
   write(chunk: Uint8Array): void {
@@ -263,19 +318,7 @@ export class StreamCapture {
 
   /** The stored file as it would be if the stream ended now. */
   private layout(): StoredLayout {
-    // A marker only stands between a head and a tail, and only once bytes between them are lost.
-    const between =
-      this.headLength > 0 && this.tail.length > 0 && this.total > this.headLength + this.tail.length;
-    if (!between) {
-      return {
-        totalBytes: this.total,
-        storedBytes: this.headLength + this.tail.length,
-        headBytes: this.headLength,
-        tailBytes: this.tail.length,
-      };
-    }
-    const { head, tail, marker } = keptAround(this.limits.storedBytes, this.total);
-    return { totalBytes: this.total, storedBytes: head + marker + tail, headBytes: head, tailBytes: tail };
+    return layoutOfKept(this.limits.storedBytes, this.headLength, this.tail.length, this.total);
   }
 
   /** Reads the live equivalent of the stored file, where no marker ever spans the range asked for. */
