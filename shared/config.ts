@@ -76,7 +76,7 @@ const EnvSchema = z.strictObject({
   FERRY_QUEUE_VISIBILITY_SECONDS: integer(1, 12 * 3600).default(30),
   FERRY_SWEEP_INTERVAL_SECONDS: z.coerce.number().positive().max(3600).default(1),
   FERRY_DOCKER_SOCKET: z.string().min(1).optional(),
-  FERRY_DOCKER_OUTPUT_JOURNAL: bool.default(true),
+  FERRY_DOCKER_CAPTURE: z.enum(['wrapper', 'journal', 'attach']).optional(),
   FERRY_RESULT_LINK_SECONDS: integer(1, 7 * 24 * 3600).default(3600),
   FERRY_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
   FERRY_URL: z.url().optional(),
@@ -129,8 +129,11 @@ export interface FerryConfig {
   readonly queue: { readonly maxReceives: number; readonly visibilitySeconds: number };
   readonly sweepIntervalSeconds: number;
   readonly dockerSocket?: string;
-  /** Journal job output in the Docker engine so a restarted server can replay it. */
-  readonly dockerOutputJournal: boolean;
+  /**
+   * How the Docker backend captures output (see DockerCapture). Unset: the wrapper where it can
+   * be built, else the engine's journal.
+   */
+  readonly dockerCapture?: 'wrapper' | 'journal' | 'attach';
   readonly resultLinkSeconds: number;
   readonly logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
   /** Where the CLI finds the server. */
@@ -235,7 +238,7 @@ export function loadConfig(env: Record<string, string | undefined> = {}, cwd = '
     queue: { maxReceives: e.FERRY_QUEUE_MAX_RECEIVES, visibilitySeconds: e.FERRY_QUEUE_VISIBILITY_SECONDS },
     sweepIntervalSeconds: e.FERRY_SWEEP_INTERVAL_SECONDS,
     ...(dockerSocket === undefined ? {} : { dockerSocket }),
-    dockerOutputJournal: e.FERRY_DOCKER_OUTPUT_JOURNAL,
+    ...(e.FERRY_DOCKER_CAPTURE === undefined ? {} : { dockerCapture: e.FERRY_DOCKER_CAPTURE }),
     resultLinkSeconds: e.FERRY_RESULT_LINK_SECONDS,
     logLevel: e.FERRY_LOG_LEVEL,
     url: e.FERRY_URL ?? `http://${e.FERRY_HOST}:${e.FERRY_PORT}`,

@@ -19,12 +19,13 @@ import { createTaskEventsHandler } from '../../functions/task-events.ts';
 import { loadSecret, serverIdentity } from '../adapters/local/data-dir.ts';
 import { LocalDatabase } from '../adapters/local/database.ts';
 import { DirectoryObjectStore } from '../adapters/local/dir-object-store.ts';
-import { DockerBackend } from '../adapters/local/docker-backend.ts';
+import { DockerBackend, type DockerCapture } from '../adapters/local/docker-backend.ts';
 import { MemoryCapacityLedger } from '../adapters/local/memory-ledger.ts';
 import { ProcessBackend } from '../adapters/local/process-backend.ts';
 import { SqliteJobIntake } from '../adapters/local/sqlite-intake.ts';
 import { SqliteJobQueue } from '../adapters/local/sqlite-queue.ts';
 import { SqliteExecutionStore, SqliteIdempotencyStore } from '../adapters/local/sqlite-store.ts';
+import { ferryWrapper, SHARED_WRAPPER_DIR } from '../adapters/local/wrapper-binary.ts';
 import { executionIds, systemClock } from '../adapters/system.ts';
 import type { FerryConfig } from '../config.ts';
 import type { Core } from '../core.ts';
@@ -128,6 +129,28 @@ async function chooseBackend(
   return { platform: 'process' };
 }
 
+/**
+ * How the Docker backend will capture output: through ferry-wrapper, built on first use, unless
+ * another way is asked for. Without a wrapper (no C compiler) it falls back to the engine's
+ * journal and says what that costs, unless the wrapper was asked for by name.
+ */
+async function dockerCapture(config: FerryConfig, log: Logger): Promise<DockerCapture> {
+  const spoolRoot = path.join(config.dataDir, 'spool');
+  if (config.dockerCapture === 'journal' || config.dockerCapture === 'attach') {
+    return { kind: config.dockerCapture, spoolRoot };
+  }
+  const wrapper = await ferryWrapper([SHARED_WRAPPER_DIR, path.join(config.dataDir, 'bin')]);
+  if ('path' in wrapper) return { kind: 'wrapper', wrapperPath: wrapper.path, spoolRoot };
+  if (config.dockerCapture === 'wrapper')
+    throw new Error(`FERRY_DOCKER_CAPTURE=wrapper, but ${wrapper.unavailable}`);
+  log.warn(
+    `${wrapper.unavailable}. Output is captured through the Docker Engine's log driver instead, ` +
+      'which slows jobs that print many short lines; install a C compiler with a static C library ' +
+      '(Debian: gcc and libc6-dev) for full speed.',
+  );
+  return { kind: 'journal', spoolRoot };
+}
+
 export async function startLocalServer(
   config: FerryConfig,
   options: LocalServerOptions = {},
@@ -193,7 +216,7 @@ async function startWork(
           objects,
           emit,
           log,
-          config.dockerOutputJournal,
+          await dockerCapture(config, log),
           (image) => {
             const { registry } = parseImageReference(image);
             return registryAllowed(registry, config.policy.registryAllow)

@@ -2,6 +2,7 @@
 // containers on the engine, and what comes back (states, exit codes, exact output bytes, the
 // manifest) and what is left behind (no containers) is checked from the outside.
 import fsp from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ApiError, FerryClient } from '../../cli/client.ts';
 import type { Execution, ResultManifest } from '../../shared/domain/execution.ts';
@@ -21,6 +22,7 @@ import {
   stdoutOf,
   submit,
   type TestServer,
+  tempDir,
   waitDone,
   waitFor,
 } from '../support/server.ts';
@@ -195,6 +197,22 @@ describe.skipIf(!dockerAvailable)('the Docker backend, end to end over HTTP', ()
       const { manifest } = await result(client, done.id);
       expect(manifest.stdout).toMatchObject({ totalBytes: 256, storedBytes: 256, inlineEncoding: 'base64' });
       expect(Buffer.from(manifest.stdout.inline, 'base64').equals(allBytes)).toBe(true);
+    });
+
+    it('never reads a host file in place of the output a job swapped for a link', async () => {
+      const { client } = server.ferry;
+      const hostFile = path.join(await tempDir(), 'host-only');
+      await fsp.writeFile(hostFile, 'FERRYSP1 a file of the host, not the job');
+
+      // The job can write in its spool directory: it links its stdout spool to a file of the host.
+      const submitted = await server.run(
+        job(['sh', '-c', `echo mine; ln -sf ${hostFile} /ferry/io/stdout.spool; echo more`]),
+      );
+      const done = await waitDone(client, submitted.id);
+
+      expect(done.state).toBe('FAILED');
+      expect(done.reason).toMatch(/stdout\.spool is a symbolic link/);
+      expect(await containersOf([done.id])).toEqual([]);
     });
 
     it('serves a running job’s log progressively with follow, and the pieces make the stored stdout', async () => {

@@ -60,6 +60,7 @@ describe.skipIf(!dockerAvailable)('recovery after an upgrade, with containers of
       objects,
       (event) => events.push(event.detail),
       silentLogger,
+      { kind: 'journal', spoolRoot: `${dir}/spool` },
     );
     const offered = offeredExecution(ours, new Date().toISOString());
     const running: Execution = {

@@ -71,13 +71,16 @@ describe('a stop the Docker Engine never answers', () => {
   it('escalates, reports the task ended with its resources held, and STOPPED once it is removed', async () => {
     const engine = stuckEngine();
     const events: TaskStateChangeDetail[] = [];
-    const objects = await DirectoryObjectStore.open(await tempDir(), () => 'http://127.0.0.1:1');
+    const dir = await tempDir();
+    const objects = await DirectoryObjectStore.open(dir, () => 'http://127.0.0.1:1');
+    // The wrapper's capture: the stand-in engine runs nothing, so its spool stays empty.
     const backend = new DockerBackend(
       engine.docker,
       'server-a',
       objects,
       (event: TaskStateChangeEvent) => events.push(event.detail),
       silentLogger,
+      { kind: 'wrapper', wrapperPath: '/nonexistent/ferry-wrapper', spoolRoot: `${dir}/spool` },
     );
     const offered = offeredExecution('ex_stuck', new Date().toISOString());
     const execution: Execution = { ...offered, spec: { ...offered.spec, timeoutSeconds: 1 } };

@@ -1,14 +1,24 @@
 // ComputeBackend on a Docker Engine. Each job is one container, named and labelled after
-// its execution, with the bid's CPU and memory applied and no network unless asked. The
-// server attaches to it for byte-exact capture; containers outlive a server restart, and
-// `recover` adopts them again (output is replayed from the engine's local log driver).
+// its execution, with the bid's CPU and memory applied and no network unless asked.
+// Output is captured by ferry-wrapper, the same static program that wraps a job on Fargate: it is
+// bind-mounted into the container as its entry point, runs the job's argv, and keeps the head and
+// tail of stdout and stderr (and their totals) in spool files of a per-execution directory under
+// the data directory. Nothing outside the container sits in the job's output path, so output never
+// slows the job, and a server restarted mid-run finds all of it there. Containers outlive a
+// server restart, and `recover` adopts them again. Where no wrapper can be built, the server
+// attaches to the container instead (optionally with the engine's local log driver as a journal
+// to replay after a restart, which slows jobs printing many short lines).
 // Every container also carries the identity of the server that made it: several servers
 // may share one engine, and each adopts, describes and removes only its own.
 // Stopping escalates without waiting on the engine: SIGTERM, SIGKILL after a grace, then a
 // forced removal; if the engine still has not confirmed the end, the task is reported ended
 // anyway, with its resources held (DEPROVISIONING) until the container is really gone.
+import fsp from 'node:fs/promises';
+import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
+import { openPlainFile, SpoolFile, spoolKeepArgument } from '../../capture/spool.ts';
+import { captureLimitsFor } from '../../capture/stream-capture.ts';
 import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
 import type { Logger } from '../../logger.ts';
 import type { ComputeBackend, LiveRead, ObjectStore, TaskStatus } from '../../ports.ts';
@@ -23,6 +33,13 @@ import {
 
 export const LABEL_EXECUTION = 'ferry.execution';
 export const LABEL_SERVER = 'ferry.server';
+/** How a container's output is captured: `spool` for ferry-wrapper's spool files; absent for attach. */
+export const LABEL_CAPTURE = 'ferry.capture';
+/** Where the wrapper and the spool directory are mounted in a job's container, as on Fargate. */
+const WRAPPER_IN_CONTAINER = '/ferry/bin/ferry-wrapper';
+const SPOOL_IN_CONTAINER = '/ferry/io';
+/** The most of exit.json read: the wrapper's record is far smaller. */
+const EXIT_RECORD_BYTES = 8 * 1024;
 const TASK_PREFIX = 'docker/';
 /** After SIGKILL, how long the container has to exit before it is removed by force. */
 const KILL_WAIT_MS = 250;
@@ -35,6 +52,30 @@ const PRESENCE_TTL_MS = 2000;
 const PRESENCE_ENTRIES = 1024;
 
 export const containerName = (executionId: string): string => `ferry-${executionId}`;
+
+/**
+ * How the Docker backend captures output. `wrapper`: ferry-wrapper keeps it in spool files (the
+ * default). `journal`: the server attaches, and the engine's `local` log driver keeps a journal
+ * to replay after a restart. `attach`: the server attaches, nothing is kept for a restart.
+ * `spoolRoot` holds each execution's spool directory, whatever the mode: a server started in
+ * another mode still adopts the containers an earlier one started with the wrapper.
+ */
+export type DockerCapture =
+  | { readonly kind: 'wrapper'; readonly wrapperPath: string; readonly spoolRoot: string }
+  | { readonly kind: 'journal' | 'attach'; readonly spoolRoot: string };
+
+/** What the wrapper wrote to exit.json when the job ended. */
+interface WrapperExit {
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  readonly startError: string | null;
+}
+
+/** Output being read from an attached container, or none when the wrapper keeps it. */
+interface Attached {
+  readonly output: Readable;
+  readonly captured: Promise<void>;
+}
 
 /** What a stop needs to know of a container this server is waiting on. */
 interface Watch {
@@ -81,12 +122,7 @@ export class DockerBackend implements ComputeBackend {
     objects: ObjectStore,
     emit: TaskEventSink,
     private readonly log: Logger,
-    /**
-     * Keep a journal of each job's output in the engine (the `local` log driver), so a
-     * server restarted mid-run can replay it. It costs throughput on output made of very
-     * many short lines, which the engine journals one line at a time.
-     */
-    private readonly outputJournal = true,
+    private readonly capture: DockerCapture,
     /**
      * Whether an image missing from the host may be pulled (its registry is allowed). The bid
      * already checked, but an image present then may have been removed before the launch.
@@ -148,23 +184,24 @@ export class DockerBackend implements ComputeBackend {
       this.book.failedToStart(task, pulled);
       return;
     }
+    const spooled = this.capture.kind === 'wrapper';
+    if (spooled) await this.prepareSpool(execution.id);
     let container: Docker.Container;
     try {
       container = await this.docker.createContainer({
         name,
         Image: spec.image,
-        // The command is the whole argv: the image's entrypoint does not wrap it.
-        Entrypoint: spec.command.slice(0, 1),
-        Cmd: spec.command.slice(1),
+        ...this.entryPoint(execution),
         Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
         ...(spec.workdir === undefined ? {} : { WorkingDir: spec.workdir }),
         Labels: {
           [LABEL_EXECUTION]: execution.id,
           [LABEL_SERVER]: this.serverId,
           'ferry.task': task.taskId,
+          ...(spooled ? { [LABEL_CAPTURE]: 'spool' } : {}),
         },
-        AttachStdout: true,
-        AttachStderr: true,
+        AttachStdout: !spooled,
+        AttachStderr: !spooled,
         Tty: false,
         OpenStdin: false,
         HostConfig: {
@@ -173,63 +210,188 @@ export class DockerBackend implements ComputeBackend {
           MemorySwap: constraints.memoryMiB * MiB,
           NetworkMode: spec.network === 'egress' ? 'bridge' : 'none',
           PidsLimit: 4096,
-          // A bounded journal of the output, replayed only if the server restarts mid-run.
-          LogConfig: this.outputJournal
-            ? { Type: 'local', Config: { 'max-size': '64m', 'max-file': '2' } }
-            : { Type: 'none', Config: {} },
+          ...(this.capture.kind === 'wrapper'
+            ? {
+                Binds: [
+                  `${this.capture.wrapperPath}:${WRAPPER_IN_CONTAINER}:ro`,
+                  `${this.spoolDir(execution.id)}:${SPOOL_IN_CONTAINER}`,
+                ],
+              }
+            : {}),
+          // With the wrapper, or when only attaching, the engine keeps no log; the journal is a
+          // bounded copy of the output, replayed only if the server restarts mid-run.
+          LogConfig:
+            this.capture.kind === 'journal'
+              ? { Type: 'local', Config: { 'max-size': '64m', 'max-file': '2' } }
+              : { Type: 'none', Config: {} },
         },
       });
     } catch (error) {
       if (statusOf(error) === 409) {
         // A container from an earlier attempt at this launch: carry on with it.
-        await this.adopt(task, this.docker.getContainer(name));
+        await this.adopt(task, this.docker.getContainer(name), execution);
         return;
       }
+      await this.removeSpool(execution.id);
       this.book.failedToStart(task, `could not create the container: ${messageOf(error)}`);
       return;
     }
-    const stream = (await container.attach({
-      stream: true,
-      stdout: true,
-      stderr: true,
-    })) as unknown as Readable;
-    const captured = demux(stream, task);
+    let attached: Attached | undefined;
+    if (spooled) {
+      // A new container: an exit record left by an earlier one is not its own.
+      await fsp.rm(path.join(this.spoolDir(execution.id), 'exit.json'), { force: true });
+      task.spool = this.spoolFiles(execution);
+    } else {
+      const output = (await container.attach({
+        stream: true,
+        stdout: true,
+        stderr: true,
+      })) as unknown as Readable;
+      attached = { output, captured: demux(output, task) };
+    }
     try {
       await container.start();
     } catch (error) {
       await container.remove({ force: true }).catch(() => undefined);
+      await this.removeSpool(execution.id);
       this.book.failedToStart(task, `could not start the container: ${messageOf(error)}`);
       return;
     }
     this.watchFor(task.taskId);
     this.book.markRunning(task);
-    await this.awaitEnd(task, container, stream, captured);
+    await this.awaitEnd(task, container, attached);
+  }
+
+  /**
+   * The container's entry point and arguments. The command is the whole argv: the image's own
+   * entry point does not wrap it. With the wrapper, it is the wrapper's argv after `--`.
+   */
+  private entryPoint(execution: Execution): { Entrypoint: string[]; Cmd: string[] } {
+    const { command, outputLimits } = execution.spec;
+    if (this.capture.kind !== 'wrapper') return { Entrypoint: command.slice(0, 1), Cmd: command.slice(1) };
+    return {
+      Entrypoint: [WRAPPER_IN_CONTAINER],
+      Cmd: [
+        '--spool',
+        SPOOL_IN_CONTAINER,
+        '--stdout-keep',
+        spoolKeepArgument(captureLimitsFor(outputLimits, 'stdout')),
+        '--stderr-keep',
+        spoolKeepArgument(captureLimitsFor(outputLimits, 'stderr')),
+        '--',
+        ...command,
+      ],
+    };
+  }
+
+  private spoolDir(executionId: string): string {
+    return path.join(this.capture.spoolRoot, executionId);
+  }
+
+  private spoolFiles(execution: Execution): { stdout: SpoolFile; stderr: SpoolFile } {
+    const dir = this.spoolDir(execution.id);
+    const limits = execution.spec.outputLimits;
+    return {
+      stdout: new SpoolFile(path.join(dir, 'stdout.spool'), captureLimitsFor(limits, 'stdout')),
+      stderr: new SpoolFile(path.join(dir, 'stderr.spool'), captureLimitsFor(limits, 'stderr')),
+    };
+  }
+
+  /**
+   * The spool directory, which the job's user can write to whichever user the image runs as. Not
+   * emptied: a container of an earlier attempt at this launch may be writing to it (the wrapper
+   * starts its spool files afresh).
+   */
+  private async prepareSpool(executionId: string): Promise<void> {
+    const dir = this.spoolDir(executionId);
+    await fsp.mkdir(dir, { recursive: true });
+    await fsp.chmod(dir, 0o777);
+  }
+
+  private async removeSpool(executionId: string): Promise<void> {
+    await fsp.rm(this.spoolDir(executionId), { recursive: true, force: true }).catch((error) => {
+      this.log.warn('could not remove the output spool', { executionId, error: messageOf(error) });
+    });
+  }
+
+  /**
+   * What the wrapper recorded of the job's end; undefined when it did not get to (it was killed)
+   * or the record is not one it wrote (the job can write in the spool directory too).
+   */
+  private async wrapperExit(executionId: string): Promise<WrapperExit | undefined> {
+    const file = path.join(this.spoolDir(executionId), 'exit.json');
+    try {
+      const handle = await openPlainFile(file);
+      if (handle === undefined) return undefined;
+      let text: string;
+      try {
+        const { buffer, bytesRead } = await handle.read({ buffer: Buffer.alloc(EXIT_RECORD_BYTES) });
+        text = buffer.toString('utf8', 0, bytesRead);
+      } finally {
+        await handle.close();
+      }
+      const record = JSON.parse(text) as Partial<WrapperExit>;
+      const exitCode = record.exitCode;
+      if (typeof exitCode !== 'number' || !Number.isInteger(exitCode) || exitCode < 0 || exitCode > 255) {
+        return undefined;
+      }
+      return {
+        exitCode,
+        signal: typeof record.signal === 'string' ? record.signal.slice(0, 32) : null,
+        startError: typeof record.startError === 'string' ? record.startError.slice(0, 4096) : null,
+      };
+    } catch (error) {
+      this.log.warn('the exit record is unreadable; the engine says how the job ended', {
+        executionId,
+        error: messageOf(error),
+      });
+      return undefined;
+    }
   }
 
   /** Takes over a container this server did not start (or started before a restart). */
-  private async adopt(task: LocalTask, container: Docker.Container): Promise<void> {
-    const state = ((await container.inspect()) as { State: DockerState }).State;
+  private async adopt(task: LocalTask, container: Docker.Container, execution: Execution): Promise<void> {
+    const info = (await container.inspect()) as {
+      State: DockerState;
+      Config: { Labels: Record<string, string> };
+    };
+    const state = info.State;
     if (state.Status === 'created') {
       await container.remove({ force: true });
+      await this.removeSpool(task.executionId);
       this.book.failedToStart(task, 'the container was created but never started; it was removed');
       return;
     }
+    const spooled = info.Config.Labels[LABEL_CAPTURE] === 'spool';
+    if (spooled) task.spool = this.spoolFiles(execution);
     if (state.Running) {
       // The deadline counts from the container's start, as the engine recorded it.
       this.watchFor(task.taskId);
       this.book.markRunning(task, state.StartedAt);
-      const stream = (await container.attach({
+      if (spooled) {
+        await this.awaitEnd(task, container, undefined);
+        return;
+      }
+      const output = (await container.attach({
         stream: true,
         logs: true,
         stdout: true,
         stderr: true,
       })) as unknown as Readable;
-      await this.awaitEnd(task, container, stream, demux(stream, task));
+      await this.awaitEnd(task, container, { output, captured: demux(output, task) });
       return;
     }
     task.startedAt = state.StartedAt;
-    const logs = (await container.logs({ follow: true, stdout: true, stderr: true })) as unknown as Readable;
-    await this.awaitEnd(task, container, logs, demux(logs, task));
+    if (spooled) {
+      await this.awaitEnd(task, container, undefined);
+      return;
+    }
+    const output = (await container.logs({
+      follow: true,
+      stdout: true,
+      stderr: true,
+    })) as unknown as Readable;
+    await this.awaitEnd(task, container, { output, captured: demux(output, task) });
   }
 
   private watchFor(taskId: string): Watch {
@@ -244,8 +406,7 @@ export class DockerBackend implements ComputeBackend {
   private async awaitEnd(
     task: LocalTask,
     container: Docker.Container,
-    output: Readable,
-    captured: Promise<void>,
+    attached: Attached | undefined,
   ): Promise<void> {
     const watch = this.watchFor(task.taskId);
     // A stop asked for before the container ran could not reach it: it applies now.
@@ -267,7 +428,7 @@ export class DockerBackend implements ComputeBackend {
     watch.markExited();
     if (ended === undefined) {
       // The engine has not confirmed the end: report what was captured, keep the capacity.
-      output.destroy();
+      attached?.output.destroy();
       this.log.warn('the engine did not confirm the container stopped; ending the task without it', {
         taskId: task.taskId,
       });
@@ -275,24 +436,41 @@ export class DockerBackend implements ComputeBackend {
       this.removeUntilGone(task, container);
       return;
     }
-    await captured.catch((error) =>
+    await attached?.captured.catch((error) =>
       this.log.warn('output capture ended with an error', { taskId: task.taskId, error }),
     );
     const state = await answered(
       container.inspect().then((info) => (info as { State: DockerState }).State),
       ENGINE_ANSWER_MS,
     );
+    const exit = task.spool === undefined ? undefined : await this.wrapperExit(task.executionId);
     const removed = await this.remove(task, container);
-    const exitCode = state?.ExitCode ?? ended.reply?.StatusCode ?? null;
+    if (exit?.startError) {
+      // The wrapper could not run the command (no such program, not executable): as when the
+      // engine cannot start a container, the task never started.
+      if (removed) this.forget(task.taskId);
+      await this.removeSpool(task.executionId);
+      this.book.failedToStart(task, exit.startError);
+      if (!removed) this.removeUntilGone(task, container);
+      return;
+    }
+    // The wrapper says how the job itself ended; without it (killed, or no wrapper), the engine.
+    const exitCode = exit?.exitCode ?? state?.ExitCode ?? ended.reply?.StatusCode ?? null;
     await this.book.finish(task, {
       exitCode,
-      signal: exitCode !== null && exitCode > 128 ? signalName(exitCode - 128) : null,
+      signal:
+        exit !== undefined
+          ? exit.signal
+          : exitCode !== null && exitCode > 128
+            ? signalName(exitCode - 128)
+            : null,
       endedAt,
       ...(state?.OOMKilled
         ? { containerReason: 'OutOfMemoryError: Container killed due to memory usage' }
         : {}),
       ...(removed ? {} : { resourcesHeld: true }),
     });
+    if (task.spool !== undefined) await this.removeSpool(task.executionId);
     if (!removed) this.removeUntilGone(task, container);
     else this.forget(task.taskId);
   }
@@ -455,12 +633,26 @@ export class DockerBackend implements ComputeBackend {
       }
       const task = this.book.open(taskId, execution, true);
       adopted++;
-      void this.adopt(task, container).catch((error) => {
+      void this.adopt(task, container, execution).catch((error) => {
         this.log.error('could not adopt container', { taskId, error });
         this.book.failedToStart(task, `lost after a restart: ${messageOf(error)}`);
       });
     }
+    await this.removeStaleSpools(activeExecutions);
     return { adopted, removed };
+  }
+
+  /** Spool directories of executions that are no longer active: left by a crash between two steps. */
+  private async removeStaleSpools(activeExecutions: ReadonlyMap<string, Execution>): Promise<void> {
+    let entries: string[];
+    try {
+      entries = await fsp.readdir(this.capture.spoolRoot);
+    } catch {
+      return;
+    }
+    for (const executionId of entries) {
+      if (!activeExecutions.has(executionId)) await this.removeSpool(executionId);
+    }
   }
 
   /** Containers this server made, in any status. */

@@ -5,6 +5,7 @@
 // handler applies them.
 import { randomUUID } from 'node:crypto';
 import { storeResult } from '../../capture/result-writer.ts';
+import type { SpoolFile } from '../../capture/spool.ts';
 import { StreamCapture } from '../../capture/stream-capture.ts';
 import type { Execution } from '../../domain/execution.ts';
 import type { OutputLimits } from '../../domain/job-spec.ts';
@@ -40,7 +41,15 @@ export interface LocalTask {
   version: number;
   startedAt: string | null;
   stopReason?: string;
-  /** Set when the task was picked up again after a restart: output may be incomplete. */
+  /**
+   * Set when the job's output is kept by its wrapper in spool files rather than written to
+   * `stdout` and `stderr` here: live reads and the stored result then come from the spool.
+   */
+  spool?: { readonly stdout: SpoolFile; readonly stderr: SpoolFile };
+  /**
+   * Set when the task was picked up again after a restart: output may be incomplete, unless a
+   * spool kept it all along.
+   */
   recovered: boolean;
   readonly timeoutSeconds: number;
   /** Set once the task reached its deadline; the result then says it timed out. */
@@ -154,10 +163,14 @@ export class LocalTaskBook {
     const endedAt = ending.endedAt ?? new Date().toISOString();
     let containerReason = ending.containerReason;
     try {
-      await storeResult(this.objects, task.executionId, task, task.keep, {
+      const captures =
+        task.spool === undefined
+          ? task
+          : { stdout: await task.spool.stdout.restore(), stderr: await task.spool.stderr.restore() };
+      await storeResult(this.objects, task.executionId, captures, task.keep, {
         exitCode: ending.exitCode,
         signal: ending.signal,
-        partial: task.stopReason !== undefined || task.recovered,
+        partial: task.stopReason !== undefined || (task.recovered && task.spool === undefined),
         ...(task.timedOut ? { timedOut: true } : {}),
         startedAt: task.startedAt,
         endedAt,
@@ -246,14 +259,15 @@ export class LocalTaskBook {
     });
   }
 
-  readLive(
+  async readLive(
     taskId: string,
     stream: 'stdout' | 'stderr',
     offset: number,
     maxBytes: number,
-  ): LiveRead | undefined {
+  ): Promise<LiveRead | undefined> {
     const task = this.tasks.get(taskId);
     if (task === undefined || task.status === 'STOPPED' || task.status === 'DEPROVISIONING') return undefined;
+    if (task.spool !== undefined) return task.spool[stream].readRange(offset, maxBytes);
     return task[stream].readRange(offset, maxBytes);
   }
 
