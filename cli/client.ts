@@ -172,10 +172,15 @@ export class FerryClient {
 
   async bytes(path: string): Promise<Reply<Buffer>> {
     const response = await this.request('GET', path);
-    return {
-      status: response.status,
-      headers: response.headers,
-      body: Buffer.from(await response.arrayBuffer()),
-    };
+    let body: Buffer;
+    try {
+      body = Buffer.from(await response.arrayBuffer());
+    } catch (error) {
+      // The server went away mid-reply: as unreachable as if it had not answered at all.
+      throw new Unreachable(
+        `the connection to Ferry at ${this.baseUrl} broke (${(error as Error & { cause?: Error }).cause?.message ?? (error as Error).message})`,
+      );
+    }
+    return { status: response.status, headers: response.headers, body };
   }
 }

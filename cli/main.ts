@@ -205,7 +205,7 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
     case 'logs': {
       const stream = flags.stderr ? 'stderr' : 'stdout';
       if (flags.follow) {
-        await follow(client, id(), stream, stream === 'stdout' ? io.out : io.err);
+        await follow(client, id(), stream, stream === 'stdout' ? io.out : io.err, io.err);
         return 0;
       }
       const reply = await client.bytes(`/v1/executions/${encodeURIComponent(id())}/logs?stream=${stream}`);
@@ -385,8 +385,8 @@ async function submit(
   if (!flags.json && io.err.isTTY) io.err.write(`ferry: ${submitted.id} queued\n`);
   if (flags.follow) {
     await Promise.all([
-      follow(client, submitted.id, 'stdout', io.out),
-      follow(client, submitted.id, 'stderr', io.err),
+      follow(client, submitted.id, 'stdout', io.out, io.err),
+      follow(client, submitted.id, 'stderr', io.err, io.err),
     ]);
   }
   const done = await waitUntilDone(client, submitted.id, io);
@@ -458,13 +458,18 @@ async function waitUntilDone(
   }
 }
 
+/** How long `--follow` keeps trying a server that stopped answering (a restart) before it gives up. */
+const FOLLOW_RECONNECT_SECONDS = 120;
+
 async function follow(
   client: FerryClient,
   id: string,
   stream: 'stdout' | 'stderr',
   out: NodeJS.WritableStream,
+  notices: NodeJS.WritableStream,
 ) {
   let offset = 0;
+  let lostSince: number | undefined;
   for (;;) {
     let reply: Awaited<ReturnType<FerryClient['bytes']>>;
     try {
@@ -475,7 +480,24 @@ async function follow(
       // The run ended with no output stored (it never ran, or its result was lost): nothing
       // more to follow; the final state line says why.
       if (error instanceof ApiError && error.status === 409) return;
-      throw error;
+      // The server went away (a restart, a crash): the job goes on, and so does the follow,
+      // from the byte it had reached, once the server answers again.
+      if (!(error instanceof Unreachable)) throw error;
+      const now = Date.now();
+      if (lostSince === undefined) {
+        lostSince = now;
+        notices.write(
+          `ferry: ${stream} of ${id}: the server is not answering; following again from byte ${offset} when it is back (Ctrl-C to stop)\n`,
+        );
+      } else if (now - lostSince > FOLLOW_RECONNECT_SECONDS * 1000) {
+        throw error;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      continue;
+    }
+    if (lostSince !== undefined) {
+      lostSince = undefined;
+      notices.write(`ferry: ${stream} of ${id}: the server is back; following from byte ${offset}\n`);
     }
     const skipped = Number(reply.headers.get('ferry-skipped-bytes') ?? '0');
     if (skipped > 0) out.write(`\n[ferry: ${skipped} bytes not kept]\n`);
