@@ -8,6 +8,7 @@ import Docker from 'dockerode';
 import { startMoto } from '../test/support/moto.ts';
 import { benchAwsCalls, formatAwsCalls } from './aws-calls.ts';
 import { benchCapture, type CaptureBench } from './capture.ts';
+import { benchDockerOutput, type DockerOutputBench, OUTPUT_IMAGE } from './docker-output.ts';
 import { benchEmulatedDispatch } from './emulated-dispatch.ts';
 import { benchEmulatedDrain, FARGATE_LAUNCHES_PER_SECOND, withDrainEmulators } from './emulated-drain.ts';
 import { benchLatency, LATENCY_IMAGE, type LatencyBench } from './latency.ts';
@@ -17,6 +18,8 @@ import { benchSubmissions, JOURNAL_BASELINE, type SubmissionsBench } from './sub
 import { benchThroughput, type ThroughputBench } from './throughput.ts';
 
 const LATENCY_ROUNDS = 25;
+/** Runs of each output shape, through Ferry and under plain docker run (the median of each is compared). */
+const OUTPUT_ROUNDS = 5;
 const LATENCY_WARMUP = 3;
 const THROUGHPUT_JOBS = 200;
 const THROUGHPUT_CONCURRENCY = 8;
@@ -30,6 +33,8 @@ const DRAIN_TARGET_RATIO = 0.95;
 const TARGET_LATENCY_RATIO = 1.1;
 const TARGET_CAPTURE_RATIO = 0.5;
 const TARGET_CAPTURE_RSS_MB = 150;
+/** Ferry's time over `docker run --log-driver none`'s, per output shape. */
+const TARGET_OUTPUT_RATIOS: readonly number[] = [1.5, 1.2];
 const MB_PER_MiB = (1024 * 1024) / 1e6;
 
 type Verdict = 'PASS' | 'MISS' | '';
@@ -115,6 +120,32 @@ function latencyRows(result: LatencyBench): Row[] {
       ratio: '',
       target: '',
       verdict: '',
+    },
+  ];
+}
+
+function outputRows(result: DockerOutputBench): Row[] {
+  const peakMB = result.serverPeakRssMiB * MB_PER_MiB;
+  const rows = result.shapes.map((shape, i): Row => {
+    const target = TARGET_OUTPUT_RATIOS[i] ?? 1.2;
+    return {
+      measure: `${i === 0 ? '6.' : '  '} Docker backend output: ${shape.shape.name}, 1 MiB kept, median of ${result.rounds}`,
+      ferry: ms(shape.ferry.p50),
+      baseline: `${ms(shape.floor.p50)} docker run --log-driver none`,
+      ratio: shape.ratio.toFixed(3),
+      target: `≤ ${target.toFixed(2)}`,
+      verdict: verdict(shape.ratio <= target),
+    };
+  });
+  return [
+    ...rows,
+    {
+      measure: '   Docker backend output: peak RSS of the server over those runs',
+      ferry: `${peakMB.toFixed(1)} MB`,
+      baseline: '',
+      ratio: '',
+      target: `< ${TARGET_CAPTURE_RSS_MB} MB`,
+      verdict: verdict(peakMB < TARGET_CAPTURE_RSS_MB),
     },
   ];
 }
@@ -238,46 +269,50 @@ async function main(): Promise<void> {
     process.stderr.write(`[bench +${((performance.now() - started) / 1000).toFixed(0)}s] ${text}\n`);
 
   step(
-    `1/9 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
+    `1/10 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
   );
   const latency = await benchLatency({ rounds: LATENCY_ROUNDS, warmup: LATENCY_WARMUP });
-  step(`2/9 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
+  step(
+    `2/10 output through the Docker backend vs docker run --log-driver none, ${OUTPUT_IMAGE}, 1 warm-up + ${OUTPUT_ROUNDS} interleaved rounds per shape`,
+  );
+  const output = await benchDockerOutput(OUTPUT_ROUNDS);
+  step(`3/10 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
   const rawSpawn = await rawSpawnJobsPerSecond(THROUGHPUT_JOBS, THROUGHPUT_CONCURRENCY);
   const throughput = await benchThroughput({
     jobs: THROUGHPUT_JOBS,
     maxConcurrency: THROUGHPUT_CONCURRENCY,
     clientParallelism: 16,
   });
-  step(`3/9 submissions: ${SUBMISSIONS} bids over HTTP and ${SUBMISSIONS} records through the store`);
+  step(`4/10 submissions: ${SUBMISSIONS} bids over HTTP and ${SUBMISSIONS} records through the store`);
   const submissions = await benchSubmissions({
     submissions: SUBMISSIONS,
     parallelism: SUBMISSION_PARALLELISM,
   });
-  step('4/9 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
+  step('5/10 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
   const capture = await benchCapture();
   const moto = await startMoto();
-  step('5/9 Fargate publisher: 1 GiB through the wrapper and FIFOs into emulated S3');
+  step('6/10 Fargate publisher: 1 GiB through the wrapper and FIFOs into emulated S3');
   const publisher = await benchPublisher(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('6/9 AWS API calls per execution, counted against moto server');
+  step('7/10 AWS API calls per execution, counted against moto server');
   const awsCalls = await benchAwsCalls(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('7/9 DynamoDB reads per bid and per dispatch with 10, 1,000 and 10,000 jobs queued');
+  step('8/10 DynamoDB reads per bid and per dispatch with 10, 1,000 and 10,000 jobs queued');
   const queueCost = await benchQueueCost(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('8/9 the emulated deployment: from the API answer to RunTask, through the synthesized stack');
+  step('9/10 the emulated deployment: from the API answer to RunTask, through the synthesized stack');
   const emulated = await benchEmulatedDispatch(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
   step(
-    `9/9 the emulated deployment: ${DRAIN_JOBS.toLocaleString('en')} queued jobs drained against Fargate's launch rate`,
+    `10/10 the emulated deployment: ${DRAIN_JOBS.toLocaleString('en')} queued jobs drained against Fargate's launch rate`,
   );
   await moto.stop();
   const drain = await withDrainEmulators(
@@ -292,6 +327,7 @@ async function main(): Promise<void> {
     ...captureRows(capture),
     ...publisherRows(publisher),
     ...submissionRows(submissions),
+    ...outputRows(output),
   ];
   console.log('');
   console.log(`Ferry benchmark, ${new Date().toISOString()}`);
@@ -309,6 +345,13 @@ async function main(): Promise<void> {
     `samples (ms): ferry [${latency.ferry.samplesMs.map((v) => v.toFixed(0)).join(' ')}]` +
       `  docker run [${latency.docker.samplesMs.map((v) => v.toFixed(0)).join(' ')}]`,
   );
+  console.log('');
+  for (const shape of output.shapes) {
+    console.log(
+      `samples (ms), ${shape.shape.name}: ferry [${shape.ferry.samplesMs.map((v) => v.toFixed(0)).join(' ')}]` +
+        `  docker run [${shape.floor.samplesMs.map((v) => v.toFixed(0)).join(' ')}]`,
+    );
+  }
   console.log('');
   console.log(
     'AWS API calls per execution (happy path, through the Lambda handlers; first = new image, warm = cached):',
