@@ -1,12 +1,12 @@
 // The `ferry` command line: serve the local executor, and talk to any Ferry API.
 // Human output by default (a progress line on waits, on a terminal), --json for scripts.
 import fs from 'node:fs';
-import { parseArgs } from 'node:util';
 import { loadConfig } from '#shared/config.ts';
 import type { Execution, ResultManifest } from '#shared/domain/execution.ts';
 import { isTerminal } from '#shared/domain/states.ts';
 import { formatBytes } from '#shared/domain/units.ts';
 import { isFerryError } from '#shared/errors.ts';
+import { type Flags, parseCommandLine, UsageError } from './args.ts';
 import {
   ApiError,
   executeApiRegion,
@@ -16,70 +16,7 @@ import {
   Unreachable,
 } from './client.ts';
 
-export class UsageError extends Error {}
-
-const USAGE = `usage: ferry <command> [options]
-
-commands:
-  serve                         run the local executor (Docker, or plain processes without Docker)
-  emulate aws [--port N]        run the stack \`cdk deploy\` ships on this machine: moto, real containers
-  bid [job options] -- CMD…     ask for a bid; prints the offer or why Ferry declines
-  accept ID | reject ID         answer a bid (reject takes --justification TEXT)
-  submit [job options] [--wait] [--follow] -- CMD…
-                                ask and accept at once; --wait exits with the job's exit code
-  status ID                     show an execution
-  ls [--state S]… [--limit N]   list executions
-  wait ID [--timeout SECONDS]   wait until the execution ends
-  logs ID [--stderr] [-f]       print stored output, or follow it live
-  cancel ID                     cancel a queued or running execution
-  result ID [--accept|--reject] [--justification TEXT]
-                                show the result manifest, or review it
-  node                          show capacity, usage and limits
-
-job options:
-  --image IMAGE  --cpu N  --memory SIZE  --disk SIZE  --timeout SECONDS  --env K=V…
-  --workdir DIR  --network none|egress  --stdout-limit SIZE  --stderr-limit SIZE
-  --inline-limit SIZE  --keep head|tail|head+tail  --label K=V…  --priority N  --file SPEC.json
-
-global options: --url URL (FERRY_URL)  --token TOKEN (FERRY_TOKEN)  --json
-  --sigv4 [--region R]          sign requests with AWS credentials (automatic for execute-api URLs)`;
-
-const OPTIONS = {
-  json: { type: 'boolean' },
-  url: { type: 'string' },
-  token: { type: 'string' },
-  sigv4: { type: 'boolean' },
-  port: { type: 'string' },
-  region: { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
-  image: { type: 'string' },
-  cpu: { type: 'string' },
-  memory: { type: 'string' },
-  disk: { type: 'string' },
-  timeout: { type: 'string' },
-  env: { type: 'string', multiple: true },
-  workdir: { type: 'string' },
-  network: { type: 'string' },
-  'stdout-limit': { type: 'string' },
-  'stderr-limit': { type: 'string' },
-  'inline-limit': { type: 'string' },
-  keep: { type: 'string' },
-  label: { type: 'string', multiple: true },
-  priority: { type: 'string' },
-  file: { type: 'string' },
-  wait: { type: 'boolean' },
-  follow: { type: 'boolean', short: 'f' },
-  stderr: { type: 'boolean' },
-  state: { type: 'string', multiple: true },
-  limit: { type: 'string' },
-  cursor: { type: 'string' },
-  accept: { type: 'boolean' },
-  reject: { type: 'boolean' },
-  justification: { type: 'string' },
-  'idempotency-key': { type: 'string' },
-} as const;
-
-type Flags = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
+export { UsageError };
 
 export interface Io {
   readonly out: NodeJS.WritableStream & { isTTY?: boolean };
@@ -95,7 +32,8 @@ export async function main(
     return await run(argv, io);
   } catch (error) {
     if (error instanceof UsageError) {
-      io.err.write(`ferry: ${error.message} (see \`ferry --help\`)\n`);
+      const help = error.verb === undefined ? 'ferry --help' : `ferry ${error.verb} --help`;
+      io.err.write(`ferry: ${error.message} (see \`${help}\`)\n`);
       return 2;
     }
     if (error instanceof ApiError) {
@@ -118,33 +56,21 @@ function detailLines(problem: ApiError['problem']): string {
 }
 
 async function run(argv: readonly string[], io: Io): Promise<number> {
-  const dash = argv.indexOf('--');
-  const before = dash < 0 ? [...argv] : argv.slice(0, dash);
-  const command = dash < 0 ? [] : argv.slice(dash + 1);
-  let parsed: { values: Flags; positionals: string[] };
-  try {
-    parsed = parseArgs({ args: before, options: OPTIONS, allowPositionals: true, strict: true });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  const { values: flags, positionals } = parsed;
-  const [verb, ...rest] = positionals;
-  if (flags.help || verb === undefined || verb === 'help') {
-    io.out.write(`${USAGE}\n`);
-    return verb === undefined && !flags.help ? 2 : 0;
-  }
+  const line = parseCommandLine(argv, io);
+  if (line.kind === 'done') return line.code;
+  const { verb, args, flags, command } = line;
   const config = loadConfig(io.env);
   if (verb === 'serve') return serve(io);
   if (verb === 'emulate') {
     const { emulate } = await import('./emulate.ts');
-    return emulate(rest, flags.port, io);
+    return emulate(args, flags.port, io);
   }
 
   const url = flags.url ?? config.url;
   const client = new FerryClient(url, flags.token ?? config.token, await signerFor(url, flags));
   const id = () => {
-    const [value] = rest;
-    if (value === undefined) throw new UsageError(`${verb} needs an execution id`);
+    const [value] = args;
+    if (value === undefined) throw new UsageError(`${verb} needs an execution id`, verb);
     return value;
   };
   const print = (value: unknown, human: () => string) =>
@@ -155,7 +81,7 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
       const reply = await client.json<{ executionId: string; bid: Execution['bid'] }>(
         'POST',
         '/v1/bids',
-        jobSpec(flags, command),
+        jobSpec(flags, command, verb),
       );
       print(reply.body, () => describeBid(reply.body.executionId, reply.body.bid));
       return reply.body.bid.accepted ? 0 : 1;
@@ -163,7 +89,7 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
     case 'accept':
     case 'reject': {
       if (verb === 'accept' && flags.justification !== undefined) {
-        throw new UsageError('--justification goes with reject (or result --accept/--reject)');
+        throw new UsageError('--justification goes with reject (or result --accept/--reject)', verb);
       }
       const reply = await client.json<Execution>(
         'POST',
@@ -197,7 +123,7 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
         client,
         id(),
         io,
-        flags.timeout === undefined ? undefined : seconds(flags.timeout),
+        flags.timeout === undefined ? undefined : duration('--timeout', flags.timeout, verb),
       );
       print(execution, () => describeExecution(execution));
       return isTerminal(execution.state) ? exitCodeOf(execution) : 1;
@@ -221,9 +147,10 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
       return 0;
     }
     case 'result': {
-      if (flags.accept && flags.reject) throw new UsageError('--accept and --reject exclude each other');
+      if (flags.accept && flags.reject)
+        throw new UsageError('--accept and --reject exclude each other', verb);
       if (flags.justification !== undefined && !flags.accept && !flags.reject) {
-        throw new UsageError('--justification goes with --accept or --reject');
+        throw new UsageError('--justification goes with --accept or --reject', verb);
       }
       const path = `/v1/executions/${encodeURIComponent(id())}/result`;
       if (flags.accept || flags.reject) {
@@ -249,7 +176,7 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
       return 0;
     }
     default:
-      throw new UsageError(`unknown command: ${verb}`);
+      throw new UsageError(`unknown command: ${verb}`, undefined);
   }
 }
 
@@ -260,7 +187,7 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
 async function signerFor(url: string, flags: Flags): Promise<RequestSigner | undefined> {
   const region = flags.region ?? executeApiRegion(url);
   if (!flags.sigv4 && executeApiRegion(url) === undefined) return undefined;
-  if (region === undefined) throw new UsageError(`--sigv4 needs --region: ${url} names no region`);
+  if (region === undefined) throw new UsageError(`--sigv4 needs --region: ${url} names no region`, undefined);
   return sigv4FromDefaultChain(region);
 }
 
@@ -304,67 +231,99 @@ async function serve(io: Io): Promise<number> {
   process.exit(0);
 }
 
-function seconds(text: string): number {
-  const value = Number(text);
-  if (!Number.isFinite(value) || value < 0) throw new UsageError(`not a number of seconds: ${text}`);
-  return value;
+const DURATION_UNITS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400 };
+
+/** Seconds from `90`, `90s`, `10m`, `1h30m` or `1.5h`; anything else is a usage error. */
+function duration(name: string, text: string, verb: string): number {
+  const plain = /^\d+(\.\d+)?$/.test(text);
+  const parts = [...text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d)/g)];
+  const whole = parts.map((part) => part[0]).join('') === text;
+  if (!plain && (parts.length === 0 || !whole)) {
+    throw new UsageError(`${name} must be a duration (90, 90s, 10m, 1h30m), got ${text}`, verb);
+  }
+  if (plain) return Number(text);
+  return parts.reduce((sum, part) => sum + Number(part[1]) * (DURATION_UNITS[part[2] ?? 's'] ?? 1), 0);
 }
 
-/** A numeric option, refused here rather than sent as null for the server to puzzle over. */
-function numberFlag(name: string, text: string): number {
-  const value = Number(text);
-  if (text.trim() === '' || !Number.isFinite(value))
-    throw new UsageError(`${name} must be a number, got ${text}`);
-  return value;
+/** A decimal number option (no hex, no exponent), refused here rather than sent for the server to puzzle over. */
+function numberFlag(name: string, text: string, verb: string, signed = false): number {
+  if (!(signed ? /^-?\d+(\.\d+)?$/ : /^\d+(\.\d+)?$/).test(text.trim())) {
+    throw new UsageError(`${name} must be a number, got ${text}`, verb);
+  }
+  return Number(text);
 }
 
 const numberOrText = (text: string): number | string => (/^\d+(\.\d+)?$/.test(text) ? Number(text) : text);
 
-function pairs(list: readonly string[] | undefined, what: string): Record<string, string> | undefined {
+function pairs(
+  list: readonly string[] | undefined,
+  what: string,
+  verb: string,
+): Record<string, string> | undefined {
   if (list === undefined) return undefined;
   const result: Record<string, string> = {};
   for (const item of list) {
     const at = item.indexOf('=');
-    if (at <= 0) throw new UsageError(`${what} must be KEY=VALUE, got ${item}`);
+    if (at <= 0) throw new UsageError(`${what} must be KEY=VALUE, got ${item}`, verb);
     result[item.slice(0, at)] = item.slice(at + 1);
   }
   return result;
 }
 
-function jobSpec(flags: Flags, command: readonly string[]): Record<string, unknown> {
-  let spec: Record<string, unknown> = {};
-  if (flags.file !== undefined) {
-    try {
-      spec = JSON.parse(fs.readFileSync(flags.file, 'utf8')) as Record<string, unknown>;
-    } catch (error) {
-      throw new UsageError(`cannot read the job spec ${flags.file}: ${(error as Error).message}`);
-    }
+/** The job spec in `--file`: a JSON object, or a usage error saying what it holds instead. */
+function specFile(file: string, verb: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new UsageError(`cannot read the job spec ${file}: ${(error as Error).message}`, verb);
   }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    const held = parsed === null ? 'null' : Array.isArray(parsed) ? 'an array' : `a ${typeof parsed}`;
+    throw new UsageError(`the job spec ${file} must hold a JSON object, not ${held}`, verb);
+  }
+  return { ...(parsed as Record<string, unknown>) };
+}
+
+function jobSpec(flags: Flags, command: readonly string[], verb: string): Record<string, unknown> {
+  const spec = flags.file === undefined ? {} : specFile(flags.file, verb);
   const set = (key: string, value: unknown) => {
     if (value !== undefined) spec[key] = value;
   };
   set('image', flags.image);
   if (command.length > 0) spec.command = [...command];
   const resources: Record<string, unknown> = { ...(spec.resources as object | undefined) };
-  if (flags.cpu !== undefined) resources.cpu = numberFlag('--cpu', flags.cpu);
+  if (flags.cpu !== undefined) resources.cpu = numberFlag('--cpu', flags.cpu, verb);
+  if (flags.gpu !== undefined) resources.gpu = numberFlag('--gpu', flags.gpu, verb);
   if (flags.memory !== undefined) resources.memory = numberOrText(flags.memory);
   if (flags.disk !== undefined) resources.disk = numberOrText(flags.disk);
   if (Object.keys(resources).length > 0) spec.resources = resources;
-  if (flags.timeout !== undefined) spec.timeoutSeconds = numberFlag('--timeout', flags.timeout);
-  set('env', pairs(flags.env, '--env'));
-  set('labels', pairs(flags.label, '--label'));
+  if (flags.timeout !== undefined) {
+    const timeout = duration('--timeout', flags.timeout, verb);
+    if (!Number.isInteger(timeout))
+      throw new UsageError(`--timeout must be whole seconds, got ${flags.timeout}`, verb);
+    spec.timeoutSeconds = timeout;
+  }
+  set('env', pairs(flags.env, '--env', verb));
+  set('labels', pairs(flags.label, '--label', verb));
   set('workdir', flags.workdir);
   set('network', flags.network);
-  if (flags.priority !== undefined) spec.priority = numberFlag('--priority', flags.priority);
+  if (flags.priority !== undefined) spec.priority = numberFlag('--priority', flags.priority, verb, true);
   const limits: Record<string, unknown> = { ...(spec.outputLimits as object | undefined) };
-  if (flags['stdout-limit'] !== undefined) limits.stdoutBytes = numberOrText(flags['stdout-limit']);
-  if (flags['stderr-limit'] !== undefined) limits.stderrBytes = numberOrText(flags['stderr-limit']);
-  if (flags['inline-limit'] !== undefined) limits.inlineBytes = numberOrText(flags['inline-limit']);
+  if (flags.stdoutLimit !== undefined) limits.stdoutBytes = numberOrText(flags.stdoutLimit);
+  if (flags.stderrLimit !== undefined) limits.stderrBytes = numberOrText(flags.stderrLimit);
+  if (flags.inlineLimit !== undefined) limits.inlineBytes = numberOrText(flags.inlineLimit);
   if (flags.keep !== undefined) limits.keep = flags.keep;
   if (Object.keys(limits).length > 0) spec.outputLimits = limits;
-  if (spec.image === undefined) throw new UsageError('--image is required (or give it in --file)');
-  if (spec.command === undefined)
-    throw new UsageError('give the command after --, e.g. ferry submit --image alpine -- echo hello');
+  // With a spec file the server checks it whole and names every field it refuses (`cmd` for `command`).
+  if (flags.file !== undefined) return spec;
+  if (spec.image === undefined) throw new UsageError('--image is required (or give it in --file)', verb);
+  if (spec.command === undefined) {
+    throw new UsageError(
+      `give the job's command after \`--\`: ferry ${verb} --image ${String(spec.image)} -- echo hello`,
+      verb,
+    );
+  }
   return spec;
 }
 
@@ -375,8 +334,8 @@ async function submit(
   io: Io,
 ): Promise<number> {
   const headers =
-    flags['idempotency-key'] === undefined ? undefined : { 'idempotency-key': flags['idempotency-key'] };
-  const reply = await client.json<Execution>('POST', '/v1/jobs', jobSpec(flags, command), headers);
+    flags.idempotencyKey === undefined ? undefined : { 'idempotency-key': flags.idempotencyKey };
+  const reply = await client.json<Execution>('POST', '/v1/jobs', jobSpec(flags, command, 'submit'), headers);
   const submitted = reply.body;
   if (!flags.wait && !flags.follow) {
     io.out.write(flags.json ? `${JSON.stringify(submitted, null, 2)}\n` : `${submitted.id}\n`);
@@ -530,7 +489,7 @@ function describeBid(executionId: string, bid: Execution['bid']): string {
 /** The body of a decision: the caller's justification, when given. */
 function justification(flags: Flags): { justification: string } | undefined {
   if (flags.justification === undefined) return undefined;
-  if (flags.justification === '') throw new UsageError('--justification must not be empty');
+  if (flags.justification === '') throw new UsageError('--justification must not be empty', undefined);
   return { justification: flags.justification };
 }
 

@@ -227,14 +227,14 @@ describe('errors', () => {
     expect(run.code).toBe(2);
     expect(run.stdout).toBe('');
     expect(run.stderr.trimEnd().split('\n')).toHaveLength(1);
-    expect(run.stderr).toMatch(/^ferry: --image is required.*\(see `ferry --help`\)\n$/);
+    expect(run.stderr).toMatch(/^ferry: --image is required.*\(see `ferry submit --help`\)\n$/);
   });
 
   test('a non-numeric number option is a usage error, refused before any request', async () => {
     const run = await ferry(['submit', '--image', 'x/y:1', '--cpu', 'lots', '--', 'true']);
 
     expect(run.code).toBe(2);
-    expect(run.stderr).toBe('ferry: --cpu must be a number, got lots (see `ferry --help`)\n');
+    expect(run.stderr).toBe('ferry: --cpu must be a number, got lots (see `ferry submit --help`)\n');
   });
 
   test('an unknown option is a usage error', async () => {

@@ -1,0 +1,210 @@
+// How the `ferry` command line answers a person who got something wrong or wants help: the
+// real binary, a real server (the process backend) for the cases that reach it. Every usage
+// error is one line on stderr naming the mistake and where to read more, exit 2, and sends
+// nothing to the server.
+import { spawn } from 'node:child_process';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import type { Execution } from '../../shared/domain/execution.ts';
+import { FERRY_VERSION } from '../../shared/version.ts';
+import { startServer, type TestServer, tempDir } from '../support/server.ts';
+
+const FERRY = path.resolve('bin/ferry.js');
+
+let server: TestServer;
+let dir: string;
+
+interface Run {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function ferry(args: string[]): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [FERRY, ...args], {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, FERRY_URL: server.url },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+    });
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+    });
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** How many executions the server holds: a usage error must not have created one. */
+async function executionCount(): Promise<number> {
+  const reply = await server.client.json<{ items: Execution[] }>('GET', '/v1/executions?limit=100');
+  return reply.body.items.length;
+}
+
+beforeAll(async () => {
+  server = await startServer({ FERRY_BACKEND: 'process' });
+  dir = await tempDir();
+});
+
+afterAll(async () => {
+  await server?.close();
+  await fsp.rm(dir, { recursive: true, force: true });
+});
+
+describe('help and version', () => {
+  test('--version prints the version and exits 0', async () => {
+    const run = await ferry(['--version']);
+
+    expect(run).toEqual({ code: 0, stdout: `ferry ${FERRY_VERSION}\n`, stderr: '' });
+  });
+
+  test('each command has its own help, with its options and examples', async () => {
+    const submit = await ferry(['submit', '--help']);
+    const logs = await ferry(['help', 'logs']);
+
+    expect(submit.code).toBe(0);
+    expect(submit.stdout).toMatch(/^Usage: ferry submit \[options\] -- COMMAND \[ARG\.\.\.\]/);
+    expect(submit.stdout).toContain('--timeout <duration>');
+    expect(submit.stdout).toContain('--gpu <count>');
+    expect(submit.stdout).toMatch(/Examples:\n {2}\$ ferry submit --wait --image alpine:3\.20 -- echo hello/);
+    // Options every command takes are listed too.
+    expect(submit.stdout).toContain('--url <url>');
+    expect(logs.code).toBe(0);
+    expect(logs.stdout).toMatch(/^Usage: ferry logs \[options\] <id>/);
+    expect(logs.stdout).toContain('-f, --follow');
+    expect(logs.stdout).not.toContain('--image');
+  });
+
+  test('no command at all prints the overview on stderr and exits 2', async () => {
+    const run = await ferry([]);
+
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toMatch(/^Usage: ferry <command> \[options\]/);
+    expect(run.stderr).toContain('submit');
+  });
+});
+
+describe('usage errors: one line, the mistake named, exit 2, nothing sent', () => {
+  const cases: { name: string; args: string[]; message: RegExp }[] = [
+    {
+      name: 'a misspelt command',
+      args: ['sumbit', '--image', 'x/y:1', '--', 'true'],
+      message: /^ferry: unknown command 'sumbit' \(did you mean submit\?\) \(see `ferry --help`\)$/,
+    },
+    {
+      name: 'a misspelt option',
+      args: ['submit', '--img', 'x/y:1', '--', 'true'],
+      message: /^ferry: unknown option '--img' \(did you mean --image\?\) \(see `ferry submit --help`\)$/,
+    },
+    {
+      name: 'a command given without --',
+      args: ['submit', '--image', 'x/y:1', 'ls', '-la'],
+      message:
+        /^ferry: the job's command goes after `--`: ferry submit \[options\] -- ls -la \(see `ferry submit --help`\)$/,
+    },
+    {
+      name: 'a one-word command given without --',
+      args: ['bid', '--image', 'x/y:1', 'true'],
+      message: /^ferry: the job's command goes after `--`: ferry bid \[options\] -- true/,
+    },
+    {
+      name: 'an option the command does not have',
+      args: ['ls', '--image', 'x/y:1'],
+      message: /^ferry: unknown option '--image' \(see `ferry ls --help`\)$/,
+    },
+    {
+      name: 'an option another command has',
+      args: ['accept', 'ex_00000000000000000000000000', '--wait'],
+      message: /^ferry: unknown option '--wait'/,
+    },
+    {
+      name: 'a hexadecimal timeout',
+      args: ['submit', '--image', 'x/y:1', '--timeout', '0x10', '--', 'true'],
+      message: /^ferry: --timeout must be a duration \(90, 90s, 10m, 1h30m\), got 0x10/,
+    },
+    {
+      name: 'a hexadecimal cpu',
+      args: ['submit', '--image', 'x/y:1', '--cpu', '0x10', '--', 'true'],
+      message: /^ferry: --cpu must be a number, got 0x10/,
+    },
+    {
+      name: 'a network that does not exist',
+      args: ['submit', '--image', 'x/y:1', '--network', 'host', '--', 'true'],
+      message:
+        /^ferry: option '--network <mode>' argument 'host' is invalid\. Allowed choices are none, egress\./,
+    },
+    {
+      name: 'a missing execution id',
+      args: ['status'],
+      message: /^ferry: missing required argument 'id' \(see `ferry status --help`\)$/,
+    },
+  ];
+
+  test.each(cases)('$name', async ({ args, message }) => {
+    const before = await executionCount();
+
+    const run = await ferry(args);
+
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    expect(run.stderr.endsWith('\n')).toBe(true);
+    expect(run.stderr.trimEnd().split('\n')).toHaveLength(1);
+    expect(run.stderr.trimEnd()).toMatch(message);
+    expect(await executionCount()).toBe(before);
+  });
+
+  test.each([
+    ['null', 'null'],
+    ['[]', 'an array'],
+    ['"spec"', 'a string'],
+  ])('a --file holding %s is refused: it must hold a JSON object', async (content, held) => {
+    const file = path.join(dir, `spec-${held.replace(/\s/g, '-')}.json`);
+    await fsp.writeFile(file, content);
+
+    const run = await ferry(['submit', '--file', file]);
+
+    expect(run.code).toBe(2);
+    expect(run.stderr).toBe(
+      `ferry: the job spec ${file} must hold a JSON object, not ${held} (see \`ferry submit --help\`)\n`,
+    );
+  });
+});
+
+describe('what a person means', () => {
+  test('--timeout takes units: 10m is 600 seconds, 1h30m is 5400', async () => {
+    const ten = await ferry(['bid', '--json', '--image', 'x/y:1', '--timeout', '10m', '--', 'true']);
+    const mixed = await ferry(['bid', '--json', '--image', 'x/y:1', '--timeout', '1h30m', '--', 'true']);
+
+    expect(ten.code).toBe(0);
+    const tenId = (JSON.parse(ten.stdout) as { executionId: string }).executionId;
+    const mixedId = (JSON.parse(mixed.stdout) as { executionId: string }).executionId;
+    const spec = async (id: string) =>
+      (await server.client.json<Execution>('GET', `/v1/executions/${id}`)).body.spec.timeoutSeconds;
+    expect(await spec(tenId)).toBe(600);
+    expect(await spec(mixedId)).toBe(5400);
+  });
+
+  test('--gpu asks for GPUs, and a host without them declines naming what was asked', async () => {
+    const run = await ferry(['bid', '--image', 'x/y:1', '--gpu', '1', '--', 'true']);
+
+    expect(run.code).toBe(1);
+    expect(run.stdout).toMatch(/^declined: .*GPU/i);
+  });
+
+  test('a spec file with `cmd` for `command` gets the server’s field-by-field answer', async () => {
+    const file = path.join(dir, 'cmd.json');
+    await fsp.writeFile(file, JSON.stringify({ image: 'x/y:1', cmd: ['true'] }));
+
+    const run = await ferry(['submit', '--file', file]);
+
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/cmd/);
+    expect(run.stderr).toMatch(/command/);
+  });
+});
