@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import { loadConfig } from '#shared/config.ts';
 import type { Execution, ResultManifest } from '#shared/domain/execution.ts';
-import { isTerminal } from '#shared/domain/states.ts';
+import { EXECUTION_STATES, isTerminal } from '#shared/domain/states.ts';
 import { formatBytes } from '#shared/domain/units.ts';
 import { isFerryError } from '#shared/errors.ts';
 import { type Flags, parseCommandLine, UsageError } from './args.ts';
@@ -119,23 +119,47 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
       return 0;
     }
     case 'wait': {
-      const execution = await waitUntilDone(
-        client,
-        id(),
-        io,
-        flags.timeout === undefined ? undefined : duration('--timeout', flags.timeout, verb),
+      const execution = await whileWatching(io, id(), () =>
+        waitUntilDone(
+          client,
+          id(),
+          io,
+          flags.timeout === undefined ? undefined : duration('--timeout', flags.timeout, verb),
+        ),
       );
       print(execution, () => describeExecution(execution));
+      if (!flags.json && isTerminal(execution.state)) summarize(execution, io);
       return isTerminal(execution.state) ? exitCodeOf(execution) : 1;
     }
     case 'logs': {
       const stream = flags.stderr ? 'stderr' : 'stdout';
       if (flags.follow) {
-        await follow(client, id(), stream, stream === 'stdout' ? io.out : io.err, io.err);
+        if (flags.json)
+          throw new UsageError('--json and --follow do not mix: follow prints the output as it comes', verb);
+        const printed = await whileWatching(io, id(), () =>
+          follow(client, id(), stream, stream === 'stdout' ? io.out : io.err, io.err),
+        );
+        if (printed === 0) io.err.write(`ferry: ${id()} printed nothing on ${stream}\n`);
         return 0;
       }
       const reply = await client.bytes(`/v1/executions/${encodeURIComponent(id())}/logs?stream=${stream}`);
+      if (flags.json) {
+        const text = reply.body.toString('utf8');
+        const utf8 = Buffer.from(text, 'utf8').equals(reply.body);
+        print(
+          {
+            executionId: id(),
+            stream,
+            bytes: reply.body.length,
+            encoding: utf8 ? 'utf8' : 'base64',
+            data: utf8 ? text : reply.body.toString('base64'),
+          },
+          () => '',
+        );
+        return 0;
+      }
       io.out.write(reply.body);
+      if (reply.body.length === 0) io.err.write(`ferry: ${id()} printed nothing on ${stream}\n`);
       return 0;
     }
     case 'cancel': {
@@ -171,8 +195,8 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
       return 0;
     }
     case 'node': {
-      const reply = await client.json<Record<string, unknown>>('GET', '/v1/node');
-      print(reply.body, () => JSON.stringify(reply.body, null, 2));
+      const reply = await client.json<NodeInfo>('GET', '/v1/node');
+      print(reply.body, () => describeNode(reply.body));
       return 0;
     }
     default:
@@ -333,6 +357,12 @@ async function submit(
   command: readonly string[],
   io: Io,
 ): Promise<number> {
+  if (flags.json && flags.follow) {
+    throw new UsageError(
+      "--json and --follow do not mix: the job's output would run into the JSON; use --json --wait, then ferry logs",
+      'submit',
+    );
+  }
   const headers =
     flags.idempotencyKey === undefined ? undefined : { 'idempotency-key': flags.idempotencyKey };
   const reply = await client.json<Execution>('POST', '/v1/jobs', jobSpec(flags, command, 'submit'), headers);
@@ -342,13 +372,15 @@ async function submit(
     return 0;
   }
   if (!flags.json && io.err.isTTY) io.err.write(`ferry: ${submitted.id} queued\n`);
-  if (flags.follow) {
-    await Promise.all([
-      follow(client, submitted.id, 'stdout', io.out, io.err),
-      follow(client, submitted.id, 'stderr', io.err, io.err),
-    ]);
-  }
-  const done = await waitUntilDone(client, submitted.id, io);
+  const done = await whileWatching(io, submitted.id, async () => {
+    if (flags.follow) {
+      await Promise.all([
+        follow(client, submitted.id, 'stdout', io.out, io.err),
+        follow(client, submitted.id, 'stderr', io.err, io.err),
+      ]);
+    }
+    return waitUntilDone(client, submitted.id, io);
+  });
   if (flags.json) {
     io.out.write(`${JSON.stringify(done, null, 2)}\n`);
   } else if (!flags.follow) {
@@ -358,12 +390,47 @@ async function submit(
       io.err.write((await client.bytes(`${base}?stream=stderr`)).body);
     }
   }
-  if (!flags.json && done.state !== 'COMPLETED')
-    io.err.write(`ferry: ${done.id} ${done.state}: ${done.reason ?? ''}\n`);
-  else if (!flags.json && (done.result?.stdout.truncated || done.result?.stderr.truncated)) {
+  if (!flags.json) summarize(done, io);
+  return exitCodeOf(done);
+}
+
+/**
+ * One line on stderr when a job did not end well (state, exit code, reason, where to look),
+ * or when its output was cut to its limits.
+ */
+function summarize(done: Execution, io: Io): void {
+  if (done.state !== 'COMPLETED') {
+    io.err.write(`ferry: ${done.id} ${done.state}${done.reason ? `: ${done.reason}` : ''}\n`);
+  } else if (done.exitCode !== 0 && done.exitCode !== null && done.exitCode !== undefined) {
+    io.err.write(
+      `ferry: ${done.id} COMPLETED with exit code ${done.exitCode}; \`ferry result ${done.id}\` shows the result\n`,
+    );
+  } else if (done.result?.stdout.truncated || done.result?.stderr.truncated) {
     io.err.write(`ferry: output was truncated to its limit; see \`ferry result ${done.id}\`\n`);
   }
-  return exitCodeOf(done);
+}
+
+/** The last state seen of each execution being waited on or followed, for the Ctrl-C line. */
+const watched = new Map<string, string>();
+
+/**
+ * Runs a wait or a follow; if the person presses Ctrl-C meanwhile, says that the job goes on
+ * and how to stop it, and exits 130 as an interrupted command does.
+ */
+async function whileWatching<T>(io: Io, id: string, watch: () => Promise<T>): Promise<T> {
+  const interrupted = () => {
+    const state = watched.get(id);
+    io.err.write(
+      `\r\x1b[K\nferry: stopped watching; ${id} is ${state === undefined ? 'still going' : `still ${state}`}; \`ferry cancel ${id}\` stops it\n`,
+    );
+    process.exit(130);
+  };
+  process.once('SIGINT', interrupted);
+  try {
+    return await watch();
+  } finally {
+    process.removeListener('SIGINT', interrupted);
+  }
 }
 
 /** The job's own exit code; for runs that did not end by themselves, a code in the style of timeout(1) and docker. */
@@ -401,11 +468,21 @@ async function waitUntilDone(
     for (;;) {
       const left =
         timeoutSeconds === undefined ? 20 : Math.min(20, timeoutSeconds - (Date.now() - started) / 1000);
+      // The first call answers at once; each next one as soon as the state changes, so the
+      // progress line always shows where the job is.
+      const query = new URLSearchParams({
+        timeoutSeconds: String(Math.max(0, Math.floor(last === undefined ? 0 : left))),
+      });
+      const current = last?.state;
+      if (current !== undefined) {
+        for (const state of EXECUTION_STATES) if (state !== current) query.append('state', state);
+      }
       const reply = await client.json<Execution>(
         'GET',
-        `/v1/executions/${encodeURIComponent(id)}/wait?timeoutSeconds=${Math.max(0, Math.floor(left))}`,
+        `/v1/executions/${encodeURIComponent(id)}/wait?${query}`,
       );
       last = reply.body;
+      watched.set(id, last.state);
       if (isTerminal(last.state)) return last;
       if (timeoutSeconds !== undefined && (Date.now() - started) / 1000 >= timeoutSeconds) return last;
     }
@@ -426,7 +503,7 @@ async function follow(
   stream: 'stdout' | 'stderr',
   out: NodeJS.WritableStream,
   notices: NodeJS.WritableStream,
-) {
+): Promise<number> {
   let offset = 0;
   let lostSince: number | undefined;
   for (;;) {
@@ -438,7 +515,7 @@ async function follow(
     } catch (error) {
       // The run ended with no output stored (it never ran, or its result was lost): nothing
       // more to follow; the final state line says why.
-      if (error instanceof ApiError && error.status === 409) return;
+      if (error instanceof ApiError && error.status === 409) return offset;
       // The server went away (a restart, a crash): the job goes on, and so does the follow,
       // from the byte it had reached, once the server answers again.
       if (!(error instanceof Unreachable)) throw error;
@@ -458,12 +535,44 @@ async function follow(
       lostSince = undefined;
       notices.write(`ferry: ${stream} of ${id}: the server is back; following from byte ${offset}\n`);
     }
+    const state = reply.headers.get('ferry-state');
+    if (state !== null) watched.set(id, state);
     const skipped = Number(reply.headers.get('ferry-skipped-bytes') ?? '0');
     if (skipped > 0) out.write(`\n[ferry: ${skipped} bytes not kept]\n`);
     if (reply.body.length > 0) out.write(reply.body);
     offset = Number(reply.headers.get('ferry-next-offset') ?? offset);
-    if (reply.headers.get('ferry-complete') === 'true') return;
+    if (reply.headers.get('ferry-complete') === 'true') return offset;
   }
+}
+
+interface NodeInfo {
+  readonly version: string;
+  readonly backend: string;
+  readonly isolated: boolean;
+  readonly capacity: { maxConcurrency: number; cpu: number; memoryMiB: number; starvationSeconds: number };
+  readonly usage: { runningJobs: number; queuedJobs: number; cpu: number; memoryMiB: number };
+  readonly perJobLimits: {
+    cpu: number;
+    memoryMiB: number;
+    gpu: boolean;
+    timeoutSeconds: { min: number; max: number };
+    outputBytesPerStream: number;
+    network: string[];
+  };
+}
+
+function describeNode(node: NodeInfo): string {
+  const MiB = 1024 * 1024;
+  const { capacity: c, usage: u, perJobLimits: l } = node;
+  return [
+    `ferry ${node.version}, ${node.backend} backend${node.isolated ? '' : ' (jobs are NOT isolated)'}`,
+    `  running   ${u.runningJobs} of at most ${c.maxConcurrency} jobs; ${u.queuedJobs} queued`,
+    `  in use    ${u.cpu} of ${c.cpu} vCPU, ${formatBytes(u.memoryMiB * MiB)} of ${formatBytes(c.memoryMiB * MiB)}`,
+    `  per job   up to ${l.cpu} vCPU, ${formatBytes(l.memoryMiB * MiB)}, ${l.gpu ? 'GPUs' : 'no GPU'}, ` +
+      `timeout ${l.timeoutSeconds.min}–${l.timeoutSeconds.max} s, ${formatBytes(l.outputBytesPerStream)} per stream, ` +
+      `network ${l.network.join(' or ')}`,
+    `  a queued job reserves capacity after ${c.starvationSeconds} s`,
+  ].join('\n');
 }
 
 function describeBid(executionId: string, bid: Execution['bid']): string {

@@ -3,6 +3,7 @@
 // error is one line on stderr naming the mistake and where to read more, exit 2, and sends
 // nothing to the server.
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -206,5 +207,108 @@ describe('what a person means', () => {
     expect(run.code).toBe(1);
     expect(run.stderr).toMatch(/cmd/);
     expect(run.stderr).toMatch(/command/);
+  });
+});
+
+describe('what a person sees', () => {
+  test('a job that exits non-zero ends with a summary line on stderr, and its code', async () => {
+    const run = await ferry(['submit', '--wait', '--image', 'x/y:1', '--', 'sh', '-c', 'echo out; exit 3']);
+
+    expect(run.code).toBe(3);
+    expect(run.stdout).toBe('out\n');
+    expect(run.stderr).toMatch(
+      /^ferry: (ex_\w+) COMPLETED with exit code 3; `ferry result \1` shows the result\n$/,
+    );
+  });
+
+  test('logs of a job that printed nothing says so on stderr', async () => {
+    const submitted = await ferry(['submit', '--image', 'x/y:1', '--', 'true']);
+    const id = submitted.stdout.trim();
+    await ferry(['wait', id]);
+
+    const logs = await ferry(['logs', id]);
+    const json = await ferry(['logs', id, '--json']);
+
+    expect(logs).toEqual({ code: 0, stdout: '', stderr: `ferry: ${id} printed nothing on stdout\n` });
+    expect(JSON.parse(json.stdout)).toEqual({
+      executionId: id,
+      stream: 'stdout',
+      bytes: 0,
+      encoding: 'utf8',
+      data: '',
+    });
+  });
+
+  test('logs --json carries the bytes, base64 when they are not text', async () => {
+    const submitted = await ferry([
+      'submit',
+      '--wait',
+      '--json',
+      '--image',
+      'x/y:1',
+      '--',
+      'printf',
+      '\\377\\000ok',
+    ]);
+    const id = (JSON.parse(submitted.stdout) as Execution).id;
+
+    const json = await ferry(['logs', id, '--json']);
+
+    expect(JSON.parse(json.stdout)).toEqual({
+      executionId: id,
+      stream: 'stdout',
+      bytes: 4,
+      encoding: 'base64',
+      data: Buffer.from([0xff, 0x00, 0x6f, 0x6b]).toString('base64'),
+    });
+  });
+
+  test('--json never mixes with the job’s output: submit --json --follow is refused', async () => {
+    const run = await ferry(['submit', '--json', '--follow', '--image', 'x/y:1', '--', 'echo', 'hi']);
+
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toMatch(/^ferry: --json and --follow do not mix/);
+  });
+
+  test('node reads as text, and as JSON with --json', async () => {
+    const human = await ferry(['node']);
+    const json = await ferry(['node', '--json']);
+
+    expect(human.code).toBe(0);
+    expect(human.stdout).toMatch(
+      /^ferry \S+, process backend \(jobs are NOT isolated\)\n {2}running +\d+ of at most \d+ jobs; \d+ queued\n/,
+    );
+    expect(JSON.parse(json.stdout)).toMatchObject({ backend: 'process', capacity: expect.any(Object) });
+  });
+
+  test('in a terminal, the wait line shows the state, and Ctrl-C says the job goes on and how to stop it', async () => {
+    // `script` gives the command a terminal; ^C typed into it reaches ferry as SIGINT.
+    const child = spawn(
+      'script',
+      ['-qfec', `${process.execPath} ${FERRY} submit --wait --image x/y:1 -- sleep 30`, '/dev/null'],
+      {
+        env: { PATH: process.env.PATH, HOME: process.env.HOME, FERRY_URL: server.url },
+        stdio: ['pipe', 'pipe', 'pipe'],
+      },
+    );
+    let screen = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      screen += chunk;
+    });
+    const closed = once(child, 'close');
+    await expect.poll(() => screen, { timeout: 20_000 }).toMatch(/ex_\w+ RUNNING \d+s/);
+
+    child.stdin.write('\x03');
+    const [code] = (await closed) as [number | null];
+
+    const id = /(ex_\w+) RUNNING/.exec(screen)?.[1] ?? '';
+    expect(code).toBe(130);
+    expect(screen).toContain(
+      `ferry: stopped watching; ${id} is still RUNNING; \`ferry cancel ${id}\` stops it`,
+    );
+    const after = await server.client.json<Execution>('GET', `/v1/executions/${id}`);
+    expect(after.body.state).toBe('RUNNING');
+    await ferry(['cancel', id]);
   });
 });

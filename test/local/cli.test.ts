@@ -76,7 +76,10 @@ describe('ferry submit --wait', () => {
 
     expect(run.code).toBe(3);
     expect(run.stdout).toBe('');
-    expect(run.stderr).toBe('oops\n');
+    // The job's stderr, then Ferry's summary line.
+    expect(run.stderr).toMatch(
+      /^oops\nferry: (ex_\w+) COMPLETED with exit code 3; `ferry result \1` shows the result\n$/,
+    );
   });
 
   test('a program that does not exist exits 125 and names it', async () => {
