@@ -36,6 +36,7 @@ export interface Flags {
   readonly inlineLimit?: string;
   readonly keep?: string;
   readonly label?: readonly string[];
+  readonly labels?: boolean;
   readonly priority?: string;
   readonly file?: string;
   readonly wait?: boolean;
@@ -188,9 +189,15 @@ function program(output: Output, captured: (verb: string, args: string[], flags:
     .command('ls')
     .description('list executions, newest first')
     .option('--state <state>', 'only in this state; repeat for several', collect)
+    .option('--label <KEY=VALUE>', 'only with this label; repeat: all must match', collect)
+    .option('--image <image>', 'only of this image')
+    .option('--labels', 'show a LABELS column')
     .option('--limit <n>', 'at most this many')
     .option('--cursor <cursor>', 'the page after the one that gave this cursor')
-    .addHelpText('after', examples('ferry ls --state QUEUED --state RUNNING'))
+    .addHelpText(
+      'after',
+      examples('ferry ls --state QUEUED --state RUNNING', 'ferry ls --label team=data --labels'),
+    )
     .action(on('ls'));
   root
     .command('wait')

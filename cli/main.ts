@@ -109,13 +109,24 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
     case 'ls': {
       const query = new URLSearchParams();
       for (const state of flags.state ?? []) query.append('state', state.toUpperCase());
-      if (flags.limit !== undefined) query.set('limit', flags.limit);
+      for (const label of flags.label ?? []) {
+        if (label.indexOf('=') <= 0) throw new UsageError(`--label must be KEY=VALUE, got ${label}`, verb);
+        query.append('label', label);
+      }
+      if (flags.image !== undefined) query.set('image', flags.image);
+      if (flags.limit !== undefined) query.set('limit', String(numberFlag('--limit', flags.limit, verb)));
       if (flags.cursor !== undefined) query.set('cursor', flags.cursor);
       const reply = await client.json<{ items: Execution[]; nextCursor?: string }>(
         'GET',
         `/v1/executions?${query}`,
       );
-      print(reply.body, () => table(reply.body.items, reply.body.nextCursor));
+      print(reply.body, () =>
+        table(reply.body.items, {
+          labels: flags.labels === true,
+          width: io.out.isTTY ? (io.out as { columns?: number }).columns : undefined,
+          ...(reply.body.nextCursor === undefined ? {} : { next: nextPage(argv, reply.body.nextCursor) }),
+        }),
+      );
       return 0;
     }
     case 'wait': {
@@ -642,22 +653,75 @@ function describeResult(m: ResultManifest, review: string, links: Record<string,
   ].join('\n');
 }
 
-function table(items: readonly Execution[], nextCursor?: string): string {
-  const rows = items.map((e) => [
-    e.id,
-    e.state,
-    e.exitCode === undefined || e.exitCode === null ? '' : String(e.exitCode),
-    e.spec.image,
-    e.createdAt,
-  ]);
-  const header = ['ID', 'STATE', 'EXIT', 'IMAGE', 'CREATED'];
+/** The command that shows the next page: this one, every filter kept, with the new cursor. */
+function nextPage(argv: readonly string[], cursor: string): string {
+  const kept: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i] ?? '';
+    if (word === '--cursor') {
+      i++;
+      continue;
+    }
+    if (word.startsWith('--cursor=')) continue;
+    kept.push(/^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`);
+  }
+  return `ferry ${kept.join(' ')} --cursor ${cursor}`;
+}
+
+/** 3s, 4m, 2h, 5d: how long, in its largest whole unit. */
+function shortDuration(ms: number): string {
+  const seconds = Math.max(0, Math.floor(ms / 1000));
+  if (seconds < 60) return `${seconds}s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m${seconds % 60 === 0 ? '' : `${seconds % 60}s`}`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)}h${Math.floor((seconds % 3600) / 60)}m`;
+  return `${Math.floor(seconds / 86400)}d`;
+}
+
+function table(
+  items: readonly Execution[],
+  options: { labels: boolean; width?: number | undefined; next?: string },
+  now = Date.now(),
+): string {
+  const header = [
+    'ID',
+    'STATE',
+    'EXIT',
+    'AGE',
+    'DURATION',
+    'IMAGE',
+    'COMMAND',
+    ...(options.labels ? ['LABELS'] : []),
+  ];
+  const rows = items.map((e) => {
+    const started = e.startedAt === undefined ? undefined : Date.parse(e.startedAt);
+    const ended = e.endedAt === undefined ? undefined : Date.parse(e.endedAt);
+    const labels = Object.entries(e.spec.labels ?? {})
+      .map(([k, v]) => `${k}=${v}`)
+      .join(',');
+    return [
+      e.id,
+      e.state,
+      e.exitCode === undefined || e.exitCode === null ? '' : String(e.exitCode),
+      shortDuration(now - Date.parse(e.createdAt)),
+      started === undefined ? '' : shortDuration((ended ?? now) - started),
+      e.spec.image,
+      e.spec.command.join(' ').replace(/\s+/g, ' '),
+      ...(options.labels ? [labels] : []),
+    ];
+  });
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) =>
-    cells
+  const line = (cells: string[]) => {
+    const text = cells
       .map((c, i) => c.padEnd(widths[i] ?? 0))
       .join('  ')
       .trimEnd();
+    // On a terminal a row is cut to its width rather than wrapped.
+    return options.width !== undefined && text.length > options.width
+      ? `${text.slice(0, Math.max(0, options.width - 1))}…`
+      : text;
+  };
   const out = [line(header), ...rows.map(line)];
-  if (nextCursor !== undefined) out.push(`(more: ferry ls --cursor ${nextCursor})`);
+  if (items.length === 0) out.push('(none)');
+  if (options.next !== undefined) out.push(`(more: ${options.next})`);
   return out.join('\n');
 }

@@ -6,7 +6,7 @@ import httpRouterHandler, { type Route } from '@middy/http-router';
 import type { APIGatewayProxyEventV2WithIAMAuthorizer, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import { z } from 'zod';
 import type { Core } from '#shared/core.ts';
-import { toFieldProblems } from '#shared/domain/job-spec.ts';
+import { LABEL_KEY, toFieldProblems } from '#shared/domain/job-spec.ts';
 import { parseReviewBody, type ReviewBody } from '#shared/domain/review.ts';
 import { EXECUTION_STATES, type ExecutionState, isExecutionState } from '#shared/domain/states.ts';
 import { UPLOAD_SECRET_HEADER } from '#shared/domain/upload-links.ts';
@@ -168,6 +168,23 @@ function queryStates(event: ApiEvent): ExecutionState[] {
   return states as ExecutionState[];
 }
 
+/** `label=KEY=VALUE`, repeated: every one must match. Values may hold commas and `=`. */
+function queryLabels(event: ApiEvent): Record<string, string> {
+  const raw = new URLSearchParams(event.rawQueryString ?? '').getAll('label');
+  const labels: Record<string, string> = {};
+  for (const item of raw) {
+    const at = item.indexOf('=');
+    const key = at < 0 ? item : item.slice(0, at);
+    if (at <= 0 || !LABEL_KEY.test(key)) {
+      throw new ValidationError(`label filter must be KEY=VALUE with a label key, got ${item}`, [
+        { field: 'label', message: `not KEY=VALUE: ${item}` },
+      ]);
+    }
+    labels[key] = item.slice(at + 1);
+  }
+  return labels;
+}
+
 function queryBoolean(event: ApiEvent, name: string): boolean {
   const [text] = queryValues(event, name);
   if (text === undefined || text === '' || text === 'false' || text === '0') return false;
@@ -232,8 +249,12 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
     ),
     route('GET', '/v1/executions', async (event) => {
       const [cursor] = queryValues(event, 'cursor');
+      const labels = queryLabels(event);
+      const [image] = new URLSearchParams(event.rawQueryString ?? '').getAll('image');
       const page = await listExecutions(core, ownerOf(event), {
         states: queryStates(event),
+        ...(Object.keys(labels).length > 0 ? { labels } : {}),
+        ...(image ? { image } : {}),
         limit: queryNumber(event, 'limit', QUERY_LIMITS.listLimit),
         ...(cursor ? { cursor } : {}),
       });

@@ -15,6 +15,10 @@ export interface Page<T> {
 export interface ListQuery {
   readonly owner?: string;
   readonly states?: readonly ExecutionState[];
+  /** Only executions carrying every one of these labels, with these values. */
+  readonly labels?: Readonly<Record<string, string>>;
+  /** Only executions of this image, as the spec names it. */
+  readonly image?: string;
   readonly limit: number;
   readonly cursor?: string;
 }

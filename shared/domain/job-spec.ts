@@ -75,7 +75,7 @@ const byteCount = (max: number) =>
     });
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._/-]*$/;
+export const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._/-]*$/;
 const IMAGE_PATH_COMPONENT = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
 // Docker's grammar: an optional registry (a host name, or an IPv6 address in brackets, with
 // an optional port), path components, an optional tag and an optional digest.

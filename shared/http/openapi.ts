@@ -277,6 +277,21 @@ const PATHS: Record<string, Record<string, Operation>> = {
       summary: "The caller's executions in any of the given states, newest first",
       parameters: [
         statesParameter,
+        {
+          name: 'label',
+          in: 'query',
+          description:
+            'KEY=VALUE: only executions with this label; repeat for several, all must match. A filtered page may hold fewer than `limit` items and still have a nextCursor.',
+          schema: { type: 'array', items: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._/-]*=' } },
+          style: 'form',
+          explode: true,
+        },
+        {
+          name: 'image',
+          in: 'query',
+          description: 'only executions of this image, as their spec names it',
+          schema: { type: 'string' },
+        },
         { name: 'limit', in: 'query', schema: range(QUERY_LIMITS.listLimit) },
         {
           name: 'cursor',

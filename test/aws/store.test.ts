@@ -72,6 +72,44 @@ describe('DynamoDB execution store', () => {
     expect(all.items).toHaveLength(7);
   });
 
+  it('filters by labels and image, page by page, through pages the filter leaves empty', async () => {
+    const tagged = (i: number, labels: Record<string, string>, image = 'x/y:1'): Execution => {
+      const e = offered('dora', `2030-01-03T00:00:${String(i).padStart(2, '0')}.000Z`);
+      return { ...e, spec: { ...e.spec, image, labels } };
+    };
+    const wanted: Execution[] = [];
+    for (let i = 0; i < 12; i++) {
+      // Only every fourth matches both labels; the others fill whole pages without a match.
+      const labels: Record<string, string> =
+        i % 4 === 0 ? { team: 'data', tier: 'gold, plus' } : { team: 'web' };
+      const e = tagged(i, labels);
+      await store.create(e);
+      if (i % 4 === 0) wanted.push(e);
+    }
+    const other = tagged(20, { team: 'data', tier: 'gold, plus' }, 'x/z:2');
+    await store.create(other);
+
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const page = await store.list({
+        owner: 'dora',
+        labels: { team: 'data', tier: 'gold, plus' },
+        image: 'x/y:1',
+        limit: 2,
+        ...(cursor ? { cursor } : {}),
+      });
+      seen.push(...page.items.map((e) => e.id));
+      cursor = page.nextCursor;
+      pages += 1;
+    } while (cursor !== undefined && pages < 50);
+
+    expect(seen).toEqual([...wanted].reverse().map((e) => e.id));
+    const byImage = await store.list({ owner: 'dora', image: 'x/z:2', limit: 20 });
+    expect(byImage.items.map((e) => e.id)).toEqual([other.id]);
+  });
+
   it('refuses a cursor from nowhere, or from another query', async () => {
     await expect(store.list({ owner: 'bob', limit: 1, cursor: 'not-a-cursor' })).rejects.toBeInstanceOf(
       ValidationError,

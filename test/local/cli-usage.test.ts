@@ -312,3 +312,70 @@ describe('what a person sees', () => {
     await ferry(['cancel', id]);
   });
 });
+
+describe('ls', () => {
+  test('shows age, duration and command, filters by label and image on the server, and its next-page hint keeps every filter', async () => {
+    const run = `ls-${Date.now()}`;
+    for (let i = 0; i < 3; i++) {
+      await ferry([
+        'submit',
+        '--wait',
+        '--image',
+        'x/y:1',
+        '--label',
+        `run=${run}`,
+        '--label',
+        'kind=a',
+        '--',
+        'echo',
+        `job ${i}`,
+      ]);
+    }
+    await ferry(['submit', '--wait', '--image', 'x/other:1', '--label', `run=${run}`, '--', 'true']);
+
+    const first = await ferry([
+      'ls',
+      '--label',
+      `run=${run}`,
+      '--image',
+      'x/y:1',
+      '--limit',
+      '2',
+      '--labels',
+    ]);
+    const lines = first.stdout.trimEnd().split('\n');
+    const hint = /^\(more: (ferry .*)\)$/.exec(lines.at(-1) ?? '')?.[1] ?? '';
+    const second = await ferry(hint.split(' ').slice(1));
+    const other = await ferry(['ls', '--label', `run=${run}`, '--image', 'x/other:1']);
+
+    expect(first.code).toBe(0);
+    expect(lines[0]).toMatch(/^ID +STATE +EXIT +AGE +DURATION +IMAGE +COMMAND +LABELS$/);
+    expect(lines[1]).toMatch(/^ex_\w+ +COMPLETED +0 +\d+s +\d+s +x\/y:1 +echo job 2 +run=ls-\d+,kind=a$/);
+    expect(lines[2]).toMatch(/echo job 1/);
+    expect(hint).toMatch(
+      new RegExp(`^ferry ls --label run=${run} --image x/y:1 --limit 2 --labels --cursor \\S+$`),
+    );
+    const rest = second.stdout.trimEnd().split('\n');
+    expect(rest).toHaveLength(2);
+    expect(rest[1]).toMatch(/echo job 0/);
+    expect(other.stdout.trimEnd().split('\n')).toHaveLength(2);
+    expect(other.stdout).toMatch(/x\/other:1 +true/);
+  });
+
+  test('the API answers a label filter that is not KEY=VALUE with 400 problem details', async () => {
+    const reply = await fetch(`${server.url}/v1/executions?label=team`);
+
+    expect(reply.status).toBe(400);
+    expect(reply.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(((await reply.json()) as { detail: string }).detail).toBe(
+      'label filter must be KEY=VALUE with a label key, got team',
+    );
+  });
+
+  test('a label filter that is not KEY=VALUE is a usage error', async () => {
+    const run = await ferry(['ls', '--label', 'team']);
+
+    expect(run.code).toBe(2);
+    expect(run.stderr).toBe('ferry: --label must be KEY=VALUE, got team (see `ferry ls --help`)\n');
+  });
+});

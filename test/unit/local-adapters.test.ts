@@ -146,6 +146,43 @@ describe('local execution store (SQLite)', () => {
     await expect(store.list({ limit: 2, cursor: 'bm9wZQ.forged' })).rejects.toBeInstanceOf(ValidationError);
     expect((await store.list({ owner: 'a', states: ['RUNNING'], limit: 10 })).items).toEqual([]);
   });
+
+  it('filters by labels and image, page by page', async () => {
+    const { store } = await openStore();
+    const wanted: string[] = [];
+    for (let i = 0; i < 9; i++) {
+      const e = execution(`ex_${i}`, `2030-01-01T00:00:0${i}.000Z`);
+      const labels: Record<string, string> =
+        i % 3 === 0 ? { team: 'data', tier: 'gold, plus' } : { team: 'web' };
+      await store.create({ ...e, spec: { ...e.spec, image: 'x/y:1', labels } });
+      if (i % 3 === 0) wanted.unshift(e.id);
+    }
+    const other = execution('ex_other', '2030-01-01T00:00:09.000Z');
+    await store.create({
+      ...other,
+      spec: { ...other.spec, image: 'x/z:2', labels: { team: 'data', tier: 'gold, plus' } },
+    });
+
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await store.list({
+        owner: 'a',
+        labels: { team: 'data', tier: 'gold, plus' },
+        image: 'x/y:1',
+        limit: 2,
+        ...(cursor ? { cursor } : {}),
+      });
+      seen.push(...page.items.map((e) => e.id));
+      cursor = page.nextCursor;
+    } while (cursor !== undefined);
+
+    expect(seen).toEqual(wanted);
+    expect((await store.list({ owner: 'a', image: 'x/z:2', limit: 10 })).items.map((e) => e.id)).toEqual([
+      'ex_other',
+    ]);
+    expect((await store.list({ owner: 'a', labels: { team: 'none' }, limit: 10 })).items).toEqual([]);
+  });
 });
 
 describe('local idempotency store (SQLite)', () => {

@@ -229,10 +229,10 @@ export class DynamoExecutionStore implements ExecutionStore {
       Object.entries(partitions).map(async ([name, input]) => {
         const start = after?.[name];
         if (start === undefined && after !== undefined)
-          return { name, items: [] as ExecutionItem[], more: false };
+          return { name, items: [] as ExecutionItem[], more: false, evaluated: undefined };
         const reply = await this.db.send(
           new QueryCommand({
-            ...input,
+            ...withFilters(input, query),
             Limit: query.limit,
             ScanIndexForward: false,
             ...(start ? { ExclusiveStartKey: startKey(input, start) } : {}),
@@ -242,6 +242,8 @@ export class DynamoExecutionStore implements ExecutionStore {
           name,
           items: (reply.Items ?? []) as ExecutionItem[],
           more: reply.LastEvaluatedKey !== undefined,
+          // With a filter, the page read may end past the last item returned.
+          evaluated: reply.LastEvaluatedKey?.[SORT_KEY] as string | undefined,
         };
       }),
     );
@@ -251,9 +253,10 @@ export class DynamoExecutionStore implements ExecutionStore {
     const taken = merged.slice(0, query.limit);
     const next: CursorState = {};
     let more = false;
-    for (const { name, items, more: partitionMore } of fetched) {
+    for (const { name, items, more: partitionMore, evaluated } of fetched) {
       const mine = taken.filter((t) => t.name === name);
-      const last = mine.at(-1)?.item.sortKey ?? after?.[name] ?? null;
+      const allTaken = mine.length === items.length;
+      const last = (allTaken ? evaluated : undefined) ?? mine.at(-1)?.item.sortKey ?? after?.[name] ?? null;
       const leftOver = mine.length < items.length || partitionMore;
       if (leftOver) {
         next[name] = last;
@@ -330,6 +333,39 @@ export class DynamoExecutionStore implements ExecutionStore {
       ]),
     );
   }
+}
+
+/**
+ * The label and image filters, applied by DynamoDB after it reads a page: a filtered page may hold
+ * fewer items than the limit, even none, and still have a next cursor.
+ */
+function withFilters(input: QueryCommandInput, query: ListQuery): QueryCommandInput {
+  const names: Record<string, string> = { ...input.ExpressionAttributeNames };
+  const values: Record<string, unknown> = { ...input.ExpressionAttributeValues };
+  const conditions: string[] = [];
+  const labels = Object.entries(query.labels ?? {});
+  if (labels.length > 0 || query.image !== undefined) {
+    names['#x'] = 'execution';
+    names['#spec'] = 'spec';
+  }
+  labels.forEach(([key, value], i) => {
+    names['#labels'] = 'labels';
+    names[`#l${i}`] = key;
+    values[`:l${i}`] = value;
+    conditions.push(`#x.#spec.#labels.#l${i} = :l${i}`);
+  });
+  if (query.image !== undefined) {
+    names['#image'] = 'image';
+    values[':image'] = query.image;
+    conditions.push('#x.#spec.#image = :image');
+  }
+  if (conditions.length === 0) return input;
+  return {
+    ...input,
+    FilterExpression: conditions.join(' AND '),
+    ExpressionAttributeNames: names,
+    ExpressionAttributeValues: values,
+  };
 }
 
 function startKey(input: QueryCommandInput, sortKey: string): Record<string, string> {

@@ -126,6 +126,15 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
       where.push(`state IN (${query.states.map(() => '?').join(', ')})`);
       params.push(...query.states);
     }
+    // Label keys are letters, digits and . _ / - (the job spec says so): safe inside a quoted path.
+    for (const [key, value] of Object.entries(query.labels ?? {})) {
+      where.push(`json_extract(body, '$.spec.labels."${key.replaceAll('"', '')}"') = ?`);
+      params.push(value);
+    }
+    if (query.image !== undefined) {
+      where.push(`json_extract(body, '$.spec.image') = ?`);
+      params.push(query.image);
+    }
     if (after !== undefined) {
       where.push('(created_at < ? OR (created_at = ? AND id < ?))');
       params.push(after.createdAt, after.createdAt, after.id);
