@@ -8,6 +8,7 @@ import Docker from 'dockerode';
 import { startMoto } from '../test/support/moto.ts';
 import { benchAwsCalls, formatAwsCalls } from './aws-calls.ts';
 import { benchCapture, type CaptureBench } from './capture.ts';
+import { benchCliStart, type CliStartBench } from './cli-start.ts';
 import { benchDockerOutput, type DockerOutputBench, OUTPUT_IMAGE } from './docker-output.ts';
 import { benchEmulatedDispatch } from './emulated-dispatch.ts';
 import { benchEmulatedDrain, FARGATE_LAUNCHES_PER_SECOND, withDrainEmulators } from './emulated-drain.ts';
@@ -33,6 +34,9 @@ const DRAIN_TARGET_RATIO = 0.95;
 const TARGET_LATENCY_RATIO = 1.1;
 const TARGET_CAPTURE_RATIO = 0.5;
 const TARGET_CAPTURE_RSS_MB = 150;
+/** A fresh `ferry` process answering a person, in ms. */
+const TARGET_CLI_START_MS = 300;
+const CLI_START_RUNS = 7;
 /** Ferry's time over `docker run --log-driver none`'s, per output shape. */
 const TARGET_OUTPUT_RATIOS: readonly number[] = [1.5, 1.2];
 const MB_PER_MiB = (1024 * 1024) / 1e6;
@@ -146,6 +150,27 @@ function outputRows(result: DockerOutputBench): Row[] {
       ratio: '',
       target: `< ${TARGET_CAPTURE_RSS_MB} MB`,
       verdict: verdict(peakMB < TARGET_CAPTURE_RSS_MB),
+    },
+  ];
+}
+
+function cliStartRows(result: CliStartBench): Row[] {
+  return [
+    {
+      measure: `7. CLI start: ferry --version, built by npm ci, median of ${result.runs}`,
+      ferry: ms(result.versionBuiltMs),
+      baseline: `${ms(result.versionSourcesMs)} from sources, ${ms(result.versionNpxMs)} npx ferry`,
+      ratio: (result.versionBuiltMs / result.versionSourcesMs).toFixed(3),
+      target: `< ${TARGET_CLI_START_MS} ms`,
+      verdict: verdict(result.versionBuiltMs < TARGET_CLI_START_MS),
+    },
+    {
+      measure: '   CLI start: ferry ls (20 executions, process backend)',
+      ferry: ms(result.lsBuiltMs),
+      baseline: `${ms(result.lsSourcesMs)} from sources`,
+      ratio: (result.lsBuiltMs / result.lsSourcesMs).toFixed(3),
+      target: `< ${TARGET_CLI_START_MS} ms`,
+      verdict: verdict(result.lsBuiltMs < TARGET_CLI_START_MS),
     },
   ];
 }
@@ -269,50 +294,52 @@ async function main(): Promise<void> {
     process.stderr.write(`[bench +${((performance.now() - started) / 1000).toFixed(0)}s] ${text}\n`);
 
   step(
-    `1/10 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
+    `1/11 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
   );
   const latency = await benchLatency({ rounds: LATENCY_ROUNDS, warmup: LATENCY_WARMUP });
   step(
-    `2/10 output through the Docker backend vs docker run --log-driver none, ${OUTPUT_IMAGE}, 1 warm-up + ${OUTPUT_ROUNDS} interleaved rounds per shape`,
+    `2/11 output through the Docker backend vs docker run --log-driver none, ${OUTPUT_IMAGE}, 1 warm-up + ${OUTPUT_ROUNDS} interleaved rounds per shape`,
   );
   const output = await benchDockerOutput(OUTPUT_ROUNDS);
-  step(`3/10 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
+  step(`3/11 CLI start: ferry --version and ferry ls, built and from sources, ${CLI_START_RUNS} runs each`);
+  const cliStart = await benchCliStart(CLI_START_RUNS);
+  step(`4/11 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
   const rawSpawn = await rawSpawnJobsPerSecond(THROUGHPUT_JOBS, THROUGHPUT_CONCURRENCY);
   const throughput = await benchThroughput({
     jobs: THROUGHPUT_JOBS,
     maxConcurrency: THROUGHPUT_CONCURRENCY,
     clientParallelism: 16,
   });
-  step(`4/10 submissions: ${SUBMISSIONS} bids over HTTP and ${SUBMISSIONS} records through the store`);
+  step(`5/11 submissions: ${SUBMISSIONS} bids over HTTP and ${SUBMISSIONS} records through the store`);
   const submissions = await benchSubmissions({
     submissions: SUBMISSIONS,
     parallelism: SUBMISSION_PARALLELISM,
   });
-  step('5/10 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
+  step('6/11 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
   const capture = await benchCapture();
   const moto = await startMoto();
-  step('6/10 Fargate publisher: 1 GiB through the wrapper and FIFOs into emulated S3');
+  step('7/11 Fargate publisher: 1 GiB through the wrapper and FIFOs into emulated S3');
   const publisher = await benchPublisher(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('7/10 AWS API calls per execution, counted against moto server');
+  step('8/11 AWS API calls per execution, counted against moto server');
   const awsCalls = await benchAwsCalls(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('8/10 DynamoDB reads per bid and per dispatch with 10, 1,000 and 10,000 jobs queued');
+  step('9/11 DynamoDB reads per bid and per dispatch with 10, 1,000 and 10,000 jobs queued');
   const queueCost = await benchQueueCost(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('9/10 the emulated deployment: from the API answer to RunTask, through the synthesized stack');
+  step('10/11 the emulated deployment: from the API answer to RunTask, through the synthesized stack');
   const emulated = await benchEmulatedDispatch(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
   step(
-    `10/10 the emulated deployment: ${DRAIN_JOBS.toLocaleString('en')} queued jobs drained against Fargate's launch rate`,
+    `11/11 the emulated deployment: ${DRAIN_JOBS.toLocaleString('en')} queued jobs drained against Fargate's launch rate`,
   );
   await moto.stop();
   const drain = await withDrainEmulators(
@@ -328,6 +355,7 @@ async function main(): Promise<void> {
     ...publisherRows(publisher),
     ...submissionRows(submissions),
     ...outputRows(output),
+    ...cliStartRows(cliStart),
   ];
   console.log('');
   console.log(`Ferry benchmark, ${new Date().toISOString()}`);

@@ -1,7 +1,30 @@
 #!/usr/bin/env node
-// Ferry's command line. TypeScript sources run through tsx, so there is no build step.
-import { register } from 'tsx/esm/api';
+// Ferry's command line. The client commands run from dist/cli/ferry.mjs, built by `npm ci`
+// (scripts/build-cli.mjs), when it is there and newer than every source it was built from;
+// otherwise, and for `serve` and `emulate`, the TypeScript sources run through tsx.
+import fs from 'node:fs';
 
-register();
-const { main } = await import('../cli/main.ts');
-process.exitCode = await main(process.argv.slice(2));
+const root = new URL('..', import.meta.url);
+const args = process.argv.slice(2);
+
+async function built() {
+  try {
+    const { builtAt, inputs } = JSON.parse(fs.readFileSync(new URL('dist/cli/inputs.json', root), 'utf8'));
+    for (const input of inputs) {
+      if (fs.statSync(new URL(input, root)).mtimeMs > builtAt) return undefined;
+    }
+    return await import(new URL('dist/cli/ferry.mjs', root).href);
+  } catch {
+    return undefined;
+  }
+}
+
+async function fromSources() {
+  const { register } = await import('tsx/esm/api');
+  register();
+  return import('../cli/main.ts');
+}
+
+const runsFromSources = args.includes('serve') || args.includes('emulate');
+const cli = (runsFromSources ? undefined : await built()) ?? (await fromSources());
+process.exitCode = await cli.main(args);

@@ -1,8 +1,6 @@
 // A small client for Ferry's HTTP API, used by the CLI (and by tests and the benchmark).
 // Against a deployed Ferry (API Gateway with IAM authorization) requests are signed with
 // SigV4, service `execute-api`, with credentials from the standard AWS chain.
-import { Sha256 } from '@aws-crypto/sha256-js';
-import { SignatureV4 } from '@smithy/signature-v4';
 
 export class ApiError extends Error {
   constructor(
@@ -56,16 +54,25 @@ export function sigv4Signer(options: {
   /** For tests: the signing time. */
   readonly now?: () => Date;
 }): RequestSigner {
-  const signer = new SignatureV4({
-    service: 'execute-api',
-    region: options.region,
-    credentials: options.credentials,
-    sha256: Sha256,
-    // API Gateway checks no payload-hash header; the payload is in the signature either way.
-    applyChecksum: false,
-  });
+  // Loaded on first use: a command that signs nothing does not pay for them at start.
+  let signing: Promise<import('@smithy/signature-v4').SignatureV4> | undefined;
+  const signerNow = () => {
+    signing ??= Promise.all([import('@smithy/signature-v4'), import('@aws-crypto/sha256-js')]).then(
+      ([{ SignatureV4 }, { Sha256 }]) =>
+        new SignatureV4({
+          service: 'execute-api',
+          region: options.region,
+          credentials: options.credentials,
+          sha256: Sha256,
+          // API Gateway checks no payload-hash header; the payload is in the signature either way.
+          applyChecksum: false,
+        }),
+    );
+    return signing;
+  };
   return {
     async sign({ method, url, headers, body }) {
+      const signer = await signerNow();
       const query: Record<string, string | string[]> = {};
       for (const key of new Set(url.searchParams.keys())) {
         const values = url.searchParams.getAll(key);

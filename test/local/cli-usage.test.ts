@@ -116,8 +116,8 @@ describe('usage errors: one line, the mistake named, exit 2, nothing sent', () =
     },
     {
       name: 'an option the command does not have',
-      args: ['ls', '--image', 'x/y:1'],
-      message: /^ferry: unknown option '--image' \(see `ferry ls --help`\)$/,
+      args: ['ls', '--cpu', '2'],
+      message: /^ferry: unknown option '--cpu' \(see `ferry ls --help`\)$/,
     },
     {
       name: 'an option another command has',
