@@ -214,6 +214,12 @@ function program(output: Output, captured: (verb: string, args: string[], flags:
     .addHelpText('after', examples('ferry logs ex_… -f', 'ferry logs ex_… --stderr'))
     .action(on('logs'));
   root
+    .command('rm')
+    .description('delete ended executions and their stored output (what was published stays)')
+    .argument('<id...>')
+    .addHelpText('after', examples('ferry rm ex_…', 'ferry rm ex_… ex_…'))
+    .action(on('rm'));
+  root
     .command('cancel')
     .description('cancel a queued, launching or running execution')
     .argument('<id>')

@@ -177,6 +177,13 @@ export class FerryClient {
     return { status: response.status, headers: response.headers, body: (await response.json()) as T };
   }
 
+  /** A request answered with no body (204), such as a DELETE. */
+  async empty(method: string, path: string): Promise<number> {
+    const response = await this.request(method, path);
+    await response.body?.cancel();
+    return response.status;
+  }
+
   async bytes(path: string): Promise<Reply<Buffer>> {
     const response = await this.request('GET', path);
     let body: Buffer;

@@ -173,6 +173,22 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
       if (reply.body.length === 0) io.err.write(`ferry: ${id()} printed nothing on ${stream}\n`);
       return 0;
     }
+    case 'rm': {
+      const outcomes: { executionId: string; deleted: boolean; error?: string }[] = [];
+      for (const executionId of args) {
+        try {
+          await client.empty('DELETE', `/v1/executions/${encodeURIComponent(executionId)}`);
+          outcomes.push({ executionId, deleted: true });
+          if (!flags.json) io.out.write(`deleted ${executionId}\n`);
+        } catch (error) {
+          if (!(error instanceof ApiError)) throw error;
+          outcomes.push({ executionId, deleted: false, error: error.message });
+          if (!flags.json) io.err.write(`ferry: ${executionId}: ${error.message}\n`);
+        }
+      }
+      if (flags.json) io.out.write(`${JSON.stringify(outcomes, null, 2)}\n`);
+      return outcomes.every((o) => o.deleted) ? 0 : 1;
+    }
     case 'cancel': {
       const reply = await client.json<Execution>('POST', `/v1/executions/${encodeURIComponent(id())}/cancel`);
       print(

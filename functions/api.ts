@@ -31,6 +31,7 @@ import { errorResponse, jsonResponse, problemOf } from '#shared/http/problem.ts'
 import { acceptBid, askForBid, type KeyedRequest, rejectBid, submitJob } from '#shared/use-cases/bids.ts';
 import {
   cancelExecution,
+  deleteExecution,
   getExecution,
   listExecutions,
   waitForExecution,
@@ -263,6 +264,10 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
     route('GET', '/v1/executions/{id}', async (event) =>
       jsonResponse(200, await getExecution(core, ownerOf(event), idOf(event))),
     ),
+    route('DELETE', '/v1/executions/{id}', async (event) => {
+      await deleteExecution(core, ownerOf(event), idOf(event));
+      return { statusCode: 204, headers: {}, body: '' };
+    }),
     route('GET', '/v1/executions/{id}/wait', async (event) => {
       const timeoutSeconds = queryNumber(event, 'timeoutSeconds', QUERY_LIMITS.waitTimeoutSeconds);
       const states = queryStates(event);

@@ -128,6 +128,8 @@ export interface FerryConfig {
   };
   readonly queue: { readonly maxReceives: number; readonly visibilitySeconds: number };
   readonly sweepIntervalSeconds: number;
+  /** Ended executions (records and stored output) are kept this many days, then deleted. */
+  readonly retentionDays: number;
   readonly dockerSocket?: string;
   /**
    * How the Docker backend captures output (see DockerCapture). Unset: the wrapper where it can
@@ -237,6 +239,7 @@ export function loadConfig(env: Record<string, string | undefined> = {}, cwd = '
     },
     queue: { maxReceives: e.FERRY_QUEUE_MAX_RECEIVES, visibilitySeconds: e.FERRY_QUEUE_VISIBILITY_SECONDS },
     sweepIntervalSeconds: e.FERRY_SWEEP_INTERVAL_SECONDS,
+    retentionDays: e.FERRY_RETENTION_DAYS,
     ...(dockerSocket === undefined ? {} : { dockerSocket }),
     ...(e.FERRY_DOCKER_CAPTURE === undefined ? {} : { dockerCapture: e.FERRY_DOCKER_CAPTURE }),
     resultLinkSeconds: e.FERRY_RESULT_LINK_SECONDS,

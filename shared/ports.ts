@@ -35,6 +35,8 @@ export interface ExecutionStore {
   update(next: Execution, read: StoredVersion): Promise<void>;
   /** Newest first. Throws ValidationError for a cursor it did not issue. */
   list(query: ListQuery): Promise<Page<Execution>>;
+  /** Removes the record only if it is still as `read` saw it; otherwise throws StaleExecution. */
+  delete(id: string, read: StoredVersion): Promise<void>;
   /**
    * The head of the queue, read so its cost does not grow with the queue: up to `limit`
    * QUEUED executions by priority (highest first) then queue time (oldest first) and the

@@ -310,6 +310,15 @@ const PATHS: Record<string, Record<string, Operation>> = {
       parameters: [id],
       responses: { ...ok(200, 'the execution', 'Execution'), ...problems('400', '404', ...ALWAYS) },
     },
+    delete: {
+      operationId: 'deleteExecution',
+      summary: 'Delete an ended execution and its stored output (what was published stays)',
+      parameters: [id],
+      responses: {
+        '204': { description: 'deleted' },
+        ...problems('400', '404', '409', ...ALWAYS),
+      },
+    },
   },
   '/v1/executions/{id}/wait': {
     get: {

@@ -22,6 +22,7 @@ import { DirectoryObjectStore } from '../adapters/local/dir-object-store.ts';
 import { DockerBackend, type DockerCapture } from '../adapters/local/docker-backend.ts';
 import { MemoryCapacityLedger } from '../adapters/local/memory-ledger.ts';
 import { ProcessBackend } from '../adapters/local/process-backend.ts';
+import { pruneEnded } from '../adapters/local/retention.ts';
 import { SqliteJobIntake } from '../adapters/local/sqlite-intake.ts';
 import { SqliteJobQueue } from '../adapters/local/sqlite-queue.ts';
 import { SqliteExecutionStore, SqliteIdempotencyStore } from '../adapters/local/sqlite-store.ts';
@@ -329,10 +330,23 @@ async function startWork(
   })();
 
   let sweeping = false;
+  let prunedAt = 0;
   const sweepTimer = setInterval(() => {
     if (sweeping) return;
     sweeping = true;
     sweeper({}, lambdaContext('sweeper'))
+      .then(async () => {
+        // Retention, once a minute: ended executions older than FERRY_RETENTION_DAYS go.
+        if (Date.now() - prunedAt < 60_000) return;
+        prunedAt = Date.now();
+        const cutoff = new Date(Date.now() - config.retentionDays * 86_400_000);
+        const pruned = await pruneEnded(store, objects, ledger, cutoff, log);
+        if (pruned > 0)
+          log.info('deleted executions past their retention', {
+            pruned,
+            retentionDays: config.retentionDays,
+          });
+      })
       .catch((error) => log.error('sweep failed', { error }))
       .finally(() => {
         sweeping = false;

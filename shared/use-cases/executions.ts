@@ -1,10 +1,10 @@
-// Looking at executions and stopping them: get, list by states, wait, cancel.
+// Looking at executions, stopping and deleting them: get, list, wait, cancel, delete.
 
 import type { Core } from '../core.ts';
 import type { Execution } from '../domain/execution.ts';
 import { type ExecutionState, isTerminal } from '../domain/states.ts';
 import { InvalidTransition } from '../errors.ts';
-import type { Page } from '../ports.ts';
+import type { ListQuery, Page } from '../ports.ts';
 import { getOwned } from './bids.ts';
 import { amend, moveTo, mutate } from './transitions.ts';
 
@@ -13,9 +13,30 @@ export const getExecution = getOwned;
 export async function listExecutions(
   core: Core,
   owner: string,
-  query: { states?: readonly ExecutionState[]; limit: number; cursor?: string },
+  query: Omit<ListQuery, 'owner'>,
 ): Promise<Page<Execution>> {
   return core.store.list({ owner, ...query });
+}
+
+/**
+ * Deletes an ended execution: its record, then its stored output. What accepting its result
+ * published to a destination stays there. One still running, or whose task still holds
+ * capacity while it winds down, is refused (409): nothing is deleted.
+ */
+export async function deleteExecution(core: Core, owner: string, id: string): Promise<void> {
+  const execution = await getOwned(core, owner, id);
+  if (!isTerminal(execution.state)) {
+    throw new InvalidTransition(
+      `execution ${id} is ${execution.state}: only an ended execution can be deleted; cancel it first`,
+    );
+  }
+  if ((await core.ledger.holders()).includes(id)) {
+    throw new InvalidTransition(
+      `execution ${id} still holds capacity while its task winds down; delete it again in a few seconds`,
+    );
+  }
+  await core.store.delete(id, execution);
+  await core.objects.deletePrefix(`executions/${id}/`);
 }
 
 /**

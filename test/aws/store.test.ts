@@ -110,6 +110,19 @@ describe('DynamoDB execution store', () => {
     expect(byImage.items.map((e) => e.id)).toEqual([other.id]);
   });
 
+  it('deletes an execution only as it was read', async () => {
+    const e = { ...offered('erin', '2030-01-04T00:00:00.000Z'), state: 'COMPLETED' as const };
+    await store.create(e);
+
+    await expect(store.delete(e.id, { version: e.version + 1, state: 'COMPLETED' })).rejects.toBeInstanceOf(
+      StaleExecution,
+    );
+    expect((await store.get(e.id))?.id).toBe(e.id);
+    await store.delete(e.id, e);
+    expect(await store.get(e.id)).toBeUndefined();
+    await expect(store.delete(e.id, e)).rejects.toBeInstanceOf(StaleExecution);
+  });
+
   it('refuses a cursor from nowhere, or from another query', async () => {
     await expect(store.list({ owner: 'bob', limit: 1, cursor: 'not-a-cursor' })).rejects.toBeInstanceOf(
       ValidationError,

@@ -379,3 +379,35 @@ describe('ls', () => {
     expect(run.stderr).toBe('ferry: --label must be KEY=VALUE, got team (see `ferry ls --help`)\n');
   });
 });
+
+describe('rm', () => {
+  test('deletes an ended execution and its output; refuses a running one, which stays', async () => {
+    const done = await ferry(['submit', '--wait', '--json', '--image', 'x/y:1', '--', 'echo', 'bye']);
+    const doneId = (JSON.parse(done.stdout) as Execution).id;
+    const running = await ferry(['submit', '--image', 'x/y:1', '--', 'sleep', '30']);
+    const runningId = running.stdout.trim();
+    await server.client.json('GET', `/v1/executions/${runningId}/wait?state=RUNNING&timeoutSeconds=20`);
+
+    const stored = path.join(server.dataDir, 'objects', 'executions', doneId);
+    expect((await fsp.stat(stored)).isDirectory()).toBe(true);
+
+    const rm = await ferry(['rm', doneId, runningId]);
+
+    expect(rm.code).toBe(1);
+    expect(rm.stdout).toBe(`deleted ${doneId}\n`);
+    expect(rm.stderr).toBe(
+      `ferry: ${runningId}: execution ${runningId} is RUNNING: only an ended execution can be deleted; cancel it first\n`,
+    );
+    expect((await fetch(`${server.url}/v1/executions/${doneId}`)).status).toBe(404);
+    expect((await fetch(`${server.url}/v1/executions/${doneId}/logs?stream=stdout`)).status).toBe(404);
+    await expect(fsp.stat(stored)).rejects.toMatchObject({ code: 'ENOENT' });
+    expect((await server.client.json<Execution>('GET', `/v1/executions/${runningId}`)).body.state).toBe(
+      'RUNNING',
+    );
+
+    await ferry(['cancel', runningId]);
+    await server.client.json('GET', `/v1/executions/${runningId}/wait?timeoutSeconds=20`);
+    const again = await ferry(['rm', '--json', runningId]);
+    expect(JSON.parse(again.stdout)).toEqual([{ executionId: runningId, deleted: true }]);
+  });
+});

@@ -1,13 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import { digestOf, LocalDatabase } from '../../shared/adapters/local/database.ts';
+import { DirectoryObjectStore } from '../../shared/adapters/local/dir-object-store.ts';
+import { MemoryCapacityLedger } from '../../shared/adapters/local/memory-ledger.ts';
+import { pruneEnded } from '../../shared/adapters/local/retention.ts';
 import { type JobQueueOptions, SqliteJobQueue } from '../../shared/adapters/local/sqlite-queue.ts';
 import { SqliteExecutionStore, SqliteIdempotencyStore } from '../../shared/adapters/local/sqlite-store.ts';
+import type { Execution } from '../../shared/domain/execution.ts';
 import {
   InvalidTransition,
   StaleExecution,
   StorageUnavailable,
   ValidationError,
 } from '../../shared/errors.ts';
+import { silentLogger } from '../../shared/logger.ts';
 import { moveTo } from '../../shared/use-cases/transitions.ts';
 import { offeredExecution } from '../support/fixtures.ts';
 import { tempDir } from '../support/server.ts';
@@ -295,5 +300,52 @@ describe('local queue head', () => {
     expect(head.first.map((e) => e.id)).toEqual(['high', 'plain-earlier', 'plain']);
     expect(head.oldest?.id).toBe('old-low');
     expect(head.length).toBe(4);
+  });
+
+  it('deletes only the version it read, and retention takes only what ended before the cutoff', async () => {
+    const dir = await tempDir();
+    const { store } = await openStore(dir);
+    const objects = await DirectoryObjectStore.open(dir, () => 'http://127.0.0.1:1');
+    const ended = (id: string, createdAt: string, endedAt: string): Execution => ({
+      ...execution(id, createdAt),
+      state: 'COMPLETED',
+      endedAt,
+    });
+    const old = ended('ex_old', '2030-01-01T00:00:00.000Z', '2030-01-01T00:01:00.000Z');
+    const recent = ended('ex_recent', '2030-01-01T00:00:01.000Z', '2030-03-01T00:00:00.000Z');
+    const heldOld = ended('ex_held', '2030-01-01T00:00:02.000Z', '2030-01-01T00:02:00.000Z');
+    const stillRunning = {
+      ...execution('ex_running', '2030-01-01T00:00:03.000Z'),
+      state: 'RUNNING' as const,
+    };
+    for (const e of [old, recent, heldOld, stillRunning]) {
+      await store.create(e);
+      await objects.put(`executions/${e.id}/stdout`, 'out');
+    }
+    const ledger = new MemoryCapacityLedger();
+    await ledger.reserve(
+      'ex_held',
+      { cpu: 1, memoryMiB: 1 },
+      { maxConcurrency: 4, maxCpu: 4, maxMemoryMiB: 4096 },
+    );
+
+    await expect(
+      store.delete('ex_recent', { version: recent.version + 1, state: 'COMPLETED' }),
+    ).rejects.toBeInstanceOf(StaleExecution);
+    const pruned = await pruneEnded(
+      store,
+      objects,
+      ledger,
+      new Date('2030-02-01T00:00:00.000Z'),
+      silentLogger,
+    );
+
+    expect(pruned).toBe(1);
+    expect(await store.get('ex_old')).toBeUndefined();
+    expect(await objects.get('executions/ex_old/stdout')).toBeUndefined();
+    for (const kept of ['ex_recent', 'ex_held', 'ex_running']) {
+      expect((await store.get(kept))?.id).toBe(kept);
+      expect((await objects.get(`executions/${kept}/stdout`))?.toString()).toBe('out');
+    }
   });
 });

@@ -17,6 +17,7 @@ function counting(store: ExecutionStore): { store: ExecutionStore; read: { recor
     store: {
       create: (execution) => store.create(execution),
       update: (next, expected) => store.update(next, expected),
+      delete: (id, expected) => store.delete(id, expected),
       get: async (id) => {
         const found = await store.get(id);
         if (found !== undefined) read.records += 1;

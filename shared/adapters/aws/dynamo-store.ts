@@ -166,6 +166,33 @@ export class DynamoExecutionStore implements ExecutionStore {
     );
   }
 
+  /** Only terminal executions are deleted: none is QUEUED, so the queue length stays as it is. */
+  async delete(id: string, read: StoredVersion): Promise<void> {
+    try {
+      await retryingConflicts(() =>
+        this.db.send(
+          new DeleteCommand({
+            TableName: this.table,
+            Key: { [TABLE_KEY]: id },
+            ConditionExpression: '#version = :version AND #state = :state',
+            ExpressionAttributeNames: { '#version': 'version', '#state': 'state' },
+            ExpressionAttributeValues: { ':version': read.version, ':state': read.state },
+          }),
+        ),
+      );
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) {
+        throw new StaleExecution(
+          `execution ${id} changed since it was read (version ${read.version}, ${read.state})`,
+          {
+            cause: error,
+          },
+        );
+      }
+      throw error;
+    }
+  }
+
   /**
    * Puts an execution's item if its condition holds. A write that moves it into or out of the
    * queue changes the queue length in the same transaction, so the length follows exactly the

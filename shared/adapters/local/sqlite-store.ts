@@ -6,7 +6,7 @@ import { createHmac } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { ChangeFeed } from '../../core.ts';
 import type { Execution } from '../../domain/execution.ts';
-import { canTransition } from '../../domain/states.ts';
+import { canTransition, TERMINAL_STATES } from '../../domain/states.ts';
 import { InvalidTransition, StaleExecution, ValidationError } from '../../errors.ts';
 import type {
   ExecutionStore,
@@ -52,6 +52,14 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
     const { db } = database;
     this.statements = {
       get: db.prepare('SELECT id, version, state, body, digest FROM executions WHERE id = ?'),
+      remove: db.prepare('DELETE FROM executions WHERE id = ? AND version = ? AND state = ?'),
+      endedBefore: db.prepare(
+        `SELECT id, body, digest FROM executions
+         WHERE state IN (${TERMINAL_STATES.map((s) => `'${s}'`).join(', ')})
+           AND coalesce(json_extract(body, '$.endedAt'), created_at) < ?
+           AND created_at < ?
+         ORDER BY created_at LIMIT ?`,
+      ),
       insert: db.prepare(
         'INSERT INTO executions (id, owner, state, created_at, version, body, digest) VALUES (?, ?, ?, ?, ?, ?, ?)',
       ),
@@ -111,6 +119,30 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
       this.statements.update.run(next.state, next.version, body, digestOf(body), next.id, read.version);
     });
     this.changes.emit(next.id);
+  }
+
+  async delete(id: string, read: StoredVersion): Promise<void> {
+    this.database.write(() => {
+      const removed = this.statements.remove.run(id, read.version, read.state);
+      if (removed.changes === 0) {
+        throw new StaleExecution(
+          `execution ${id} changed since it was read (version ${read.version}, ${read.state})`,
+        );
+      }
+    });
+    this.changes.emit(id);
+  }
+
+  /**
+   * Terminal executions whose run ended (or that were created, if they never ran) before
+   * `before`, oldest first, for the retention sweep.
+   */
+  endedBefore(before: Date, limit: number): Execution[] {
+    const rows = this.database.read(
+      () =>
+        this.statements.endedBefore.all(before.toISOString(), before.toISOString(), limit) as ExecutionRow[],
+    );
+    return rows.map((row) => this.decode(row));
   }
 
   /** Newest first by (createdAt, id), so pages never overlap. */
