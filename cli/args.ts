@@ -38,6 +38,7 @@ export interface Flags {
   readonly label?: readonly string[];
   readonly labels?: boolean;
   readonly priority?: string;
+  readonly publish?: string;
   readonly file?: string;
   readonly wait?: boolean;
   readonly follow?: boolean;
@@ -92,6 +93,10 @@ function addJobOptions(command: Command): Command {
     )
     .option('--label <KEY=VALUE>', 'a label; repeat for more', collect)
     .option('--priority <n>', 'from -100 to 100 (default 0): higher goes first when capacity frees')
+    .option(
+      '--publish <s3://bucket/prefix>',
+      'where an accepted result is copied (locally: under published/ in the data directory)',
+    )
     .option('--file <spec.json>', 'a whole job spec as a JSON object; options given here override it');
 }
 

@@ -210,7 +210,10 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
           `${path}/${flags.accept ? 'accept' : 'reject'}`,
           justification(flags),
         );
-        print(reply.body, () => `${reply.body.id} result ${reply.body.result?.review ?? ''}`);
+        print(reply.body, () => {
+          const to = reply.body.result?.publishedTo;
+          return `${reply.body.id} result ${reply.body.result?.review ?? ''}${to === undefined ? '' : `; published to ${to}`}`;
+        });
         return 0;
       }
       const reply = await client.json<{
@@ -360,6 +363,7 @@ function jobSpec(flags: Flags, command: readonly string[], verb: string): Record
   set('workdir', flags.workdir);
   set('network', flags.network);
   if (flags.priority !== undefined) spec.priority = numberFlag('--priority', flags.priority, verb, true);
+  if (flags.publish !== undefined) spec.publish = { destination: flags.publish };
   const limits: Record<string, unknown> = { ...(spec.outputLimits as object | undefined) };
   if (flags.stdoutLimit !== undefined) limits.stdoutBytes = numberOrText(flags.stdoutLimit);
   if (flags.stderrLimit !== undefined) limits.stderrBytes = numberOrText(flags.stderrLimit);

@@ -52,7 +52,7 @@ const bytes = z.string().transform((text, ctx) => {
   return Math.floor(value);
 });
 
-const EnvSchema = z.strictObject({
+export const EnvSchema = z.strictObject({
   FERRY_BACKEND: z.enum(['auto', 'docker', 'process']).default('auto'),
   FERRY_DATA_DIR: z.string().min(1).optional(),
   FERRY_HOST: z.string().min(1).default('127.0.0.1'),
