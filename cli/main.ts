@@ -489,10 +489,35 @@ async function waitUntilDone(
   const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
   let frame = 0;
   let last: Execution | undefined;
+  // While the job is queued, the line also says what it waits for, from the node's picture.
+  let why = '';
+  let askedAt = 0;
+  const explain = async () => {
+    if (last?.state !== 'QUEUED') {
+      why = '';
+      return;
+    }
+    if (Date.now() - askedAt < 5000) return;
+    askedAt = Date.now();
+    try {
+      const node = (await client.json<NodeInfo>('GET', '/v1/node')).body;
+      const { usage: u, capacity: c } = node;
+      why =
+        ` (waiting for capacity: ${u.runningJobs} of at most ${c.maxConcurrency} jobs running, ` +
+        `${u.cpu} of ${c.cpu} vCPU in use; ${u.queuedJobs} queued)`;
+    } catch {
+      why = '';
+    }
+  };
   const ticker = progress
     ? setInterval(() => {
         const elapsed = ((Date.now() - started) / 1000).toFixed(0);
-        io.err.write(`\r${frames[frame++ % frames.length]} ${id} ${last?.state ?? 'waiting'} ${elapsed}s `);
+        void explain();
+        const line = `${frames[frame++ % frames.length]} ${id} ${last?.state ?? 'waiting'}${why} ${elapsed}s `;
+        const width = (io.err as { columns?: number }).columns;
+        io.err.write(
+          `\r\x1b[K${width !== undefined && line.length >= width ? line.slice(0, width - 1) : line}`,
+        );
       }, 100)
     : undefined;
   try {
@@ -616,7 +641,10 @@ function describeBid(executionId: string, bid: Execution['bid']): string {
       ? `  size      ${c.cpu} vCPU, ${formatBytes(c.memoryMiB * 1024 * 1024)}, ${c.diskGiB} GiB disk (${c.platform})`
       : '',
     e
-      ? `  estimate  $${e.costPerHourUsd}/hour, at most $${e.maxCostUsd}; queue wait ~${e.queueWaitSeconds}s`
+      ? `  estimate  $${e.costPerHourUsd}/hour, at most $${e.maxCostUsd}; queue wait ~${e.queueWaitSeconds}s` +
+        (e.queueWaitAtMostSeconds === undefined || e.queueWaitAtMostSeconds === e.queueWaitSeconds
+          ? ''
+          : ` (an estimate from how long the running jobs have run; at most ${e.queueWaitAtMostSeconds}s by their timeouts)`)
       : '',
     ...(c?.notes ?? []).map((n) => `  note      ${n}`),
     `  expires   ${bid.expiresAt}`,

@@ -274,7 +274,9 @@ export interface BidInput {
   /** Facts gathered before bidding; absent ones are taken as false. */
   readonly facts?: Partial<BidFacts>;
   /** Supplies the queue part of the estimate once the constraints are known. */
-  readonly queueEstimate: (constraints: ResolvedConstraints) => Estimate['queue'] & { waitSeconds: number };
+  readonly queueEstimate: (
+    constraints: ResolvedConstraints,
+  ) => Estimate['queue'] & { waitSeconds: number; waitAtMostSeconds?: number };
   readonly expiresAt: string;
 }
 
@@ -319,6 +321,7 @@ export function makeBid(input: BidInput): Bid {
       costPerHourUsd,
       maxCostUsd: Math.round(costPerHourUsd * (spec.timeoutSeconds / 3600) * 1e6) / 1e6,
       queueWaitSeconds: queue.waitSeconds,
+      ...(queue.waitAtMostSeconds === undefined ? {} : { queueWaitAtMostSeconds: queue.waitAtMostSeconds }),
       queue: { runningJobs: queue.runningJobs, queuedJobs: queue.queuedJobs },
     },
     expiresAt: input.expiresAt,

@@ -16,8 +16,10 @@ export interface Demand {
   readonly memoryMiB: number;
   /** When it joined the queue (for waiting jobs) — the basis of fairness. */
   readonly queuedAt: string;
-  /** When it must end at the latest (for active jobs) — the basis of wait estimates. */
+  /** When it must end at the latest (for active jobs) — the bound of wait estimates. */
   readonly deadlineAt?: string;
+  /** When it started running (for active jobs) — the basis of the expected wait. */
+  readonly startedAt?: string;
   /** Higher goes first among waiting jobs that fit; 0 when not given. */
   readonly priority?: number;
 }
@@ -119,6 +121,42 @@ export function decideLaunch(
  * Seconds until the candidate could start if every active job ran to its deadline:
  * an upper bound, 0 when it fits now.
  */
+/** A job that has run this short is expected to need at least this much more. */
+const MIN_EXPECTED_REMAINING_MS = 5000;
+
+/**
+ * When an active job is expected to end: it runs about as long again as it has so far (for a
+ * run whose length is unknown, as likely shorter as longer), at least a few seconds more, and
+ * never past its deadline.
+ */
+export function expectedEnd(demand: Demand, now: Date): string | undefined {
+  if (demand.deadlineAt === undefined) return undefined;
+  const deadline = Date.parse(demand.deadlineAt);
+  const started = demand.startedAt === undefined ? now.getTime() : Date.parse(demand.startedAt);
+  const remaining = Math.max(MIN_EXPECTED_REMAINING_MS, now.getTime() - started);
+  return new Date(Math.min(deadline, now.getTime() + remaining)).toISOString();
+}
+
+/**
+ * Seconds before `candidate` fits: `expected` from how long the running jobs have run (see
+ * expectedEnd), `atMost` if every one of them uses its whole timeout.
+ */
+export function estimateWait(
+  candidate: Pick<Demand, 'cpu' | 'memoryMiB'>,
+  usage: Usage,
+  limits: CapacityLimits,
+  now: Date,
+): { expected: number; atMost: number } {
+  const expectedActive = usage.active.map((d) => {
+    const end = expectedEnd(d, now);
+    return end === undefined ? d : { ...d, deadlineAt: end };
+  });
+  return {
+    expected: estimateWaitSeconds(candidate, { ...usage, active: expectedActive }, limits, now),
+    atMost: estimateWaitSeconds(candidate, usage, limits, now),
+  };
+}
+
 export function estimateWaitSeconds(
   candidate: Pick<Demand, 'cpu' | 'memoryMiB'>,
   usage: Usage,

@@ -21,8 +21,14 @@ export interface Estimate {
   readonly costPerHourUsd: number;
   /** The price if the job runs until its timeout. */
   readonly maxCostUsd: number;
-  /** Expected wait before launch given what runs and waits now; 0 when it fits at once. */
+  /**
+   * Expected wait before launch given what runs and waits now, an estimate: each running job is
+   * expected to run about as long again as it has so far, and no longer than its timeout. 0 when
+   * it fits at once.
+   */
   readonly queueWaitSeconds: number;
+  /** The longest the wait can be while the jobs ahead use their whole timeouts (absent in older bids). */
+  readonly queueWaitAtMostSeconds?: number;
   readonly queue: { readonly runningJobs: number; readonly queuedJobs: number };
 }
 

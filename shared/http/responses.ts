@@ -38,6 +38,7 @@ export const BidSchema = z.object({
       costPerHourUsd: z.number(),
       maxCostUsd: z.number(),
       queueWaitSeconds: z.number(),
+      queueWaitAtMostSeconds: z.number().optional(),
       queue: z.object({ runningJobs: count, queuedJobs: count }),
     })
     .optional(),

@@ -2,7 +2,7 @@
 
 import type { Core } from '../core.ts';
 import { makeBid } from '../domain/bidding.ts';
-import { estimateWaitSeconds } from '../domain/capacity.ts';
+import { estimateWait } from '../domain/capacity.ts';
 import type { Execution } from '../domain/execution.ts';
 import { parseJobSpec } from '../domain/job-spec.ts';
 import type { ReviewBody } from '../domain/review.ts';
@@ -40,11 +40,15 @@ async function bidOn(
     facts: { imagePresent },
     budget: core.settings.capacity,
     expiresAt: new Date(now.getTime() + core.settings.bidTtlSeconds * 1000).toISOString(),
-    queueEstimate: (constraints) => ({
-      waitSeconds: estimateWaitSeconds(constraints, usage, core.settings.capacity, now),
-      runningJobs: usage.active.length,
-      queuedJobs: usage.queuedJobs ?? usage.waiting.length,
-    }),
+    queueEstimate: (constraints) => {
+      const wait = estimateWait(constraints, usage, core.settings.capacity, now);
+      return {
+        waitSeconds: wait.expected,
+        waitAtMostSeconds: wait.atMost,
+        runningJobs: usage.active.length,
+        queuedJobs: usage.queuedJobs ?? usage.waiting.length,
+      };
+    },
   });
   const at = now.toISOString();
   const state = bid.accepted ? 'OFFERED' : 'DECLINED';

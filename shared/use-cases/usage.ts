@@ -19,6 +19,7 @@ export function demandOf(execution: Execution): Demand {
     queuedAt: execution.queuedAt ?? execution.createdAt,
     priority: execution.spec.priority,
     ...(execution.deadlineAt === undefined ? {} : { deadlineAt: execution.deadlineAt }),
+    ...(execution.startedAt === undefined ? {} : { startedAt: execution.startedAt }),
   };
 }
 

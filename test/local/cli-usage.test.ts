@@ -282,6 +282,44 @@ describe('what a person sees', () => {
     expect(JSON.parse(json.stdout)).toMatchObject({ backend: 'process', capacity: expect.any(Object) });
   });
 
+  test('in a terminal, a queued job’s wait line says what it waits for', async () => {
+    const node = (await server.client.json<{ capacity: { cpu: number } }>('GET', '/v1/node')).body;
+    const blocker = await ferry([
+      'submit',
+      '--cpu',
+      String(node.capacity.cpu),
+      '--image',
+      'x/y:1',
+      '--',
+      'sleep',
+      '30',
+    ]);
+    const blockerId = blocker.stdout.trim();
+    await server.client.json('GET', `/v1/executions/${blockerId}/wait?state=RUNNING&timeoutSeconds=20`);
+    const child = spawn(
+      'script',
+      ['-qfec', `${process.execPath} ${FERRY} submit --wait --cpu 1 --image x/y:1 -- true`, '/dev/null'],
+      {
+        env: { PATH: process.env.PATH, HOME: process.env.HOME, FERRY_URL: server.url },
+        stdio: ['pipe', 'pipe', 'pipe'],
+      },
+    );
+    let screen = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      screen += chunk;
+    });
+    const closed = once(child, 'close');
+
+    await expect
+      .poll(() => screen, { timeout: 20_000 })
+      .toMatch(
+        /ex_\w+ QUEUED \(waiting for capacity: \d+ of at most \d+ jobs running, [\d.]+ of [\d.]+ vCPU in use; \d+ queued\) \d+s/,
+      );
+    await ferry(['cancel', blockerId]);
+    const [code] = (await closed) as [number | null];
+    expect(code).toBe(0);
+  });
+
   test('in a terminal, the wait line shows the state, and Ctrl-C says the job goes on and how to stop it', async () => {
     // `script` gives the command a terminal; ^C typed into it reaches ferry as SIGINT.
     const child = spawn(

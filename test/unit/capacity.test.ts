@@ -3,6 +3,7 @@ import {
   type CapacityLimits,
   type Demand,
   decideLaunch,
+  estimateWait,
   estimateWaitSeconds,
 } from '../../shared/domain/capacity.ts';
 
@@ -96,5 +97,27 @@ describe('capacity', () => {
     expect(estimateWaitSeconds({ cpu: 1, memoryMiB: 256 }, usage, limits, now)).toBe(30);
     expect(estimateWaitSeconds({ cpu: 2, memoryMiB: 256 }, usage, limits, now)).toBe(90);
     expect(estimateWaitSeconds({ cpu: 1, memoryMiB: 256 }, { active: [], waiting: [] }, limits, now)).toBe(0);
+  });
+
+  it('expects a running job to run about as long again as it has, at least 5 s, never past its timeout', () => {
+    const inSeconds = (seconds: number) => new Date(now.getTime() + seconds * 1000).toISOString();
+    const running = (id: string, startedSecondsAgo: number, deadlineInSeconds: number) =>
+      job(id, 2, 0, { startedAt: ago(startedSecondsAgo), deadlineAt: inSeconds(deadlineInSeconds) });
+
+    // The whole host is taken by one job; the candidate waits for it.
+    const wait = (active: Demand) =>
+      estimateWait(job('c', 2), { active: [active], waiting: [] }, limits, now);
+
+    expect(wait(running('r', 20, 3580))).toEqual({ expected: 20, atMost: 3580 });
+    expect(wait(running('r', 1, 3599))).toEqual({ expected: 5, atMost: 3599 });
+    expect(wait(running('r', 100, 30))).toEqual({ expected: 30, atMost: 30 });
+    expect(
+      estimateWait(
+        job('c', 1),
+        { active: [running('r', 1, 10)], waiting: [] },
+        { ...limits, maxCpu: 4 },
+        now,
+      ),
+    ).toEqual({ expected: 0, atMost: 0 });
   });
 });
