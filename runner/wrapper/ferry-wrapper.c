@@ -214,6 +214,16 @@ static int make_path(const char *path) {
 }
 
 
+/* Blocks the signals the wrapper acts on (they are taken synchronously), keeping the mask it had. */
+static void block_watched(sigset_t *watched, sigset_t *previous) {
+  sigemptyset(watched);
+  sigaddset(watched, SIGTERM);
+  sigaddset(watched, SIGINT);
+  sigaddset(watched, SIGALRM);
+  sigaddset(watched, SIGCHLD);
+  sigprocmask(SIG_BLOCK, watched, previous);
+}
+
 /*
  * Starts the job on its own with `out` and `err` as its stdout and stderr, the signal mask it
  * had before the wrapper blocked any, and default actions. A pipe closed on exec tells whether
@@ -412,12 +422,7 @@ static int run_spooled(const char *dir, uint64_t keep[2][2], const char *workdir
                        char **job) {
   /* Every signal the wrapper acts on is taken through a signalfd, beside the output pipes. */
   sigset_t watched, previous;
-  sigemptyset(&watched);
-  sigaddset(&watched, SIGTERM);
-  sigaddset(&watched, SIGINT);
-  sigaddset(&watched, SIGALRM);
-  sigaddset(&watched, SIGCHLD);
-  sigprocmask(SIG_BLOCK, &watched, &previous);
+  block_watched(&watched, &previous);
   int signals = signalfd(-1, &watched, SFD_CLOEXEC);
   if (signals < 0) die("signalfd");
 
@@ -539,12 +544,7 @@ int main(int argc, char **argv) {
    * one that comes after is passed on to the job.
    */
   sigset_t watched, previous;
-  sigemptyset(&watched);
-  sigaddset(&watched, SIGTERM);
-  sigaddset(&watched, SIGINT);
-  sigaddset(&watched, SIGALRM);
-  sigaddset(&watched, SIGCHLD);
-  sigprocmask(SIG_BLOCK, &watched, &previous);
+  block_watched(&watched, &previous);
   if (got_stop) return stopped_before_start(io, out, err);
 
   char start_error[4300];

@@ -2,44 +2,18 @@
 // real binary, a real server (the process backend) for the cases that reach it. Every usage
 // error is one line on stderr naming the mistake and where to read more, exit 2, and sends
 // nothing to the server.
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Execution } from '../../shared/domain/execution.ts';
 import { FERRY_VERSION } from '../../shared/version.ts';
+import { ferryInTerminal, type Run, runFerry } from '../support/cli.ts';
 import { startServer, type TestServer, tempDir } from '../support/server.ts';
-
-const FERRY = path.resolve('bin/ferry.js');
 
 let server: TestServer;
 let dir: string;
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function ferry(args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [FERRY, ...args], {
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, FERRY_URL: server.url },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      stdout += chunk;
-    });
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr += chunk;
-    });
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const ferry = (args: string[]): Promise<Run> => runFerry(args, server.url);
 
 /** How many executions the server holds: a usage error must not have created one. */
 async function executionCount(): Promise<number> {
@@ -296,50 +270,32 @@ describe('what a person sees', () => {
     ]);
     const blockerId = blocker.stdout.trim();
     await server.client.json('GET', `/v1/executions/${blockerId}/wait?state=RUNNING&timeoutSeconds=20`);
-    const child = spawn(
-      'script',
-      ['-qfec', `${process.execPath} ${FERRY} submit --wait --cpu 1 --image x/y:1 -- true`, '/dev/null'],
-      {
-        env: { PATH: process.env.PATH, HOME: process.env.HOME, FERRY_URL: server.url },
-        stdio: ['pipe', 'pipe', 'pipe'],
-      },
+    const terminal = ferryInTerminal(
+      ['submit', '--wait', '--cpu', '1', '--image', 'x/y:1', '--', 'true'],
+      server.url,
     );
-    let screen = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      screen += chunk;
-    });
-    const closed = once(child, 'close');
 
     await expect
-      .poll(() => screen, { timeout: 20_000 })
+      .poll(() => terminal.screen(), { timeout: 20_000 })
       .toMatch(
         /ex_\w+ QUEUED \(waiting for capacity: \d+ of at most \d+ jobs running, [\d.]+ of [\d.]+ vCPU in use; \d+ queued\) \d+s/,
       );
     await ferry(['cancel', blockerId]);
-    const [code] = (await closed) as [number | null];
-    expect(code).toBe(0);
+    expect(await terminal.closed).toBe(0);
   });
 
   test('in a terminal, the wait line shows the state, and Ctrl-C says the job goes on and how to stop it', async () => {
     // `script` gives the command a terminal; ^C typed into it reaches ferry as SIGINT.
-    const child = spawn(
-      'script',
-      ['-qfec', `${process.execPath} ${FERRY} submit --wait --image x/y:1 -- sleep 30`, '/dev/null'],
-      {
-        env: { PATH: process.env.PATH, HOME: process.env.HOME, FERRY_URL: server.url },
-        stdio: ['pipe', 'pipe', 'pipe'],
-      },
+    const terminal = ferryInTerminal(
+      ['submit', '--wait', '--image', 'x/y:1', '--', 'sleep', '30'],
+      server.url,
     );
-    let screen = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      screen += chunk;
-    });
-    const closed = once(child, 'close');
-    await expect.poll(() => screen, { timeout: 20_000 }).toMatch(/ex_\w+ RUNNING \d+s/);
+    await expect.poll(() => terminal.screen(), { timeout: 20_000 }).toMatch(/ex_\w+ RUNNING \d+s/);
 
-    child.stdin.write('\x03');
-    const [code] = (await closed) as [number | null];
+    terminal.type('\x03');
+    const code = await terminal.closed;
 
+    const screen = terminal.screen();
     const id = /(ex_\w+) RUNNING/.exec(screen)?.[1] ?? '';
     expect(code).toBe(130);
     expect(screen).toContain(

@@ -1,42 +1,16 @@
 // The `ferry` command line as a user runs it: a child process talking to a real server
 // on the process backend. Exit codes and what reaches stdout and stderr are the contract.
-import { spawn } from 'node:child_process';
 import net from 'node:net';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Execution } from '../../shared/domain/execution.ts';
 import { LOG_INLINE_MAX_BYTES } from '../../shared/http/openapi.ts';
+import { type Run, runFerry } from '../support/cli.ts';
 import { startServer, type TestServer } from '../support/server.ts';
-
-const FERRY = path.resolve('bin/ferry.js');
 
 let server: TestServer;
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
 /** Runs `ferry ARGS…` with only the environment a user would have, plus FERRY_URL. */
-function ferry(args: string[], url: string = server.url): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [FERRY, ...args], {
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, FERRY_URL: url },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      stdout += chunk;
-    });
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr += chunk;
-    });
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const ferry = (args: string[], url: string = server.url): Promise<Run> => runFerry(args, url);
 
 /** A loopback port nothing listens on. */
 async function closedPort(): Promise<number> {
