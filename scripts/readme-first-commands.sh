@@ -22,9 +22,10 @@ echo "== README, first block, before npm start"
 head -n "$((start_line - 1))" "$first" | bash -euxo pipefail
 
 echo "== README, first block: npm start (in the background)"
-npm start >"$work/server.log" 2>&1 &
+# In a process group of its own, so that stopping it stops the server npm started too.
+setsid npm start >"$work/server.log" 2>&1 &
 server=$!
-trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
+trap 'kill -TERM -- "-$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
 for _ in $(seq 1 60); do
   grep -q 'serving on' "$work/server.log" && break
   kill -0 "$server" 2>/dev/null || { cat "$work/server.log"; echo "npm start exited" >&2; exit 1; }
