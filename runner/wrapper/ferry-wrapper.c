@@ -229,7 +229,8 @@ static void block_watched(sigset_t *watched, sigset_t *previous) {
  * had before the wrapper blocked any, and default actions. A pipe closed on exec tells whether
  * exec worked; if not, `start_error` says why (else it is empty) and the job exits 127 or 126.
  */
-static pid_t start_job(char **job, int out, int err, const sigset_t *previous, char *start_error, size_t size) {
+static pid_t start_job(char **job, int out, int err, const sigset_t *previous, int niceness, char *start_error,
+                       size_t size) {
   int report[2];
   if (pipe2(report, O_CLOEXEC) != 0) die("pipe");
   pid_t child = fork();
@@ -240,6 +241,7 @@ static pid_t start_job(char **job, int out, int err, const sigset_t *previous, c
     signal(SIGALRM, SIG_DFL);
     signal(SIGPIPE, SIG_DFL);
     sigprocmask(SIG_SETMASK, previous, NULL);
+    if (niceness != 0) (void)!nice(niceness);
     if (dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0) _exit(125);
     execvp(job[0], job);
     int code = errno;
@@ -312,6 +314,8 @@ static int job_ended(const char *dir, const struct job_run *run, const char *sta
 /* ---- spool mode: the wrapper keeps the job's output itself ---- */
 
 #define SPOOL_HEADER 64
+/* How much lower than the wrapper's own the job's scheduling priority is in spool mode. */
+#define JOB_NICENESS 10
 #define CHUNK 65536
 
 struct spool {
@@ -442,7 +446,12 @@ static int run_spooled(const char *dir, uint64_t keep[2][2], const char *workdir
   int pipes[2][2];
   if (pipe2(pipes[0], O_CLOEXEC) != 0 || pipe2(pipes[1], O_CLOEXEC) != 0) die("pipe");
   char start_error[4300];
-  pid_t child = start_job(job, pipes[0][1], pipes[1][1], &previous, start_error, sizeof start_error);
+  /*
+   * The job shares its container's CPU with the wrapper: it runs at a lower priority, so that
+   * however many processes it starts (a fork bomb, a parallel build) the wrapper still gets to
+   * read what they print. Niceness only weighs within the container's own CPU share.
+   */
+  pid_t child = start_job(job, pipes[0][1], pipes[1][1], &previous, JOB_NICENESS, start_error, sizeof start_error);
   close(pipes[0][1]);
   close(pipes[1][1]);
   if (start_error[0]) spool_line(&spools[1], start_error);
@@ -548,7 +557,7 @@ int main(int argc, char **argv) {
   if (got_stop) return stopped_before_start(io, out, err);
 
   char start_error[4300];
-  pid_t child = start_job(job, out, err, &previous, start_error, sizeof start_error);
+  pid_t child = start_job(job, out, err, &previous, 0, start_error, sizeof start_error);
   if (start_error[0]) dprintf(err, "ferry-wrapper: %s\n", start_error);
   close(out);
   close(err);
