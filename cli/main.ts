@@ -103,7 +103,14 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
       return submit(client, flags, command, io);
     case 'status': {
       const reply = await client.json<Execution>('GET', `/v1/executions/${encodeURIComponent(id())}`);
-      print(reply.body, () => describeExecution(reply.body));
+      const place =
+        reply.body.state === 'QUEUED' && !flags.json ? await queuePlaceOf(client, id()) : undefined;
+      print(reply.body, () =>
+        [
+          describeExecution(reply.body),
+          ...(place === undefined ? [] : [`  queue     ${describePlace(place)}`]),
+        ].join('\n'),
+      );
       return 0;
     }
     case 'ls': {
@@ -147,9 +154,11 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
       if (flags.follow) {
         if (flags.json)
           throw new UsageError('--json and --follow do not mix: follow prints the output as it comes', verb);
-        const printed = await whileWatching(io, id(), () =>
-          follow(client, id(), stream, stream === 'stdout' ? io.out : io.err, io.err),
-        );
+        const printed = await whileWatching(io, id(), () => {
+          const following = follow(client, id(), stream, stream === 'stdout' ? io.out : io.err, io.err);
+          if (io.err.isTTY) void announceQueuePlace(client, id(), io, following);
+          return following;
+        });
         if (printed === 0) io.err.write(`ferry: ${id()} printed nothing on ${stream}\n`);
         return 0;
       }
@@ -405,10 +414,12 @@ async function submit(
   if (!flags.json && io.err.isTTY) io.err.write(`ferry: ${submitted.id} queued\n`);
   const done = await whileWatching(io, submitted.id, async () => {
     if (flags.follow) {
-      await Promise.all([
+      const following = Promise.all([
         follow(client, submitted.id, 'stdout', io.out, io.err),
         follow(client, submitted.id, 'stderr', io.err, io.err),
       ]);
+      if (io.err.isTTY) void announceQueuePlace(client, submitted.id, io, following);
+      await following;
     }
     return waitUntilDone(client, submitted.id, io);
   });
@@ -489,7 +500,7 @@ async function waitUntilDone(
   const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
   let frame = 0;
   let last: Execution | undefined;
-  // While the job is queued, the line also says what it waits for, from the node's picture.
+  // While the job is queued, the line also says its place in line and what it waits for.
   let why = '';
   let askedAt = 0;
   const explain = async () => {
@@ -497,17 +508,10 @@ async function waitUntilDone(
       why = '';
       return;
     }
-    if (Date.now() - askedAt < 5000) return;
+    if (Date.now() - askedAt < QUEUE_POLL_MS) return;
     askedAt = Date.now();
-    try {
-      const node = (await client.json<NodeInfo>('GET', '/v1/node')).body;
-      const { usage: u, capacity: c } = node;
-      why =
-        ` (waiting for capacity: ${u.runningJobs} of at most ${c.maxConcurrency} jobs running, ` +
-        `${u.cpu} of ${c.cpu} vCPU in use; ${u.queuedJobs} queued)`;
-    } catch {
-      why = '';
-    }
+    const place = await queuePlaceOf(client, id);
+    why = place === undefined ? '' : ` ${describePlace(place)}`;
   };
   const ticker = progress
     ? setInterval(() => {
@@ -516,7 +520,7 @@ async function waitUntilDone(
         const line = `${frames[frame++ % frames.length]} ${id} ${last?.state ?? 'waiting'}${why} ${elapsed}s `;
         const width = (io.err as { columns?: number }).columns;
         io.err.write(
-          `\r\x1b[K${width !== undefined && line.length >= width ? line.slice(0, width - 1) : line}`,
+          `\r\x1b[K${width !== undefined && width > 0 && line.length >= width ? line.slice(0, width - 1) : line}`,
         );
       }, 100)
     : undefined;
@@ -598,6 +602,67 @@ async function follow(
     if (reply.body.length > 0) out.write(reply.body);
     offset = Number(reply.headers.get('ferry-next-offset') ?? offset);
     if (reply.headers.get('ferry-complete') === 'true') return offset;
+  }
+}
+
+/** How often a queued job's place is asked for while someone watches it. */
+const QUEUE_POLL_MS = 2000;
+
+interface QueuePlace {
+  readonly position: number;
+  readonly positionAtLeast: boolean;
+  readonly queuedJobs: number;
+  readonly waitingFor: 'capacity' | 'priority' | 'reservation' | 'dispatch';
+  readonly reason: string;
+  readonly reservedFor?: string;
+}
+
+/** The job's place in the queue, or undefined once it is no longer queued (or cannot be told). */
+async function queuePlaceOf(client: FerryClient, id: string): Promise<QueuePlace | undefined> {
+  try {
+    return (await client.json<QueuePlace>('GET', `/v1/executions/${encodeURIComponent(id)}/queue`)).body;
+  } catch {
+    return undefined;
+  }
+}
+
+/** "#2 of 5 in line, waiting for capacity: needs …", for the wait line and the follow notices. */
+function describePlace(place: QueuePlace): string {
+  const at = `#${place.position}${place.positionAtLeast ? '+' : ''} of ${place.queuedJobs} in line`;
+  switch (place.waitingFor) {
+    case 'capacity':
+      return `${at}, waiting for capacity: ${place.reason}`;
+    case 'priority':
+      return `${at}, behind a job of higher priority: ${place.reason}`;
+    case 'reservation':
+      return `${at}, capacity is held for ${place.reservedFor ?? 'a job'} that has waited longest: ${place.reason}`;
+    case 'dispatch':
+      return `${at}, capacity is free: starting`;
+  }
+}
+
+/**
+ * While a followed job is queued, says on the terminal where it stands each time that changes,
+ * one line each (its output may already share the terminal), until it leaves the queue.
+ */
+async function announceQueuePlace(
+  client: FerryClient,
+  id: string,
+  io: Io,
+  until: Promise<unknown>,
+): Promise<void> {
+  let ended = false;
+  void until.finally(() => {
+    ended = true;
+  });
+  let said = '';
+  while (!ended) {
+    const place = await queuePlaceOf(client, id);
+    if (place === undefined) return;
+    const note = describePlace(place);
+    if (note !== said) io.err.write(`ferry: ${id} QUEUED ${note}\n`);
+    said = note;
+    await new Promise((resolve) => setTimeout(resolve, QUEUE_POLL_MS));
   }
 }
 

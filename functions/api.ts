@@ -37,6 +37,7 @@ import {
   waitForExecution,
 } from '#shared/use-cases/executions.ts';
 import { describeNode } from '#shared/use-cases/node.ts';
+import { queuePlace } from '#shared/use-cases/queue-place.ts';
 import {
   getResult,
   readLog,
@@ -280,6 +281,9 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
       );
       return jsonResponse(200, execution, { 'ferry-wait-done': String(done) });
     }),
+    route('GET', '/v1/executions/{id}/queue', async (event) =>
+      jsonResponse(200, await queuePlace(core, ownerOf(event), idOf(event))),
+    ),
     route('POST', '/v1/executions/{id}/cancel', async (event) => {
       noFields(event);
       return jsonResponse(202, await cancelExecution(core, ownerOf(event), idOf(event)));

@@ -44,6 +44,12 @@ export interface ExecutionStore {
    * the same transaction as every write that moves an execution into or out of QUEUED.
    */
   queueHead(limit: number): Promise<QueueHead>;
+  /**
+   * How many QUEUED executions come before `execution` in the order the dispatcher considers
+   * them (priority, then queue time, then id), counting at most `cap` of them: its cost grows
+   * with the answer, never past the cap.
+   */
+  queuedAhead(execution: Execution, cap: number): Promise<number>;
 }
 
 /** What a conditional write expects to find stored. */

@@ -40,9 +40,17 @@ export interface Usage {
   readonly queuedJobs?: number;
 }
 
+/** What holds a job back: too little free capacity, a job of higher priority, or a reservation. */
+export type WaitCause = 'capacity' | 'priority' | 'reservation';
+
 export type LaunchDecision =
   | { readonly launch: true }
-  | { readonly launch: false; readonly reason: string; readonly reservedFor?: string };
+  | {
+      readonly launch: false;
+      readonly cause: WaitCause;
+      readonly reason: string;
+      readonly reservedFor?: string;
+    };
 
 interface Room {
   slots: number;
@@ -101,6 +109,7 @@ export function decideLaunch(
     if (first === undefined || holder?.executionId === candidate.executionId) return { launch: true };
     return {
       launch: false,
+      cause: 'priority',
       reason: `${first.executionId} (priority ${first.priority}) fits the free capacity and goes first`,
     };
   }
@@ -110,11 +119,12 @@ export function decideLaunch(
   if (reserved !== undefined && fits(candidate, room)) {
     return {
       launch: false,
+      cause: 'reservation',
       reason: `needs ${want}; ${free}, but capacity is reserved for ${reserved.executionId}, queued since ${reserved.queuedAt}`,
       reservedFor: reserved.executionId,
     };
   }
-  return { launch: false, reason: `needs ${want}; ${free}` };
+  return { launch: false, cause: 'capacity', reason: `needs ${want}; ${free}` };
 }
 
 /**

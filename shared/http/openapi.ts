@@ -18,6 +18,7 @@ import {
   ExecutionSchema,
   NodeSchema,
   ProblemSchema,
+  QueuePlaceSchema,
   ResultViewSchema,
   UploadLinksSchema,
 } from './responses.ts';
@@ -341,6 +342,17 @@ const PATHS: Record<string, Record<string, Operation>> = {
       },
     },
   },
+  '/v1/executions/{id}/queue': {
+    get: {
+      operationId: 'getQueuePlace',
+      summary: 'Where a queued execution stands: its place in line and what it waits for',
+      parameters: [id],
+      responses: {
+        ...ok(200, 'its place and the reason it waits', 'QueuePlace'),
+        ...problems('400', '404', '409', ...ALWAYS),
+      },
+    },
+  },
   '/v1/executions/{id}/cancel': {
     post: {
       operationId: 'cancelExecution',
@@ -572,6 +584,7 @@ export function openApiDocument() {
             ExecutionPage: ExecutionPageSchema,
             ResultView: ResultViewSchema,
             Node: NodeSchema,
+            QueuePlace: QueuePlaceSchema,
             UploadLinks: UploadLinksSchema,
             Problem: ProblemSchema,
           },

@@ -6,6 +6,7 @@ import type { JobSpec } from '../domain/job-spec.ts';
 import { EXECUTION_STATES } from '../domain/states.ts';
 import type { UploadLinks } from '../domain/upload-links.ts';
 import type { describeNode } from '../use-cases/node.ts';
+import type { QueuePlace } from '../use-cases/queue-place.ts';
 import type { ResultView } from '../use-cases/results.ts';
 
 const timestamp = z.string().describe('RFC 3339 date-time');
@@ -213,6 +214,26 @@ export const NodeSchema = z.object({
   }),
 });
 
+export const QueuePlaceSchema = z.object({
+  executionId: z.string(),
+  position: z
+    .number()
+    .int()
+    .min(1)
+    .describe('1 for the next in the order the dispatcher considers jobs: priority, then age'),
+  positionAtLeast: z.boolean().describe('true when more were ahead than counted: the position is a floor'),
+  queuedJobs: count,
+  waitingFor: z
+    .enum(['capacity', 'priority', 'reservation', 'dispatch'])
+    .describe(
+      'capacity: too little is free; priority: a job of higher priority fits first; reservation: ' +
+        'capacity is kept for a job queued past the starvation bound; dispatch: it fits and awaits ' +
+        'the next dispatch',
+    ),
+  reason: z.string(),
+  reservedFor: z.string().optional().describe('the execution capacity is reserved for'),
+});
+
 export const UploadLinksSchema = z.object({
   executionId: z.string(),
   links: z
@@ -273,4 +294,5 @@ export const RESPONSE_TYPES_MATCH: readonly [
   Same<ResultView, z.output<typeof ResultViewSchema>>,
   Same<Awaited<ReturnType<typeof describeNode>>, z.output<typeof NodeSchema>>,
   Same<UploadLinks, z.output<typeof UploadLinksSchema>>,
-] = [true, true, true, true, true, true, true];
+  Same<QueuePlace, z.output<typeof QueuePlaceSchema>>,
+] = [true, true, true, true, true, true, true, true];

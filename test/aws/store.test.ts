@@ -6,6 +6,7 @@ import { StaleExecution, ValidationError } from '../../shared/errors.ts';
 import { moveTo } from '../../shared/use-cases/transitions.ts';
 import { type AwsEnvironment, createAwsEnvironment } from '../support/aws.ts';
 import { offeredExecution } from '../support/fixtures.ts';
+import { expectQueuedAheadInDispatchOrder } from '../support/queue-length.ts';
 
 const ids = executionIds();
 
@@ -204,5 +205,17 @@ describe('DynamoDB queue head', () => {
     expect(after.first.map((e) => e.id)).toEqual([high.id, middle.id, plainEarlier.id, plainLater.id]);
     expect(after.oldest?.id).toBe(plainEarlier.id);
     expect(after.length).toBe(4);
+  });
+});
+
+describe('DynamoDB queue place', () => {
+  it('counts the jobs ahead of one in dispatch order, up to a cap', async () => {
+    const aws = await createAwsEnvironment();
+    const store = new DynamoExecutionStore({
+      tableName: aws.tableName,
+      retentionDays: 7,
+      client: aws.clients.dynamodb,
+    });
+    await expectQueuedAheadInDispatchOrder(store, 'erin');
   });
 });

@@ -256,7 +256,7 @@ describe('what a person sees', () => {
     expect(JSON.parse(json.stdout)).toMatchObject({ backend: 'process', capacity: expect.any(Object) });
   });
 
-  test('in a terminal, a queued job’s wait line says what it waits for', async () => {
+  test('a queued job’s place and what it waits for: in the wait line, in status, and while following', async () => {
     const node = (await server.client.json<{ capacity: { cpu: number } }>('GET', '/v1/node')).body;
     const blocker = await ferry([
       'submit',
@@ -270,18 +270,31 @@ describe('what a person sees', () => {
     ]);
     const blockerId = blocker.stdout.trim();
     await server.client.json('GET', `/v1/executions/${blockerId}/wait?state=RUNNING&timeoutSeconds=20`);
-    const terminal = ferryInTerminal(
+    const first = (
+      await ferry(['submit', '--cpu', '1', '--image', 'x/y:1', '--', 'echo', 'first'])
+    ).stdout.trim();
+    const waiting = ferryInTerminal(
       ['submit', '--wait', '--cpu', '1', '--image', 'x/y:1', '--', 'true'],
       server.url,
     );
+    const following = ferryInTerminal(['logs', '-f', first], server.url);
 
+    const needs = String.raw`needs 1 vCPU, 1024 MiB; 0 vCPU, \d+ MiB and \d+ of \d+ slots free`;
     await expect
-      .poll(() => terminal.screen(), { timeout: 20_000 })
-      .toMatch(
-        /ex_\w+ QUEUED \(waiting for capacity: \d+ of at most \d+ jobs running, [\d.]+ of [\d.]+ vCPU in use; \d+ queued\) \d+s/,
-      );
+      .poll(() => waiting.screen(), { timeout: 20_000 })
+      .toMatch(new RegExp(`ex_\\w+ QUEUED #2 of 2 in line, waiting for capacity: ${needs} \\d+s`));
+    await expect
+      .poll(() => following.screen(), { timeout: 20_000 })
+      .toMatch(new RegExp(`ferry: ${first} QUEUED #1 of 2 in line, waiting for capacity: ${needs}\r?\n`));
+    const status = await ferry(['status', first]);
+    expect(status.stdout).toMatch(
+      new RegExp(`\n {2}queue {5}#1 of 2 in line, waiting for capacity: ${needs}\n?$`),
+    );
+
     await ferry(['cancel', blockerId]);
-    expect(await terminal.closed).toBe(0);
+    expect(await waiting.closed).toBe(0);
+    expect(await following.closed).toBe(0);
+    expect(following.screen()).toContain('first');
   });
 
   test('in a terminal, the wait line shows the state, and Ctrl-C says the job goes on and how to stop it', async () => {

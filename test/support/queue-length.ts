@@ -10,6 +10,7 @@ import { acceptBid, askForBid, submitJob } from '../../shared/use-cases/bids.ts'
 import { dispatch } from '../../shared/use-cases/dispatch.ts';
 import { cancelExecution } from '../../shared/use-cases/executions.ts';
 import { sweep } from '../../shared/use-cases/sweep.ts';
+import { moveTo } from '../../shared/use-cases/transitions.ts';
 import { offeredExecution } from './fixtures.ts';
 
 /** Every move the transition table allows, as [from, to]. */
@@ -83,4 +84,41 @@ export async function expectLengthToFollowUseCases(
   expect((await dispatch(core, message)).outcome).toBe('dropped');
   await cancelExecution(core, OWNER, offered.id);
   expect(await length()).toBe(0);
+}
+
+/**
+ * `queuedAhead` counts the QUEUED executions before one in dispatch order (priority, then
+ * queue time, then id), nothing else, and stops at the cap.
+ */
+export async function expectQueuedAheadInDispatchOrder(store: ExecutionStore, owner: string): Promise<void> {
+  const queued = async (id: string, priority: number | undefined, queuedAt: string): Promise<Execution> => {
+    const base = offeredExecution(id, '2031-01-01T00:00:00.000Z', owner);
+    const execution: Execution = {
+      ...base,
+      spec: { ...base.spec, ...(priority === undefined ? {} : { priority }) },
+      state: 'QUEUED',
+      queuedAt,
+      history: [...base.history, { state: 'QUEUED', at: queuedAt }],
+    };
+    await store.create(execution);
+    return execution;
+  };
+  const at = (second: number) => `2031-01-01T00:00:${String(second).padStart(2, '0')}.000Z`;
+  const urgent = await queued(`${owner}-urgent`, 50, at(9));
+  const first = await queued(`${owner}-a`, undefined, at(1));
+  const sameTimeLaterId = await queued(`${owner}-b`, 0, at(1));
+  const later = await queued(`${owner}-c`, 0, at(5));
+  const low = await queued(`${owner}-low`, -5, at(0));
+  const running = { ...offeredExecution(`${owner}-run`, at(0), owner), state: 'RUNNING' as const };
+  await store.create(running);
+
+  expect(await store.queuedAhead(urgent, 100)).toBe(0);
+  expect(await store.queuedAhead(first, 100)).toBe(1);
+  expect(await store.queuedAhead(sameTimeLaterId, 100)).toBe(2);
+  expect(await store.queuedAhead(later, 100)).toBe(3);
+  expect(await store.queuedAhead(low, 100)).toBe(4);
+  expect(await store.queuedAhead(low, 2)).toBe(2);
+
+  await store.update(moveTo(urgent, 'CANCELLED', new Date(at(20))), urgent);
+  expect(await store.queuedAhead(later, 100)).toBe(2);
 }

@@ -33,6 +33,7 @@ describe('capacity', () => {
     );
     expect(decision).toEqual({
       launch: false,
+      cause: 'capacity',
       reason: 'needs 2 vCPU, 256 MiB; 1 vCPU, 3840 MiB and 3 of 4 slots free',
     });
   });
@@ -50,7 +51,7 @@ describe('capacity', () => {
 
     const starving = job('big', 2, 61);
     const decision = decideLaunch(small, { active: running, waiting: [starving, small] }, limits, now);
-    expect(decision).toMatchObject({ launch: false, reservedFor: 'big' });
+    expect(decision).toMatchObject({ launch: false, cause: 'reservation', reservedFor: 'big' });
     // Once the running job ends, the starving job fits and goes first.
     expect(decideLaunch(starving, { active: [], waiting: [starving, small] }, limits, now).launch).toBe(true);
   });
@@ -74,6 +75,7 @@ describe('capacity', () => {
     const high = job('high', 1, 1, { priority: 10 });
     expect(decideLaunch(low, { active: [job('r', 1)], waiting: [low, high] }, limits, now)).toEqual({
       launch: false,
+      cause: 'priority',
       reason: 'high (priority 10) fits the free capacity and goes first',
     });
     expect(decideLaunch(high, { active: [job('r', 1)], waiting: [low, high] }, limits, now).launch).toBe(

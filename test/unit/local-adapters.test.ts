@@ -15,6 +15,7 @@ import {
 import { silentLogger } from '../../shared/logger.ts';
 import { moveTo } from '../../shared/use-cases/transitions.ts';
 import { offeredExecution } from '../support/fixtures.ts';
+import { expectQueuedAheadInDispatchOrder } from '../support/queue-length.ts';
 import { tempDir } from '../support/server.ts';
 
 const execution = offeredExecution;
@@ -272,6 +273,11 @@ describe('local database', () => {
 });
 
 describe('local queue head', () => {
+  it('counts the jobs ahead of one in dispatch order, up to a cap', async () => {
+    const { store } = await openStore();
+    await expectQueuedAheadInDispatchOrder(store, 'erin');
+  });
+
   it('orders queued records by priority then queue time, in a database from before its indexes', async () => {
     const dir = await tempDir();
     const { database, store } = await openStore(dir);

@@ -1,8 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { Core } from '../../shared/core.ts';
+import { NotFound } from '../../shared/errors.ts';
 import type { ExecutionStore } from '../../shared/ports.ts';
 import { askForBid, submitJob } from '../../shared/use-cases/bids.ts';
 import { dispatch } from '../../shared/use-cases/dispatch.ts';
+import { queuePlace } from '../../shared/use-cases/queue-place.ts';
 import { QUEUE_HEAD } from '../../shared/use-cases/usage.ts';
 import { buildTestCore } from '../support/core.ts';
 
@@ -28,6 +30,7 @@ function counting(store: ExecutionStore): { store: ExecutionStore; read: { recor
         read.records += page.items.length;
         return page;
       },
+      queuedAhead: (execution, cap) => store.queuedAhead(execution, cap),
       queueHead: async (limit) => {
         const head = await store.queueHead(limit);
         read.records += head.first.length + (head.oldest === undefined ? 0 : 1);
@@ -92,5 +95,59 @@ describe('the cost of a decision', () => {
     expect(outcome).toMatchObject({ outcome: 'deferred' });
     expect(outcome.outcome === 'deferred' && outcome.reason).toContain(`${high} (priority 5)`);
     expect((await dispatch(core, { executionId: high ?? '' })).outcome).toBe('launched');
+  });
+});
+
+describe("a queued job's place", () => {
+  it('says its place in line and that it waits for capacity, with what is free', async () => {
+    const { core, now } = await buildTestCore();
+    const [running, second] = await queueUp(core, 2, { ...job, resources: { cpu: 1 } });
+    for (const id of [running, second]) await dispatch(core, { executionId: id ?? '' });
+    now.value = new Date(now.value.getTime() + 1_000);
+    const [next] = await queueUp(core, 1, { ...job, resources: { cpu: 1 } });
+    now.value = new Date(now.value.getTime() + 1_000);
+    const [after] = await queueUp(core, 1, { ...job, resources: { cpu: 1 } });
+
+    const place = await queuePlace(core, OWNER, after ?? '');
+
+    expect(place).toMatchObject({
+      position: 2,
+      positionAtLeast: false,
+      queuedJobs: 2,
+      waitingFor: 'capacity',
+    });
+    expect(place.reason).toBe('needs 1 vCPU, 1024 MiB; 0 vCPU, 2048 MiB and 0 of 2 slots free');
+    expect((await queuePlace(core, OWNER, next ?? '')).position).toBe(1);
+  });
+
+  it('names the job of higher priority that goes first, and the job capacity is reserved for', async () => {
+    const { core, now } = await buildTestCore();
+    const [busy] = await queueUp(core, 1, { ...job, resources: { cpu: 1 } });
+    await dispatch(core, { executionId: busy ?? '' });
+    const [big] = await queueUp(core, 1, { ...job, resources: { cpu: 2 } });
+    now.value = new Date(now.value.getTime() + 1_000);
+    const [low] = await queueUp(core, 1, { ...job, resources: { cpu: 1 }, priority: 0 });
+    const [high] = await queueUp(core, 1, { ...job, resources: { cpu: 1 }, priority: 3 });
+
+    expect(await queuePlace(core, OWNER, low ?? '')).toMatchObject({
+      position: 3,
+      waitingFor: 'priority',
+      reason: `${high} (priority 3) fits the free capacity and goes first`,
+    });
+    expect(await queuePlace(core, OWNER, high ?? '')).toMatchObject({ position: 1, waitingFor: 'dispatch' });
+
+    now.value = new Date(now.value.getTime() + 61_000);
+    const reserved = await queuePlace(core, OWNER, high ?? '');
+    expect(reserved).toMatchObject({ waitingFor: 'reservation', reservedFor: big });
+    expect(reserved.reason).toContain(`capacity is reserved for ${big}`);
+  });
+
+  it("is refused for a job not queued, and for another caller's job", async () => {
+    const { core } = await buildTestCore();
+    const [id] = await queueUp(core, 1);
+    await dispatch(core, { executionId: id ?? '' });
+    await expect(queuePlace(core, OWNER, id ?? '')).rejects.toThrow(/is LAUNCHING, not queued/);
+    const [other] = await queueUp(core, 1);
+    await expect(queuePlace(core, 'owner-b', other ?? '')).rejects.toBeInstanceOf(NotFound);
   });
 });

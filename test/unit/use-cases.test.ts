@@ -254,6 +254,7 @@ describe('sweeper', () => {
       get: store.get.bind(store),
       list: store.list.bind(store),
       queueHead: store.queueHead.bind(store),
+      queuedAhead: store.queuedAhead.bind(store),
       delete: store.delete.bind(store),
       update: async (...[next, read]: Parameters<typeof store.update>) => {
         if (next.id === broken) throw new StorageUnavailable('the data directory cannot be written');

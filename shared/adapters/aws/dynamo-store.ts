@@ -336,6 +336,29 @@ export class DynamoExecutionStore implements ExecutionStore {
     };
   }
 
+  async queuedAhead(execution: Execution, cap: number): Promise<number> {
+    const mine = queueKeys({ ...execution, state: 'QUEUED' })[QUEUE_ORDER];
+    let ahead = 0;
+    let start: Record<string, unknown> | undefined;
+    do {
+      const reply = await this.db.send(
+        new QueryCommand({
+          TableName: this.table,
+          IndexName: INDEXES.queueHead.name,
+          KeyConditionExpression: '#p = :p AND #o < :mine',
+          ExpressionAttributeNames: { '#p': INDEXES.queueHead.partitionKey, '#o': QUEUE_ORDER },
+          ExpressionAttributeValues: { ':p': 'QUEUED', ':mine': mine },
+          Select: 'COUNT',
+          Limit: cap - ahead,
+          ...(start === undefined ? {} : { ExclusiveStartKey: start }),
+        }),
+      );
+      ahead += reply.Count ?? 0;
+      start = reply.LastEvaluatedKey;
+    } while (start !== undefined && ahead < cap);
+    return Math.min(ahead, cap);
+  }
+
   /** One query per state (or one for all states), keyed by the name used in cursors. */
   private partitionsFor(query: ListQuery): Record<string, QueryCommandInput> {
     const states = query.states?.length ? [...new Set(query.states)] : undefined;

@@ -75,6 +75,15 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
         `SELECT id, body, digest FROM executions INDEXED BY executions_queue_age
          WHERE state = 'QUEUED' ORDER BY ${QUEUED_AT}, id LIMIT 1`,
       ),
+      queueAhead: db.prepare(
+        `SELECT count(*) AS ahead FROM (
+           SELECT 1 FROM executions INDEXED BY executions_queue_priority
+           WHERE state = 'QUEUED'
+             AND (${QUEUE_PRIORITY} > @priority
+               OR (${QUEUE_PRIORITY} = @priority
+                 AND (${QUEUED_AT} < @queuedAt OR (${QUEUED_AT} = @queuedAt AND id < @id))))
+           LIMIT @cap)`,
+      ),
       // One row, kept by the database's triggers (see database.ts).
       queueLength: db.prepare('SELECT jobs AS length FROM queue_length WHERE id = 1'),
     };
@@ -196,6 +205,19 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
       ...(oldest === undefined ? {} : { oldest: this.decode(oldest) }),
       length,
     };
+  }
+
+  async queuedAhead(execution: Execution, cap: number): Promise<number> {
+    const row = this.database.read(
+      () =>
+        this.statements.queueAhead.get({
+          priority: execution.spec.priority ?? 0,
+          queuedAt: execution.queuedAt ?? execution.createdAt,
+          id: execution.id,
+          cap,
+        }) as { ahead: number },
+    );
+    return row.ahead;
   }
 
   private decode(row: Pick<ExecutionRow, 'id' | 'body' | 'digest'>): Execution {
