@@ -182,7 +182,14 @@ function program(output: Output, captured: (verb: string, args: string[], flags:
       ),
     )
     .action(on('submit'));
-  root.command('accept').description('accept a bid: the job is queued').argument('<id>').action(on('accept'));
+  root
+    .command('accept')
+    .description('accept a bid: the job is queued')
+    .argument('<id>')
+    .option('--wait', 'wait for the end; print the output and exit with the job’s code')
+    .option('-f, --follow', 'print the output live while the job runs')
+    .addHelpText('after', examples('ferry accept ex_…', 'ferry accept --follow ex_…'))
+    .action(on('accept'));
   root
     .command('reject')
     .description('reject a bid')

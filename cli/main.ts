@@ -91,11 +91,13 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
       if (verb === 'accept' && flags.justification !== undefined) {
         throw new UsageError('--justification goes with reject (or result --accept/--reject)', verb);
       }
+      if (verb === 'accept') refuseJsonFollow(flags, verb);
       const reply = await client.json<Execution>(
         'POST',
         `/v1/bids/${encodeURIComponent(id())}/${verb}`,
         justification(flags),
       );
+      if (verb === 'accept' && (flags.wait || flags.follow)) return watchJob(client, flags, reply.body, io);
       print(reply.body, () => `${reply.body.id} ${reply.body.state}`);
       return 0;
     }
@@ -397,12 +399,7 @@ async function submit(
   command: readonly string[],
   io: Io,
 ): Promise<number> {
-  if (flags.json && flags.follow) {
-    throw new UsageError(
-      "--json and --follow do not mix: the job's output would run into the JSON; use --json --wait, then ferry logs",
-      'submit',
-    );
-  }
+  refuseJsonFollow(flags, 'submit');
   const headers =
     flags.idempotencyKey === undefined ? undefined : { 'idempotency-key': flags.idempotencyKey };
   const reply = await client.json<Execution>('POST', '/v1/jobs', jobSpec(flags, command, 'submit'), headers);
@@ -411,6 +408,23 @@ async function submit(
     io.out.write(flags.json ? `${JSON.stringify(submitted, null, 2)}\n` : `${submitted.id}\n`);
     return 0;
   }
+  return watchJob(client, flags, submitted, io);
+}
+
+function refuseJsonFollow(flags: Flags, verb: string): void {
+  if (flags.json && flags.follow) {
+    throw new UsageError(
+      "--json and --follow do not mix: the job's output would run into the JSON; use --json --wait, then ferry logs",
+      verb,
+    );
+  }
+}
+
+/**
+ * After a job is queued: waits for its end, or follows its output, then prints what it left
+ * and returns its exit code.
+ */
+async function watchJob(client: FerryClient, flags: Flags, submitted: Execution, io: Io): Promise<number> {
   if (!flags.json && io.err.isTTY) io.err.write(`ferry: ${submitted.id} queued\n`);
   const done = await whileWatching(io, submitted.id, async () => {
     if (flags.follow) {

@@ -95,7 +95,7 @@ describe('usage errors: one line, the mistake named, exit 2, nothing sent', () =
     },
     {
       name: 'an option another command has',
-      args: ['accept', 'ex_00000000000000000000000000', '--wait'],
+      args: ['reject', 'ex_00000000000000000000000000', '--wait'],
       message: /^ferry: unknown option '--wait'/,
     },
     {

@@ -158,6 +158,32 @@ describe('other commands', () => {
   });
 });
 
+describe('a bid, then accept', () => {
+  test('accept --wait runs the job to its end, prints its output and exits with its code', async () => {
+    const bid = await ferry(['bid', '--json', '--image', 'x/y:1', '--', 'sh', '-c', 'echo from-bid; exit 3']);
+    const { executionId } = JSON.parse(bid.stdout) as { executionId: string };
+
+    const run = await ferry(['accept', '--wait', executionId]);
+
+    expect(run.code).toBe(3);
+    expect(run.stdout).toBe('from-bid\n');
+    expect(run.stderr).toContain(`ferry: ${executionId} COMPLETED with exit code 3`);
+  });
+
+  test('accept --follow prints the output as it comes; --json with it is refused', async () => {
+    const bid = await ferry(['bid', '--json', '--image', 'x/y:1', '--', 'echo', 'followed']);
+    const { executionId } = JSON.parse(bid.stdout) as { executionId: string };
+
+    const refused = await ferry(['accept', '--json', '--follow', executionId]);
+    const run = await ferry(['accept', '--follow', executionId]);
+
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/^ferry: --json and --follow do not mix/);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toBe('followed\n');
+  });
+});
+
 describe('decisions with a justification', () => {
   test('reject --justification keeps it, and status prints it', async () => {
     const bid = await ferry(['bid', '--json', '--image', 'x/y:1', '--', 'true']);
