@@ -54,6 +54,13 @@ const PRESENCE_ENTRIES = 1024;
 export const containerName = (executionId: string): string => `ferry-${executionId}`;
 
 /**
+ * The processes and threads a job may hold at once: 512 per vCPU, at least 1,024. Plenty for a
+ * parallel build or a JVM, and small enough that a fork bomb that fills it still dies within a
+ * second of its stop on the CPU it was given (at 4,096 on one vCPU it could take a minute).
+ */
+export const pidsLimit = (cpu: number): number => Math.max(1024, Math.ceil(cpu * 512));
+
+/**
  * How the Docker backend captures output. `wrapper`: ferry-wrapper keeps it in spool files (the
  * default). `journal`: the server attaches, and the engine's `local` log driver keeps a journal
  * to replay after a restart. `attach`: the server attaches, nothing is kept for a restart.
@@ -209,7 +216,7 @@ export class DockerBackend implements ComputeBackend {
           Memory: constraints.memoryMiB * MiB,
           MemorySwap: constraints.memoryMiB * MiB,
           NetworkMode: spec.network === 'egress' ? 'bridge' : 'none',
-          PidsLimit: 4096,
+          PidsLimit: pidsLimit(constraints.cpu),
           ...(this.capture.kind === 'wrapper'
             ? {
                 Binds: [
