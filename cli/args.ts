@@ -39,6 +39,10 @@ export interface Flags {
   readonly labels?: boolean;
   readonly priority?: string;
   readonly publish?: string;
+  readonly input?: readonly string[];
+  readonly output?: readonly string[];
+  readonly outputLimit?: string;
+  readonly download?: string;
   readonly file?: string;
   readonly wait?: boolean;
   readonly follow?: boolean;
@@ -91,6 +95,17 @@ function addJobOptions(command: Command): Command {
     .addOption(
       new Option('--keep <part>', 'what a truncated stream keeps').choices(['head', 'tail', 'head+tail']),
     )
+    .option(
+      '--input <SOURCE:PATH>',
+      'fetch s3://bucket/key, s3://bucket/prefix/ (a directory) or https://… to PATH before the command; @FILE sends a local text file; repeat for more',
+      collect,
+    )
+    .option(
+      '--output <PATH>',
+      'collect PATH after the command (PATH/ for a directory); repeat for more',
+      collect,
+    )
+    .option('--output-limit <size>', 'the most kept of one output (default 1GiB)')
     .option('--label <KEY=VALUE>', 'a label; repeat for more', collect)
     .option('--priority <n>', 'from -100 to 100 (default 0): higher goes first when capacity frees')
     .option(
@@ -243,9 +258,17 @@ function program(output: Output, captured: (verb: string, args: string[], flags:
     .option('--accept', 'accept the result (publishes it, if the job asked)')
     .option('--reject', 'reject the result (its stored output is deleted)')
     .option('--justification <text>', 'why, with --accept or --reject')
+    .option(
+      '--download <dir>',
+      'save stdout, stderr and every output into DIR, each checked against its digest',
+    )
     .addHelpText(
       'after',
-      examples('ferry result ex_…', "ferry result ex_… --reject --justification 'wrong input'"),
+      examples(
+        'ferry result ex_…',
+        'ferry result ex_… --download ./results',
+        "ferry result ex_… --reject --justification 'wrong input'",
+      ),
     )
     .action(on('result'));
   root.command('node').description('capacity, usage, per-job limits, backend and version').action(on('node'));

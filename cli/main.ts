@@ -15,6 +15,7 @@ import {
   sigv4FromDefaultChain,
   Unreachable,
 } from './client.ts';
+import { downloadResult, type ResultLinks } from './download.ts';
 
 export { UsageError };
 
@@ -215,6 +216,9 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
         throw new UsageError('--justification goes with --accept or --reject', verb);
       }
       const path = `/v1/executions/${encodeURIComponent(id())}/result`;
+      if ((flags.accept || flags.reject) && flags.download !== undefined) {
+        throw new UsageError('--download goes alone: download first, then --accept or --reject', verb);
+      }
       if (flags.accept || flags.reject) {
         const reply = await client.json<Execution>(
           'POST',
@@ -227,11 +231,12 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
         });
         return 0;
       }
-      const reply = await client.json<{
-        manifest: ResultManifest;
-        review: string;
-        links: Record<string, unknown>;
-      }>('GET', path);
+      const reply = await client.json<ResultLinks & { review: string }>('GET', path);
+      if (flags.download !== undefined) {
+        const lines = await downloadResult(reply.body, flags.download, verb);
+        print({ directory: flags.download, manifest: reply.body.manifest }, () => lines.join('\n'));
+        return 0;
+      }
       print(reply.body, () => describeResult(reply.body.manifest, reply.body.review, reply.body.links));
       return 0;
     }
@@ -350,6 +355,28 @@ function specFile(file: string, verb: string): Record<string, unknown> {
   return { ...(parsed as Record<string, unknown>) };
 }
 
+/**
+ * `--input SOURCE:PATH`: the path is what follows the last ":/" (URLs hold ":" too). A source
+ * ending in "/" is a directory; `@FILE` sends a local text file as the input's content.
+ */
+function inputOf(text: string, verb: string): Record<string, unknown> {
+  const split = text.lastIndexOf(':/');
+  if (split <= 0)
+    throw new UsageError(`--input takes SOURCE:PATH, e.g. s3://bucket/key:/data/in.csv, got ${text}`, verb);
+  const source = text.slice(0, split);
+  const path = text.slice(split + 1);
+  if (source.startsWith('@')) {
+    let content: string;
+    try {
+      content = fs.readFileSync(source.slice(1), 'utf8');
+    } catch (error) {
+      throw new UsageError(`--input ${source}: ${(error as Error).message}`, verb);
+    }
+    return { content, path };
+  }
+  return source.endsWith('/') ? { url: source, path, type: 'DIRECTORY' } : { url: source, path };
+}
+
 function jobSpec(flags: Flags, command: readonly string[], verb: string): Record<string, unknown> {
   const spec = flags.file === undefined ? {} : specFile(flags.file, verb);
   const set = (key: string, value: unknown) => {
@@ -380,6 +407,17 @@ function jobSpec(flags: Flags, command: readonly string[], verb: string): Record
   if (flags.stderrLimit !== undefined) limits.stderrBytes = numberOrText(flags.stderrLimit);
   if (flags.inlineLimit !== undefined) limits.inlineBytes = numberOrText(flags.inlineLimit);
   if (flags.keep !== undefined) limits.keep = flags.keep;
+  if (flags.outputLimit !== undefined) limits.outputBytes = numberOrText(flags.outputLimit);
+  if (flags.input !== undefined)
+    spec.inputs = [...((spec.inputs as unknown[]) ?? []), ...flags.input.map((i) => inputOf(i, verb))];
+  if (flags.output !== undefined) {
+    spec.outputs = [
+      ...((spec.outputs as unknown[]) ?? []),
+      ...flags.output.map((o) =>
+        o.length > 1 && o.endsWith('/') ? { path: o, type: 'DIRECTORY' } : { path: o },
+      ),
+    ];
+  }
   if (Object.keys(limits).length > 0) spec.outputLimits = limits;
   // With a spec file the server checks it whole and names every field it refuses (`cmd` for `command`).
   if (flags.file !== undefined) return spec;
@@ -766,17 +804,31 @@ function describeExecution(e: Execution): string {
   return lines.join('\n');
 }
 
-function describeResult(m: ResultManifest, review: string, links: Record<string, unknown>): string {
+function describeResult(m: ResultManifest, review: string, links: ResultLinks['links']): string {
   const stream = (name: 'stdout' | 'stderr') => {
     const s = m[name];
     return `  ${name}    ${formatBytes(s.totalBytes)} produced, ${formatBytes(s.storedBytes)} stored${s.truncated ? ` (truncated, ${m.keep})` : ''}`;
   };
+  const outputs = m.outputs.map((o) => {
+    const what =
+      o.missing === true
+        ? 'nothing there'
+        : `${o.type === 'DIRECTORY' ? `${o.files} files, ` : ''}${formatBytes(o.bytes)} stored` +
+          (o.truncated ? ` of ${formatBytes(o.totalBytes)} (${o.skippedCount ?? 0} skipped or cut)` : '');
+    return `  output    ${o.name} (${o.path}): ${what}`;
+  });
+  const fileLinks = m.outputs
+    .filter((o) => o.type !== 'DIRECTORY' && links.outputs[o.name] !== undefined)
+    .map((o) => `  ${o.name} link  ${links.outputs[o.name]}`);
   return [
     `${m.executionId}  exit ${m.exitCode ?? '-'}${m.signal ? ` (${m.signal})` : ''}${m.partial ? '  partial' : ''}  review ${review}`,
     stream('stdout'),
     stream('stderr'),
+    ...outputs,
     `  stdout link  ${String(links.stdout)}`,
     `  stderr link  ${String(links.stderr)}`,
+    ...fileLinks,
+    ...(m.outputs.length > 0 ? ['  (ferry result ID --download DIR saves every file, checked)'] : []),
   ].join('\n');
 }
 

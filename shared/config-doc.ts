@@ -63,6 +63,16 @@ export const SETTINGS: Readonly<Record<SettingName, SettingDoc>> = {
     meaning:
       '`s3://` destinations an accepted result may be published to; locally a copy lands under `published/` in the data directory',
   },
+  FERRY_INPUT_ALLOW: {
+    default: 'nothing locally (inline content only); on AWS `s3://BUCKET/inputs/` of the deployment',
+    meaning:
+      'comma-separated prefixes inputs may be fetched from: `s3://bucket/prefix/`, `https://host/path/`, or `*`; the bid declines any other source',
+  },
+  FERRY_S3_FORCE_PATH_STYLE: {
+    default: '`false`',
+    meaning:
+      'address S3 inputs by path (`endpoint/bucket/key`), for an S3-compatible store or emulator named by `AWS_ENDPOINT_URL_S3`',
+  },
   FERRY_MIN_TIMEOUT_SECONDS: { default: '`1`', meaning: 'the shortest job timeout allowed' },
   FERRY_MAX_TIMEOUT_SECONDS: { default: '`86400`', meaning: 'the longest job timeout allowed' },
   FERRY_ALLOW_EGRESS: { default: '`true`', meaning: 'whether jobs may ask for `network: egress`' },

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_REGISTRIES } from './domain/image-reference.ts';
-import { toFieldProblems } from './domain/job-spec.ts';
+import { DEFAULT_OUTPUT_LIMITS, toFieldProblems } from './domain/job-spec.ts';
 import { MiB, parseSize } from './domain/units.ts';
 import { UPLOAD_SECRET_PATTERN } from './domain/upload-links.ts';
 import { ValidationError } from './errors.ts';
@@ -18,6 +18,32 @@ const patterns = z.string().transform((text) =>
     .split(',')
     .map((p) => p.trim())
     .filter((p) => p !== ''),
+);
+/** Comma-separated input source prefixes: `s3://bucket[/prefix]`, `https://host[:port][/path]`, or `*`. */
+const sourcePrefixes = z.string().transform((text, ctx) =>
+  text
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p !== '')
+    .map((entry) => {
+      const url = URL.canParse(entry) ? new URL(entry) : undefined;
+      const fits =
+        entry === '*' ||
+        (url !== undefined &&
+          (url.protocol === 's3:' || url.protocol === 'https:') &&
+          url.hostname !== '' &&
+          url.username === '' &&
+          url.search === '' &&
+          url.hash === '');
+      if (!fits) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `not a source prefix (s3://bucket/prefix/, https://host/path/ or *): ${entry}`,
+        });
+        return z.NEVER;
+      }
+      return entry;
+    }),
 );
 /** Comma-separated web origins (`scheme://host[:port]`), each normalised as a browser sends it. */
 const origins = z.string().transform((text, ctx) =>
@@ -68,6 +94,8 @@ export const EnvSchema = z.strictObject({
   FERRY_IMAGE_DENY: patterns.default([]),
   FERRY_REGISTRY_ALLOW: patterns.optional(),
   FERRY_PUBLISH_ALLOW: patterns.optional(),
+  FERRY_INPUT_ALLOW: sourcePrefixes.optional(),
+  FERRY_S3_FORCE_PATH_STYLE: bool.default(false),
   FERRY_MIN_TIMEOUT_SECONDS: integer(1, 14 * 24 * 3600).default(1),
   FERRY_MAX_TIMEOUT_SECONDS: integer(1, 14 * 24 * 3600).default(24 * 3600),
   FERRY_ALLOW_EGRESS: bool.default(true),
@@ -121,6 +149,8 @@ export interface FerryConfig {
     readonly registryAllow: readonly string[];
     /** s3:// destinations results may be published to (patterns; `*` matches anything). */
     readonly publishAllow: readonly string[];
+    /** Where inputs may be fetched from (prefixes; `*` for anywhere). */
+    readonly inputAllow: readonly string[];
     readonly minTimeoutSeconds: number;
     readonly maxTimeoutSeconds: number;
     readonly allowEgress: boolean;
@@ -142,6 +172,8 @@ export interface FerryConfig {
   readonly url: string;
   /** PATH given to jobs of the process backend, so their programs are found. */
   readonly processPath: string;
+  /** Address S3 inputs by path (bucket in the path, not the host name), as emulators need. */
+  readonly s3ForcePathStyle: boolean;
   /** Present when every AWS setting is: the deployment's resources. */
   readonly aws?: AwsSettings;
 }
@@ -232,6 +264,8 @@ export function loadConfig(env: Record<string, string | undefined> = {}, cwd = '
       registryAllow: e.FERRY_REGISTRY_ALLOW ?? defaultRegistries(e),
       // Locally "publishing" copies into the data directory; on AWS only what the deployment granted.
       publishAllow: e.FERRY_PUBLISH_ALLOW ?? (onAws ? [] : ['*']),
+      // On AWS the deployment's own bucket under inputs/; locally nothing but inline content.
+      inputAllow: e.FERRY_INPUT_ALLOW ?? (onAws && e.FERRY_BUCKET ? [`s3://${e.FERRY_BUCKET}/inputs/`] : []),
       minTimeoutSeconds: e.FERRY_MIN_TIMEOUT_SECONDS,
       maxTimeoutSeconds: e.FERRY_MAX_TIMEOUT_SECONDS,
       allowEgress: e.FERRY_ALLOW_EGRESS,
@@ -246,6 +280,7 @@ export function loadConfig(env: Record<string, string | undefined> = {}, cwd = '
     logLevel: e.FERRY_LOG_LEVEL,
     url: e.FERRY_URL ?? `http://${e.FERRY_HOST}:${e.FERRY_PORT}`,
     processPath: env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+    s3ForcePathStyle: e.FERRY_S3_FORCE_PATH_STYLE,
     ...awsSettings(e, env),
   };
   return deepFreeze(config);
@@ -326,6 +361,9 @@ const OutputLimitsEnvSchema = z.strictObject({
   stderrBytes: z.number().int().min(0),
   inlineBytes: z.number().int().min(0),
   keep: z.enum(['head', 'tail', 'head+tail']),
+  outputBytes: z.number().int().min(0).default(DEFAULT_OUTPUT_LIMITS.outputBytes),
+  outputsBytes: z.number().int().min(0).default(DEFAULT_OUTPUT_LIMITS.outputsBytes),
+  outputFiles: z.number().int().min(0).default(DEFAULT_OUTPUT_LIMITS.outputFiles),
 });
 
 /** Where the publisher stores the result. */

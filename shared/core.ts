@@ -10,6 +10,7 @@ import type {
   ExecutionStore,
   IdempotencyStore,
   IdGenerator,
+  InputFetcher,
   JobIntake,
   JobQueue,
   ObjectStore,
@@ -55,6 +56,8 @@ export interface Core {
    */
   readonly uploads?: UploadSigner;
   readonly backend: ComputeBackend;
+  /** Looks at input sources for bids (their sizes); absent where inputs are not served. */
+  readonly inputs?: InputFetcher;
   readonly ledger: CapacityLedger;
   readonly changes: ChangeFeed;
   readonly clock: Clock;

@@ -1,7 +1,9 @@
 // The ports: what the core needs from the world. Adapters for AWS and for one machine
 // implement them; use cases depend on nothing else.
 import type { Readable } from 'node:stream';
+import type { InputSize } from './domain/bidding.ts';
 import type { Execution, Platform, ResolvedConstraints } from './domain/execution.ts';
+import type { JobInput } from './domain/job-spec.ts';
 import type { ExecutionState } from './domain/states.ts';
 import type { TaskStateChangeDetail } from './domain/task-event.ts';
 import type { SignedLink, UploadLinkRequest } from './domain/upload-links.ts';
@@ -119,6 +121,8 @@ export interface ObjectStore {
   /** Removes one object; removing one that is not there is not an error. */
   delete(key: string): Promise<void>;
   copy(sourceKey: string, destination: string): Promise<void>;
+  /** Writes a small object at a publish destination (`s3://bucket/key`), as `copy` does. */
+  putAt(destination: string, body: string, contentType: string): Promise<void>;
   /** A link that downloads the object without further credentials, valid for `expiresSeconds`. */
   downloadUrl(key: string, expiresSeconds: number): Promise<string>;
 }
@@ -129,6 +133,31 @@ export interface ObjectStore {
  * upload links, which can neither read nor list.
  */
 export type ResultSink = Pick<ObjectStore, 'put' | 'delete'>;
+
+/** An S3-compatible store inputs are read from, through the caller's usual credentials. */
+export interface S3Source {
+  /** The object's size, or undefined when there is no such object. */
+  head(bucket: string, key: string): Promise<number | undefined>;
+  /** Objects under the prefix, a page at a time, in key order. */
+  list(bucket: string, prefix: string): AsyncIterable<{ readonly key: string; readonly bytes: number }>;
+  /** The object's bytes. */
+  open(bucket: string, key: string, signal?: AbortSignal): Promise<Readable>;
+}
+
+/** Where a job's inputs come from: looked at for the bid, fetched before the command runs. */
+export interface InputFetcher {
+  /** Its size when cheap to tell (one HEAD, or one page of a listing); never throws. */
+  probe(input: JobInput): Promise<InputSize>;
+  /**
+   * Writes the input at `destination` (a file, or a directory holding the objects under an
+   * s3 prefix), at most `maxBytes` in all; throws a FetchFailed naming the source otherwise.
+   */
+  fetch(
+    input: JobInput,
+    destination: string,
+    options: { readonly maxBytes: number; readonly signal?: AbortSignal },
+  ): Promise<{ readonly bytes: number; readonly files: number }>;
+}
 
 /** Signs links that let a task's publisher write its result without permissions of its own. */
 export interface UploadSigner {

@@ -1,7 +1,8 @@
 // Storing a run's result, the same way wherever it ran: stdout and stderr as kept, then the
 // manifest `result.json` last, so its presence means the result is complete. Also the
 // live window the Fargate publisher refreshes while a job runs.
-import type { ResultManifest } from '../domain/execution.ts';
+import { createHash } from 'node:crypto';
+import type { OutputResult, ResultManifest } from '../domain/execution.ts';
 import { resultKeys } from '../domain/execution.ts';
 import type { Keep } from '../domain/job-spec.ts';
 import type { ResultSink } from '../ports.ts';
@@ -15,6 +16,8 @@ export interface RunEnding {
   readonly timedOut?: boolean;
   readonly startedAt: string | null;
   readonly endedAt: string;
+  /** The outputs, already stored under outputs/. */
+  readonly outputs?: readonly OutputResult[];
 }
 
 export async function storeResult(
@@ -35,9 +38,9 @@ export async function storeResult(
     ...(ending.timedOut ? { timedOut: true } : {}),
     startedAt: ending.startedAt,
     endedAt: ending.endedAt,
-    stdout: stdout.summary,
-    stderr: stderr.summary,
-    outputs: [],
+    stdout: { ...stdout.summary, sha256: sha256(stdout.stored) },
+    stderr: { ...stderr.summary, sha256: sha256(stderr.stored) },
+    outputs: ending.outputs ?? [],
     keep,
   };
   await objects.put(keys.stdout, stdout.stored, 'application/octet-stream');
@@ -45,6 +48,8 @@ export async function storeResult(
   await objects.put(keys.manifest, JSON.stringify(manifest, null, 2), 'application/json');
   return manifest;
 }
+
+const sha256 = (bytes: Buffer): string => createHash('sha256').update(bytes).digest('hex');
 
 export const liveKey = (executionId: string, stream: 'stdout' | 'stderr'): string =>
   `executions/${executionId}/live/${stream}`;

@@ -57,7 +57,10 @@ export interface RangeRead {
 }
 
 /** The capture limits of one stream of a job. */
-export function captureLimitsFor(limits: OutputLimits, stream: 'stdout' | 'stderr'): CaptureLimits {
+export function captureLimitsFor(
+  limits: Pick<OutputLimits, 'stdoutBytes' | 'stderrBytes' | 'inlineBytes' | 'keep'>,
+  stream: 'stdout' | 'stderr',
+): CaptureLimits {
   return {
     storedBytes: stream === 'stdout' ? limits.stdoutBytes : limits.stderrBytes,
     inlineBytes: limits.inlineBytes,

@@ -1,6 +1,7 @@
 // Bidding: each strategy looks at one aspect of a job and either lets it pass or
 // declines with a reason that names what was asked and what is possible. A bid
 // collects every decline at once, so a caller fixes a spec in one round trip.
+import { dataProblems } from './data-plan.ts';
 import type { Bid, Estimate, Platform, ResolvedConstraints } from './execution.ts';
 import { FARGATE_LIMITS, fargateCostPerHour, fitFargate } from './fargate.ts';
 import { FARGATE_RULES, overridesLength, tagViolations } from './fargate-rules.ts';
@@ -16,6 +17,8 @@ export interface BidPolicy {
   /** Registry host patterns images may be pulled from (FERRY_REGISTRY_ALLOW). */
   readonly registryAllow: readonly string[];
   readonly publishAllow: readonly string[];
+  /** Prefixes inputs may be fetched from (FERRY_INPUT_ALLOW): s3://bucket/prefix/, https://host/path/. */
+  readonly inputAllow: readonly string[];
   readonly minTimeoutSeconds: number;
   readonly maxTimeoutSeconds: number;
   readonly allowEgress: boolean;
@@ -40,9 +43,21 @@ export interface PlatformProfile {
   readonly imagePresent?: (image: string) => Promise<boolean>;
 }
 
+/** What a look at an input's source found before the bid: its size when it could be told. */
+export interface InputSize {
+  /** Bytes of the object, or of everything under the prefix, when known. */
+  readonly bytes?: number;
+  /** More objects are under the prefix than were counted: `bytes` is a floor. */
+  readonly atLeast?: boolean;
+  /** The source answered that there is nothing there (now: it may be there when the job starts). */
+  readonly missing?: boolean;
+}
+
 /** What the bid learnt about the job's surroundings before deciding (bidding itself is pure). */
 export interface BidFacts {
   readonly imagePresent: boolean;
+  /** One per input, in order, when the sources were looked at. */
+  readonly inputSizes?: readonly InputSize[];
 }
 
 export type StrategyVerdict = { readonly decline?: string; readonly notes?: readonly string[] };
@@ -151,6 +166,46 @@ export const dataCapabilities: BidStrategy = (spec, _policy, profile) => {
   };
 };
 
+/**
+ * Inputs and outputs a backend that supports them can serve: sources allowed and fetchable,
+ * paths absolute and apart, not too many, and inputs that fit the disk the job gets.
+ */
+export const dataPolicy: BidStrategy = (spec, policy, profile, facts) => {
+  if (spec.inputs.length === 0 && spec.outputs.length === 0) return {};
+  // What the backend cannot serve at all, dataCapabilities declines.
+  if (spec.inputs.length > 0 && !profile.supportsInputs) return {};
+  if (spec.outputs.length > 0 && !profile.supportsOutputs) return {};
+  const problems = dataProblems(spec, policy.inputAllow);
+  const notes: string[] = [];
+  const sizes = facts.inputSizes ?? [];
+  let known = 0;
+  let atLeast = false;
+  const large: string[] = [];
+  spec.inputs.forEach((input, index) => {
+    const size = input.content !== undefined ? { bytes: Buffer.byteLength(input.content) } : sizes[index];
+    if (size?.missing)
+      notes.push(
+        `input ${input.url} is not there now; the job fails before it runs if it is still missing then`,
+      );
+    if (size?.bytes === undefined) return;
+    known += size.bytes;
+    atLeast ||= size.atLeast === true;
+    if (size.bytes >= 1024 ** 3) large.push(`${input.url} ${formatBytes(size.bytes)}`);
+  });
+  const diskGiB = spec.resources.diskGiB ?? FARGATE_LIMITS.includedDiskGiB;
+  if (known > diskGiB * 1024 ** 3) {
+    problems.push(
+      `inputs take ${atLeast ? 'at least ' : ''}${formatBytes(known)}${large.length > 0 ? ` (${large.join(', ')})` : ''}; the job gets ${diskGiB} GiB of disk (ask for more with resources.disk)`,
+    );
+  }
+  if (profile.platform === 'process') {
+    notes.push(
+      'the process backend has no container: input and output paths are inside the job’s own directory, $FERRY_ROOT (/data/in.csv is $FERRY_ROOT/data/in.csv), where it runs; inputs are read-only by their permissions only',
+    );
+  }
+  return problems.length > 0 ? { decline: problems.join('; '), notes } : { notes };
+};
+
 export const publishPolicy: BidStrategy = (spec, policy) => {
   const destination = spec.publish?.destination;
   if (destination === undefined) return {};
@@ -205,6 +260,7 @@ export const DEFAULT_STRATEGIES: readonly BidStrategy[] = [
   networkPolicy,
   outputLimitBounds,
   dataCapabilities,
+  dataPolicy,
   fargateRequestLimits,
 ];
 
@@ -284,7 +340,10 @@ export function makeBid(input: BidInput): Bid {
   const { spec, policy, profile } = input;
   const declines: string[] = [];
   const notes: string[] = [];
-  const facts: BidFacts = { imagePresent: input.facts?.imagePresent ?? false };
+  const facts: BidFacts = {
+    imagePresent: input.facts?.imagePresent ?? false,
+    ...(input.facts?.inputSizes === undefined ? {} : { inputSizes: input.facts.inputSizes }),
+  };
   for (const strategy of input.strategies ?? DEFAULT_STRATEGIES) {
     const verdict = strategy(spec, policy, profile, facts);
     if (verdict.decline !== undefined) declines.push(verdict.decline);

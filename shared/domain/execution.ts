@@ -53,6 +53,52 @@ export interface StreamResult {
   readonly inline: string;
   readonly inlineEncoding: 'utf8' | 'base64';
   readonly inlineTruncated: boolean;
+  /** SHA-256 (hex) of the stored bytes (absent in results stored before digests were kept). */
+  readonly sha256?: string;
+}
+
+/** A file of a DIRECTORY output, as stored. */
+export interface OutputEntry {
+  /** Relative to the output. */
+  readonly path: string;
+  readonly bytes: number;
+  readonly sha256: string;
+}
+
+/** What was left out of an output, and why. */
+export interface SkippedEntry {
+  /** Relative to the output ('' for the output itself). */
+  readonly path: string;
+  readonly bytes?: number;
+  readonly reason: string;
+}
+
+/** One output as stored, in the manifest. */
+export interface OutputResult {
+  readonly name: string;
+  /** Its path in the container. */
+  readonly path: string;
+  readonly type: 'FILE' | 'DIRECTORY';
+  /** The object (FILE), or the prefix its files are under (DIRECTORY, ending in "/"). */
+  readonly key: string;
+  /** Bytes stored. */
+  readonly bytes: number;
+  /** Bytes the job left there, in plain files. */
+  readonly totalBytes: number;
+  /** Files stored. */
+  readonly files: number;
+  /** Something the job left was not stored in full: cut, or skipped. */
+  readonly truncated: boolean;
+  /** Nothing was at the path when the command had exited. */
+  readonly missing?: boolean;
+  /** SHA-256 (hex) of the stored bytes of a FILE output. */
+  readonly sha256?: string;
+  /** Every file stored of a DIRECTORY output, in path order. */
+  readonly entries?: readonly OutputEntry[];
+  /** What was not stored and why (the first 100). */
+  readonly skipped?: readonly SkippedEntry[];
+  /** How many were not stored, listed or not. */
+  readonly skippedCount?: number;
 }
 
 export type ReviewState = 'PENDING' | 'ACCEPTED' | 'REJECTED';
@@ -70,7 +116,7 @@ export interface ResultManifest {
   readonly endedAt: string;
   readonly stdout: StreamResult;
   readonly stderr: StreamResult;
-  readonly outputs: readonly { name: string; path: string; bytes: number; key: string }[];
+  readonly outputs: readonly OutputResult[];
   readonly keep: 'head' | 'tail' | 'head+tail';
 }
 

@@ -44,8 +44,20 @@ export const LONGEST_EXECUTION_ID = 'x'.repeat(64);
 /** The label `key` as a task tag key. */
 export const labelTagKey = (key: string): string => `ferry:label:${key}`;
 
+/**
+ * The limits the publisher applies: the streams', and the outputs' only when the job has any
+ * (every character counts against the overrides limit).
+ */
+function publisherLimits(spec: Pick<JobSpec, 'outputLimits'> & Partial<Pick<JobSpec, 'outputs'>>) {
+  const { stdoutBytes, stderrBytes, inlineBytes, keep } = spec.outputLimits;
+  return (spec.outputs?.length ?? 0) > 0
+    ? spec.outputLimits
+    : { stdoutBytes, stderrBytes, inlineBytes, keep };
+}
+
 export function taskOverrides(
-  spec: Pick<JobSpec, 'command' | 'env' | 'timeoutSeconds' | 'outputLimits' | 'workdir'>,
+  spec: Pick<JobSpec, 'command' | 'env' | 'timeoutSeconds' | 'outputLimits' | 'workdir'> &
+    Partial<Pick<JobSpec, 'outputs'>>,
   executionId: string,
   size: FargateTaskSize,
   /** The launch attempt's upload secret: the publisher's alone, never the job's, never a tag. */
@@ -76,7 +88,7 @@ export function taskOverrides(
         name: PUBLISHER_CONTAINER,
         environment: [
           { name: 'FERRY_EXECUTION_ID', value: executionId },
-          { name: 'FERRY_OUTPUT_LIMITS', value: JSON.stringify(spec.outputLimits) },
+          { name: 'FERRY_OUTPUT_LIMITS', value: JSON.stringify(publisherLimits(spec)) },
           { name: 'FERRY_UPLOAD_SECRET', value: uploadSecret },
         ],
       },

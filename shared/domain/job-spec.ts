@@ -13,8 +13,13 @@ export const JOB_LIMITS = Object.freeze({
   labels: 64,
   labelKeyLength: 63,
   labelValueLength: 256,
-  inputs: 64,
-  outputs: 64,
+  /** What a spec may list at all; the bid declines more than the executor serves. */
+  inputs: 1000,
+  outputs: 1000,
+  urlLength: 2048,
+  /** Inline `content` of one input, and of all of them together: it travels in the record. */
+  inputContentBytes: 64 * 1024,
+  inputsContentBytes: 128 * 1024,
   imageLength: 512,
   pathLength: 1024,
   outputStreamBytesMax: 1024 * GiB,
@@ -26,6 +31,9 @@ export const DEFAULT_OUTPUT_LIMITS = Object.freeze({
   stderrBytes: 10 * MiB,
   inlineBytes: 4 * 1024,
   keep: 'head+tail' as const,
+  outputBytes: 1 * GiB,
+  outputsBytes: 4 * GiB,
+  outputFiles: 10_000,
 });
 
 export const DEFAULT_TIMEOUT_SECONDS = 3600;
@@ -114,6 +122,62 @@ export const OutputLimitsSchema = z.strictObject({
     .refine((n) => n <= JOB_LIMITS.inlineBytesMax, 'must be at most 1 MiB')
     .optional(),
   keep: z.enum(['head', 'tail', 'head+tail']).optional(),
+  outputBytes: byteCount(JOB_LIMITS.outputStreamBytesMax)
+    .refine((n) => n <= JOB_LIMITS.outputStreamBytesMax, 'must be at most 1 TiB')
+    .optional()
+    .describe('the most stored of one output (a file, or a directory with everything in it); default 1 GiB'),
+  outputsBytes: byteCount(JOB_LIMITS.outputStreamBytesMax)
+    .refine((n) => n <= JOB_LIMITS.outputStreamBytesMax, 'must be at most 1 TiB')
+    .optional()
+    .describe('the most stored of all outputs together; default 4 GiB'),
+  outputFiles: z
+    .number()
+    .int('must be a whole number')
+    .min(0)
+    .max(1_000_000)
+    .optional()
+    .describe('the most files stored over all outputs; default 10,000'),
+});
+
+const dataType = z.enum(['FILE', 'DIRECTORY']);
+
+/** A path inside the container; the bid says whether it can be served (absolute, apart from others). */
+const dataPath = z.string().min(1, 'must not be empty').max(JOB_LIMITS.pathLength);
+
+export const InputSchema = z
+  .strictObject({
+    url: z
+      .string()
+      .max(JOB_LIMITS.urlLength)
+      .refine((url) => URL.canParse(url), 'is not a URL (s3://bucket/key or https://host/path)')
+      .optional()
+      .describe('s3://bucket/key (a prefix ending in / for a DIRECTORY) or https://…'),
+    content: z
+      .string()
+      .refine((text) => byteLength(text) <= JOB_LIMITS.inputContentBytes, 'must be at most 64 KiB')
+      .optional()
+      .describe('the file itself, as text, instead of a url'),
+    path: dataPath.describe('where the input is found in the container: an absolute path'),
+    type: dataType.optional().describe('FILE (the default) or DIRECTORY'),
+  })
+  .refine((input) => (input.url === undefined) !== (input.content === undefined), {
+    message: 'give either url or content',
+  })
+  .refine((input) => input.content === undefined || input.type !== 'DIRECTORY', {
+    message: 'content makes a FILE, not a DIRECTORY',
+  });
+
+export const OutputSchema = z.strictObject({
+  path: dataPath.describe('what to collect after the command exits: an absolute path in the container'),
+  name: z
+    .string()
+    .min(1)
+    .max(255)
+    .regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" and "-" only')
+    .refine((name) => name !== '.' && name !== '..', 'must not be "." or ".."')
+    .optional()
+    .describe('its name among the results (outputs/NAME); the last part of the path when not given'),
+  type: dataType.optional().describe('FILE (the default) or DIRECTORY'),
 });
 
 export const JobSpecSchema = z.strictObject({
@@ -160,22 +224,21 @@ export const JobSpecSchema = z.strictObject({
   network: z.enum(['none', 'egress']).optional(),
   outputLimits: OutputLimitsSchema.optional(),
   inputs: z
-    .array(z.strictObject({ url: z.url(), path: containerPath }))
+    .array(InputSchema)
     .max(JOB_LIMITS.inputs)
-    .optional(),
-  outputs: z
-    .array(
-      z.strictObject({
-        path: containerPath,
-        name: z
-          .string()
-          .min(1)
-          .max(255)
-          .regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" and "-" only'),
-      }),
+    .refine(
+      (inputs) =>
+        inputs.reduce((total, input) => total + byteLength(input.content ?? ''), 0) <=
+        JOB_LIMITS.inputsContentBytes,
+      'inline content of all inputs together must be at most 128 KiB',
     )
+    .optional()
+    .describe('fetched before the command runs, read-only at their paths'),
+  outputs: z
+    .array(OutputSchema)
     .max(JOB_LIMITS.outputs)
-    .optional(),
+    .optional()
+    .describe('collected after the command exits, whatever its exit code'),
   publish: z
     .strictObject({
       destination: z
@@ -209,6 +272,29 @@ export interface OutputLimits {
   readonly stderrBytes: number;
   readonly inlineBytes: number;
   readonly keep: Keep;
+  /** The most stored of one output (a file, or a directory with everything in it). */
+  readonly outputBytes: number;
+  /** The most stored of all outputs together. */
+  readonly outputsBytes: number;
+  /** The most files stored over all outputs. */
+  readonly outputFiles: number;
+}
+
+export type DataType = 'FILE' | 'DIRECTORY';
+
+/** An input: fetched from `url`, or written from `content`, to `path` before the command runs. */
+export interface JobInput {
+  readonly url?: string;
+  readonly content?: string;
+  readonly path: string;
+  readonly type: DataType;
+}
+
+/** An output: collected from `path` after the command exits, stored as outputs/NAME. */
+export interface JobOutput {
+  readonly path: string;
+  readonly name: string;
+  readonly type: DataType;
 }
 
 /** The request for resources as the caller wrote it, in Ferry's units; absent means "no preference". */
@@ -229,8 +315,8 @@ export interface JobSpec {
   readonly timeoutSeconds: number;
   readonly network: 'none' | 'egress';
   readonly outputLimits: OutputLimits;
-  readonly inputs: readonly { url: string; path: string }[];
-  readonly outputs: readonly { path: string; name: string }[];
+  readonly inputs: readonly JobInput[];
+  readonly outputs: readonly JobOutput[];
   readonly publish?: { destination: string };
   readonly labels: Readonly<Record<string, string>>;
   readonly priority: number;
@@ -263,13 +349,51 @@ function normalise(spec: ParsedSpec, maxOutputBytes: number): JobSpec {
         Math.max(stdoutBytes, stderrBytes),
       ),
       keep: limits.keep ?? DEFAULT_OUTPUT_LIMITS.keep,
+      outputBytes: limits.outputBytes ?? DEFAULT_OUTPUT_LIMITS.outputBytes,
+      outputsBytes: limits.outputsBytes ?? DEFAULT_OUTPUT_LIMITS.outputsBytes,
+      outputFiles: limits.outputFiles ?? DEFAULT_OUTPUT_LIMITS.outputFiles,
     },
-    inputs: spec.inputs ?? [],
-    outputs: spec.outputs ?? [],
+    inputs: (spec.inputs ?? []).map((input) => ({
+      ...(input.url === undefined ? {} : { url: input.url }),
+      ...(input.content === undefined ? {} : { content: input.content }),
+      path: input.path,
+      type: input.type ?? 'FILE',
+    })),
+    outputs: outputNames(spec.outputs ?? []),
     ...(spec.publish === undefined ? {} : { publish: spec.publish }),
     labels: spec.labels ?? {},
     priority: spec.priority ?? 0,
   };
+}
+
+/**
+ * Each output with its name: the one given, else the last part of its path, else (when that
+ * is taken by another output) the whole path with its slashes as "_".
+ */
+function outputNames(outputs: NonNullable<ParsedSpec['outputs']>): JobOutput[] {
+  const base = (path: string) =>
+    path
+      .split('/')
+      .filter((part) => part !== '')
+      .at(-1) ?? 'root';
+  const given = new Set(outputs.flatMap((output) => (output.name === undefined ? [] : [output.name])));
+  const counts = new Map<string, number>();
+  for (const output of outputs) {
+    if (output.name === undefined) counts.set(base(output.path), (counts.get(base(output.path)) ?? 0) + 1);
+  }
+  return outputs.map((output) => {
+    const short = base(output.path);
+    const name =
+      output.name ??
+      (counts.get(short) === 1 && !given.has(short)
+        ? short
+        : output.path
+            .split('/')
+            .filter((part) => part !== '')
+            .join('_')
+            .replace(/[^A-Za-z0-9._-]/g, '_') || 'root');
+    return { path: output.path, name, type: output.type ?? 'FILE' };
+  });
 }
 
 /** Turns zod issues into field-level problems a person can act on. */

@@ -15,6 +15,7 @@ const state = z.enum(EXECUTION_STATES);
 const platform = z.enum(['fargate', 'docker', 'process']);
 const keep = z.enum(['head', 'tail', 'head+tail']);
 const review = z.enum(['PENDING', 'ACCEPTED', 'REJECTED']);
+const dataType = z.enum(['FILE', 'DIRECTORY']);
 
 export const ResolvedConstraintsSchema = z
   .object({
@@ -60,9 +61,24 @@ export const StoredJobSpecSchema = z.object({
   }),
   timeoutSeconds: z.number().int(),
   network: z.enum(['none', 'egress']),
-  outputLimits: z.object({ stdoutBytes: count, stderrBytes: count, inlineBytes: count, keep }),
-  inputs: z.array(z.object({ url: z.string(), path: z.string() })),
-  outputs: z.array(z.object({ path: z.string(), name: z.string() })),
+  outputLimits: z.object({
+    stdoutBytes: count,
+    stderrBytes: count,
+    inlineBytes: count,
+    keep,
+    outputBytes: count,
+    outputsBytes: count,
+    outputFiles: count,
+  }),
+  inputs: z.array(
+    z.object({
+      url: z.string().optional(),
+      content: z.string().optional(),
+      path: z.string(),
+      type: dataType,
+    }),
+  ),
+  outputs: z.array(z.object({ path: z.string(), name: z.string(), type: dataType })),
   publish: z.object({ destination: z.string() }).optional(),
   labels: z.record(z.string(), z.string()),
   priority: z.number().int(),
@@ -157,6 +173,29 @@ const StreamResultSchema = z.object({
   inline: z.string(),
   inlineEncoding: z.enum(['utf8', 'base64']),
   inlineTruncated: z.boolean(),
+  sha256: z.string().optional().describe('SHA-256 (hex) of the stored bytes'),
+});
+
+const OutputResultSchema = z.object({
+  name: z.string(),
+  path: z.string().describe('its path in the container'),
+  type: dataType,
+  key: z.string().describe('the object (FILE), or the prefix its files are under (DIRECTORY)'),
+  bytes: count.describe('bytes stored'),
+  totalBytes: count.describe('bytes the job left there, in plain files'),
+  files: count.describe('files stored'),
+  truncated: z.boolean().describe('something was cut or skipped'),
+  missing: z.boolean().optional().describe('nothing was at the path after the command exited'),
+  sha256: z.string().optional().describe('SHA-256 (hex) of the stored bytes of a FILE output'),
+  entries: z
+    .array(z.object({ path: z.string(), bytes: count, sha256: z.string() }))
+    .optional()
+    .describe('each file stored of a DIRECTORY output'),
+  skipped: z
+    .array(z.object({ path: z.string(), bytes: count.optional(), reason: z.string() }))
+    .optional()
+    .describe('what was left out and why (the first 100)'),
+  skippedCount: count.optional(),
 });
 
 export const ResultManifestSchema = z.object({
@@ -169,7 +208,7 @@ export const ResultManifestSchema = z.object({
   endedAt: timestamp,
   stdout: StreamResultSchema,
   stderr: StreamResultSchema,
-  outputs: z.array(z.object({ name: z.string(), path: z.string(), bytes: count, key: z.string() })),
+  outputs: z.array(OutputResultSchema),
   keep,
 });
 

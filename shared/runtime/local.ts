@@ -10,16 +10,19 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
+import { S3Client } from '@aws-sdk/client-s3';
 import type { Context, SQSEvent } from 'aws-lambda';
 import Docker from 'dockerode';
 import { createApiHandler, MAX_BODY_BYTES } from '../../functions/api.ts';
 import { createDispatcherHandler } from '../../functions/dispatcher.ts';
 import { createSweeperHandler } from '../../functions/sweeper.ts';
 import { createTaskEventsHandler } from '../../functions/task-events.ts';
+import { SdkS3Source } from '../adapters/aws/s3-source.ts';
 import { loadSecret, serverIdentity } from '../adapters/local/data-dir.ts';
 import { LocalDatabase } from '../adapters/local/database.ts';
 import { DirectoryObjectStore } from '../adapters/local/dir-object-store.ts';
 import { DockerBackend, type DockerCapture } from '../adapters/local/docker-backend.ts';
+import { LocalJobData } from '../adapters/local/job-data.ts';
 import { MemoryCapacityLedger } from '../adapters/local/memory-ledger.ts';
 import { ProcessBackend } from '../adapters/local/process-backend.ts';
 import { pruneEnded } from '../adapters/local/retention.ts';
@@ -48,6 +51,7 @@ import { apiGatewayEvent } from '../http/api-gateway-event.ts';
 import { errorResponse, problemOf, problemResponse } from '../http/problem.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import type { ComputeBackend } from '../ports.ts';
+import { InputSources } from '../staging/inputs.ts';
 import { messageFor } from '../use-cases/dispatch.ts';
 import { moveTo, mutate } from '../use-cases/transitions.ts';
 import { demandOf, listAll } from '../use-cases/usage.ts';
@@ -209,6 +213,15 @@ async function startWork(
   const emit = (event: TaskStateChangeEvent) => taskEvents.push(event);
 
   const chosen = await chooseBackend(config, options, log);
+  // Inputs from S3 through the SDK's usual credentials and endpoint settings, or from https.
+  const inputs = new InputSources({
+    s3: new SdkS3Source(
+      new S3Client({
+        region: process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
+        forcePathStyle: config.s3ForcePathStyle,
+      }),
+    ),
+  });
   const backend =
     chosen.platform === 'docker' && chosen.docker !== undefined
       ? new DockerBackend(
@@ -224,6 +237,7 @@ async function startWork(
               ? undefined
               : `registry ${registry} is not allowed by FERRY_REGISTRY_ALLOW`;
           },
+          new LocalJobData(path.join(config.dataDir, 'work'), 'mounts', inputs),
         )
       : new ProcessBackend(
           objects,
@@ -232,6 +246,7 @@ async function startWork(
           path.join(config.dataDir, 'work'),
           { PATH: config.processPath },
           path.join(config.dataDir, 'processes'),
+          inputs,
         );
 
   // In memory: this server alone holds the data directory, so the map is the whole truth,
@@ -242,8 +257,8 @@ async function startWork(
     maxCpu: config.capacity.maxCpu,
     maxMemoryMiB: config.capacity.maxMemoryMiB,
     supportsGpu: false,
-    supportsInputs: false,
-    supportsOutputs: false,
+    supportsInputs: true,
+    supportsOutputs: true,
     supportsPublish: true,
     // Docker gives a job no network at all; plain processes share the host's.
     enforcesNetworkNone: backend.platform === 'docker',
@@ -259,6 +274,7 @@ async function startWork(
     intake: new SqliteJobIntake(database, store, queue),
     objects,
     backend,
+    inputs,
     ledger,
     changes: store,
     clock: systemClock,

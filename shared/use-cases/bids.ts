@@ -3,6 +3,7 @@
 import type { Core } from '../core.ts';
 import { makeBid } from '../domain/bidding.ts';
 import { estimateWait } from '../domain/capacity.ts';
+import { sourceAllowed, sourceOf } from '../domain/data-plan.ts';
 import type { Execution } from '../domain/execution.ts';
 import { parseJobSpec } from '../domain/job-spec.ts';
 import type { ReviewBody } from '../domain/review.ts';
@@ -32,12 +33,26 @@ async function bidOn(
   const now = core.clock.now();
   const usage = await currentUsage(core);
   const { profile } = core.settings;
-  const imagePresent = (await profile.imagePresent?.(spec.image)) ?? false;
+  const looked = profile.supportsInputs && spec.inputs.length > 0 && core.inputs !== undefined;
+  const [imagePresent, inputSizes] = await Promise.all([
+    profile.imagePresent?.(spec.image) ?? false,
+    // Only sources the policy allows are looked at: a bid never reaches out anywhere else.
+    looked
+      ? Promise.all(
+          spec.inputs.map((input) => {
+            const source = sourceOf(input);
+            return 'problem' in source || !sourceAllowed(source, core.settings.policy.inputAllow)
+              ? {}
+              : (core.inputs?.probe(input) ?? {});
+          }),
+        )
+      : undefined,
+  ]);
   const bid = makeBid({
     spec,
     policy: core.settings.policy,
     profile,
-    facts: { imagePresent },
+    facts: { imagePresent, ...(inputSizes === undefined ? {} : { inputSizes }) },
     budget: core.settings.capacity,
     expiresAt: new Date(now.getTime() + core.settings.bidTtlSeconds * 1000).toISOString(),
     queueEstimate: (constraints) => {

@@ -53,8 +53,19 @@ export async function getResult(core: Core, owner: string, id: string): Promise<
   const seconds = core.settings.resultLinkSeconds;
   const keys = resultKeys(id);
   const outputs: Record<string, string> = {};
-  for (const output of manifest.outputs)
-    outputs[output.name] = await core.objects.downloadUrl(output.key, seconds);
+  for (const output of manifest.outputs) {
+    // A directory's files each have a link, named NAME/PATH; a file's is named NAME.
+    if (output.type === 'DIRECTORY') {
+      for (const entry of output.entries ?? []) {
+        outputs[`${output.name}/${entry.path}`] = await core.objects.downloadUrl(
+          `${output.key}${entry.path}`,
+          seconds,
+        );
+      }
+    } else if (output.files > 0) {
+      outputs[output.name] = await core.objects.downloadUrl(output.key, seconds);
+    }
+  }
   return {
     executionId: id,
     state: execution.state,
@@ -66,6 +77,43 @@ export async function getResult(core: Core, owner: string, id: string): Promise<
       outputs,
       expiresAt: new Date(core.clock.now().getTime() + seconds * 1000).toISOString(),
     },
+  };
+}
+
+/** What `published.json` says: the result's files at the destination, with their digests. */
+function publishedManifest(manifest: ResultManifest, destination: string, prefix: string) {
+  const at = (key: string) => `${destination}${key.slice(prefix.length)}`;
+  const keys = resultKeys(manifest.executionId);
+  const stream = (name: 'stdout' | 'stderr') => ({
+    url: at(keys[name]),
+    bytes: manifest[name].storedBytes,
+    totalBytes: manifest[name].totalBytes,
+    truncated: manifest[name].truncated,
+    ...(manifest[name].sha256 === undefined ? {} : { sha256: manifest[name].sha256 }),
+  });
+  return {
+    executionId: manifest.executionId,
+    exitCode: manifest.exitCode,
+    partial: manifest.partial,
+    manifest: at(keys.manifest),
+    stdout: stream('stdout'),
+    stderr: stream('stderr'),
+    outputs: manifest.outputs.map((output) => ({
+      name: output.name,
+      path: output.path,
+      type: output.type,
+      url: at(output.key),
+      bytes: output.bytes,
+      totalBytes: output.totalBytes,
+      files: output.files,
+      truncated: output.truncated,
+      ...(output.missing ? { missing: true } : {}),
+      ...(output.sha256 === undefined ? {} : { sha256: output.sha256 }),
+      ...(output.entries === undefined
+        ? {}
+        : { entries: output.entries.map((e) => ({ ...e, url: at(`${output.key}${e.path}`) })) }),
+      ...(output.skipped === undefined ? {} : { skipped: output.skipped, skippedCount: output.skippedCount }),
+    })),
   };
 }
 
@@ -86,8 +134,19 @@ export async function reviewResult(
   let publishedTo: string | undefined;
   if (decision === 'ACCEPTED' && execution.spec.publish !== undefined) {
     publishedTo = `${execution.spec.publish.destination.replace(/\/$/, '')}/${id}/`;
-    for (const object of await core.objects.list(keys.prefix)) {
+    const objects = await core.objects.list(keys.prefix);
+    for (const object of objects) {
       await core.objects.copy(object.key, `${publishedTo}${object.key.slice(keys.prefix.length)}`);
+    }
+    const manifest = await loadManifest(core, id);
+    if (manifest !== undefined) {
+      // Beside the copies, what was published and where: every output's address, size, digest,
+      // and whether it was cut or left out.
+      await core.objects.putAt(
+        `${publishedTo}published.json`,
+        JSON.stringify(publishedManifest(manifest, publishedTo, keys.prefix), null, 2),
+        'application/json',
+      );
     }
   }
   if (decision === 'REJECTED') await core.objects.deletePrefix(keys.prefix);

@@ -272,7 +272,16 @@ describe('ECS Fargate backend', () => {
           name: 'ferry-publisher',
           environment: [
             { name: 'FERRY_EXECUTION_ID', value: execution.id },
-            { name: 'FERRY_OUTPUT_LIMITS', value: JSON.stringify(execution.spec.outputLimits) },
+            {
+              name: 'FERRY_OUTPUT_LIMITS',
+              // The streams' limits only: the job has no outputs (their limits would take room).
+              value: JSON.stringify({
+                stdoutBytes: execution.spec.outputLimits.stdoutBytes,
+                stderrBytes: execution.spec.outputLimits.stderrBytes,
+                inlineBytes: execution.spec.outputLimits.inlineBytes,
+                keep: execution.spec.outputLimits.keep,
+              }),
+            },
             { name: 'FERRY_UPLOAD_SECRET', value: uploadSecret },
           ],
         },

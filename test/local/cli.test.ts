@@ -1,11 +1,13 @@
 // The `ferry` command line as a user runs it: a child process talking to a real server
 // on the process backend. Exit codes and what reaches stdout and stderr are the contract.
+import fsp from 'node:fs/promises';
 import net from 'node:net';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Execution } from '../../shared/domain/execution.ts';
 import { LOG_INLINE_MAX_BYTES } from '../../shared/http/openapi.ts';
 import { type Run, runFerry } from '../support/cli.ts';
-import { startServer, type TestServer } from '../support/server.ts';
+import { startServer, type TestServer, tempDir } from '../support/server.ts';
 
 let server: TestServer;
 
@@ -155,6 +157,51 @@ describe('other commands', () => {
 
     expect(run.code).toBe(1);
     expect(run.stdout).toMatch(/^declined: cpu 1000 vCPU asked/);
+  });
+});
+
+describe('data in and out', () => {
+  test('--input and --output carry files; result --download saves them, checked, and refuses a full directory', async () => {
+    const dir = await tempDir('ferry-cli-data-');
+    const local = path.join(dir, 'table.csv');
+    await fsp.writeFile(local, 'a,b\n1,2\n');
+
+    const run = await ferry([
+      'submit',
+      '--wait',
+      '--image',
+      'x/y:1',
+      '--input',
+      `@${local}:/in/table.csv`,
+      '--output',
+      '/out/sum.txt',
+      '--output',
+      '/out/parts/',
+      '--',
+      'sh',
+      '-c',
+      'wc -l < in/table.csv > out/sum.txt; mkdir -p out/parts; echo p1 > out/parts/1.txt; echo done',
+    ]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toBe('done\n');
+    const id = (await ferry(['ls', '--json', '--limit', '1'])).stdout.match(/"id": "(ex_\w+)"/)?.[1] ?? '';
+
+    const shown = await ferry(['result', id]);
+    expect(shown.stdout).toContain('  output    sum.txt (/out/sum.txt): 2 B stored');
+    expect(shown.stdout).toContain('  output    parts (/out/parts/): 1 files, 3 B stored');
+
+    const target = path.join(dir, 'saved');
+    const saved = await ferry(['result', id, '--download', target]);
+    expect(saved.code, saved.stderr).toBe(0);
+    expect(saved.stdout).toBe(`saved 5 files (10 B) to ${target}, each checked against its SHA-256\n`);
+    expect(await fsp.readFile(path.join(target, 'outputs', 'sum.txt'), 'utf8')).toBe('2\n');
+    expect(await fsp.readFile(path.join(target, 'outputs', 'parts', '1.txt'), 'utf8')).toBe('p1\n');
+    expect(await fsp.readFile(path.join(target, 'stdout'), 'utf8')).toBe('done\n');
+
+    const again = await ferry(['result', id, '--download', target]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(/^ferry: --download .*saved: the directory is not empty; name a new one/);
+    expect((await fsp.readdir(dir)).sort()).toEqual(['saved', 'table.csv']);
   });
 });
 

@@ -101,6 +101,7 @@ export async function buildTestCore(overrides: Partial<Core['settings']> = {}): 
         imageDeny: [],
         registryAllow: [...DEFAULT_REGISTRIES],
         publishAllow: ['*'],
+        inputAllow: [],
         minTimeoutSeconds: 1,
         maxTimeoutSeconds: 86400,
         allowEgress: true,

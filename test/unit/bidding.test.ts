@@ -13,6 +13,7 @@ const policy: BidPolicy = {
   imageDeny: [],
   registryAllow: ['*'],
   publishAllow: ['*'],
+  inputAllow: [],
   minTimeoutSeconds: 1,
   maxTimeoutSeconds: 86400,
   allowEgress: true,

@@ -27,6 +27,7 @@ const policy: BidPolicy = {
   imageDeny: [],
   registryAllow: ['*'],
   publishAllow: ['*'],
+  inputAllow: [],
   minTimeoutSeconds: 1,
   maxTimeoutSeconds: 14 * 24 * 3600,
   allowEgress: true,

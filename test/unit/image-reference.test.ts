@@ -111,6 +111,7 @@ describe('the bid on an image', () => {
     imageDeny: [],
     registryAllow: ['*'],
     publishAllow: ['*'],
+    inputAllow: [],
     minTimeoutSeconds: 1,
     maxTimeoutSeconds: 86400,
     allowEgress: true,

@@ -46,6 +46,9 @@ describe('job spec', () => {
       stderrBytes: 2048,
       inlineBytes: 1024,
       keep: 'tail',
+      outputBytes: 1024 ** 3,
+      outputsBytes: 4 * 1024 ** 3,
+      outputFiles: 10_000,
     });
     expect(parseJobSpec({ image: 'a', command: ['x'], resources: { memory: 512 } }).resources.memoryMiB).toBe(
       512,

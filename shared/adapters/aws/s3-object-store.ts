@@ -10,6 +10,7 @@ import {
   ListObjectsV2Command,
   NoSuchKey,
   NotFound,
+  PutObjectCommand,
   S3Client,
   S3ServiceException,
 } from '@aws-sdk/client-s3';
@@ -18,7 +19,8 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { StorageAccessDenied } from '../../errors.ts';
 import type { ObjectInfo, ObjectStore } from '../../ports.ts';
 
-const isMissing = (error: unknown): boolean =>
+/** S3's ways of saying there is no such object. */
+export const isMissing = (error: unknown): boolean =>
   error instanceof NoSuchKey ||
   error instanceof NotFound ||
   (error instanceof S3ServiceException &&
@@ -147,6 +149,14 @@ export class S3ObjectStore implements ObjectStore {
         Key: key,
         CopySource: `${this.bucket}/${sourceKey.split('/').map(encodeURIComponent).join('/')}`,
       }),
+    );
+  }
+
+  async putAt(destination: string, body: string, contentType: string): Promise<void> {
+    const match = /^s3:\/\/([^/]+)\/(.+)$/.exec(destination);
+    if (!match) throw new Error(`not an s3:// destination: ${destination}`);
+    await this.s3.send(
+      new PutObjectCommand({ Bucket: match[1], Key: match[2], Body: body, ContentType: contentType }),
     );
   }
 

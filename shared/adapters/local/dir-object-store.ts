@@ -138,6 +138,12 @@ export class DirectoryObjectStore implements ObjectStore {
     await this.writeFile(target, source);
   }
 
+  async putAt(destination: string, body: string): Promise<void> {
+    const match = /^s3:\/\/([^/]+)\/(.+)$/.exec(destination);
+    if (!match) throw new Error(`not an s3:// destination: ${destination}`);
+    await this.writeFile(this.pathOf(`${match[1]}/${match[2]}`, this.publishRoot), body);
+  }
+
   async downloadUrl(key: string, expiresSeconds: number): Promise<string> {
     this.pathOf(key);
     const expires = Math.floor(Date.now() / 1000) + expiresSeconds;

@@ -22,6 +22,7 @@ import { captureLimitsFor } from '../../capture/stream-capture.ts';
 import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
 import type { Logger } from '../../logger.ts';
 import type { ComputeBackend, LiveRead, ObjectStore, TaskStatus } from '../../ports.ts';
+import { LocalJobData } from './job-data.ts';
 import {
   CANCEL_GRACE_MS,
   type LocalTask,
@@ -135,6 +136,8 @@ export class DockerBackend implements ComputeBackend {
      * already checked, but an image present then may have been removed before the launch.
      */
     private readonly mayPull: (image: string) => string | undefined = () => undefined,
+    /** Where jobs' inputs are staged and outputs written; without it, jobs with data fail to start. */
+    private readonly data?: LocalJobData,
   ) {
     this.book = new LocalTaskBook(objects, emit, log, (task) => {
       void this.escalate(task.taskId, TIMEOUT_GRACE_MS);
@@ -191,6 +194,18 @@ export class DockerBackend implements ComputeBackend {
       this.book.failedToStart(task, pulled);
       return;
     }
+    if (LocalJobData.needed(execution)) {
+      // A container of an earlier attempt at this launch runs on the inputs it was given.
+      const earlier = await this.docker
+        .getContainer(name)
+        .inspect()
+        .catch(() => undefined);
+      if (earlier !== undefined) {
+        await this.adopt(task, this.docker.getContainer(name), execution);
+        return;
+      }
+      if (!(await this.stageData(task, execution))) return;
+    }
     const spooled = this.capture.kind === 'wrapper';
     if (spooled) await this.prepareSpool(execution.id);
     let container: Docker.Container;
@@ -217,14 +232,15 @@ export class DockerBackend implements ComputeBackend {
           MemorySwap: constraints.memoryMiB * MiB,
           NetworkMode: spec.network === 'egress' ? 'bridge' : 'none',
           PidsLimit: pidsLimit(constraints.cpu),
-          ...(this.capture.kind === 'wrapper'
-            ? {
-                Binds: [
+          Binds: [
+            ...(this.capture.kind === 'wrapper'
+              ? [
                   `${this.capture.wrapperPath}:${WRAPPER_IN_CONTAINER}:ro`,
                   `${this.spoolDir(execution.id)}:${SPOOL_IN_CONTAINER}`,
-                ],
-              }
-            : {}),
+                ]
+              : []),
+            ...(this.data !== undefined && LocalJobData.needed(execution) ? this.data.binds(execution) : []),
+          ],
           // With the wrapper, or when only attaching, the engine keeps no log; the journal is a
           // bounded copy of the output, replayed only if the server restarts mid-run.
           LogConfig:
@@ -267,6 +283,42 @@ export class DockerBackend implements ComputeBackend {
     this.watchFor(task.taskId);
     this.book.markRunning(task);
     await this.awaitEnd(task, container, attached);
+  }
+
+  /**
+   * Fetches the job's inputs and makes its output directories; false (the task reported as
+   * failed to start, naming the input) when that cannot be done or a stop came meanwhile.
+   */
+  private async stageData(task: LocalTask, execution: Execution): Promise<boolean> {
+    const data = this.data;
+    if (data === undefined) {
+      this.book.failedToStart(task, 'this server does not stage inputs or collect outputs');
+      return false;
+    }
+    this.attachData(task, execution, data);
+    task.abortStaging = new AbortController();
+    try {
+      await data.stage(execution, task.abortStaging.signal);
+    } catch (error) {
+      this.book.failedToStart(
+        task,
+        task.stopReason === undefined ? messageOf(error) : `stopped before it ran: ${task.stopReason}`,
+      );
+      return false;
+    } finally {
+      task.abortStaging = undefined;
+    }
+    if (task.stopReason !== undefined) {
+      this.book.failedToStart(task, `stopped before it ran: ${task.stopReason}`);
+      return false;
+    }
+    return true;
+  }
+
+  /** The task collects the job's outputs when it ends, and removes its data directory. */
+  private attachData(task: LocalTask, execution: Execution, data: LocalJobData): void {
+    task.collect = (sink) => data.collect(execution, sink);
+    task.cleanup = () => data.remove(execution.id);
   }
 
   /**
@@ -371,6 +423,8 @@ export class DockerBackend implements ComputeBackend {
     }
     const spooled = info.Config.Labels[LABEL_CAPTURE] === 'spool';
     if (spooled) task.spool = this.spoolFiles(execution);
+    if (this.data !== undefined && LocalJobData.needed(execution))
+      this.attachData(task, execution, this.data);
     if (state.Running) {
       // The deadline counts from the container's start, as the engine recorded it.
       this.watchFor(task.taskId);
@@ -582,6 +636,7 @@ export class DockerBackend implements ComputeBackend {
     if (task !== undefined) {
       if (task.status === 'STOPPED' || task.status === 'DEPROVISIONING') return;
       task.stopReason ??= reason;
+      task.abortStaging?.abort();
     }
     // The caller need not wait: the stop event reports the end.
     void this.escalate(taskId, task?.timedOut === true ? TIMEOUT_GRACE_MS : CANCEL_GRACE_MS);
@@ -646,6 +701,7 @@ export class DockerBackend implements ComputeBackend {
       });
     }
     await this.removeStaleSpools(activeExecutions);
+    await this.data?.removeAllBut(new Set(activeExecutions.keys()));
     return { adopted, removed };
   }
 

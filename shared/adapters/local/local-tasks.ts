@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { storeResult } from '../../capture/result-writer.ts';
 import type { SpoolFile } from '../../capture/spool.ts';
 import { StreamCapture } from '../../capture/stream-capture.ts';
-import type { Execution } from '../../domain/execution.ts';
+import type { Execution, OutputResult } from '../../domain/execution.ts';
 import type { OutputLimits } from '../../domain/job-spec.ts';
 import {
   JOB_CONTAINER,
@@ -55,6 +55,12 @@ export interface LocalTask {
   /** Set once the task reached its deadline; the result then says it timed out. */
   timedOut: boolean;
   deadline?: NodeJS.Timeout;
+  /** Stores the job's outputs, once its command has exited; before the manifest is written. */
+  collect?: (sink: ObjectStore) => Promise<OutputResult[]>;
+  /** Removes what the job's inputs and outputs took on this machine, once the result is stored. */
+  cleanup?: () => Promise<void>;
+  /** Stops the staging of inputs, when a stop comes before the job ran. */
+  abortStaging?: AbortController;
   /** How the task ended, as its stop events said: what `describe` reports for it. */
   ending?: Pick<TaskStateChangeDetail, 'stopCode' | 'stoppedReason' | 'stoppedAt' | 'containers'>;
 }
@@ -167,7 +173,10 @@ export class LocalTaskBook {
         task.spool === undefined
           ? task
           : { stdout: await task.spool.stdout.restore(), stderr: await task.spool.stderr.restore() };
+      // Whatever the exit code, and after a timeout or a cancel too (the result says partial).
+      const outputs = task.collect === undefined ? undefined : await task.collect(this.objects);
       await storeResult(this.objects, task.executionId, captures, task.keep, {
+        ...(outputs === undefined ? {} : { outputs }),
         exitCode: ending.exitCode,
         signal: ending.signal,
         partial: task.stopReason !== undefined || (task.recovered && task.spool === undefined),
@@ -181,6 +190,11 @@ export class LocalTaskBook {
       this.log.error('could not store the result', { executionId: task.executionId, error });
       containerReason = `${RESULT_NOT_STORED}: the result could not be stored: ${messageOf(error)}`;
     }
+    await task
+      .cleanup?.()
+      .catch((error) =>
+        this.log.warn('could not remove the job’s data directory', { executionId: task.executionId, error }),
+      );
     task.status = ending.resourcesHeld === true ? 'DEPROVISIONING' : 'STOPPED';
     if (task.status === 'STOPPED') this.forgetLater(task);
     this.publish(task, {
@@ -229,6 +243,11 @@ export class LocalTaskBook {
     container: { reason?: string },
   ): void {
     if (task.status === 'STOPPED') return;
+    void task
+      .cleanup?.()
+      .catch((error) =>
+        this.log.warn('could not remove the job’s data directory', { executionId: task.executionId, error }),
+      );
     clearTimeout(task.deadline);
     task.status = 'STOPPED';
     this.forgetLater(task);

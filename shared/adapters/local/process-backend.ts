@@ -12,8 +12,15 @@ import path from 'node:path';
 import { captureStream } from '../../capture/stream-capture.ts';
 import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
 import type { Logger } from '../../logger.ts';
-import type { ComputeBackend, LiveRead, ObjectStore, TaskStatus } from '../../ports.ts';
-import { CANCEL_GRACE_MS, LocalTaskBook, type TaskEventSink, TIMEOUT_GRACE_MS } from './local-tasks.ts';
+import type { ComputeBackend, InputFetcher, LiveRead, ObjectStore, TaskStatus } from '../../ports.ts';
+import { LocalJobData } from './job-data.ts';
+import {
+  CANCEL_GRACE_MS,
+  type LocalTask,
+  LocalTaskBook,
+  type TaskEventSink,
+  TIMEOUT_GRACE_MS,
+} from './local-tasks.ts';
 import { groupMembers, type ProcessRecord, ProcessRecords } from './process-records.ts';
 
 const TASK_PREFIX = 'process/';
@@ -28,19 +35,23 @@ export class ProcessBackend implements ComputeBackend {
   private readonly children = new Map<string, ChildProcess>();
   private readonly terminating = new Set<string>();
   private readonly records: ProcessRecords;
+  private readonly data: LocalJobData;
 
   constructor(
     objects: ObjectStore,
     emit: TaskEventSink,
     private readonly log: Logger,
-    /** Where jobs without a workdir run; each gets its own directory below it. */
-    private readonly workRoot: string = path.join(os.tmpdir(), 'ferry-jobs'),
+    /** Each job's own directory is below it: its root, where it runs and its data is. */
+    workRoot: string = path.join(os.tmpdir(), 'ferry-jobs'),
     /** Variables a job inherits before its own env (PATH, so programs are found). */
     private readonly baseEnv: Readonly<Record<string, string>> = {},
     /** Where running jobs are recorded, so a restarted server finds what was left running. */
     recordsDir: string = path.join(os.tmpdir(), 'ferry-processes'),
+    /** Fetches inputs from their sources; without it only inline content can be staged. */
+    fetcher?: InputFetcher,
   ) {
     this.records = new ProcessRecords(recordsDir);
+    this.data = new LocalJobData(workRoot, 'root', fetcher);
     this.book = new LocalTaskBook(objects, emit, log, (task) =>
       this.terminate(task.taskId, TIMEOUT_GRACE_MS),
     );
@@ -50,12 +61,50 @@ export class ProcessBackend implements ComputeBackend {
     const taskId = `${TASK_PREFIX}${execution.id}`;
     if (this.book.has(taskId)) return { taskId }; // a redelivered launch: the task exists
     const task = this.book.open(taskId, execution);
-    const cwd = execution.spec.workdir ?? path.join(this.workRoot, execution.id);
+    // Its directory goes when it ends, as a container's file system does; outputs are kept.
+    task.cleanup = () => this.data.remove(execution.id);
+    if (!LocalJobData.needed(execution)) {
+      await this.start(task, execution);
+      return { taskId };
+    }
+    // Like RunTask: accepted now; the inputs are fetched, then the job starts (or fails to).
+    task.collect = (sink) => this.data.collect(execution, sink);
+    task.abortStaging = new AbortController();
+    void this.data
+      .stage(execution, task.abortStaging.signal)
+      .then(
+        async () => {
+          task.abortStaging = undefined;
+          if (task.stopReason !== undefined)
+            this.book.failedToStart(task, `stopped before it ran: ${task.stopReason}`);
+          else await this.start(task, execution);
+        },
+        (error: Error) => {
+          task.abortStaging = undefined;
+          this.book.failedToStart(
+            task,
+            task.stopReason === undefined ? error.message : `stopped before it ran: ${task.stopReason}`,
+          );
+        },
+      )
+      .catch((error) => {
+        this.log.error('could not start the job', { taskId, error });
+        this.book.failedToStart(task, `could not start the job: ${(error as Error).message}`);
+      });
+    return { taskId };
+  }
+
+  /** Spawns the job in its own directory (its root, where its inputs and outputs are). */
+  private async start(task: LocalTask, execution: Execution): Promise<void> {
+    const { taskId } = task;
+    const root = this.data.dirOf(execution.id);
+    // The job's workdir is below its root, as its data paths are.
+    const cwd = path.join(root, execution.spec.workdir ?? '');
     await fsp.mkdir(cwd, { recursive: true });
     const [program = '', ...args] = execution.spec.command;
     const child = spawn(program, args, {
       cwd,
-      env: { ...this.baseEnv, ...execution.spec.env },
+      env: { ...this.baseEnv, ...execution.spec.env, FERRY_ROOT: root },
       stdio: ['ignore', 'pipe', 'pipe'],
       // Its own process group, so stop reaches everything the job started.
       detached: true,
@@ -109,13 +158,13 @@ export class ProcessBackend implements ComputeBackend {
           }),
         );
     });
-    return { taskId };
   }
 
   async stop(taskId: string, reason: string): Promise<void> {
     const task = this.book.get(taskId);
     if (task === undefined || task.status === 'STOPPED') return;
     task.stopReason ??= reason;
+    task.abortStaging?.abort();
     this.terminate(taskId, task.timedOut ? TIMEOUT_GRACE_MS : CANCEL_GRACE_MS);
   }
 
@@ -162,7 +211,7 @@ export class ProcessBackend implements ComputeBackend {
    * just before the spawn. Unknowable for a job with its own workdir, which is taken as not.
    */
   mayHaveStarted(execution: Execution): boolean {
-    return execution.spec.workdir === undefined && fs.existsSync(path.join(this.workRoot, execution.id));
+    return fs.existsSync(this.data.dirOf(execution.id));
   }
 
   async recover(activeExecutions: ReadonlyMap<string, Execution>): Promise<{ killed: number; lost: number }> {
@@ -176,6 +225,7 @@ export class ProcessBackend implements ComputeBackend {
       this.log.warn('ignoring an unreadable process record', { file });
       await fsp.rm(file, { force: true });
     }
+    await this.data.removeAllBut(new Set(activeExecutions.keys()));
     let lost = 0;
     for (const execution of activeExecutions.values()) {
       const taskId = execution.task?.id;

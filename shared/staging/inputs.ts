@@ -1,0 +1,202 @@
+// Fetching a job's inputs before its command runs: from S3 (through the SDK's usual credential
+// chain and endpoint settings, so an emulator or real S3 both work), from https (no redirect
+// followed, a size cap, timeouts), or from inline content. The same code stages inputs on the
+// host for the local backends and in the Fargate task's init container.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import https from 'node:https';
+import path from 'node:path';
+import { type Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { InputSize } from '../domain/bidding.ts';
+import { sourceOf } from '../domain/data-plan.ts';
+import type { JobInput } from '../domain/job-spec.ts';
+import { formatBytes } from '../domain/units.ts';
+import type { InputFetcher, S3Source } from '../ports.ts';
+
+/** An input could not be had: the message names its source and why. */
+export class FetchFailed extends Error {}
+
+/** How long a bid waits for a look at a source before it decides without it. */
+const PROBE_TIMEOUT_MS = 3000;
+/** How long a web server may take to answer, or stay silent mid-transfer. */
+const HTTPS_IDLE_MS = 30_000;
+/** Objects of a DIRECTORY input fetched at once. */
+const PARALLEL_OBJECTS = 8;
+
+export interface InputSourcesOptions {
+  /** S3 through the SDK; absent where there is none to use (inputs from s3:// then fail). */
+  readonly s3?: S3Source;
+  /** Extra trusted certificates for https sources (besides Node's, and NODE_EXTRA_CA_CERTS). */
+  readonly ca?: string | Buffer;
+}
+
+export class InputSources implements InputFetcher {
+  constructor(private readonly options: InputSourcesOptions = {}) {}
+
+  async probe(input: JobInput): Promise<InputSize> {
+    const source = sourceOf(input);
+    if ('problem' in source) return {};
+    if (source.kind === 'content') return { bytes: Buffer.byteLength(source.content) };
+    const look = async (): Promise<InputSize> => {
+      if (source.kind === 's3') {
+        const s3 = this.options.s3;
+        if (s3 === undefined) return {};
+        if (input.type === 'FILE') {
+          const bytes = await s3.head(source.bucket, source.key);
+          return bytes === undefined ? { missing: true } : { bytes };
+        }
+        let bytes = 0;
+        let count = 0;
+        for await (const object of s3.list(source.bucket, directoryPrefix(source.key))) {
+          bytes += object.bytes;
+          if (++count >= 1000) return { bytes, atLeast: true };
+        }
+        return count === 0 ? { missing: true } : { bytes };
+      }
+      const head = await request(source.url, 'HEAD', this.options.ca, PROBE_TIMEOUT_MS);
+      head.resume();
+      if (head.statusCode === 404 || head.statusCode === 410) return { missing: true };
+      const length = Number(head.headers['content-length']);
+      return head.statusCode === 200 && Number.isFinite(length) ? { bytes: length } : {};
+    };
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<InputSize>((resolve) => {
+      timer = setTimeout(() => resolve({}), PROBE_TIMEOUT_MS);
+    });
+    return Promise.race([look().catch(() => ({})), late]).finally(() => clearTimeout(timer));
+  }
+
+  async fetch(
+    input: JobInput,
+    destination: string,
+    options: { readonly maxBytes: number; readonly signal?: AbortSignal },
+  ): Promise<{ bytes: number; files: number }> {
+    const source = sourceOf(input);
+    const name = input.url ?? `content for ${input.path}`;
+    if ('problem' in source) throw new FetchFailed(source.problem);
+    try {
+      if (source.kind === 'content') {
+        await writeNew(destination, Buffer.from(source.content));
+        return { bytes: Buffer.byteLength(source.content), files: 1 };
+      }
+      if (source.kind === 'https') {
+        const answer = await request(source.url, 'GET', this.options.ca, HTTPS_IDLE_MS, options.signal);
+        if (answer.statusCode !== 200) {
+          answer.resume();
+          const where = answer.headers.location
+            ? ` (to ${answer.headers.location}; redirects are not followed)`
+            : '';
+          throw new FetchFailed(`${answer.statusCode} ${answer.statusMessage ?? ''}`.trim() + where);
+        }
+        const bytes = await writeStream(answer, destination, options.maxBytes);
+        return { bytes, files: 1 };
+      }
+      const s3 = this.options.s3;
+      if (s3 === undefined) throw new FetchFailed('no S3 client is configured here');
+      if (input.type === 'FILE') {
+        const body = await s3.open(source.bucket, source.key, options.signal);
+        return { bytes: await writeStream(body, destination, options.maxBytes), files: 1 };
+      }
+      return await fetchPrefix(s3, source.bucket, directoryPrefix(source.key), destination, options);
+    } catch (error) {
+      throw new FetchFailed(`input ${name} could not be fetched: ${messageOf(error)}`);
+    }
+  }
+}
+
+/** `data` and `data/` both mean the objects under `data/`; the bucket's root is ''. */
+const directoryPrefix = (key: string): string => (key === '' || key.endsWith('/') ? key : `${key}/`);
+
+/** Every object under the prefix, at its path below `destination`, a few at a time. */
+async function fetchPrefix(
+  s3: S3Source,
+  bucket: string,
+  prefix: string,
+  destination: string,
+  options: { readonly maxBytes: number; readonly signal?: AbortSignal },
+): Promise<{ bytes: number; files: number }> {
+  await fsp.mkdir(destination, { recursive: true });
+  let bytes = 0;
+  let files = 0;
+  const running = new Set<Promise<void>>();
+  let failure: unknown;
+  for await (const object of s3.list(bucket, prefix)) {
+    if (failure !== undefined) break;
+    const relative = object.key.slice(prefix.length);
+    // A "folder" marker holds nothing; a key that is not a plain relative path cannot be a file.
+    if (relative === '' || relative.endsWith('/')) continue;
+    if (relative.split('/').some((part) => part === '' || part === '.' || part === '..')) {
+      throw new FetchFailed(`object ${object.key} cannot be a file path below the input`);
+    }
+    bytes += object.bytes;
+    if (bytes > options.maxBytes) {
+      throw new FetchFailed(
+        `the objects under ${prefix} take more than the ${formatBytes(options.maxBytes)} allowed`,
+      );
+    }
+    files++;
+    const target = path.join(destination, ...relative.split('/'));
+    const one = (async () => {
+      await fsp.mkdir(path.dirname(target), { recursive: true });
+      const body = await s3.open(bucket, object.key, options.signal);
+      await writeStream(body, target, object.bytes);
+    })().catch((error) => {
+      failure ??= new FetchFailed(`${object.key}: ${messageOf(error)}`);
+    });
+    running.add(one);
+    void one.finally(() => running.delete(one));
+    if (running.size >= PARALLEL_OBJECTS) await Promise.race(running);
+  }
+  await Promise.all(running);
+  if (failure !== undefined) throw failure;
+  if (files === 0) throw new FetchFailed(`no objects under s3://${bucket}/${prefix}`);
+  return { bytes, files };
+}
+
+/** Writes a new file (never over one, never through a link) from the stream, at most `maxBytes`. */
+async function writeStream(body: Readable, file: string, maxBytes: number): Promise<number> {
+  let bytes = 0;
+  const capped = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      bytes += chunk.length;
+      if (bytes > maxBytes) done(new FetchFailed(`it is larger than the ${formatBytes(maxBytes)} allowed`));
+      else done(null, chunk);
+    },
+  });
+  await pipeline(body, capped, fs.createWriteStream(file, { flags: 'wx', mode: 0o644 }));
+  return bytes;
+}
+
+async function writeNew(file: string, data: Buffer): Promise<void> {
+  await fsp.writeFile(file, data, { flag: 'wx', mode: 0o644 });
+}
+
+/** One https request; resolves with the answer's head, the body left to read. */
+function request(
+  url: URL,
+  method: 'GET' | 'HEAD',
+  ca: string | Buffer | undefined,
+  idleMs: number,
+  signal?: AbortSignal,
+): Promise<import('node:http').IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const sent = https.request(
+      url,
+      { method, ...(ca === undefined ? {} : { ca }), ...(signal === undefined ? {} : { signal }) },
+      resolve,
+    );
+    sent.setTimeout(idleMs, () => sent.destroy(new Error(`no answer within ${idleMs / 1000} s`)));
+    sent.once('error', reject);
+    sent.end();
+  });
+}
+
+function messageOf(error: unknown): string {
+  if (error instanceof FetchFailed) return error.message;
+  const named = error as { name?: string; message?: string; code?: string };
+  if (named?.name === 'NoSuchKey' || named?.name === 'NotFound') return 'no such object';
+  if (named?.name === 'NoSuchBucket') return 'no such bucket';
+  if (named?.name === 'AccessDenied') return 'access denied';
+  return named?.message ?? String(error);
+}

@@ -1,0 +1,218 @@
+import { describe, expect, it } from 'vitest';
+import { makeBid } from '../../shared/domain/bidding.ts';
+import {
+  dataMounts,
+  dataProblems,
+  outputLocation,
+  sourceAllowed,
+  sourceOf,
+} from '../../shared/domain/data-plan.ts';
+import { type JobInput, type JobOutput, parseJobSpec } from '../../shared/domain/job-spec.ts';
+import { ValidationError } from '../../shared/errors.ts';
+
+const file = (url: string, path: string): JobInput => ({ url, path, type: 'FILE' });
+const out = (path: string, name: string, type: JobOutput['type'] = 'FILE'): JobOutput => ({
+  path,
+  name,
+  type,
+});
+const ALLOW = ['s3://data/in/', 'https://example.com/files/'];
+
+describe('what a bid checks of inputs and outputs', () => {
+  it('passes apart, absolute paths from allowed sources', () => {
+    expect(
+      dataProblems(
+        {
+          inputs: [
+            file('s3://data/in/a.csv', '/data/a.csv'),
+            { url: 's3://data/in/refs/', path: '/refs', type: 'DIRECTORY' },
+            file('https://example.com/files/x', '/web/x'),
+            { content: 'hello', path: '/etc/app.conf', type: 'FILE' },
+          ],
+          outputs: [
+            out('/out/report.txt', 'report.txt'),
+            out('/data/result.csv', 'result.csv'),
+            out('/many', 'many', 'DIRECTORY'),
+          ],
+        },
+        ALLOW,
+      ),
+    ).toEqual([]);
+  });
+
+  it('names each path that is not absolute or plain, or is reserved', () => {
+    const problems = dataProblems(
+      {
+        inputs: [
+          file('s3://data/in/a', 'data/a'),
+          file('s3://data/in/b', '/data/../etc/b'),
+          file('s3://data/in/c', '/proc/c'),
+        ],
+        outputs: [out('/', 'root', 'DIRECTORY'), out('/top.txt', 'top.txt')],
+      },
+      ALLOW,
+    );
+    expect(problems).toEqual([
+      'input s3://data/in/a at data/a: the path is not absolute',
+      'input s3://data/in/b at /data/../etc/b: the path must be plain: no "." or ".." parts, no "//"',
+      'input s3://data/in/c at /proc/c: the path is under /proc, which Ferry or the kernel holds',
+      'output /: the path is the root directory',
+      'output /top.txt: a FILE output must be in a directory below /, which is made for the job to write in',
+    ]);
+  });
+
+  it('names paths that overlap, and an output inside an input', () => {
+    const problems = dataProblems(
+      {
+        inputs: [{ url: 's3://data/in/refs/', path: '/refs', type: 'DIRECTORY' }],
+        outputs: [
+          out('/refs/new.txt', 'new.txt'),
+          out('/out', 'out', 'DIRECTORY'),
+          out('/out/x.txt', 'x.txt'),
+        ],
+      },
+      ALLOW,
+    );
+    expect(problems).toContain(
+      'input s3://data/in/refs/ at /refs and output /refs/new.txt overlap: each path must be apart from the others',
+    );
+    expect(problems).toContain(
+      'output /out and output /out/x.txt overlap: each path must be apart from the others',
+    );
+    expect(problems).toContain('output /refs/new.txt is inside input /refs, which is read-only');
+  });
+
+  it('declines sources outside the allowed prefixes, matching whole path segments', () => {
+    const source = sourceOf(file('s3://data/in-private/a', '/a'));
+    expect('problem' in source ? source.problem : sourceAllowed(source, ALLOW)).toBe(false);
+    const host = sourceOf(file('https://example.com.evil.org/files/x', '/x'));
+    expect('problem' in host ? host.problem : sourceAllowed(host, ['https://example.com'])).toBe(false);
+    expect(dataProblems({ inputs: [file('s3://other/x', '/x/y')], outputs: [] }, [])).toEqual([
+      'input s3://other/x is not from an allowed source; FERRY_INPUT_ALLOW allows none (only inline content)',
+    ]);
+    expect(
+      dataProblems({ inputs: [file('http://example.com/files/x', '/x/y')], outputs: [] }, ['*']),
+    ).toEqual([
+      'input http://example.com/files/x: only s3:// and https:// sources (or inline content) can be fetched',
+    ]);
+  });
+
+  it('declines too many inputs or outputs', () => {
+    const inputs = Array.from({ length: 65 }, (_, i) => ({
+      content: 'x',
+      path: `/in/${i}`,
+      type: 'FILE' as const,
+    }));
+    expect(dataProblems({ inputs, outputs: [] }, [])).toEqual([
+      '65 inputs asked; at most 64 are fetched for a job',
+    ]);
+  });
+});
+
+describe('the spec of inputs and outputs', () => {
+  it('takes url or content, names outputs after their paths, and types FILE by default', () => {
+    const spec = parseJobSpec({
+      image: 'alpine:3',
+      command: ['true'],
+      inputs: [
+        { url: 's3://b/k', path: '/in/k' },
+        { content: 'hi', path: '/in/c' },
+      ],
+      outputs: [{ path: '/a/out.txt' }, { path: '/b/out.txt' }, { path: '/c/report', type: 'DIRECTORY' }],
+    });
+    expect(spec.inputs).toEqual([
+      { url: 's3://b/k', path: '/in/k', type: 'FILE' },
+      { content: 'hi', path: '/in/c', type: 'FILE' },
+    ]);
+    expect(spec.outputs.map((o) => o.name)).toEqual(['a_out.txt', 'b_out.txt', 'report']);
+  });
+
+  it('refuses an input with both url and content, or neither', () => {
+    for (const input of [{ url: 's3://b/k', content: 'x', path: '/a' }, { path: '/a' }]) {
+      expect(() => parseJobSpec({ image: 'alpine:3', command: ['true'], inputs: [input] })).toThrow(
+        /inputs\.0: give either url or content/,
+      );
+    }
+    expect(() =>
+      parseJobSpec({ image: 'alpine:3', command: ['true'], inputs: [{ url: 'nope', path: '/a' }] }),
+    ).toThrow(ValidationError);
+  });
+});
+
+describe('where a job’s data is mounted', () => {
+  it('mounts each input, each directory output and each FILE output’s directory once, outermost first', () => {
+    const spec = {
+      inputs: [file('s3://data/in/a', '/data/sub/a.csv')],
+      outputs: [
+        out('/data/r1.txt', 'r1'),
+        out('/data/r2.txt', 'r2'),
+        out('/results', 'results', 'DIRECTORY'),
+      ],
+    };
+    expect(dataMounts(spec)).toEqual([
+      { kind: 'outputs', index: 0, containerPath: '/data' },
+      { kind: 'outputs', index: 1, containerPath: '/results' },
+      { kind: 'input', index: 0, containerPath: '/data/sub/a.csv', type: 'FILE' },
+    ]);
+    expect(outputLocation(spec, out('/data/r2.txt', 'r2'))).toEqual({ mount: 0, relative: 'r2.txt' });
+    expect(outputLocation(spec, out('/results', 'results', 'DIRECTORY'))).toEqual({ mount: 1, relative: '' });
+  });
+});
+
+describe('a bid on inputs', () => {
+  const policy = {
+    imageAllow: ['*'],
+    imageDeny: [],
+    registryAllow: ['docker.io'],
+    publishAllow: [],
+    inputAllow: ['s3://data/'],
+    minTimeoutSeconds: 1,
+    maxTimeoutSeconds: 3600,
+    allowEgress: true,
+    maxOutputBytes: 1024 ** 3,
+  };
+  const profile = {
+    platform: 'docker' as const,
+    maxCpu: 4,
+    maxMemoryMiB: 8192,
+    supportsGpu: false,
+    supportsInputs: true,
+    supportsOutputs: true,
+    supportsPublish: true,
+    enforcesNetworkNone: true,
+  };
+  const bidOn = (spec: object, inputSizes: object[]) =>
+    makeBid({
+      spec: parseJobSpec({ image: 'alpine:3', command: ['true'], ...spec }),
+      policy,
+      profile,
+      facts: { imagePresent: true, inputSizes },
+      expiresAt: '2030-01-01T00:00:00.000Z',
+      queueEstimate: () => ({ waitSeconds: 0, runningJobs: 0, queuedJobs: 0 }),
+    });
+
+  it('declines inputs larger than the disk the job gets, naming the large ones', () => {
+    const bid = bidOn({ inputs: [{ url: 's3://data/huge.bin', path: '/in/huge.bin' }] }, [
+      { bytes: 25 * 1024 ** 3 },
+    ]);
+    expect(bid.accepted).toBe(false);
+    expect(bid.reason).toBe(
+      'inputs take 25 GiB (s3://data/huge.bin 25 GiB); the job gets 20 GiB of disk (ask for more with resources.disk)',
+    );
+    expect(
+      bidOn({ inputs: [{ url: 's3://data/huge.bin', path: '/in/huge.bin' }], resources: { disk: 30 } }, [
+        { bytes: 25 * 1024 ** 3 },
+      ]).accepted,
+    ).toBe(true);
+  });
+
+  it('accepts an input not there yet, saying the job fails then if it is still missing', () => {
+    const bid = bidOn({ inputs: [{ url: 's3://data/later.csv', path: '/in/later.csv' }] }, [
+      { missing: true },
+    ]);
+    expect(bid.accepted).toBe(true);
+    expect(bid.constraints?.notes).toContain(
+      'input s3://data/later.csv is not there now; the job fails before it runs if it is still missing then',
+    );
+  });
+});
