@@ -9,6 +9,7 @@ import { startMoto } from '../test/support/moto.ts';
 import { benchAwsCalls, formatAwsCalls } from './aws-calls.ts';
 import { benchCapture, type CaptureBench } from './capture.ts';
 import { benchCliStart, type CliStartBench } from './cli-start.ts';
+import { benchData, type DataBench } from './data.ts';
 import { benchDockerOutput, type DockerOutputBench, OUTPUT_IMAGE } from './docker-output.ts';
 import { benchEmulatedDispatch } from './emulated-dispatch.ts';
 import { benchEmulatedDrain, FARGATE_LAUNCHES_PER_SECOND, withDrainEmulators } from './emulated-drain.ts';
@@ -262,6 +263,43 @@ function publisherRows(result: PublisherBench): Row[] {
   ];
 }
 
+/** Staging and collection beside a plain SDK download and upload of the same bytes. */
+const TARGET_DATA_RATIO = 0.8;
+
+function dataRows(result: DataBench): Row[] {
+  const stage = result.stageMiBps / result.downloadMiBps;
+  const collect = result.collectMiBps / result.uploadMiBps;
+  const rss = (mib: number) => `${(mib * MB_PER_MiB).toFixed(1)} MB`;
+  return [
+    {
+      measure: `8. inputs: stage 1 GiB from S3 (emulated), median of ${result.rounds}`,
+      ferry: `${result.stageMiBps.toFixed(0)} MiB/s`,
+      baseline: `${result.downloadMiBps.toFixed(0)} MiB/s SDK GetObject`,
+      ratio: stage.toFixed(3),
+      target: `≥ ${TARGET_DATA_RATIO.toFixed(2)}`,
+      verdict: verdict(stage >= TARGET_DATA_RATIO),
+    },
+    {
+      measure: `   outputs: collect 1 GiB into S3 (emulated), median of ${result.rounds}`,
+      ferry: `${result.collectMiBps.toFixed(0)} MiB/s`,
+      baseline: `${result.uploadMiBps.toFixed(0)} MiB/s SDK Upload`,
+      ratio: collect.toFixed(3),
+      target: `≥ ${TARGET_DATA_RATIO.toFixed(2)}`,
+      verdict: verdict(collect >= TARGET_DATA_RATIO),
+    },
+    {
+      measure: '   peak RSS of the staging process / the collecting process',
+      ferry: `${rss(result.stagePeakRssMiB)} / ${rss(result.collectPeakRssMiB)}`,
+      baseline: '',
+      ratio: '',
+      target: `< ${TARGET_CAPTURE_RSS_MB} MB`,
+      verdict: verdict(
+        Math.max(result.stagePeakRssMiB, result.collectPeakRssMiB) * MB_PER_MiB < TARGET_CAPTURE_RSS_MB,
+      ),
+    },
+  ];
+}
+
 function printTable(rows: readonly Row[]): void {
   const header: Row = {
     measure: 'measure',
@@ -294,52 +332,57 @@ async function main(): Promise<void> {
     process.stderr.write(`[bench +${((performance.now() - started) / 1000).toFixed(0)}s] ${text}\n`);
 
   step(
-    `1/11 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
+    `1/12 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
   );
   const latency = await benchLatency({ rounds: LATENCY_ROUNDS, warmup: LATENCY_WARMUP });
   step(
-    `2/11 output through the Docker backend vs docker run --log-driver none, ${OUTPUT_IMAGE}, 1 warm-up + ${OUTPUT_ROUNDS} interleaved rounds per shape`,
+    `2/12 output through the Docker backend vs docker run --log-driver none, ${OUTPUT_IMAGE}, 1 warm-up + ${OUTPUT_ROUNDS} interleaved rounds per shape`,
   );
   const output = await benchDockerOutput(OUTPUT_ROUNDS);
-  step(`3/11 CLI start: ferry --version and ferry ls, built and from sources, ${CLI_START_RUNS} runs each`);
+  step(`3/12 CLI start: ferry --version and ferry ls, built and from sources, ${CLI_START_RUNS} runs each`);
   const cliStart = await benchCliStart(CLI_START_RUNS);
-  step(`4/11 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
+  step(`4/12 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
   const rawSpawn = await rawSpawnJobsPerSecond(THROUGHPUT_JOBS, THROUGHPUT_CONCURRENCY);
   const throughput = await benchThroughput({
     jobs: THROUGHPUT_JOBS,
     maxConcurrency: THROUGHPUT_CONCURRENCY,
     clientParallelism: 16,
   });
-  step(`5/11 submissions: ${SUBMISSIONS} bids over HTTP and ${SUBMISSIONS} records through the store`);
+  step(`5/12 submissions: ${SUBMISSIONS} bids over HTTP and ${SUBMISSIONS} records through the store`);
   const submissions = await benchSubmissions({
     submissions: SUBMISSIONS,
     parallelism: SUBMISSION_PARALLELISM,
   });
-  step('6/11 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
+  step('6/12 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
   const capture = await benchCapture();
   const moto = await startMoto();
-  step('7/11 Fargate publisher: 1 GiB through the wrapper and FIFOs into emulated S3');
+  step('7/12 Fargate publisher: 1 GiB through the wrapper and FIFOs into emulated S3');
   const publisher = await benchPublisher(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('8/11 AWS API calls per execution, counted against moto server');
+  step('8/12 data: 1 GiB staged from and collected into emulated S3, beside plain SDK calls, 3 rounds');
+  const data = await benchData(moto.endpoint).catch(async (error) => {
+    await moto.stop();
+    throw error;
+  });
+  step('9/12 AWS API calls per execution, counted against moto server');
   const awsCalls = await benchAwsCalls(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('9/11 DynamoDB reads per bid and per dispatch with 10, 1,000 and 10,000 jobs queued');
+  step('10/12 DynamoDB reads per bid and per dispatch with 10, 1,000 and 10,000 jobs queued');
   const queueCost = await benchQueueCost(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('10/11 the emulated deployment: from the API answer to RunTask, through the synthesized stack');
+  step('11/12 the emulated deployment: from the API answer to RunTask, through the synthesized stack');
   const emulated = await benchEmulatedDispatch(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
   step(
-    `11/11 the emulated deployment: ${DRAIN_JOBS.toLocaleString('en')} queued jobs drained against Fargate's launch rate`,
+    `12/12 the emulated deployment: ${DRAIN_JOBS.toLocaleString('en')} queued jobs drained against Fargate's launch rate`,
   );
   await moto.stop();
   const drain = await withDrainEmulators(
@@ -356,6 +399,7 @@ async function main(): Promise<void> {
     ...submissionRows(submissions),
     ...outputRows(output),
     ...cliStartRows(cliStart),
+    ...dataRows(data),
   ];
   console.log('');
   console.log(`Ferry benchmark, ${new Date().toISOString()}`);
