@@ -361,7 +361,8 @@ function specFile(file: string, verb: string): Record<string, unknown> {
  */
 function inputOf(text: string, verb: string): Record<string, unknown> {
   const split = text.lastIndexOf(':/');
-  if (split <= 0)
+  // The only ":/" being the scheme's ("s3://b/k") means no path was given.
+  if (split <= 0 || text.startsWith('//', split + 1))
     throw new UsageError(`--input takes SOURCE:PATH, e.g. s3://bucket/key:/data/in.csv, got ${text}`, verb);
   const source = text.slice(0, split);
   const path = text.slice(split + 1);

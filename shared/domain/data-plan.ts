@@ -171,6 +171,10 @@ export type DataMount =
     }
   | { readonly kind: 'outputs'; readonly index: number; readonly containerPath: string };
 
+/** The directory an output is written in: a DIRECTORY output itself, a FILE output's parent. */
+export const outputDir = (output: JobOutput): string =>
+  output.type === 'DIRECTORY' ? plainPath(output.path) : parentOf(output.path);
+
 /**
  * The mounts a job's data needs, outermost first: each input at its path; for outputs, each
  * DIRECTORY output's path and each FILE output's directory (one mount for files sharing one).
@@ -184,7 +188,7 @@ export function dataMounts(spec: Pick<JobSpec, 'inputs' | 'outputs'>): DataMount
   }));
   const dirs: string[] = [];
   for (const output of spec.outputs) {
-    const dir = output.type === 'DIRECTORY' ? plainPath(output.path) : parentOf(output.path);
+    const dir = outputDir(output);
     if (!dirs.includes(dir)) dirs.push(dir);
   }
   mounts.push(...dirs.map((containerPath, index) => ({ kind: 'outputs' as const, index, containerPath })));
@@ -198,7 +202,7 @@ export function outputLocation(
   spec: Pick<JobSpec, 'inputs' | 'outputs'>,
   output: JobOutput,
 ): { readonly mount: number; readonly relative: string } {
-  const dir = output.type === 'DIRECTORY' ? plainPath(output.path) : parentOf(output.path);
+  const dir = outputDir(output);
   const mount = dataMounts(spec).find((m) => m.kind === 'outputs' && m.containerPath === dir);
   if (mount === undefined) throw new Error(`no mount holds output ${output.path}`);
   return {

@@ -27,8 +27,6 @@ const PARALLEL_OBJECTS = 8;
 export interface InputSourcesOptions {
   /** S3 through the SDK; absent where there is none to use (inputs from s3:// then fail). */
   readonly s3?: S3Source;
-  /** Extra trusted certificates for https sources (besides Node's, and NODE_EXTRA_CA_CERTS). */
-  readonly ca?: string | Buffer;
 }
 
 export class InputSources implements InputFetcher {
@@ -54,7 +52,7 @@ export class InputSources implements InputFetcher {
         }
         return count === 0 ? { missing: true } : { bytes };
       }
-      const head = await request(source.url, 'HEAD', this.options.ca, PROBE_TIMEOUT_MS);
+      const head = await request(source.url, 'HEAD', PROBE_TIMEOUT_MS);
       head.resume();
       if (head.statusCode === 404 || head.statusCode === 410) return { missing: true };
       const length = Number(head.headers['content-length']);
@@ -81,7 +79,7 @@ export class InputSources implements InputFetcher {
         return { bytes: Buffer.byteLength(source.content), files: 1 };
       }
       if (source.kind === 'https') {
-        const answer = await request(source.url, 'GET', this.options.ca, HTTPS_IDLE_MS, options.signal);
+        const answer = await request(source.url, 'GET', HTTPS_IDLE_MS, options.signal);
         if (answer.statusCode !== 200) {
           answer.resume();
           const where = answer.headers.location
@@ -127,13 +125,15 @@ async function fetchPrefix(
     // A "folder" marker holds nothing; a key that is not a plain relative path cannot be a file.
     if (relative === '' || relative.endsWith('/')) continue;
     if (relative.split('/').some((part) => part === '' || part === '.' || part === '..')) {
-      throw new FetchFailed(`object ${object.key} cannot be a file path below the input`);
+      failure = new FetchFailed(`object ${object.key} cannot be a file path below the input`);
+      break;
     }
     bytes += object.bytes;
     if (bytes > options.maxBytes) {
-      throw new FetchFailed(
+      failure = new FetchFailed(
         `the objects under ${prefix} take more than the ${formatBytes(options.maxBytes)} allowed`,
       );
+      break;
     }
     files++;
     const target = path.join(destination, ...relative.split('/'));
@@ -148,6 +148,7 @@ async function fetchPrefix(
     void one.finally(() => running.delete(one));
     if (running.size >= PARALLEL_OBJECTS) await Promise.race(running);
   }
+  // Downloads already started settle before the failure is told, so none writes afterwards.
   await Promise.all(running);
   if (failure !== undefined) throw failure;
   if (files === 0) throw new FetchFailed(`no objects under s3://${bucket}/${prefix}`);
@@ -176,16 +177,11 @@ async function writeNew(file: string, data: Buffer): Promise<void> {
 function request(
   url: URL,
   method: 'GET' | 'HEAD',
-  ca: string | Buffer | undefined,
   idleMs: number,
   signal?: AbortSignal,
 ): Promise<import('node:http').IncomingMessage> {
   return new Promise((resolve, reject) => {
-    const sent = https.request(
-      url,
-      { method, ...(ca === undefined ? {} : { ca }), ...(signal === undefined ? {} : { signal }) },
-      resolve,
-    );
+    const sent = https.request(url, { method, ...(signal === undefined ? {} : { signal }) }, resolve);
     sent.setTimeout(idleMs, () => sent.destroy(new Error(`no answer within ${idleMs / 1000} s`)));
     sent.once('error', reject);
     sent.end();

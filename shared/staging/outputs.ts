@@ -46,18 +46,7 @@ export async function collectOutputs(
   for (const output of outputs) {
     const where = await locate(output);
     if (typeof where !== 'string') {
-      results.push({
-        ...base(
-          output,
-          resultKeys(executionId).output(output.name) + (output.type === 'DIRECTORY' ? '/' : ''),
-        ),
-        bytes: 0,
-        totalBytes: 0,
-        files: 0,
-        truncated: true,
-        skipped: [{ path: '', reason: where.refused }],
-        skippedCount: 1,
-      });
+      results.push(notStored(executionId, output, where.refused));
       continue;
     }
     results.push(
@@ -68,6 +57,22 @@ export async function collectOutputs(
   }
   return results;
 }
+
+/** The object of a FILE output, or the prefix (ending in "/") of a DIRECTORY output's files. */
+const outputKey = (executionId: string, output: JobOutput): string =>
+  resultKeys(executionId).output(output.name) + (output.type === 'DIRECTORY' ? '/' : '');
+
+/** An output of which nothing is stored, for `reason` (`bytes`: its size, when known). */
+const notStored = (executionId: string, output: JobOutput, reason: string, bytes?: number): OutputResult => ({
+  ...base(output, outputKey(executionId, output)),
+  bytes: 0,
+  totalBytes: bytes ?? 0,
+  files: 0,
+  truncated: true,
+  ...(output.type === 'DIRECTORY' ? { entries: [] } : {}),
+  skipped: [{ path: '', ...(bytes === undefined ? {} : { bytes }), reason }],
+  skippedCount: 1,
+});
 
 const base = (output: JobOutput, key: string) => ({
   name: output.name,
@@ -84,27 +89,20 @@ async function collectFile(
   outputBytes: number,
   budget: Budget,
 ): Promise<OutputResult> {
-  const key = resultKeys(executionId).output(output.name);
-  const empty = { ...base(output, key), bytes: 0, totalBytes: 0, files: 0 };
+  const key = outputKey(executionId, output);
   const stat = await fsp.lstat(where).catch(() => undefined);
-  if (stat === undefined) return { ...empty, truncated: false, missing: true };
+  if (stat === undefined) {
+    return { ...base(output, key), bytes: 0, totalBytes: 0, files: 0, truncated: false, missing: true };
+  }
   if (!stat.isFile()) {
     const reason = stat.isSymbolicLink()
       ? 'a symbolic link: not followed'
       : stat.isDirectory()
         ? 'a directory, not a file (declare the output a DIRECTORY)'
         : 'not a plain file';
-    return { ...empty, truncated: true, skipped: [{ path: '', reason }], skippedCount: 1 };
+    return notStored(executionId, output, reason);
   }
-  if (budget.filesLeft <= 0) {
-    return {
-      ...empty,
-      totalBytes: stat.size,
-      truncated: true,
-      skipped: [{ path: '', bytes: stat.size, reason: 'past the outputFiles limit' }],
-      skippedCount: 1,
-    };
-  }
+  if (budget.filesLeft <= 0) return notStored(executionId, output, 'past the outputFiles limit', stat.size);
   const room = Math.min(outputBytes, budget.bytesLeft);
   const stored = await storeFile(where, key, sink, room);
   budget.bytesLeft -= stored.bytes;
@@ -127,15 +125,24 @@ async function collectDirectory(
   outputBytes: number,
   budget: Budget,
 ): Promise<OutputResult> {
-  const prefix = `${resultKeys(executionId).output(output.name)}/`;
+  const prefix = outputKey(executionId, output);
   const stat = await fsp.lstat(where).catch(() => undefined);
-  const empty = { ...base(output, prefix), bytes: 0, totalBytes: 0, files: 0, entries: [] };
-  if (stat === undefined) return { ...empty, truncated: false, missing: true };
+  if (stat === undefined) {
+    return {
+      ...base(output, prefix),
+      bytes: 0,
+      totalBytes: 0,
+      files: 0,
+      entries: [],
+      truncated: false,
+      missing: true,
+    };
+  }
   if (!stat.isDirectory()) {
     const reason = stat.isSymbolicLink()
       ? 'a symbolic link: not followed'
       : 'not a directory (declare the output a FILE)';
-    return { ...empty, truncated: true, skipped: [{ path: '', reason }], skippedCount: 1 };
+    return notStored(executionId, output, reason);
   }
   const entries: OutputEntry[] = [];
   const skipped: SkippedEntry[] = [];

@@ -6,7 +6,7 @@
 //   is staged at ROOT/data/in.csv, and outputs are collected from below ROOT the same way.
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { dataMounts, outputLocation, parentOf, plainPath } from '../../domain/data-plan.ts';
+import { dataMounts, outputDir, outputLocation, parentOf, plainPath } from '../../domain/data-plan.ts';
 import type { Execution, OutputResult } from '../../domain/execution.ts';
 import type { JobOutput } from '../../domain/job-spec.ts';
 import { GiB } from '../../domain/units.ts';
@@ -20,7 +20,7 @@ export class LocalJobData {
     /** Holds one directory per execution. */
     private readonly root: string,
     private readonly layout: DataLayout,
-    private readonly fetcher: InputFetcher | undefined,
+    private readonly fetcher: InputFetcher,
   ) {}
 
   /** The execution's own directory (its root, in the `root` layout). */
@@ -44,13 +44,9 @@ export class LocalJobData {
     const { spec } = execution;
     let left = (execution.bid.constraints?.diskGiB ?? 20) * GiB;
     for (const [index, input] of spec.inputs.entries()) {
-      if (input.url !== undefined && this.fetcher === undefined) {
-        throw new Error(`input ${input.url}: this server fetches no inputs`);
-      }
       const target = this.inputPath(execution.id, index, input.path);
       await fsp.mkdir(path.dirname(target), { recursive: true, mode: 0o755 });
-      const fetcher = this.fetcher ?? contentOnly;
-      const got = await fetcher.fetch(input, target, {
+      const got = await this.fetcher.fetch(input, target, {
         maxBytes: left,
         ...(signal === undefined ? {} : { signal }),
       });
@@ -115,8 +111,7 @@ export class LocalJobData {
   private async locate(execution: Execution, output: JobOutput): Promise<OutputPlace> {
     const { spec } = execution;
     const where = outputLocation(spec, output);
-    const mount = dataMounts(spec).find((m) => m.kind === 'outputs' && m.index === where.mount);
-    const base = this.outputsPath(execution.id, where.mount, mount?.containerPath ?? '/');
+    const base = this.outputsPath(execution.id, where.mount, outputDir(output));
     const place = where.relative === '' ? base : path.join(base, where.relative);
     if (this.layout === 'mounts') return place;
     const real = await fsp.realpath(path.dirname(place)).catch(() => undefined);
@@ -127,13 +122,3 @@ export class LocalJobData {
     return place;
   }
 }
-
-/** Where no fetcher is configured, inline content still works. */
-const contentOnly: InputFetcher = {
-  probe: async () => ({}),
-  fetch: async (input, destination) => {
-    const data = Buffer.from(input.content ?? '');
-    await fsp.writeFile(destination, data, { flag: 'wx', mode: 0o644 });
-    return { bytes: data.length, files: 1 };
-  },
-};

@@ -13,6 +13,7 @@ import { captureStream } from '../../capture/stream-capture.ts';
 import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
 import type { Logger } from '../../logger.ts';
 import type { ComputeBackend, InputFetcher, LiveRead, ObjectStore, TaskStatus } from '../../ports.ts';
+import { InputSources } from '../../staging/inputs.ts';
 import { LocalJobData } from './job-data.ts';
 import {
   CANCEL_GRACE_MS,
@@ -47,8 +48,8 @@ export class ProcessBackend implements ComputeBackend {
     private readonly baseEnv: Readonly<Record<string, string>> = {},
     /** Where running jobs are recorded, so a restarted server finds what was left running. */
     recordsDir: string = path.join(os.tmpdir(), 'ferry-processes'),
-    /** Fetches inputs from their sources; without it only inline content can be staged. */
-    fetcher?: InputFetcher,
+    /** Fetches inputs from their sources (by default: inline content and https only). */
+    fetcher: InputFetcher = new InputSources(),
   ) {
     this.records = new ProcessRecords(recordsDir);
     this.data = new LocalJobData(workRoot, 'root', fetcher);
