@@ -45,7 +45,13 @@ import { Construct } from 'constructs';
 import { INDEXES, TABLE_KEY, TTL_ATTRIBUTE } from '#shared/adapters/aws/table.ts';
 import { loadConfig } from '#shared/config.ts';
 import { acknowledgeRules, acknowledgeWildcards } from './acknowledge.ts';
-import { FerryFunction, type FerryHandler, type PlainSetting, REPO_ROOT } from './ferry-function.ts';
+import {
+  FerryFunction,
+  type FerryHandler,
+  inputReadStatements,
+  type PlainSetting,
+  REPO_ROOT,
+} from './ferry-function.ts';
 
 /** Where Fargate tasks run. */
 export type FerryNetwork =
@@ -129,6 +135,12 @@ export interface FerryExecutorProps {
    * @default RETAIN (with DynamoDB deletion protection on)
    */
   readonly removalPolicy?: RemovalPolicy;
+  /**
+   * Where jobs' inputs may come from besides the deployment's own `s3://BUCKET/inputs/`:
+   * `s3://bucket/prefix/` (the api, to size inputs for a bid, and the tasks, to fetch them,
+   * may then read there) or `https://host/path/` (not on isolated subnets). @default none
+   */
+  readonly inputSources?: readonly string[];
   /** `s3://bucket/prefix` destinations that accepted results may be published to. @default none */
   readonly publishDestinations?: readonly string[];
   /** Steady-state requests per second and burst for the whole API. @default 50 and 100 */
@@ -321,8 +333,8 @@ export class FerryExecutor extends Construct {
       }),
     );
 
-    // The publisher's role. Every container of a task can reach the task's credentials, the
-    // job's included, so it holds no S3 permission: the publisher stores its result through
+    // The task's role. Every container of a task can reach the task's credentials, the job's
+    // included, so it may only read where inputs may come from: the publisher stores its result through
     // upload links the API signs for the holder of the launch's upload secret, and the role may
     // call only that route (granted with the dispatcher's FERRY_API_URL below). Tasks that
     // cannot reach the API (no route to the internet) write results themselves instead: the
@@ -336,6 +348,23 @@ export class FerryExecutor extends Construct {
         ? "Ferry tasks: the publisher asks Ferry's API for links to store its execution's result"
         : 'Ferry tasks: the publisher stores stdout, stderr, result.json and the live window',
     });
+    // Inputs: the stage container fetches them as the task role, which may read only where
+    // inputs may come from (every container of the task can, the job's included).
+    const inputSources = props.inputSources ?? [];
+    const unreachable = inputSources.filter((source) => !source.startsWith('s3://'));
+    if (unreachable.length > 0 && !network.internetEgress) {
+      throw new Error(
+        `inputSources: ${unreachable.join(', ')}: this network layout gives tasks no route to the internet, only to S3`,
+      );
+    }
+    for (const statement of inputReadStatements(this, this.resultsBucket, inputSources)) {
+      this.taskRole.addToPrincipalPolicy(statement);
+      acknowledgeWildcards(
+        this.taskRole,
+        statement,
+        'Inputs are chosen by each job under the prefixes the deployer allowed: the patterns name those prefixes and nothing wider.',
+      );
+    }
     const uploadLinks = network.internetEgress;
     if (!uploadLinks) {
       const resultWrites = new PolicyStatement({
@@ -396,6 +425,7 @@ export class FerryExecutor extends Construct {
       })
       .useCluster(this.cluster, ['StopTask'])
       .useTaskRoles(roles, { pass: false })
+      .readInputs(this.resultsBucket, inputSources)
       .allowPublishTo(props.publishDestinations ?? []);
     const dispatcher = ferryFunction(
       'DispatcherFunction',
@@ -617,6 +647,8 @@ export class FerryExecutor extends Construct {
         ? props.publishDestinations.map((d) => `${d.replace(/\*$/, '')}*`).join(',')
         : undefined,
       FERRY_MAX_TIMEOUT_SECONDS: text(props.jobLimits?.maxTimeout?.toSeconds()),
+      // Beside the deployment's own inputs/, which is always allowed.
+      FERRY_INPUT_ALLOW: props.inputSources?.length ? props.inputSources.join(',') : undefined,
       FERRY_LOG_LEVEL: props.logLevel,
     };
     const defined = Object.fromEntries(Object.entries(settings).filter(([, value]) => value !== undefined));

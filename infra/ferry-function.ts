@@ -46,6 +46,7 @@ export type FerrySetting =
   | 'FERRY_IMAGE_DENY'
   | 'FERRY_REGISTRY_ALLOW'
   | 'FERRY_PUBLISH_ALLOW'
+  | 'FERRY_INPUT_ALLOW'
   | 'FERRY_MAX_TIMEOUT_SECONDS'
   | 'FERRY_ALLOW_EGRESS'
   | 'FERRY_LOG_LEVEL';
@@ -95,6 +96,48 @@ export const PUBLISHER_KEYS = [
   'executions/*/live/*',
   'executions/*/outputs/*',
 ] as const;
+
+/**
+ * Read access to where inputs come from: the deployment's own bucket under inputs/, and each
+ * `s3://bucket/prefix` source (https sources need none). GetObject also answers HEAD; ListBucket
+ * is held to the prefix, for DIRECTORY inputs.
+ */
+export function inputReadStatements(
+  scope: Construct,
+  ownBucket: IBucket,
+  sources: readonly string[],
+): PolicyStatement[] {
+  const partition = Stack.of(scope).partition;
+  const prefixes = [
+    { objects: ownBucket.arnForObjects('inputs/*'), bucket: ownBucket.bucketArn, prefix: 'inputs/*' },
+    ...sources.flatMap((source) => {
+      if (!source.startsWith('s3://')) return [];
+      const match = /^s3:\/\/([^/]+)\/?(.*)$/.exec(source);
+      if (match === null) throw new Error(`inputSources: not an s3:// prefix: ${source}`);
+      const [, bucket, key = ''] = match;
+      // Whole path segments, as the bid matches them: s3://data/refs is refs/…, not refs-private.
+      const prefix = key === '' ? '*' : `${key.replace(/\/+$/, '')}/*`;
+      return [
+        {
+          objects: `arn:${partition}:s3:::${bucket}/${prefix}`,
+          bucket: `arn:${partition}:s3:::${bucket}`,
+          prefix,
+        },
+      ];
+    }),
+  ];
+  return [
+    new PolicyStatement({ actions: ['s3:GetObject'], resources: prefixes.map((p) => p.objects) }),
+    ...prefixes.map(
+      (p) =>
+        new PolicyStatement({
+          actions: ['s3:ListBucket'],
+          resources: [p.bucket],
+          conditions: { StringLike: { 's3:prefix': [p.prefix] } },
+        }),
+    ),
+  ];
+}
 
 export interface FerryFunctionProps {
   /** Which export of functions/aws-handlers.ts the function runs. */
@@ -237,6 +280,17 @@ export class FerryFunction extends NodejsFunction {
           resources: [bucket.bucketArn],
           conditions: { StringLike: { 's3:prefix': ['executions/*'] } },
         }),
+      );
+    }
+    return this;
+  }
+
+  /** Lets the api size inputs for a bid: read (HEAD, one listing page) where they may come from. */
+  readInputs(bucket: IBucket, sources: readonly string[]): this {
+    for (const statement of inputReadStatements(this, bucket, sources)) {
+      this.allow(
+        statement,
+        'Inputs are chosen by each job under the prefixes the deployer allowed: the patterns name those prefixes and nothing wider.',
       );
     }
     return this;

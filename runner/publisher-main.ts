@@ -1,6 +1,7 @@
-// Entry point of the publisher container (Ferry's runner image). Everything it needs comes
-// from its environment: which execution, where its result goes (upload links from Ferry's
-// API, or a bucket), which limits.
+// Entry point of Ferry's runner image, for two containers of a Fargate task. With no argument
+// it is the publisher: everything it needs comes from its environment (which execution, where
+// its result goes — upload links from Ferry's API, or a bucket — which limits, which outputs).
+// With `stage` it is the stage container, which fetches the job's inputs first.
 import { S3Client } from '@aws-sdk/client-s3';
 import { S3ObjectStore } from '../shared/adapters/aws/s3-object-store.ts';
 import { UploadLinkStore } from '../shared/adapters/aws/upload-link-store.ts';
@@ -8,6 +9,9 @@ import { loadPublisherConfig, type PublisherConfig } from '../shared/config.ts';
 import { createLogger, type Logger } from '../shared/logger.ts';
 import type { ResultSink } from '../shared/ports.ts';
 import { publish } from '../shared/runner/publisher.ts';
+import { runStage } from './stage-main.ts';
+
+if (process.argv[2] === 'stage') process.exit(await runStage());
 
 let config: ReturnType<typeof loadPublisherConfig>;
 try {
@@ -45,6 +49,7 @@ try {
     executionId: config.executionId,
     ioDir: config.ioDir,
     limits: config.limits,
+    outputs: { list: config.outputs, dataRoot: config.dataRoot },
     objects: resultSink(config, log),
     log,
     flushSeconds: config.flushSeconds,

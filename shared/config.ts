@@ -264,8 +264,12 @@ export function loadConfig(env: Record<string, string | undefined> = {}, cwd = '
       registryAllow: e.FERRY_REGISTRY_ALLOW ?? defaultRegistries(e),
       // Locally "publishing" copies into the data directory; on AWS only what the deployment granted.
       publishAllow: e.FERRY_PUBLISH_ALLOW ?? (onAws ? [] : ['*']),
-      // On AWS the deployment's own bucket under inputs/; locally nothing but inline content.
-      inputAllow: e.FERRY_INPUT_ALLOW ?? (onAws && e.FERRY_BUCKET ? [`s3://${e.FERRY_BUCKET}/inputs/`] : []),
+      // On AWS the deployment's own bucket under inputs/ always, and what the deployment adds
+      // (its task role may read those); locally nothing but inline content unless allowed.
+      inputAllow: [
+        ...(onAws && e.FERRY_BUCKET ? [`s3://${e.FERRY_BUCKET}/inputs/`] : []),
+        ...(e.FERRY_INPUT_ALLOW ?? []),
+      ],
       minTimeoutSeconds: e.FERRY_MIN_TIMEOUT_SECONDS,
       maxTimeoutSeconds: e.FERRY_MAX_TIMEOUT_SECONDS,
       allowEgress: e.FERRY_ALLOW_EGRESS,
@@ -336,6 +340,97 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/** JSON in a variable, then checked against `schema`. */
+const jsonOf = <T extends z.ZodType>(schema: T) =>
+  z.string().transform((text, ctx): z.output<T> => {
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'not JSON' });
+      return z.NEVER;
+    }
+    const parsed = schema.safeParse(value);
+    if (!parsed.success) {
+      for (const problem of toFieldProblems(parsed.error)) {
+        ctx.addIssue({ code: 'custom', message: `${problem.field}: ${problem.message}` });
+      }
+      return z.NEVER;
+    }
+    return parsed.data;
+  });
+
+const dataPlace = { volume: z.number().int().min(0), relative: z.string() };
+const dataType = z.enum(['FILE', 'DIRECTORY']);
+
+const StageOrderSchema = z.strictObject({
+  diskBytes: z.number().int().min(0),
+  volumes: z.array(z.strictObject({ writable: z.boolean(), mountPoints: z.array(z.string()) })),
+  inputs: z.array(
+    z.strictObject({
+      url: z.string().optional(),
+      content: z.string().optional(),
+      path: z.string(),
+      type: dataType,
+      ...dataPlace,
+    }),
+  ),
+});
+
+const PublisherOutputsSchema = z.array(
+  z.strictObject({ name: z.string().min(1), path: z.string(), type: dataType, ...dataPlace }),
+);
+
+const StageEnvSchema = z.object({
+  FERRY_EXECUTION_ID: z.string().regex(/^ex_[0-9a-z]{26}$/),
+  FERRY_STAGE: jsonOf(StageOrderSchema),
+  FERRY_IO_DIR: z.string().min(1).default('/ferry/io'),
+  FERRY_DATA_ROOT: z.string().min(1).default('/ferry-data'),
+  FERRY_S3_FORCE_PATH_STYLE: bool.default(false),
+  FERRY_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+});
+
+export interface StageConfig {
+  readonly executionId: string;
+  readonly order: z.output<typeof StageOrderSchema>;
+  readonly ioDir: string;
+  readonly dataRoot: string;
+  readonly s3ForcePathStyle: boolean;
+  readonly region: string;
+  readonly logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+}
+
+/** A task container's own variables (those of `schema`), checked; a problem names each one. */
+function containerSettings<Schema extends z.ZodObject>(
+  schema: Schema,
+  env: Record<string, string | undefined>,
+  container: string,
+): z.output<Schema> {
+  const known = Object.fromEntries(Object.entries(env).filter(([key]) => key in schema.shape));
+  const parsed = schema.safeParse(known);
+  if (!parsed.success) {
+    const problems = toFieldProblems(parsed.error);
+    throw new ValidationError(
+      `invalid ${container} configuration: ${problems.map((p) => `${p.field}: ${p.message}`).join('; ')}`,
+    );
+  }
+  return parsed.data;
+}
+
+/** The stage container's settings, given by the task definition and RunTask overrides. */
+export function loadStageConfig(env: Record<string, string | undefined>): StageConfig {
+  const e = containerSettings(StageEnvSchema, env, 'stage');
+  return deepFreeze({
+    executionId: e.FERRY_EXECUTION_ID,
+    order: e.FERRY_STAGE,
+    ioDir: e.FERRY_IO_DIR,
+    dataRoot: e.FERRY_DATA_ROOT,
+    s3ForcePathStyle: e.FERRY_S3_FORCE_PATH_STYLE,
+    region: env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1',
+    logLevel: e.FERRY_LOG_LEVEL,
+  });
+}
+
 const PublisherEnvSchema = z.object({
   FERRY_EXECUTION_ID: z.string().regex(/^ex_[0-9a-z]{26}$/),
   FERRY_API_URL: z.url({ protocol: /^https?$/ }).optional(),
@@ -349,7 +444,9 @@ const PublisherEnvSchema = z.object({
       return z.NEVER;
     }
   }),
+  FERRY_OUTPUTS: jsonOf(PublisherOutputsSchema).optional(),
   FERRY_IO_DIR: z.string().min(1).default('/ferry/io'),
+  FERRY_DATA_ROOT: z.string().min(1).default('/ferry-data'),
   FERRY_LIVE_FLUSH_SECONDS: z.coerce.number().positive().max(300).default(5),
   FERRY_STOP_GRACE_SECONDS: z.coerce.number().min(0).max(110).default(20),
   FERRY_S3_FORCE_PATH_STYLE: bool.default(false),
@@ -378,6 +475,9 @@ export interface PublisherConfig {
   readonly target: PublisherTarget;
   readonly limits: z.output<typeof OutputLimitsEnvSchema>;
   readonly ioDir: string;
+  /** The job's outputs, and where they are: volume K under `dataRoot`. */
+  readonly outputs: z.output<typeof PublisherOutputsSchema>;
+  readonly dataRoot: string;
   readonly flushSeconds: number;
   readonly stopGraceSeconds: number;
   readonly region: string;
@@ -386,15 +486,8 @@ export interface PublisherConfig {
 
 /** The publisher container's settings, given by the task definition and RunTask overrides. */
 export function loadPublisherConfig(env: Record<string, string | undefined>): PublisherConfig {
-  const known = Object.fromEntries(Object.entries(env).filter(([key]) => key in PublisherEnvSchema.shape));
-  const parsed = PublisherEnvSchema.safeParse(known);
-  if (!parsed.success) {
-    const problems = toFieldProblems(parsed.error);
-    throw new ValidationError(
-      `invalid publisher configuration: ${problems.map((p) => `${p.field}: ${p.message}`).join('; ')}`,
-    );
-  }
-  const limits = OutputLimitsEnvSchema.safeParse(parsed.data.FERRY_OUTPUT_LIMITS);
+  const e = containerSettings(PublisherEnvSchema, env, 'publisher');
+  const limits = OutputLimitsEnvSchema.safeParse(e.FERRY_OUTPUT_LIMITS);
   if (!limits.success) {
     throw new ValidationError(
       `invalid publisher configuration: FERRY_OUTPUT_LIMITS: ${toFieldProblems(limits.error)
@@ -402,12 +495,13 @@ export function loadPublisherConfig(env: Record<string, string | undefined>): Pu
         .join('; ')}`,
     );
   }
-  const e = parsed.data;
   return deepFreeze({
     executionId: e.FERRY_EXECUTION_ID,
     target: publisherTarget(e),
     limits: limits.data,
     ioDir: e.FERRY_IO_DIR,
+    outputs: e.FERRY_OUTPUTS ?? [],
+    dataRoot: e.FERRY_DATA_ROOT,
     flushSeconds: e.FERRY_LIVE_FLUSH_SECONDS,
     stopGraceSeconds: e.FERRY_STOP_GRACE_SECONDS,
     region: env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1',

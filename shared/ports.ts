@@ -132,7 +132,13 @@ export interface ObjectStore {
  * of single keys. Any ObjectStore is one; so is the publisher's store that works through
  * upload links, which can neither read nor list.
  */
-export type ResultSink = Pick<ObjectStore, 'put' | 'delete'>;
+export type ResultSink = Pick<ObjectStore, 'put' | 'delete'> & {
+  /**
+   * A hint that these keys are put next, each in one piece or in parts: a store that asks for
+   * permission per key may ask for all of them at once.
+   */
+  expect?(keys: readonly string[]): Promise<void>;
+};
 
 /** An S3-compatible store inputs are read from, through the caller's usual credentials. */
 export interface S3Source {

@@ -18,6 +18,8 @@ export interface RunEnding {
   readonly endedAt: string;
   /** The outputs, already stored under outputs/. */
   readonly outputs?: readonly OutputResult[];
+  /** Why the command never ran (an input that could not be had, a program that is not there). */
+  readonly startError?: string;
 }
 
 export async function storeResult(
@@ -36,6 +38,7 @@ export async function storeResult(
     signal: ending.signal,
     partial: ending.partial,
     ...(ending.timedOut ? { timedOut: true } : {}),
+    ...(ending.startError === undefined ? {} : { startError: ending.startError }),
     startedAt: ending.startedAt,
     endedAt: ending.endedAt,
     stdout: { ...stdout.summary, sha256: sha256(stdout.stored) },

@@ -5,7 +5,14 @@ import { dataProblems } from './data-plan.ts';
 import type { Bid, Estimate, Platform, ResolvedConstraints } from './execution.ts';
 import { FARGATE_LIMITS, fargateCostPerHour, fitFargate } from './fargate.ts';
 import { FARGATE_RULES, overridesLength, tagViolations } from './fargate-rules.ts';
-import { executionTags, LONGEST_EXECUTION_ID, labelTagKey, taskOverrides } from './fargate-task.ts';
+import {
+  executionTags,
+  LONGEST_EXECUTION_ID,
+  labelTagKey,
+  taskDataNotes,
+  taskDataProblems,
+  taskOverrides,
+} from './fargate-task.ts';
 import { isInternalRegistry, parseImageReference, registryAllowed } from './image-reference.ts';
 import type { JobSpec } from './job-spec.ts';
 import { formatBytes, formatMiB } from './units.ts';
@@ -74,8 +81,8 @@ export const fargateProfile = (enforcesNetworkNone: boolean): PlatformProfile =>
   maxCpu: FARGATE_LIMITS.maxCpu,
   maxMemoryMiB: FARGATE_LIMITS.maxMemoryMiB,
   supportsGpu: false,
-  supportsInputs: false,
-  supportsOutputs: false,
+  supportsInputs: true,
+  supportsOutputs: true,
   supportsPublish: true,
   enforcesNetworkNone,
 });
@@ -198,6 +205,14 @@ export const dataPolicy: BidStrategy = (spec, policy, profile, facts) => {
       `inputs take ${atLeast ? 'at least ' : ''}${formatBytes(known)}${large.length > 0 ? ` (${large.join(', ')})` : ''}; the job gets ${diskGiB} GiB of disk (ask for more with resources.disk)`,
     );
   }
+  if (profile.platform === 'fargate') {
+    problems.push(...taskDataProblems(spec));
+    notes.push(...taskDataNotes(spec));
+  }
+  if (profile.platform === 'fargate') {
+    problems.push(...taskDataProblems(spec));
+    notes.push(...taskDataNotes(spec));
+  }
   if (profile.platform === 'process') {
     notes.push(
       'the process backend has no container: input and output paths are inside the job’s own directory, $FERRY_ROOT (/data/in.csv is $FERRY_ROOT/data/in.csv), where it runs; inputs are read-only by their permissions only',
@@ -234,7 +249,7 @@ export const fargateRequestLimits: BidStrategy = (spec, _policy, profile) => {
   const limit = FARGATE_RULES.overridesMaxChars;
   if (length > limit) {
     problems.push(
-      `command and env take ${length} characters of RunTask overrides with Ferry's own settings; Fargate takes at most ${limit}, so shorten them by ${length - limit}`,
+      `${spec.inputs.length > 0 ? 'command, env and inputs' : 'command and env'} take ${length} characters of RunTask overrides with Ferry's own settings; Fargate takes at most ${limit}, so shorten them by ${length - limit}${spec.inputs.some((input) => input.content !== undefined) ? ' (inline content counts: a large input belongs in S3)' : ''}`,
     );
   }
   const ownTags = executionTags(LONGEST_EXECUTION_ID, {}).length;

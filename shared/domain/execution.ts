@@ -112,6 +112,8 @@ export interface ResultManifest {
   readonly partial: boolean;
   /** The job ran out of time and was stopped inside its task (Fargate's wrapper). */
   readonly timedOut?: boolean;
+  /** Why the command never ran (an input that could not be had, a program that is not there). */
+  readonly startError?: string;
   readonly startedAt: string | null;
   readonly endedAt: string;
   readonly stdout: StreamResult;

@@ -143,9 +143,16 @@ export function uploadRefusal(execution: Execution, request: UploadLinkRequest):
   if (request.action === 'delete') {
     return live ? undefined : 'only the live windows (live/stdout, live/stderr) may be deleted';
   }
-  const declared = execution.spec.outputs.map((output) => `outputs/${output.name}`);
-  const writable = live || ['stdout', 'stderr', 'result.json'].includes(name) || declared.includes(name);
+  const { outputs } = execution.spec;
+  // A FILE output is one object; a DIRECTORY output's files are the objects below its name.
+  const declared = outputs.some((output) =>
+    output.type === 'FILE'
+      ? name === `outputs/${output.name}`
+      : name.startsWith(`outputs/${output.name}/`) && name.length > `outputs/${output.name}/`.length,
+  );
+  const writable = live || ['stdout', 'stderr', 'result.json'].includes(name) || declared;
+  const listed = outputs.map((o) => `outputs/${o.name}${o.type === 'DIRECTORY' ? '/…' : ''}`);
   return writable
     ? undefined
-    : `not a key the publisher writes: stdout, stderr, result.json, live/stdout, live/stderr${declared.length > 0 ? `, ${declared.join(', ')}` : ''}`;
+    : `not a key the publisher writes: stdout, stderr, result.json, live/stdout, live/stderr${listed.length > 0 ? `, ${listed.join(', ')}` : ''}`;
 }

@@ -204,6 +204,7 @@ export const ResultManifestSchema = z.object({
   signal: z.string().nullable(),
   partial: z.boolean(),
   timedOut: z.boolean().optional(),
+  startError: z.string().optional().describe('why the command never ran'),
   startedAt: timestamp.nullable(),
   endedAt: timestamp,
   stdout: StreamResultSchema,

@@ -1,7 +1,7 @@
 // The publisher: the container beside a Fargate job that captures its stdout and stderr
 // (read from the FIFOs the wrapper writes) under the job's output limits, refreshes a live
-// window of each stream in S3 while the job runs, and stores the result — outputs first,
-// result.json last — when the job ends or the task is stopped.
+// window of each stream in S3 while the job runs, and stores the result — streams, then the
+// job's outputs from the data volumes, result.json last — when the job ends or the task is stopped.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
@@ -10,15 +10,19 @@ import type { Readable } from 'node:stream';
 import { encodeLive, liveKey, storeResult } from '../capture/result-writer.ts';
 import { captureLimitsFor, captureStream, StreamCapture } from '../capture/stream-capture.ts';
 import type { ResultManifest } from '../domain/execution.ts';
+import type { PublisherOutput } from '../domain/fargate-task.ts';
 import type { OutputLimits } from '../domain/job-spec.ts';
 import type { Logger } from '../logger.ts';
 import type { ResultSink } from '../ports.ts';
+import { collectOutputs } from '../staging/outputs.ts';
 
 export interface PublisherOptions {
   readonly executionId: string;
   /** Holds the `stdout` and `stderr` FIFOs and, at the end, the wrapper's `exit.json`. */
   readonly ioDir: string;
   readonly limits: OutputLimits;
+  /** The job's outputs, collected once it has ended: each in volume K under `dataRoot`. */
+  readonly outputs?: { readonly list: readonly PublisherOutput[]; readonly dataRoot: string };
   /** Where the result goes: S3 itself, or upload links Ferry signs for this execution only. */
   readonly objects: ResultSink;
   readonly log: Logger;
@@ -164,6 +168,20 @@ export async function publish(options: PublisherOptions): Promise<ResultManifest
 
   const exit = await readExit(ioDir, outcome === 'drained' ? 5000 : 0);
   if (exit?.startError) log.warn('the job did not start', { executionId, reason: exit.startError });
+  const wanted = options.outputs?.list ?? [];
+  const outputs =
+    wanted.length === 0 || exit?.startError
+      ? []
+      : await collectOutputs(
+          executionId,
+          wanted,
+          async (output) => {
+            const volume = path.join(options.outputs?.dataRoot ?? '', String(output.volume));
+            return output.relative === '' ? volume : path.join(volume, output.relative);
+          },
+          objects,
+          limits,
+        );
   const manifest = await storeResult(objects, executionId, captures, limits.keep, {
     exitCode: exit?.exitCode ?? null,
     signal: exit?.signal ?? null,
@@ -176,6 +194,8 @@ export async function publish(options: PublisherOptions): Promise<ResultManifest
     startedAt,
     endedAt: new Date().toISOString(),
     ...(exit?.timedOut ? { timedOut: true } : {}),
+    ...(exit?.startError ? { startError: exit.startError } : {}),
+    outputs,
   });
   await Promise.all(
     (['stdout', 'stderr'] as const).map((name) =>

@@ -8,6 +8,7 @@ import { DynamoCapacityLedger } from '../adapters/aws/dynamo-ledger.ts';
 import { DynamoExecutionStore, DynamoIdempotencyStore } from '../adapters/aws/dynamo-store.ts';
 import { EcsBackend } from '../adapters/aws/ecs-backend.ts';
 import { S3ObjectStore } from '../adapters/aws/s3-object-store.ts';
+import { SdkS3Source } from '../adapters/aws/s3-source.ts';
 import { PRESIGNING_CONFIG, S3UploadSigner } from '../adapters/aws/s3-upload-signer.ts';
 import { SqsJobQueue } from '../adapters/aws/sqs-queue.ts';
 import { StoreThenSendIntake } from '../adapters/aws/store-then-send-intake.ts';
@@ -17,6 +18,7 @@ import type { ChangeFeed, Core } from '../core.ts';
 import { fargateProfile } from '../domain/bidding.ts';
 import { UPLOAD_LINK_SECONDS } from '../domain/upload-links.ts';
 import { createLogger, type Logger } from '../logger.ts';
+import { InputSources } from '../staging/inputs.ts';
 import { FERRY_VERSION } from '../version.ts';
 
 export interface AwsClients {
@@ -48,12 +50,15 @@ export function buildAwsCore(config: FerryConfig, clients: AwsClients = {}, log?
     client: dynamodb,
   });
   const queue = new SqsJobQueue(aws.queueUrl, clients.sqs ?? new SQSClient({ region: aws.region }));
+  const s3 = clients.s3 ?? new S3Client({ region: aws.region, forcePathStyle: config.s3ForcePathStyle });
   return {
     store,
     idempotency: new DynamoIdempotencyStore(aws.tableName, dynamodb),
     queue,
     intake: new StoreThenSendIntake(store, queue),
-    objects: new S3ObjectStore(aws.bucket, clients.s3 ?? new S3Client({ region: aws.region })),
+    objects: new S3ObjectStore(aws.bucket, s3),
+    // Bids look up the sizes of inputs (the api function's read grant on the allowed prefixes).
+    inputs: new InputSources({ s3: new SdkS3Source(s3) }),
     uploads: new S3UploadSigner(
       aws.bucket,
       clients.s3Presigning ?? new S3Client({ region: aws.region, ...PRESIGNING_CONFIG }),
@@ -71,6 +76,7 @@ export function buildAwsCore(config: FerryConfig, clients: AwsClients = {}, log?
       logGroup: aws.logGroup,
       region: aws.region,
       capacityProvider: aws.capacityProvider,
+      s3ForcePathStyle: config.s3ForcePathStyle,
       client: clients.ecs ?? new ECSClient({ region: aws.region }),
       log: logger,
     }),

@@ -21,6 +21,8 @@ import type { ResultSink } from '../ports.ts';
 
 /** Listed per output at most; the count says how many more there were. */
 export const SKIPPED_LISTED = 100;
+/** Files of a directory decided, then stored, together. */
+const BATCH_FILES = 32;
 
 interface Budget {
   bytesLeft: number;
@@ -34,10 +36,10 @@ export type OutputPlace = string | { readonly refused: string };
  * Collects `outputs` into `sink` under executions/{id}/outputs/. `locate` gives where each
  * output is on this machine (a path no one but the finished job has written under).
  */
-export async function collectOutputs(
+export async function collectOutputs<Output extends JobOutput>(
   executionId: string,
-  outputs: readonly JobOutput[],
-  locate: (output: JobOutput) => Promise<OutputPlace>,
+  outputs: readonly Output[],
+  locate: (output: Output) => Promise<OutputPlace>,
   sink: ResultSink,
   limits: Pick<OutputLimits, 'outputBytes' | 'outputsBytes' | 'outputFiles'>,
 ): Promise<OutputResult[]> {
@@ -153,6 +155,31 @@ async function collectDirectory(
     skippedCount++;
     if (skipped.length < SKIPPED_LISTED) skipped.push(entry);
   };
+  // Files are decided a batch at a time, their room reserved, then stored: a store that asks
+  // for permission per key (upload links) asks once per batch.
+  let batch: { relative: string; size: number }[] = [];
+  const storeBatch = async () => {
+    const files = batch;
+    batch = [];
+    if (files.length === 0) return;
+    await sink.expect?.(files.map((file) => `${prefix}${file.relative}`));
+    for (const file of files) {
+      const stored = await storeFile(
+        path.join(where, file.relative),
+        `${prefix}${file.relative}`,
+        sink,
+        file.size,
+      );
+      if (stored.bytes < stored.size) {
+        // It grew after it was listed (nothing should be writing now): what was read is kept.
+        skip({ path: file.relative, bytes: stored.size, reason: 'changed while it was stored; cut' });
+      }
+      entries.push({ path: file.relative, bytes: stored.bytes, sha256: stored.sha256 });
+      // The room was reserved at the listed size; give back what was not used.
+      bytes += stored.bytes - file.size;
+      budget.bytesLeft += file.size - stored.bytes;
+    }
+  };
   for await (const file of walk(where, '')) {
     if (file.kind !== 'file') {
       skip({
@@ -175,16 +202,13 @@ async function collectDirectory(
       });
       continue;
     }
-    const stored = await storeFile(path.join(where, file.relative), `${prefix}${file.relative}`, sink, room);
-    if (stored.bytes < stored.size) {
-      // It grew after it was listed (nothing should be writing now): what was read is kept.
-      skip({ path: file.relative, bytes: stored.size, reason: 'changed while it was stored; cut' });
-    }
-    entries.push({ path: file.relative, bytes: stored.bytes, sha256: stored.sha256 });
-    bytes += stored.bytes;
-    budget.bytesLeft -= stored.bytes;
+    batch.push({ relative: file.relative, size: file.size });
+    bytes += file.size;
+    budget.bytesLeft -= file.size;
     budget.filesLeft -= 1;
+    if (batch.length >= BATCH_FILES) await storeBatch();
   }
+  await storeBatch();
   return {
     ...base(output, prefix),
     bytes,

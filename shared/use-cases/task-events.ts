@@ -106,6 +106,11 @@ export function endingOf(
         `the task failed to start: ${detail.stoppedReason ?? containerReason ?? 'no reason given'}`.trim(),
     };
   }
+  if (manifest?.startError !== undefined) {
+    // The command never ran (its inputs could not be had, its program is not there): the job's
+    // container may report 143 from a dependency that failed, which is no exit of the job's.
+    return { state: 'FAILED', exitCode: null, reason: `the job could not start: ${manifest.startError}` };
+  }
   if (
     manifest === undefined &&
     container?.exitCode == null &&

@@ -530,6 +530,9 @@ describe('least privilege', () => {
         's3:AbortMultipartUpload',
         's3:DeleteObject',
         's3:GetObject',
+        // Sizing inputs for a bid: the deployment's inputs/.
+        's3:GetObject',
+        's3:ListBucket',
         's3:ListBucket',
         's3:PutObject',
         'sqs:SendMessage',
@@ -548,7 +551,8 @@ describe('least privilege', () => {
       const [list] = allowing(statements, 's3:ListBucket');
       expect(list?.Resource, handler).toEqual(arnOf(s.ferry.resultsBucket));
       expect(list?.Condition, handler).toEqual({ StringLike: { 's3:prefix': ['executions/*'] } });
-      expect(allowing(statements, 's3:GetObject'), handler).toHaveLength(1);
+      // The api also reads inputs/ (below), never another prefix of executions.
+      expect(allowing(statements, 's3:GetObject'), handler).toHaveLength(handler === 'api' ? 2 : 1);
     }
     for (const handler of ['taskEvents', 'sweeper'] as const) {
       const [manifests] = allowing(statementsOfHandler(handler), 's3:GetObject');
@@ -556,12 +560,60 @@ describe('least privilege', () => {
     }
   });
 
-  it('gives tasks no S3 permission: they may call the upload-links route of this API, and nothing else', () => {
+  it('lets tasks and the api read inputs/ of the bucket (objects, and listings under it), nothing else of it', () => {
+    const inputReads = (statements: Statement[]) => [
+      ...allowing(statements, 's3:GetObject')
+        .map((st) => JSON.stringify(st.Resource))
+        .filter((r) => r.includes('/inputs/')),
+      ...allowing(statements, 's3:ListBucket')
+        .filter((st) => JSON.stringify(st.Condition).includes('inputs/'))
+        .map((st) => JSON.stringify(st.Condition)),
+    ];
+    const expected = [
+      JSON.stringify({
+        'Fn::Join': ['', [{ 'Fn::GetAtt': [s.id(s.ferry.resultsBucket), 'Arn'] }, '/inputs/*']],
+      }),
+      JSON.stringify({ StringLike: { 's3:prefix': ['inputs/*'] } }),
+    ];
+    expect(inputReads(statementsOf(s.template, s.id(s.ferry.taskRole)))).toEqual(expected);
+    expect(inputReads(statementsOfHandler('api'))).toEqual(expected);
+    for (const handler of ['dispatcher', 'taskEvents', 'sweeper'] as const) {
+      expect(inputReads(statementsOfHandler(handler)), handler).toEqual([]);
+    }
+  });
+
+  it('reads other input sources where the deployer allows them, whole path segments only', () => {
+    const other = synthFerry({ inputSources: ['s3://reference-data/genomes', 'https://example.org/files/'] });
+    try {
+      const reads = statementsOf(other.template, other.id(other.ferry.taskRole));
+      expect(JSON.stringify(allowing(reads, 's3:GetObject'))).toContain(':s3:::reference-data/genomes/*');
+      expect(allowing(reads, 's3:ListBucket').map((st) => st.Condition?.StringLike?.['s3:prefix'])).toEqual([
+        ['inputs/*'],
+        ['genomes/*'],
+      ]);
+      const functions = Object.values(other.template.findResources('AWS::Lambda::Function')).filter(
+        (fn) => fn.Properties.Environment?.Variables?.FERRY_TABLE_NAME !== undefined,
+      );
+      expect(functions.map((fn) => fn.Properties.Environment.Variables.FERRY_INPUT_ALLOW)).toEqual(
+        Array(4).fill('s3://reference-data/genomes,https://example.org/files/'),
+      );
+    } finally {
+      other.cleanup();
+    }
+    expect(() =>
+      synthFerry({ network: { layout: 'isolated-subnets' }, inputSources: ['https://example.org/files/'] }),
+    ).toThrow(
+      'inputSources: https://example.org/files/: this network layout gives tasks no route to the internet, only to S3',
+    );
+  });
+
+  it('gives tasks no S3 write: they may call the upload-links route of this API, and read inputs', () => {
     // Every container of a task, the job's included, can reach these credentials.
     const statements = statementsOf(s.template, s.id(s.ferry.taskRole));
-    expect(statements.flatMap(actionsOf)).toEqual(['execute-api:Invoke']);
-    expect(statements.flatMap(actionsOf).filter((a) => a.startsWith('s3:'))).toEqual([]);
-    const [invoke] = statements;
+    expect(statements.flatMap(actionsOf).sort()).toEqual(
+      ['execute-api:Invoke', 's3:GetObject', 's3:ListBucket'].sort(),
+    );
+    const [invoke] = allowing(statements, 'execute-api:Invoke');
     expect(invoke?.Condition).toBeUndefined();
     expect(resourcesOf(invoke as Statement)).toEqual([
       {

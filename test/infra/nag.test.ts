@@ -88,6 +88,8 @@ describe('AwsSolutions checks', () => {
         `<${bucket}.Arn>/executions/*/result.json`,
         `<${bucket}.Arn>/executions/*/stderr`,
         `<${bucket}.Arn>/executions/*/stdout`,
+        // Inputs each job names, under the prefix the deployment reads them from.
+        `<${bucket}.Arn>/inputs/*`,
         `arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task-definition/ferry-*:*`,
         `arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task/<${cluster}>/*`,
         // The one route tasks may call.

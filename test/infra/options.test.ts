@@ -86,8 +86,15 @@ describe('the isolated network layout', () => {
   it('lets tasks, which cannot reach the API there, write results but never read or list them', () => {
     const statements = statementsOf(isolated.template, isolated.id(isolated.ferry.taskRole));
     expect(statements.flatMap(actionsOf).sort()).toEqual(
-      ['s3:AbortMultipartUpload', 's3:DeleteObject', 's3:PutObject'].sort(),
+      ['s3:AbortMultipartUpload', 's3:DeleteObject', 's3:GetObject', 's3:ListBucket', 's3:PutObject'].sort(),
     );
+    // What they read is inputs, never results.
+    expect(JSON.stringify(allowing(statements, 's3:GetObject').map((st) => st.Resource))).not.toContain(
+      'executions',
+    );
+    expect(allowing(statements, 's3:ListBucket').map((st) => st.Condition)).toEqual([
+      { StringLike: { 's3:prefix': ['inputs/*'] } },
+    ]);
     expect(JSON.stringify(allowing(statements, 's3:PutObject')[0]?.Resource)).toContain('/executions/*');
     expect(JSON.stringify(allowing(statements, 's3:DeleteObject')[0]?.Resource)).toContain(
       '/executions/*/live/*',

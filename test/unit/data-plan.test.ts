@@ -7,7 +7,20 @@ import {
   sourceAllowed,
   sourceOf,
 } from '../../shared/domain/data-plan.ts';
-import { type JobInput, type JobOutput, parseJobSpec } from '../../shared/domain/job-spec.ts';
+import type { Execution } from '../../shared/domain/execution.ts';
+import {
+  taskDataNotes,
+  taskDataPlan,
+  taskDataProblems,
+  taskOverrides,
+} from '../../shared/domain/fargate-task.ts';
+import {
+  DEFAULT_OUTPUT_LIMITS,
+  type JobInput,
+  type JobOutput,
+  parseJobSpec,
+} from '../../shared/domain/job-spec.ts';
+import { uploadRefusal } from '../../shared/domain/upload-links.ts';
 import { ValidationError } from '../../shared/errors.ts';
 
 const file = (url: string, path: string): JobInput => ({ url, path, type: 'FILE' });
@@ -214,5 +227,105 @@ describe('a bid on inputs', () => {
     expect(bid.constraints?.notes).toContain(
       'input s3://data/later.csv is not there now; the job fails before it runs if it is still missing then',
     );
+  });
+});
+
+describe('a job’s data in a Fargate task', () => {
+  it('makes a volume per directory, outermost first, with mount points for the volumes inside', () => {
+    const spec = {
+      inputs: [
+        file('s3://data/in/a', '/data/a.csv'),
+        file('s3://data/in/b', '/data/b.csv'),
+        { url: 's3://data/in/refs/', path: '/data/refs', type: 'DIRECTORY' as const },
+      ],
+      outputs: [out('/work/out/report.txt', 'report'), out('/data/out', 'out', 'DIRECTORY')],
+    };
+    const plan = taskDataPlan(spec);
+    expect(plan.volumes).toEqual([
+      { name: 'data-0', containerPath: '/data', writable: false, mountPoints: ['out', 'refs'] },
+      { name: 'data-1', containerPath: '/data/out', writable: true, mountPoints: [] },
+      { name: 'data-2', containerPath: '/data/refs', writable: false, mountPoints: [] },
+      { name: 'data-3', containerPath: '/work/out', writable: true, mountPoints: [] },
+    ]);
+    expect(plan.inputs).toEqual([
+      { volume: 0, relative: 'a.csv' },
+      { volume: 0, relative: 'b.csv' },
+      { volume: 2, relative: '' },
+    ]);
+    expect(plan.outputs).toEqual([
+      { volume: 3, relative: 'report.txt' },
+      { volume: 1, relative: '' },
+    ]);
+    expect(taskDataProblems(spec)).toEqual([]);
+  });
+
+  it('makes a directory holding inputs and outputs writable, and says so', () => {
+    const spec = { inputs: [file('s3://data/in/a', '/io/a.csv')], outputs: [out('/io/b.csv', 'b')] };
+    expect(taskDataPlan(spec).volumes).toEqual([
+      { name: 'data-0', containerPath: '/io', writable: true, mountPoints: [] },
+    ]);
+    expect(taskDataNotes(spec)).toEqual([
+      "on Fargate a FILE input's directory is a volume of its own: what the image has in /io is hidden",
+      '/io holds inputs and outputs: on Fargate it is writable, its inputs read-only files',
+    ]);
+  });
+
+  it('declines a volume that would hide what the image needs to run', () => {
+    expect(
+      taskDataProblems({
+        inputs: [file('s3://data/in/a', '/etc/app.conf'), file('s3://data/in/b', '/b')],
+        outputs: [],
+      }),
+    ).toEqual([
+      '/ would be a volume of its own on Fargate (it holds input /b), hiding what the image has there; put the data in a directory of its own',
+      '/etc would be a volume of its own on Fargate (it holds input /etc/app.conf), hiding what the image has there; put the data in a directory of its own',
+    ]);
+  });
+
+  it('tells the stage container and the publisher where each input and output is', () => {
+    const spec = {
+      inputs: [{ content: 'hello', path: '/in/greeting.txt', type: 'FILE' as const }],
+      outputs: [out('/out', 'out', 'DIRECTORY')],
+    };
+    const overrides = taskOverrides(
+      { ...spec, command: ['true'], env: {}, timeoutSeconds: 60, outputLimits: DEFAULT_OUTPUT_LIMITS },
+      'ex_1',
+      { cpu: '256', memory: '512', ephemeralStorageGiB: 20 },
+      'secret',
+    );
+    const env = (name: string) =>
+      Object.fromEntries(
+        (overrides.containerOverrides.find((c) => c.name === name)?.environment ?? []).map((e) => [
+          e.name,
+          e.value,
+        ]),
+      );
+    expect(JSON.parse(env('ferry-stage').FERRY_STAGE ?? '')).toEqual({
+      diskBytes: 20 * 1024 ** 3,
+      volumes: [
+        { writable: false, mountPoints: [] },
+        { writable: true, mountPoints: [] },
+      ],
+      inputs: [
+        { content: 'hello', path: '/in/greeting.txt', type: 'FILE', volume: 0, relative: 'greeting.txt' },
+      ],
+    });
+    expect(JSON.parse(env('ferry-publisher').FERRY_OUTPUTS ?? '')).toEqual([
+      { name: 'out', path: '/out', type: 'DIRECTORY', volume: 1, relative: '' },
+    ]);
+  });
+
+  it('lets a publisher write the files under a DIRECTORY output, and nothing beside its outputs', () => {
+    const execution = {
+      id: 'ex_1',
+      spec: { outputs: [out('/out', 'plots', 'DIRECTORY'), out('/r/report.txt', 'report')] },
+    } as unknown as Execution;
+    const put = (key: string) => uploadRefusal(execution, { action: 'put', key, contentType: 'text/plain' });
+    expect(put('executions/ex_1/outputs/plots/a/b.png')).toBeUndefined();
+    expect(put('executions/ex_1/outputs/report')).toBeUndefined();
+    expect(put('executions/ex_1/outputs/plots')).toMatch(/not a key the publisher writes/);
+    expect(put('executions/ex_1/outputs/plots/')).toMatch(/not a key the publisher writes/);
+    expect(put('executions/ex_1/outputs/report/x')).toMatch(/not a key the publisher writes/);
+    expect(put('executions/ex_1/outputs/other')).toMatch(/outputs\/plots\/…, outputs\/report$/);
   });
 });

@@ -1,7 +1,7 @@
 // The publisher container's settings: where its result goes is decided by what the task
 // definition and RunTask gave it, strictly, and a bad setting is named without echoing it.
 import { describe, expect, it } from 'vitest';
-import { loadPublisherConfig } from '../../shared/config.ts';
+import { loadPublisherConfig, loadStageConfig } from '../../shared/config.ts';
 import { mintUploadSecret } from '../../shared/domain/upload-links.ts';
 
 const base = {
@@ -75,5 +75,31 @@ describe('the publisher’s configuration', () => {
 
     expect(error?.message).toMatch(/FERRY_UPLOAD_SECRET: not an upload secret/);
     expect(error?.message).not.toContain(malformed);
+  });
+});
+
+describe('the stage container’s configuration', () => {
+  const order = {
+    diskBytes: 20 * 1024 ** 3,
+    volumes: [{ writable: false, mountPoints: [] }],
+    inputs: [{ url: 's3://data/in.csv', path: '/data/in.csv', type: 'FILE', volume: 0, relative: 'in.csv' }],
+  };
+
+  it('takes its orders from FERRY_STAGE, with the defaults for its paths', () => {
+    const config = loadStageConfig({
+      FERRY_EXECUTION_ID: base.FERRY_EXECUTION_ID,
+      FERRY_STAGE: JSON.stringify(order),
+      AWS_REGION: 'eu-west-1',
+    });
+    expect(config).toMatchObject({ order, ioDir: '/ferry/io', dataRoot: '/ferry-data', region: 'eu-west-1' });
+  });
+
+  it('names what is wrong in its orders', () => {
+    const load = (stage: string) =>
+      loadStageConfig({ FERRY_EXECUTION_ID: base.FERRY_EXECUTION_ID, FERRY_STAGE: stage });
+    expect(() => load('{')).toThrow('invalid stage configuration: FERRY_STAGE: not JSON');
+    expect(() => load(JSON.stringify({ ...order, inputs: [{ ...order.inputs[0], volume: -1 }] }))).toThrow(
+      /^invalid stage configuration: FERRY_STAGE: inputs\.0\.volume: /,
+    );
   });
 });

@@ -22,13 +22,17 @@ import {
 import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
 import { runTaskViolations } from '../../domain/fargate-rules.ts';
 import {
+  DATA_ROOT,
   executionTags,
   INIT_CONTAINER,
   PUBLISHER_CONTAINER,
   SHARED_PATH,
   SHARED_VOLUME,
+  STAGE_CONTAINER,
+  taskDataPlan,
   taskOverrides,
 } from '../../domain/fargate-task.ts';
+import type { JobSpec } from '../../domain/job-spec.ts';
 import { JOB_CONTAINER } from '../../domain/task-event.ts';
 import { BackendError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
@@ -55,13 +59,15 @@ export interface EcsBackendOptions {
   readonly region: string;
   /** `FARGATE` or `FARGATE_SPOT`. */
   readonly capacityProvider: 'FARGATE' | 'FARGATE_SPOT';
+  /** Whether the stage container addresses S3 buckets by path (an emulator), as Ferry itself does. */
+  readonly s3ForcePathStyle?: boolean;
   readonly client?: ECSClient;
   readonly log: Logger;
   /** Pause between in-call retries; injectable so tests of backoff need not sleep. */
   readonly sleep?: (ms: number) => Promise<void>;
 }
 
-export { INIT_CONTAINER, PUBLISHER_CONTAINER };
+export { INIT_CONTAINER, PUBLISHER_CONTAINER, STAGE_CONTAINER };
 
 /** Reasons in failures[] or error names that a later attempt may get past. */
 const RETRYABLE = [
@@ -111,8 +117,15 @@ export class EcsBackend implements ComputeBackend {
     this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
   }
 
-  /** The task definition for an image: everything that makes two tasks different but the run's own inputs. */
-  taskDefinitionFor(image: string): RegisterTaskDefinitionCommandInput {
+  /**
+   * The task definition for an image and the layout of a job's data: everything that makes two
+   * tasks different but the run's own settings. Jobs with data get a volume per directory it is
+   * in (see taskDataPlan) and a stage container that fetches the inputs before the job starts.
+   */
+  taskDefinitionFor(
+    image: string,
+    data: Pick<JobSpec, 'inputs' | 'outputs'> = { inputs: [], outputs: [] },
+  ): RegisterTaskDefinitionCommandInput {
     const o = this.options;
     const logs = (prefix: string) => ({
       logDriver: 'awslogs' as const,
@@ -120,6 +133,32 @@ export class EcsBackend implements ComputeBackend {
     });
     const shared = [{ sourceVolume: SHARED_VOLUME, containerPath: SHARED_PATH, readOnly: false }];
     const afterInit = [{ containerName: INIT_CONTAINER, condition: 'SUCCESS' as const }];
+    const plan = taskDataPlan(data);
+    const staged = plan.volumes.length > 0;
+    // Ferry's containers see volume K at /ferry-data/K; the job sees it at its own path.
+    const ferrySide = (volumes: typeof plan.volumes, readOnly: boolean) =>
+      volumes.map((volume) => ({
+        sourceVolume: volume.name,
+        containerPath: `${DATA_ROOT}/${plan.volumes.indexOf(volume)}`,
+        readOnly,
+      }));
+    const stage = {
+      // Fetches the inputs into the data volumes and opens the output directories to the job.
+      name: STAGE_CONTAINER,
+      image: o.runnerImage,
+      essential: false,
+      // Root, to make the volumes' directories whatever user the job's image runs as.
+      user: '0',
+      command: ['stage'],
+      dependsOn: afterInit,
+      mountPoints: [...shared, ...ferrySide(plan.volumes, false)],
+      memoryReservation: 64,
+      environment: [
+        { name: 'FERRY_IO_DIR', value: `${SHARED_PATH}/io` },
+        ...(o.s3ForcePathStyle ? [{ name: 'FERRY_S3_FORCE_PATH_STYLE', value: 'true' }] : []),
+      ],
+      logConfiguration: logs('ferry-stage'),
+    };
     const body = {
       requiresCompatibilities: ['FARGATE' as const],
       networkMode: 'awsvpc' as const,
@@ -128,8 +167,8 @@ export class EcsBackend implements ComputeBackend {
       executionRoleArn: o.executionRoleArn,
       taskRoleArn: o.taskRoleArn,
       runtimePlatform: { operatingSystemFamily: 'LINUX' as const, cpuArchitecture: 'X86_64' as const },
-      // Task-local storage the three containers share: the wrapper and the output FIFOs.
-      volumes: [{ name: SHARED_VOLUME }],
+      // Task-local storage the containers share: the wrapper and the output FIFOs; the job's data.
+      volumes: [{ name: SHARED_VOLUME }, ...plan.volumes.map((volume) => ({ name: volume.name }))],
       containerDefinitions: [
         {
           // Hands the static wrapper to the job's image and makes the FIFOs, then exits.
@@ -143,6 +182,7 @@ export class EcsBackend implements ComputeBackend {
           memoryReservation: 16,
           logConfiguration: logs('ferry-init'),
         },
+        ...(staged ? [stage] : []),
         {
           // The job's own image, run through the wrapper: no shell needed, exit code recorded.
           name: JOB_CONTAINER,
@@ -150,8 +190,17 @@ export class EcsBackend implements ComputeBackend {
           // The publisher decides when the task ends, once the output is stored.
           essential: false,
           entryPoint: [`${SHARED_PATH}/bin/ferry-wrapper`],
-          dependsOn: afterInit,
-          mountPoints: shared,
+          dependsOn: staged
+            ? [...afterInit, { containerName: STAGE_CONTAINER, condition: 'SUCCESS' as const }]
+            : afterInit,
+          mountPoints: [
+            ...shared,
+            ...plan.volumes.map((volume) => ({
+              sourceVolume: volume.name,
+              containerPath: volume.containerPath,
+              readOnly: !volume.writable,
+            })),
+          ],
           // A soft reservation only: the task-level memory is the job's limit. Some emulators
           // cannot place a container that has neither a memory limit nor a reservation.
           memoryReservation: 64,
@@ -162,7 +211,15 @@ export class EcsBackend implements ComputeBackend {
           image: o.runnerImage,
           essential: true,
           dependsOn: afterInit,
-          mountPoints: shared,
+          // Root only where it collects outputs, which the job may have left readable by it alone.
+          ...(plan.outputs.length > 0 ? { user: '0' } : {}),
+          mountPoints: [
+            ...shared,
+            ...ferrySide(
+              plan.volumes.filter((volume) => volume.writable),
+              true,
+            ),
+          ],
           memoryReservation: 64,
           // Time to store what was captured after StopTask (cancel, timeout).
           stopTimeout: 60,
@@ -181,8 +238,8 @@ export class EcsBackend implements ComputeBackend {
   }
 
   /** Describe first (cheap, and no new revision); register only for a new family. */
-  async ensureTaskDefinition(image: string): Promise<string> {
-    const definition = this.taskDefinitionFor(image);
+  async ensureTaskDefinition(image: string, data?: Pick<JobSpec, 'inputs' | 'outputs'>): Promise<string> {
+    const definition = this.taskDefinitionFor(image, data);
     const family = definition.family ?? '';
     const cached = this.definitions.get(family);
     if (cached !== undefined) return cached;
@@ -266,10 +323,10 @@ export class EcsBackend implements ComputeBackend {
       const existing = await this.findTask(execution.id);
       if (existing !== undefined) return { taskId: existing };
     }
-    const taskDefinition = await this.ensureTaskDefinition(execution.spec.image);
+    const taskDefinition = await this.ensureTaskDefinition(execution.spec.image, execution.spec);
     const input = this.runTaskInput(execution, constraints, taskDefinition, ticket.uploadSecret);
     // Fargate would refuse it on every attempt; say why rather than ask.
-    const violations = runTaskViolations(input, this.taskDefinitionFor(execution.spec.image));
+    const violations = runTaskViolations(input, this.taskDefinitionFor(execution.spec.image, execution.spec));
     if (violations.length > 0) {
       throw new BackendError(`RunTask would be refused: ${violations.join('; ')}`, { retryable: false });
     }

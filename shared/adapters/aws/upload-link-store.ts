@@ -67,6 +67,8 @@ export class UploadLinkStore implements ResultSink {
   private readonly attempts: number;
   private readonly fetch: typeof fetch;
   private readonly sleep: (ms: number) => Promise<void>;
+  /** PUT links asked for ahead (expect), by key; each is used once. */
+  private readonly ready = new Map<string, Link>();
 
   constructor(private readonly options: UploadLinkStoreOptions) {
     this.signer = new SignatureV4({
@@ -105,6 +107,8 @@ export class UploadLinkStore implements ResultSink {
       await this.send({ action: 'put', key, contentType }, bytes);
       return;
     }
+    // Too large for the one PUT a link may have been asked for ahead.
+    this.ready.delete(key);
     try {
       await this.multipart(key, contentType, [first.value, second.value], parts);
     } catch (error) {
@@ -116,6 +120,16 @@ export class UploadLinkStore implements ResultSink {
 
   async delete(key: string): Promise<void> {
     await this.send({ action: 'delete', key });
+  }
+
+  /** Asks for PUT links to all of `keys` in as few requests as may be; `put` then uses them. */
+  async expect(keys: readonly string[]): Promise<void> {
+    for (let at = 0; at < keys.length; at += UPLOAD_LINKS_PER_REQUEST) {
+      const requests = keys
+        .slice(at, at + UPLOAD_LINKS_PER_REQUEST)
+        .map((key) => ({ action: 'put' as const, key, contentType: 'application/octet-stream' }));
+      for (const link of await this.ask(requests)) this.ready.set(link.key, link);
+    }
   }
 
   private async multipart(
@@ -188,7 +202,7 @@ export class UploadLinkStore implements ResultSink {
     links: readonly Link[],
     read: (response: Response) => Promise<T> | T,
   ): Promise<T> {
-    let link = links.find((l) => sameRequest(l, request) && fresh(l));
+    let link = links.find((l) => sameRequest(l, request) && fresh(l)) ?? this.takeReady(request);
     for (let attempt = 1; ; attempt++) {
       try {
         if (link === undefined || !fresh(link)) [link] = await this.ask([request]);
@@ -207,6 +221,15 @@ export class UploadLinkStore implements ResultSink {
         await this.sleep(backoff(attempt));
       }
     }
+  }
+
+  /** A link asked for ahead that does `request`, if there is a fresh one. */
+  private takeReady(request: UploadLinkRequest): Link | undefined {
+    const link = this.ready.get(request.key);
+    if (link === undefined) return undefined;
+    this.ready.delete(request.key);
+    const same = request.action === 'put' && link.contentType === request.contentType;
+    return same && fresh(link) ? link : undefined;
   }
 
   /** Sends one request through a signed link. */
