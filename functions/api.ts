@@ -28,6 +28,15 @@ import {
   QUERY_LIMITS,
 } from '#shared/http/openapi.ts';
 import { errorResponse, jsonResponse, problemOf } from '#shared/http/problem.ts';
+import {
+  serviceInfo,
+  TES_PAGE_SIZE,
+  TES_PREFIX,
+  TES_STATES,
+  TES_VIEWS,
+  type TesState,
+  type TesView,
+} from '#shared/http/tes.ts';
 import { acceptBid, askForBid, type KeyedRequest, rejectBid, submitJob } from '#shared/use-cases/bids.ts';
 import {
   cancelExecution,
@@ -45,6 +54,7 @@ import {
   reviewResult,
   type StreamName,
 } from '#shared/use-cases/results.ts';
+import { cancelTask, createTask, getTask, listTasks } from '#shared/use-cases/tes-tasks.ts';
 import { signUploadLinks } from '#shared/use-cases/uploads.ts';
 
 export type ApiEvent = APIGatewayProxyEventV2WithIAMAuthorizer;
@@ -335,11 +345,76 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
       ),
     ),
     route('GET', '/v1/openapi.json', async () => jsonResponse(200, openApiDocument())),
+    // The GA4GH Task Execution Service (TES 1.1): the same executions, in TES's words.
+    route('GET', `${TES_PREFIX}/service-info`, async (event) => {
+      ownerOf(event);
+      const node = await describeNode(core);
+      return jsonResponse(
+        200,
+        serviceInfo({
+          version: node.version,
+          backend: node.backend,
+          url: `https://${event.requestContext.domainName}/`,
+          storage: core.settings.policy.inputAllow,
+        }),
+      );
+    }),
+    route('POST', `${TES_PREFIX}/tasks`, async (event) =>
+      jsonResponse(200, await createTask(core, ownerOf(event), jsonBody(event), keyedRequest(event))),
+    ),
+    route('GET', `${TES_PREFIX}/tasks`, async (event) => {
+      const owner = ownerOf(event);
+      const params = new URLSearchParams(event.rawQueryString ?? '');
+      const [state] = params.getAll('state');
+      if (state !== undefined && !(TES_STATES as readonly string[]).includes(state)) {
+        throw new ValidationError(
+          `state must be one of ${TES_STATES.join(', ')}, not ${JSON.stringify(state)}`,
+          [{ field: 'state', message: 'not a TES state' }],
+        );
+      }
+      const keys = params.getAll('tag_key');
+      const values = params.getAll('tag_value');
+      if (values.length > keys.length) {
+        throw new ValidationError('each tag_value needs a tag_key before it', [
+          { field: 'tag_value', message: `${values.length} values for ${keys.length} keys` },
+        ]);
+      }
+      const [namePrefix] = params.getAll('name_prefix');
+      const [pageToken] = params.getAll('page_token');
+      return jsonResponse(
+        200,
+        await listTasks(core, owner, {
+          view: tesView(event),
+          pageSize: queryNumber(event, 'page_size', TES_PAGE_SIZE),
+          ...(pageToken === undefined ? {} : { pageToken }),
+          ...(namePrefix === undefined ? {} : { namePrefix }),
+          ...(state === undefined ? {} : { state: state as TesState }),
+          tags: keys.map((key, i) => [key, values[i] ?? ''] as const),
+        }),
+      );
+    }),
+    route('GET', `${TES_PREFIX}/tasks/{id}`, async (event) =>
+      jsonResponse(200, await getTask(core, ownerOf(event), idOf(event), tesView(event))),
+    ),
+    route('POST', `${TES_PREFIX}/tasks/{id}:cancel`, async (event) =>
+      jsonResponse(200, await cancelTask(core, ownerOf(event), idOf(event))),
+    ),
     route('GET', '/v1/node', async (event) => {
       ownerOf(event);
       return jsonResponse(200, await describeNode(core));
     }),
   ];
+}
+
+/** TES's view parameter: MINIMAL unless asked. */
+function tesView(event: ApiEvent): TesView {
+  const [view = 'MINIMAL'] = new URLSearchParams(event.rawQueryString ?? '').getAll('view');
+  if (!(TES_VIEWS as readonly string[]).includes(view)) {
+    throw new ValidationError(`view must be one of ${TES_VIEWS.join(', ')}, not ${JSON.stringify(view)}`, [
+      { field: 'view', message: 'not a TES view' },
+    ]);
+  }
+  return view as TesView;
 }
 
 /** 405 when the path exists for another method, 404 otherwise. */

@@ -109,6 +109,12 @@ export class BidDeclined extends FerryError {
   readonly status = 422;
 }
 
+/** Ferry would not bid on a task sent through the TES API, which answers that with 400. */
+export class TaskDeclined extends FerryError {
+  readonly code = 'bid-declined';
+  readonly status = 400;
+}
+
 /** The compute backend could not do what was asked; `retryable` says whether a later try may work. */
 export class BackendError extends FerryError {
   readonly code = 'backend-error';

@@ -19,8 +19,12 @@ export interface ListQuery {
   readonly states?: readonly ExecutionState[];
   /** Only executions carrying every one of these labels, with these values. */
   readonly labels?: Readonly<Record<string, string>>;
+  /** Only executions carrying each of these labels, whatever its value. */
+  readonly labelKeys?: readonly string[];
   /** Only executions of this image, as the spec names it. */
   readonly image?: string;
+  /** Only executions whose name (spec.name) starts with this. */
+  readonly namePrefix?: string;
   readonly limit: number;
   readonly cursor?: string;
 }

@@ -10,6 +10,8 @@ export const JOB_LIMITS = Object.freeze({
   commandTotalBytes: 256 * 1024,
   envEntries: 256,
   envValueBytes: 32 * 1024,
+  nameLength: 256,
+  descriptionLength: 4096,
   labels: 64,
   labelKeyLength: 63,
   labelValueLength: 256,
@@ -181,6 +183,18 @@ export const OutputSchema = z.strictObject({
 });
 
 export const JobSpecSchema = z.strictObject({
+  name: z
+    .string()
+    .min(1, 'must not be empty')
+    .max(JOB_LIMITS.nameLength)
+    .refine((name) => !/\p{Cc}/u.test(name), 'must not hold control characters')
+    .optional()
+    .describe('a name for people to know the job by; need not be unique'),
+  description: z
+    .string()
+    .max(JOB_LIMITS.descriptionLength)
+    .optional()
+    .describe('what the job is for, in a few words'),
   image: z
     .string()
     .min(1, 'must not be empty')
@@ -307,6 +321,8 @@ export interface RequestedResources {
 
 /** A validated job with defaults applied: what the rest of Ferry works with. */
 export interface JobSpec {
+  readonly name?: string;
+  readonly description?: string;
   readonly image: string;
   readonly command: readonly string[];
   readonly env: Readonly<Record<string, string>>;
@@ -328,6 +344,8 @@ function normalise(spec: ParsedSpec, maxOutputBytes: number): JobSpec {
   const stdoutBytes = limits.stdoutBytes ?? Math.min(DEFAULT_OUTPUT_LIMITS.stdoutBytes, maxOutputBytes);
   const stderrBytes = limits.stderrBytes ?? Math.min(DEFAULT_OUTPUT_LIMITS.stderrBytes, maxOutputBytes);
   return {
+    ...(spec.name === undefined ? {} : { name: spec.name }),
+    ...(spec.description === undefined ? {} : { description: spec.description }),
     image: spec.image,
     command: spec.command,
     env: spec.env ?? {},

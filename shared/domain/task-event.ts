@@ -41,6 +41,9 @@ export interface TaskStateChangeEvent {
 /** The container that runs the job's command; other containers are Ferry's own helpers. */
 export const JOB_CONTAINER = 'job';
 
+/** Opens the reason of a run that Fargate Spot took the capacity of. */
+export const SPOT_RECLAIMED = 'the Fargate Spot capacity was reclaimed';
+
 /** Opens a container's `reason` when the job ran but its result could not be stored. */
 export const RESULT_NOT_STORED = 'ResultNotStoredError';
 

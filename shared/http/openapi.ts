@@ -22,6 +22,18 @@ import {
   ResultViewSchema,
   UploadLinksSchema,
 } from './responses.ts';
+import {
+  TES_PAGE_SIZE,
+  TES_PREFIX,
+  TES_STATES,
+  TES_VIEWS,
+  TesCancelTaskSchema,
+  TesCreateTaskSchema,
+  TesListTasksSchema,
+  TesServiceInfoSchema,
+  TesTaskSchema,
+  TesTaskViewSchema,
+} from './tes.ts';
 
 /** The largest request body the server reads (the api handler refuses more with 413). */
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -44,6 +56,7 @@ export const QUERY_LIMITS = Object.freeze({
 type Operation = {
   operationId: string;
   summary: string;
+  tags?: string[];
   parameters?: object[];
   requestBody?: object;
   responses: Record<string, object>;
@@ -204,6 +217,24 @@ const uploadSecret = {
     "the upload secret of one of the execution's launch attempts, which only that task's publisher is given",
   schema: { type: 'string', minLength: UPLOAD_SECRET_LENGTH, maxLength: UPLOAD_SECRET_LENGTH },
 };
+
+/** A query parameter. */
+const query = (name: string, description: string, schema: object) => ({
+  name,
+  in: 'query',
+  required: false,
+  description,
+  schema,
+});
+const tesView = query(
+  'view',
+  'MINIMAL (id and state), BASIC (all but output, content and system logs) or FULL',
+  {
+    type: 'string',
+    enum: [...TES_VIEWS],
+    default: 'MINIMAL',
+  },
+);
 
 const PATHS: Record<string, Record<string, Operation>> = {
   '/v1/bids': {
@@ -513,6 +544,79 @@ const PATHS: Record<string, Record<string, Operation>> = {
       },
     },
   },
+  [`${TES_PREFIX}/service-info`]: {
+    get: {
+      operationId: 'tesGetServiceInfo',
+      summary: 'TES: this service, in GA4GH service-info terms',
+      tags: ['TES'],
+      responses: { ...ok(200, 'the service', 'TesServiceInfo'), ...problems(...ALWAYS) },
+    },
+  },
+  [`${TES_PREFIX}/tasks`]: {
+    get: {
+      operationId: 'tesListTasks',
+      summary: 'TES: the caller’s tasks (its executions), newest first, a page at a time',
+      tags: ['TES'],
+      parameters: [
+        query('name_prefix', 'only tasks whose name starts with this', { type: 'string' }),
+        query('state', 'only tasks in this TES state', { type: 'string', enum: [...TES_STATES] }),
+        {
+          ...query('tag_key', 'only tasks with this tag; with tag_value at the same place, that value', {
+            type: 'array',
+            items: { type: 'string' },
+          }),
+          explode: true,
+        },
+        {
+          ...query('tag_value', 'the value for the tag_key at the same place; empty or absent matches any', {
+            type: 'array',
+            items: { type: 'string' },
+          }),
+          explode: true,
+        },
+        query('page_size', 'tasks per page', range(TES_PAGE_SIZE)),
+        query('page_token', 'next_page_token of the page before', { type: 'string' }),
+        tesView,
+      ],
+      responses: { ...ok(200, 'a page of tasks', 'TesListTasksResponse'), ...problems('400', ...ALWAYS) },
+    },
+    post: {
+      operationId: 'tesCreateTask',
+      summary: 'TES: bid on a task and, when Ferry will run it, queue it (400 with the reason when not)',
+      tags: ['TES'],
+      parameters: [idempotencyKey],
+      requestBody: {
+        required: true,
+        content: json(ref('TesTask')),
+        'x-max-bytes': MAX_BODY_BYTES,
+      },
+      responses: {
+        ...ok(200, 'the task, queued', 'TesCreateTaskResponse', replayed),
+        ...problems(...POSTS, '415', ...ALWAYS),
+      },
+    },
+  },
+  [`${TES_PREFIX}/tasks/{id}`]: {
+    get: {
+      operationId: 'tesGetTask',
+      summary: 'TES: one task, in the view asked for',
+      tags: ['TES'],
+      parameters: [id, tesView],
+      responses: { ...ok(200, 'the task', 'TesTaskView'), ...problems('400', '404', ...ALWAYS) },
+    },
+  },
+  [`${TES_PREFIX}/tasks/{id}:cancel`]: {
+    post: {
+      operationId: 'tesCancelTask',
+      summary: 'TES: cancel a queued, initializing or running task',
+      tags: ['TES'],
+      parameters: [id, idempotencyKey],
+      responses: {
+        ...ok(200, 'cancelled, or stopping (CANCELING)', 'TesCancelTaskResponse', replayed),
+        ...problems(...POSTS, '404', ...ALWAYS),
+      },
+    },
+  },
   '/v1/node': {
     get: {
       operationId: 'describeNode',
@@ -587,9 +691,15 @@ export function openApiDocument() {
             QueuePlace: QueuePlaceSchema,
             UploadLinks: UploadLinksSchema,
             Problem: ProblemSchema,
+            TesTaskView: TesTaskViewSchema,
+            TesListTasksResponse: TesListTasksSchema,
+            TesCreateTaskResponse: TesCreateTaskSchema,
+            TesCancelTaskResponse: TesCancelTaskSchema,
+            TesServiceInfo: TesServiceInfoSchema,
           },
           'output',
         ),
+        ...componentSchemas({ TesTask: TesTaskSchema }, 'input'),
       },
       responses: Object.fromEntries(
         Object.entries(PROBLEMS).map(([status, response]) => [

@@ -49,6 +49,8 @@ export const BidSchema = z.object({
 
 /** The job spec as Ferry keeps it: validated, defaults applied, sizes in Ferry's units. */
 export const StoredJobSpecSchema = z.object({
+  name: z.string().optional(),
+  description: z.string().optional(),
   image: z.string(),
   command: z.array(z.string()),
   env: z.record(z.string(), z.string()),

@@ -26,7 +26,7 @@ export interface ResultView {
   };
 }
 
-async function loadManifest(core: Core, id: string): Promise<ResultManifest | undefined> {
+export async function loadManifest(core: Core, id: string): Promise<ResultManifest | undefined> {
   const body = await core.objects.get(resultKeys(id).manifest);
   return body === undefined ? undefined : (JSON.parse(body.toString('utf8')) as ResultManifest);
 }

@@ -12,6 +12,7 @@ import {
   JOB_CONTAINER,
   jobEnded,
   RESULT_NOT_STORED,
+  SPOT_RECLAIMED,
   type TaskStateChangeDetail,
 } from '../domain/task-event.ts';
 import { NotFound } from '../errors.ts';
@@ -26,7 +27,7 @@ interface Ending {
 }
 
 /** Stop codes with which ECS ends a task whose Fargate Spot capacity was taken back. */
-const SPOT_RECLAIMED: ReadonlySet<string> = new Set(['SpotInterruption', 'TerminationNotice']);
+const SPOT_STOP_CODES: ReadonlySet<string> = new Set(['SpotInterruption', 'TerminationNotice']);
 /** Stop codes of a task someone stopped (Ferry, an operator, a deployment), not its containers. */
 const STOPPED_FROM_OUTSIDE: ReadonlySet<string> = new Set(['UserInitiated', 'ServiceSchedulerInitiated']);
 
@@ -34,7 +35,7 @@ const STOPPED_FROM_OUTSIDE: ReadonlySet<string> = new Set(['UserInitiated', 'Ser
 const NOT_STOPPED_BY_FERRY: ReadonlySet<string> = new Set([
   'EssentialContainerExited',
   'TaskFailedToStart',
-  ...SPOT_RECLAIMED,
+  ...SPOT_STOP_CODES,
 ]);
 
 /**
@@ -80,14 +81,12 @@ export function endingOf(
       reason: `exceeded its timeout of ${execution.spec.timeoutSeconds}s`,
     };
   }
-  if (detail.stopCode !== undefined && SPOT_RECLAIMED.has(detail.stopCode)) {
+  if (detail.stopCode !== undefined && SPOT_STOP_CODES.has(detail.stopCode)) {
     // The job was killed, not finished: its exit code (143 after SIGTERM) says nothing.
     return {
       state: 'FAILED',
       exitCode,
-      reason: `the Fargate Spot capacity was reclaimed (${detail.stopCode}): ${
-        detail.stoppedReason ?? 'the task was interrupted'
-      }`,
+      reason: `${SPOT_RECLAIMED} (${detail.stopCode}): ${detail.stoppedReason ?? 'the task was interrupted'}`,
     };
   }
   if (/OutOfMemory/i.test(containerReason) || /OutOfMemory/i.test(detail.stoppedReason ?? '')) {

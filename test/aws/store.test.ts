@@ -111,6 +111,29 @@ describe('DynamoDB execution store', () => {
     expect(byImage.items.map((e) => e.id)).toEqual([other.id]);
   });
 
+  it('filters by label keys whatever their values, and by the start of the name as written', async () => {
+    const named = async (i: number, name: string | undefined, labels: Record<string, string>) => {
+      const e = offered('fred', `2030-01-05T00:00:0${i}.000Z`);
+      await store.create({ ...e, spec: { ...e.spec, ...(name === undefined ? {} : { name }), labels } });
+      return e.id;
+    };
+    const one = await named(1, 'align sample_1', { run: 'r1', step: '' });
+    const two = await named(2, 'align sample_2', { run: 'r2' });
+    const three = await named(3, 'align%', { step: 'x' });
+    const four = await named(4, undefined, { run: 'r3', step: 'y' });
+    const ids = async (query: Parameters<typeof store.list>[0]) =>
+      (await store.list(query)).items.map((e) => e.id);
+
+    expect(await ids({ owner: 'fred', labelKeys: ['step'], limit: 10 })).toEqual([four, three, one]);
+    expect(await ids({ owner: 'fred', labelKeys: ['run', 'step'], limit: 10 })).toEqual([four, one]);
+    expect(await ids({ owner: 'fred', namePrefix: 'align s', limit: 10 })).toEqual([two, one]);
+    expect(await ids({ owner: 'fred', namePrefix: 'align%', limit: 10 })).toEqual([three]);
+    expect(await ids({ owner: 'fred', namePrefix: 'align', labelKeys: ['run'], limit: 10 })).toEqual([
+      two,
+      one,
+    ]);
+  });
+
   it('deletes an execution only as it was read', async () => {
     const e = { ...offered('erin', '2030-01-04T00:00:00.000Z'), state: 'COMPLETED' as const };
     await store.create(e);

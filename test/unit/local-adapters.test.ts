@@ -189,6 +189,36 @@ describe('local execution store (SQLite)', () => {
     ]);
     expect((await store.list({ owner: 'a', labels: { team: 'none' }, limit: 10 })).items).toEqual([]);
   });
+
+  it('filters by label keys whatever their values, and by the start of the name as written', async () => {
+    const { store } = await openStore();
+    const named = async (
+      id: string,
+      at: string,
+      name: string | undefined,
+      labels: Record<string, string>,
+    ) => {
+      const e = execution(id, at);
+      await store.create({ ...e, spec: { ...e.spec, ...(name === undefined ? {} : { name }), labels } });
+    };
+    await named('ex_1', '2030-01-01T00:00:01.000Z', 'align sample_1', { run: 'r1', step: '' });
+    await named('ex_2', '2030-01-01T00:00:02.000Z', 'align sample_2', { run: 'r2' });
+    await named('ex_3', '2030-01-01T00:00:03.000Z', 'align%', { step: 'x' });
+    await named('ex_4', '2030-01-01T00:00:04.000Z', undefined, { run: 'r3', step: 'y' });
+    const ids = async (query: Parameters<typeof store.list>[0]) =>
+      (await store.list(query)).items.map((e) => e.id);
+
+    expect(await ids({ owner: 'a', labelKeys: ['step'], limit: 10 })).toEqual(['ex_4', 'ex_3', 'ex_1']);
+    expect(await ids({ owner: 'a', labelKeys: ['run', 'step'], limit: 10 })).toEqual(['ex_4', 'ex_1']);
+    expect(await ids({ owner: 'a', namePrefix: 'align s', limit: 10 })).toEqual(['ex_2', 'ex_1']);
+    // "%" and "_" are characters like any other, not patterns.
+    expect(await ids({ owner: 'a', namePrefix: 'align%', limit: 10 })).toEqual(['ex_3']);
+    expect(await ids({ owner: 'a', namePrefix: 'align_', limit: 10 })).toEqual([]);
+    expect(await ids({ owner: 'a', namePrefix: 'align', labelKeys: ['run'], limit: 10 })).toEqual([
+      'ex_2',
+      'ex_1',
+    ]);
+  });
 });
 
 describe('local idempotency store (SQLite)', () => {

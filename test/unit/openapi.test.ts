@@ -101,10 +101,12 @@ describe('what the OpenAPI document promises', () => {
         const name = String(schema?.$ref ?? '')
           .split('/')
           .pop() as string;
-        expect(schemas[name], `${method} ${path} ${status}`).toMatchObject({
-          type: 'object',
-          required: expect.any(Array),
-        });
+        // TES answers a cancel with an empty object, and says so.
+        expect(schemas[name], `${method} ${path} ${status}`).toMatchObject(
+          name === 'TesCancelTaskResponse'
+            ? { type: 'object', properties: {}, additionalProperties: false }
+            : { type: 'object', required: expect.any(Array) },
+        );
       }
     }
     expect(schemas.Execution.additionalProperties).toBe(false);

@@ -386,7 +386,7 @@ export class DynamoExecutionStore implements ExecutionStore {
 }
 
 /**
- * The label and image filters, applied by DynamoDB after it reads a page: a filtered page may hold
+ * The label, image and name filters, applied by DynamoDB after it reads a page: a filtered page may hold
  * fewer items than the limit, even none, and still have a next cursor.
  */
 function withFilters(input: QueryCommandInput, query: ListQuery): QueryCommandInput {
@@ -394,7 +394,13 @@ function withFilters(input: QueryCommandInput, query: ListQuery): QueryCommandIn
   const values: Record<string, unknown> = { ...input.ExpressionAttributeValues };
   const conditions: string[] = [];
   const labels = Object.entries(query.labels ?? {});
-  if (labels.length > 0 || query.image !== undefined) {
+  const labelKeys = query.labelKeys ?? [];
+  if (
+    labels.length > 0 ||
+    labelKeys.length > 0 ||
+    query.image !== undefined ||
+    query.namePrefix !== undefined
+  ) {
     names['#x'] = 'execution';
     names['#spec'] = 'spec';
   }
@@ -404,10 +410,20 @@ function withFilters(input: QueryCommandInput, query: ListQuery): QueryCommandIn
     values[`:l${i}`] = value;
     conditions.push(`#x.#spec.#labels.#l${i} = :l${i}`);
   });
+  labelKeys.forEach((key, i) => {
+    names['#labels'] = 'labels';
+    names[`#k${i}`] = key;
+    conditions.push(`attribute_exists(#x.#spec.#labels.#k${i})`);
+  });
   if (query.image !== undefined) {
     names['#image'] = 'image';
     values[':image'] = query.image;
     conditions.push('#x.#spec.#image = :image');
+  }
+  if (query.namePrefix !== undefined) {
+    names['#name'] = 'name';
+    values[':namePrefix'] = query.namePrefix;
+    conditions.push('begins_with(#x.#spec.#name, :namePrefix)');
   }
   if (conditions.length === 0) return input;
   return {

@@ -172,9 +172,17 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
       where.push(`json_extract(body, '$.spec.labels."${key.replaceAll('"', '')}"') = ?`);
       params.push(value);
     }
+    for (const key of query.labelKeys ?? []) {
+      where.push(`json_type(body, '$.spec.labels."${key.replaceAll('"', '')}"') IS NOT NULL`);
+    }
     if (query.image !== undefined) {
       where.push(`json_extract(body, '$.spec.image') = ?`);
       params.push(query.image);
+    }
+    if (query.namePrefix !== undefined) {
+      // substr, not LIKE: the prefix is matched as written, "%" and "_" included.
+      where.push(`substr(json_extract(body, '$.spec.name'), 1, ?) = ?`);
+      params.push(query.namePrefix.length, query.namePrefix);
     }
     if (after !== undefined) {
       where.push('(created_at < ? OR (created_at = ? AND id < ?))');

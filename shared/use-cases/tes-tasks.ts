@@ -1,0 +1,98 @@
+// The TES API's operations, on the /v1 use cases: a task is created through the same bid and
+// accept as POST /v1/jobs, read, listed and cancelled as an execution is. What differs is only
+// the shape, which shared/http/tes.ts maps both ways.
+import type { Core } from '../core.ts';
+import type { Execution } from '../domain/execution.ts';
+import { LABEL_KEY, parseBody } from '../domain/job-spec.ts';
+import { BidDeclined, TaskDeclined } from '../errors.ts';
+import {
+  ferryStatesOf,
+  jobOfTask,
+  type TesState,
+  type TesTask,
+  TesTaskSchema,
+  type TesView,
+  taskOf,
+  tesStateOf,
+} from '../http/tes.ts';
+import { getOwned, type KeyedRequest, submitJob } from './bids.ts';
+import { cancelExecution, listExecutions } from './executions.ts';
+import { loadManifest } from './results.ts';
+
+export async function createTask(
+  core: Core,
+  owner: string,
+  body: unknown,
+  request?: KeyedRequest,
+): Promise<{ id: string }> {
+  const task = parseBody(TesTaskSchema, body);
+  const job = jobOfTask(task, {
+    maxTimeoutSeconds: core.settings.policy.maxTimeoutSeconds,
+    allowEgress: core.settings.policy.allowEgress,
+  });
+  for (const warning of job.warnings)
+    core.log.warn('a TES task asked for what Ferry does not do', { warning });
+  try {
+    return { id: (await submitJob(core, owner, job.spec, request)).id };
+  } catch (error) {
+    // TES answers a task the server will not run with 400, the reason in the body.
+    if (error instanceof BidDeclined) throw new TaskDeclined(error.message, { details: error.details });
+    throw error;
+  }
+}
+
+export async function getTask(core: Core, owner: string, id: string, view: TesView): Promise<TesTask> {
+  return viewOf(core, await getOwned(core, owner, id), view);
+}
+
+export interface TaskQuery {
+  readonly view: TesView;
+  readonly pageSize: number;
+  readonly pageToken?: string;
+  readonly namePrefix?: string;
+  readonly state?: TesState;
+  /** tag_key and tag_value zipped: an empty value matches any value of the key. */
+  readonly tags: readonly (readonly [string, string])[];
+}
+
+export async function listTasks(
+  core: Core,
+  owner: string,
+  query: TaskQuery,
+): Promise<{ tasks: TesTask[]; next_page_token?: string }> {
+  const states = query.state === undefined ? [] : ferryStatesOf(query.state);
+  if (query.state !== undefined && states.length === 0) return { tasks: [] };
+  // A key Ferry could not have stored as a label is on no task.
+  if (query.tags.some(([key]) => !LABEL_KEY.test(key))) return { tasks: [] };
+  const labels = Object.fromEntries(query.tags.filter(([, value]) => value !== ''));
+  const labelKeys = query.tags.filter(([, value]) => value === '').map(([key]) => key);
+  const page = await listExecutions(core, owner, {
+    states,
+    ...(Object.keys(labels).length > 0 ? { labels } : {}),
+    ...(labelKeys.length > 0 ? { labelKeys } : {}),
+    ...(query.namePrefix === undefined || query.namePrefix === '' ? {} : { namePrefix: query.namePrefix }),
+    limit: query.pageSize,
+    ...(query.pageToken === undefined || query.pageToken === '' ? {} : { cursor: query.pageToken }),
+  });
+  // Some TES states are parts of a Ferry state (COMPLETE and EXECUTOR_ERROR of COMPLETED): a page
+  // may hold fewer than asked, and the token still leads on.
+  const items =
+    query.state === undefined ? page.items : page.items.filter((e) => tesStateOf(e) === query.state);
+  const tasks: TesTask[] = [];
+  for (const execution of items) tasks.push(await viewOf(core, execution, query.view));
+  return { tasks, ...(page.nextCursor === undefined ? {} : { next_page_token: page.nextCursor }) };
+}
+
+export async function cancelTask(core: Core, owner: string, id: string): Promise<Record<string, never>> {
+  await cancelExecution(core, owner, id);
+  return {};
+}
+
+/** The FULL view shows the executor's output, kept in the stored result. */
+async function viewOf(core: Core, execution: Execution, view: TesView): Promise<TesTask> {
+  const manifest =
+    view === 'FULL' && execution.result !== undefined && execution.result.review !== 'REJECTED'
+      ? await loadManifest(core, execution.id).catch(() => undefined)
+      : undefined;
+  return taskOf(execution, view, manifest);
+}
