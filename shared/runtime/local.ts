@@ -301,7 +301,11 @@ async function startWork(
   const dispatcher = createDispatcherHandler(core);
   const taskEventsHandler = createTaskEventsHandler(core);
   const sweeper = createSweeperHandler(core);
+  let closed = false;
   onTaskEvent = async (event) => {
+    // Jobs killed as the server closes report it after the database is shut: the next start
+    // finds them in its recovery and ends them saying why.
+    if (closed) return undefined;
     const reply = await taskEventsHandler(event, lambdaContext('task-events'));
     // A stopped task frees a slot: the job deferred longest for want of one is looked at again
     // now, not after its delay. Local jobs can last milliseconds, and waiting out the delay
@@ -389,6 +393,7 @@ async function startWork(
       await dispatchLoop;
       await taskEvents.drain();
       if (backend instanceof ProcessBackend) await backend.shutdown();
+      closed = true;
       database.close();
     },
   };
