@@ -66,7 +66,7 @@ export const SETTINGS: Readonly<Record<SettingName, SettingDoc>> = {
   FERRY_INPUT_ALLOW: {
     default: 'nothing locally (inline content only); on AWS `s3://BUCKET/inputs/` of the deployment',
     meaning:
-      "comma-separated prefixes inputs may be fetched from: `s3://bucket/prefix/`, `https://host/path/`, or `*`; the bid declines any other source. On AWS it adds to the deployment's own `inputs/` (set by the construct's `inputSources`, which also lets the tasks read them)",
+      "comma-separated prefixes inputs may be fetched from: `s3://bucket/prefix/`, `https://host/path/`, `file:///dir/` (files of the machine the local server runs on; `*` never allows those), or `*`; the bid declines any other source. On AWS it adds to the deployment's own `inputs/` (set by the construct's `inputSources`, which also lets the tasks read them)",
   },
   FERRY_S3_FORCE_PATH_STYLE: {
     default: '`false`',

@@ -19,7 +19,7 @@ const patterns = z.string().transform((text) =>
     .map((p) => p.trim())
     .filter((p) => p !== ''),
 );
-/** Comma-separated input source prefixes: `s3://bucket[/prefix]`, `https://host[:port][/path]`, or `*`. */
+/** Comma-separated input source prefixes: `s3://bucket[/prefix]`, `https://host[:port][/path]`, `file:///dir`, or `*`. */
 const sourcePrefixes = z.string().transform((text, ctx) =>
   text
     .split(',')
@@ -27,18 +27,15 @@ const sourcePrefixes = z.string().transform((text, ctx) =>
     .filter((p) => p !== '')
     .map((entry) => {
       const url = URL.canParse(entry) ? new URL(entry) : undefined;
+      const plain = url !== undefined && url.username === '' && url.search === '' && url.hash === '';
       const fits =
         entry === '*' ||
-        (url !== undefined &&
-          (url.protocol === 's3:' || url.protocol === 'https:') &&
-          url.hostname !== '' &&
-          url.username === '' &&
-          url.search === '' &&
-          url.hash === '');
+        (plain && (url.protocol === 's3:' || url.protocol === 'https:') && url.hostname !== '') ||
+        (plain && url.protocol === 'file:' && url.host === '' && url.pathname !== '/');
       if (!fits) {
         ctx.addIssue({
           code: 'custom',
-          message: `not a source prefix (s3://bucket/prefix/, https://host/path/ or *): ${entry}`,
+          message: `not a source prefix (s3://bucket/prefix/, https://host/path/, file:///dir/ or *): ${entry}`,
         });
         return z.NEVER;
       }

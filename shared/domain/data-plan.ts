@@ -11,6 +11,8 @@ const RESERVED_PATHS = ['/ferry', '/proc', '/sys', '/dev'] as const;
 
 export type InputSource =
   | { readonly kind: 's3'; readonly bucket: string; readonly key: string }
+  /** A path on the machine Ferry itself runs on (the local server), read where allowed. */
+  | { readonly kind: 'file'; readonly path: string }
   | { readonly kind: 'https'; readonly url: URL }
   | { readonly kind: 'content'; readonly content: string };
 
@@ -42,24 +44,36 @@ export function sourceOf(input: JobInput): InputSource | { readonly problem: str
     }
     return { kind: 'https', url };
   }
-  return { problem: `input ${text}: only s3:// and https:// sources (or inline content) can be fetched` };
+  if (url.protocol === 'file:') {
+    if (url.host !== '' && url.host !== 'localhost') {
+      return { problem: `input ${text}: a file URL names a path on Ferry's own machine, file:///path` };
+    }
+    // URL parsing has already taken out "." and ".." parts: the path is the one read.
+    return { kind: 'file', path: decodeURIComponent(url.pathname) };
+  }
+  return {
+    problem: `input ${text}: only s3://, https:// and file:// sources (or inline content) can be fetched`,
+  };
 }
 
 const redacted = (url: URL): string => `${url.protocol}//${url.host}${url.pathname}`;
 
 /**
  * Whether a source is under one of the allowed prefixes (FERRY_INPUT_ALLOW): `s3://bucket/`,
- * `s3://bucket/prefix/`, `https://host/`, `https://host:8443/path/`. A prefix matches whole
- * path segments, so `s3://data` does not allow `s3://data-private`. `*` allows every source.
+ * `s3://bucket/prefix/`, `https://host/`, `https://host:8443/path/`, `file:///srv/data/`. A
+ * prefix matches whole path segments, so `s3://data` does not allow `s3://data-private`. `*`
+ * allows every source but files, which are allowed only by a file:// prefix.
  */
 export function sourceAllowed(source: InputSource, allow: readonly string[]): boolean {
   if (source.kind === 'content') return true;
   const target =
     source.kind === 's3'
       ? `s3://${source.bucket}/${source.key}`
-      : `${source.url.origin}${source.url.pathname}`;
+      : source.kind === 'file'
+        ? `file://${source.path}`
+        : `${source.url.origin}${source.url.pathname}`;
   return allow.some((entry) => {
-    if (entry === '*') return true;
+    if (entry === '*') return source.kind !== 'file';
     const prefix = entry.endsWith('/') ? entry : `${entry}/`;
     return target === entry || target.startsWith(prefix);
   });

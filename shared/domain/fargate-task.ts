@@ -84,14 +84,23 @@ export function taskDataPlan(spec: Pick<JobSpec, 'inputs' | 'outputs'>): TaskDat
   };
 }
 
-/** What a Fargate task cannot mount, in words; empty when it can. */
+/** What a Fargate task cannot mount or fetch, in words; empty when it can. */
 export function taskDataProblems(spec: Pick<JobSpec, 'inputs' | 'outputs'>): string[] {
-  return taskDataPlan(spec).volumes.flatMap((volume) =>
-    SYSTEM_DIRS.includes(volume.containerPath)
+  const files = spec.inputs.flatMap((input) =>
+    input.url?.startsWith('file:')
       ? [
-          `${volume.containerPath} would be a volume of its own on Fargate (it holds ${holders(spec, volume.containerPath)}), hiding what the image has there; put the data in a directory of its own`,
+          `input ${input.url}: a file:// source is on the machine Ferry runs on; a Fargate task cannot read it`,
         ]
       : [],
+  );
+  return files.concat(
+    taskDataPlan(spec).volumes.flatMap((volume) =>
+      SYSTEM_DIRS.includes(volume.containerPath)
+        ? [
+            `${volume.containerPath} would be a volume of its own on Fargate (it holds ${holders(spec, volume.containerPath)}), hiding what the image has there; put the data in a directory of its own`,
+          ]
+        : [],
+    ),
   );
 }
 

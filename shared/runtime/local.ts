@@ -213,13 +213,17 @@ async function startWork(
   const emit = (event: TaskStateChangeEvent) => taskEvents.push(event);
 
   const chosen = await chooseBackend(config, options, log);
-  // Inputs from S3 through the SDK's usual credentials and endpoint settings, or from https.
+  // Inputs from S3 through the SDK's usual credentials and endpoint settings, from https, or
+  // from this machine's files in the directories FERRY_INPUT_ALLOW names with file://.
   const inputs = new InputSources({
     s3: new SdkS3Source(
       new S3Client({
         region: process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
         forcePathStyle: config.s3ForcePathStyle,
       }),
+    ),
+    fileRoots: config.policy.inputAllow.flatMap((entry) =>
+      entry.startsWith('file://') ? [decodeURIComponent(new URL(entry).pathname)] : [],
     ),
   });
   const backend =

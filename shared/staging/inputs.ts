@@ -1,6 +1,7 @@
 // Fetching a job's inputs before its command runs: from S3 (through the SDK's usual credential
 // chain and endpoint settings, so an emulator or real S3 both work), from https (no redirect
-// followed, a size cap, timeouts), or from inline content. The same code stages inputs on the
+// followed, a size cap, timeouts), from this machine's files (file://, only inside the allowed
+// directories, links never leading out), or from inline content. The same code stages inputs on the
 // host for the local backends and in the Fargate task's init container.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -27,6 +28,11 @@ const PARALLEL_OBJECTS = 8;
 export interface InputSourcesOptions {
   /** S3 through the SDK; absent where there is none to use (inputs from s3:// then fail). */
   readonly s3?: S3Source;
+  /**
+   * Directories of this machine file:// inputs may be read from (the file:// prefixes of
+   * FERRY_INPUT_ALLOW). A path is read only if it resolves, links followed, to inside one.
+   */
+  readonly fileRoots?: readonly string[];
 }
 
 export class InputSources implements InputFetcher {
@@ -37,6 +43,17 @@ export class InputSources implements InputFetcher {
     if ('problem' in source) return {};
     if (source.kind === 'content') return { bytes: Buffer.byteLength(source.content) };
     const look = async (): Promise<InputSize> => {
+      if (source.kind === 'file') {
+        const real = await this.resolveFile(source.path).catch(() => undefined);
+        if (real === undefined) return { missing: true };
+        let bytes = 0;
+        let count = 0;
+        for await (const file of filesUnder(real, input.type)) {
+          bytes += file.bytes;
+          if (++count >= 1000) return { bytes, atLeast: true };
+        }
+        return { bytes };
+      }
       if (source.kind === 's3') {
         const s3 = this.options.s3;
         if (s3 === undefined) return {};
@@ -90,6 +107,14 @@ export class InputSources implements InputFetcher {
         const bytes = await writeStream(answer, destination, options.maxBytes);
         return { bytes, files: 1 };
       }
+      if (source.kind === 'file') {
+        return await copyFiles(
+          await this.resolveFile(source.path),
+          input.type,
+          destination,
+          options.maxBytes,
+        );
+      }
       const s3 = this.options.s3;
       if (s3 === undefined) throw new FetchFailed('no S3 client is configured here');
       if (input.type === 'FILE') {
@@ -101,6 +126,70 @@ export class InputSources implements InputFetcher {
       throw new FetchFailed(`input ${name} could not be fetched: ${messageOf(error)}`);
     }
   }
+
+  /** Where a file:// path really is, if that is inside an allowed directory. */
+  private async resolveFile(wanted: string): Promise<string> {
+    const roots = this.options.fileRoots ?? [];
+    if (roots.length === 0) throw new FetchFailed('this Ferry reads no file:// sources');
+    const real = await fsp.realpath(wanted).catch((error: NodeJS.ErrnoException) => {
+      throw new FetchFailed(error.code === 'ENOENT' ? 'no such file or directory' : error.message);
+    });
+    for (const root of roots) {
+      const realRoot = await fsp.realpath(root).catch(() => undefined);
+      if (realRoot !== undefined && (real === realRoot || real.startsWith(`${realRoot}/`))) return real;
+    }
+    throw new FetchFailed(`it resolves to ${real}, outside the directories FERRY_INPUT_ALLOW names`);
+  }
+}
+
+/** Every plain file of a FILE or DIRECTORY source, with its path relative to it; links are not followed. */
+async function* filesUnder(
+  root: string,
+  type: JobInput['type'],
+): AsyncGenerator<{ relative: string; bytes: number }> {
+  const stat = await fsp.lstat(root);
+  if (type === 'FILE') {
+    if (!stat.isFile()) throw new FetchFailed('it is not a plain file');
+    yield { relative: '', bytes: stat.size };
+    return;
+  }
+  if (!stat.isDirectory()) throw new FetchFailed('it is not a directory');
+  const walk = async function* (relative: string): AsyncGenerator<{ relative: string; bytes: number }> {
+    const entries = await fsp.readdir(path.join(root, relative), { withFileTypes: true });
+    for (const entry of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+      const inner = relative === '' ? entry.name : `${relative}/${entry.name}`;
+      if (entry.isDirectory()) yield* walk(inner);
+      else if (entry.isFile())
+        yield { relative: inner, bytes: (await fsp.lstat(path.join(root, inner))).size };
+      // A link, socket or device in the source is not copied: it could lead anywhere.
+    }
+  };
+  yield* walk('');
+}
+
+/** Copies a file, or a directory's plain files, to `destination`, at most `maxBytes` in all. */
+async function copyFiles(
+  source: string,
+  type: JobInput['type'],
+  destination: string,
+  maxBytes: number,
+): Promise<{ bytes: number; files: number }> {
+  let bytes = 0;
+  let files = 0;
+  if (type === 'DIRECTORY') await fsp.mkdir(destination, { recursive: true });
+  for await (const file of filesUnder(source, type)) {
+    const from = file.relative === '' ? source : path.join(source, file.relative);
+    const to = file.relative === '' ? destination : path.join(destination, file.relative);
+    await fsp.mkdir(path.dirname(to), { recursive: true });
+    const handle = await fsp.open(from, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      bytes += await writeStream(handle.createReadStream({ autoClose: false }), to, maxBytes - bytes);
+    } finally {
+      await handle.close();
+    }
+    files++;
+  }
+  return { bytes, files };
 }
 
 /** `data` and `data/` both mean the objects under `data/`; the bucket's root is ''. */

@@ -339,3 +339,79 @@ describe('inputs and outputs on the process backend', () => {
     await expect(fsp.stat(root)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });
+
+describe('file:// inputs from the server’s own machine', () => {
+  let server: TestServer;
+  let shared: string;
+
+  beforeAll(async () => {
+    shared = await tempDir('ferry-shared-');
+    await fsp.mkdir(path.join(shared, 'refs', 'nested'), { recursive: true });
+    await fsp.writeFile(path.join(shared, 'sample.txt'), 'sample\n');
+    await fsp.writeFile(path.join(shared, 'refs', 'a.txt'), 'a\n');
+    await fsp.writeFile(path.join(shared, 'refs', 'nested', 'b.txt'), 'b\n');
+    // Links inside the allowed directory that lead out of it.
+    await fsp.symlink('/etc/passwd', path.join(shared, 'passwd'));
+    await fsp.symlink('/etc/passwd', path.join(shared, 'refs', 'passwd'));
+    server = await startServer({ FERRY_BACKEND: 'process', FERRY_INPUT_ALLOW: `file://${shared}/` });
+  });
+  afterAll(async () => {
+    await server?.close();
+    if (server !== undefined) await fsp.rm(server.dataDir, { recursive: true, force: true });
+    await fsp.rm(shared, { recursive: true, force: true });
+  });
+
+  it('copies a file and a directory from an allowed directory, links left behind', async () => {
+    const done = await waitDone(
+      server.client,
+      (
+        await submit(server.client, {
+          image: 'x/y:1',
+          command: [
+            'sh',
+            '-c',
+            'cd "$FERRY_ROOT" && cat in/sample.txt && find in/refs -type f -o -type l | sort',
+          ],
+          inputs: [
+            { url: `file://${shared}/sample.txt`, path: '/in/sample.txt' },
+            { url: `file://${shared}/refs`, path: '/in/refs', type: 'DIRECTORY' },
+          ],
+        })
+      ).id,
+    );
+    expect(done.state, done.reason).toBe('COMPLETED');
+    expect((await stdoutOf(server.client, done.id)).toString()).toBe(
+      'sample\nin/refs/a.txt\nin/refs/nested/b.txt\n',
+    );
+  });
+
+  it('fails a job whose file leads out of the allowed directory, and declines one outside it', async () => {
+    const escaped = await waitDone(
+      server.client,
+      (
+        await submit(server.client, {
+          image: 'x/y:1',
+          command: ['cat', 'in/passwd'],
+          inputs: [{ url: `file://${shared}/passwd`, path: '/in/passwd' }],
+        })
+      ).id,
+    );
+    expect(escaped.state).toBe('FAILED');
+    expect(escaped.reason).toContain(
+      `input file://${shared}/passwd could not be fetched: it resolves to /etc/passwd, outside the directories FERRY_INPUT_ALLOW names`,
+    );
+
+    const outside = await server.client.json<{ bid: { accepted: boolean; reason: string } }>(
+      'POST',
+      '/v1/bids',
+      {
+        image: 'x/y:1',
+        command: ['true'],
+        inputs: [{ url: `file://${shared}/../etc/passwd`, path: '/in/passwd' }],
+      },
+    );
+    expect(outside.body.bid.accepted).toBe(false);
+    // The URL's ".." is resolved before the check: the path asked for is /etc/passwd's.
+    expect(outside.body.bid.reason).toContain('is not from an allowed source');
+  });
+});

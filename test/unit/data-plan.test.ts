@@ -106,7 +106,7 @@ describe('what a bid checks of inputs and outputs', () => {
     expect(
       dataProblems({ inputs: [file('http://example.com/files/x', '/x/y')], outputs: [] }, ['*']),
     ).toEqual([
-      'input http://example.com/files/x: only s3:// and https:// sources (or inline content) can be fetched',
+      'input http://example.com/files/x: only s3://, https:// and file:// sources (or inline content) can be fetched',
     ]);
   });
 
@@ -327,5 +327,35 @@ describe('a job’s data in a Fargate task', () => {
     expect(put('executions/ex_1/outputs/plots/')).toMatch(/not a key the publisher writes/);
     expect(put('executions/ex_1/outputs/report/x')).toMatch(/not a key the publisher writes/);
     expect(put('executions/ex_1/outputs/other')).toMatch(/outputs\/plots\/…, outputs\/report$/);
+  });
+});
+
+describe('file:// sources', () => {
+  it('name a path on Ferry’s machine, allowed only by a file:// prefix, never by *', () => {
+    expect(sourceOf({ url: 'file:///srv/data/a%20b.csv', path: '/in/a', type: 'FILE' })).toEqual({
+      kind: 'file',
+      path: '/srv/data/a b.csv',
+    });
+    expect(sourceOf({ url: 'file://otherhost/srv/a', path: '/in/a', type: 'FILE' })).toEqual({
+      problem: "input file://otherhost/srv/a: a file URL names a path on Ferry's own machine, file:///path",
+    });
+    const at = (path: string) => ({ kind: 'file' as const, path });
+    expect(sourceAllowed(at('/srv/data/a.csv'), ['file:///srv/data/'])).toBe(true);
+    expect(sourceAllowed(at('/srv/data-private/a.csv'), ['file:///srv/data'])).toBe(false);
+    expect(sourceAllowed(at('/srv/data/a.csv'), ['*'])).toBe(false);
+    // A URL's ".." parts are resolved before any check.
+    const dotted = sourceOf({ url: 'file:///srv/data/../../etc/passwd', path: '/in/p', type: 'FILE' });
+    expect(dotted).toEqual(at('/etc/passwd'));
+  });
+
+  it('are declined on Fargate, whose tasks cannot read the server’s machine', () => {
+    expect(
+      taskDataProblems({
+        inputs: [{ url: 'file:///srv/a.csv', path: '/in/a.csv', type: 'FILE' }],
+        outputs: [],
+      }),
+    ).toEqual([
+      'input file:///srv/a.csv: a file:// source is on the machine Ferry runs on; a Fargate task cannot read it',
+    ]);
   });
 });
