@@ -39,7 +39,8 @@ const sourcePrefixes = z.string().transform((text, ctx) =>
         });
         return z.NEVER;
       }
-      return entry;
+      // A file prefix is kept as the decoded path, as file sources are compared.
+      return url?.protocol === 'file:' ? `file://${decodeURIComponent(url.pathname)}` : entry;
     }),
 );
 /** Comma-separated web origins (`scheme://host[:port]`), each normalised as a browser sends it. */

@@ -209,10 +209,6 @@ export const dataPolicy: BidStrategy = (spec, policy, profile, facts) => {
     problems.push(...taskDataProblems(spec));
     notes.push(...taskDataNotes(spec));
   }
-  if (profile.platform === 'fargate') {
-    problems.push(...taskDataProblems(spec));
-    notes.push(...taskDataNotes(spec));
-  }
   if (profile.platform === 'process') {
     notes.push(
       'the process backend has no container: input and output paths are inside the job’s own directory, $FERRY_ROOT (/data/in.csv is $FERRY_ROOT/data/in.csv), where it runs; inputs are read-only by their permissions only',

@@ -107,17 +107,17 @@ export function taskDataProblems(spec: Pick<JobSpec, 'inputs' | 'outputs'>): str
 /** What a caller should know about the layout on Fargate. */
 export function taskDataNotes(spec: Pick<JobSpec, 'inputs' | 'outputs'>): string[] {
   const plan = taskDataPlan(spec);
+  const dirOf = (place: DataPlace | undefined) => plan.volumes[place?.volume ?? -1]?.containerPath ?? '';
   const fileDirs = [
-    ...new Set(
-      spec.inputs.flatMap((input, i) =>
-        input.type === 'FILE' ? [plan.volumes[plan.inputs[i]?.volume ?? -1]?.containerPath ?? ''] : [],
-      ),
-    ),
+    ...new Set([
+      ...spec.inputs.flatMap((input, i) => (input.type === 'FILE' ? [dirOf(plan.inputs[i])] : [])),
+      ...spec.outputs.flatMap((output, i) => (output.type === 'FILE' ? [dirOf(plan.outputs[i])] : [])),
+    ]),
   ];
   const notes: string[] = [];
   if (fileDirs.length > 0) {
     notes.push(
-      `on Fargate a FILE input's directory is a volume of its own: what the image has in ${fileDirs.join(', ')} is hidden`,
+      `on Fargate the directory of a FILE input or output is a volume of its own: what the image has in ${fileDirs.join(', ')} is hidden`,
     );
   }
   const mixed = plan.volumes.filter(

@@ -81,7 +81,7 @@ async function readOnly(target: string): Promise<void> {
 }
 
 /** Written whole or not at all: the publisher reads it as soon as it appears. */
-async function writeExitRecord(ioDir: string, record: object): Promise<void> {
+export async function writeExitRecord(ioDir: string, record: object): Promise<void> {
   const file = path.join(ioDir, 'exit.json');
   const partial = `${file}.stage`;
   await fsp.writeFile(partial, JSON.stringify(record));

@@ -50,7 +50,14 @@ export function buildAwsCore(config: FerryConfig, clients: AwsClients = {}, log?
     client: dynamodb,
   });
   const queue = new SqsJobQueue(aws.queueUrl, clients.sqs ?? new SQSClient({ region: aws.region }));
-  const s3 = clients.s3 ?? new S3Client({ region: aws.region, forcePathStyle: config.s3ForcePathStyle });
+  const s3 =
+    clients.s3 ??
+    new S3Client({
+      region: aws.region,
+      forcePathStyle: config.s3ForcePathStyle,
+      // Input buckets (sized for bids) may be in another region than the deployment.
+      followRegionRedirects: true,
+    });
   return {
     store,
     idempotency: new DynamoIdempotencyStore(aws.tableName, dynamodb),

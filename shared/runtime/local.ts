@@ -220,8 +220,11 @@ async function startWork(
       new S3Client({
         region: process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
         forcePathStyle: config.s3ForcePathStyle,
+        followRegionRedirects: true,
       }),
     ),
+    // Never Ferry's own files (its database, its signing keys), even inside an allowed directory.
+    fileExcluded: [config.dataDir],
     fileRoots: config.policy.inputAllow.flatMap((entry) =>
       entry.startsWith('file://') ? [decodeURIComponent(new URL(entry).pathname)] : [],
     ),
@@ -396,8 +399,10 @@ async function startWork(
       await door.close();
       await dispatchLoop;
       await taskEvents.drain();
-      if (backend instanceof ProcessBackend) await backend.shutdown();
       closed = true;
+      if (backend instanceof ProcessBackend) await backend.shutdown();
+      // A report already being handled when the flag was set finishes before the database shuts.
+      await taskEvents.drain();
       database.close();
     },
   };

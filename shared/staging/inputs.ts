@@ -33,6 +33,8 @@ export interface InputSourcesOptions {
    * FERRY_INPUT_ALLOW). A path is read only if it resolves, links followed, to inside one.
    */
   readonly fileRoots?: readonly string[];
+  /** Directories never read from, even inside a root (Ferry's own data directory). */
+  readonly fileExcluded?: readonly string[];
 }
 
 export class InputSources implements InputFetcher {
@@ -134,9 +136,15 @@ export class InputSources implements InputFetcher {
     const real = await fsp.realpath(wanted).catch((error: NodeJS.ErrnoException) => {
       throw new FetchFailed(error.code === 'ENOENT' ? 'no such file or directory' : error.message);
     });
+    const inside = (dir: string | undefined) =>
+      dir !== undefined && (real === dir || real.startsWith(`${dir}/`));
+    for (const excluded of this.options.fileExcluded ?? []) {
+      if (inside(await fsp.realpath(excluded).catch(() => undefined))) {
+        throw new FetchFailed("it is inside Ferry's own data directory");
+      }
+    }
     for (const root of roots) {
-      const realRoot = await fsp.realpath(root).catch(() => undefined);
-      if (realRoot !== undefined && (real === realRoot || real.startsWith(`${realRoot}/`))) return real;
+      if (inside(await fsp.realpath(root).catch(() => undefined))) return real;
     }
     throw new FetchFailed(`it resolves to ${real}, outside the directories FERRY_INPUT_ALLOW names`);
   }
@@ -183,6 +191,12 @@ async function copyFiles(
     await fsp.mkdir(path.dirname(to), { recursive: true });
     const handle = await fsp.open(from, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     try {
+      // A directory on the way swapped for a link after the listing would lead elsewhere: what
+      // was opened must still be inside the source (checked where the system tells, on Linux).
+      const opened = await fsp.readlink(`/proc/self/fd/${handle.fd}`).catch(() => undefined);
+      if (opened !== undefined && opened !== source && !opened.startsWith(`${source}/`)) {
+        throw new FetchFailed(`${file.relative || 'it'} led out of ${source} while it was copied`);
+      }
       bytes += await writeStream(handle.createReadStream({ autoClose: false }), to, maxBytes - bytes);
     } finally {
       await handle.close();

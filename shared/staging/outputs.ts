@@ -23,6 +23,11 @@ import type { ResultSink } from '../ports.ts';
 export const SKIPPED_LISTED = 100;
 /** Files of a directory decided, then stored, together. */
 const BATCH_FILES = 32;
+/** S3's longest key, in UTF-8 bytes. */
+const MAX_KEY_BYTES = 1024;
+
+/** A file that could not be opened as a plain file (gone, swapped for a link, replaced). */
+class NotReadable extends Error {}
 
 interface Budget {
   bytesLeft: number;
@@ -106,7 +111,13 @@ async function collectFile(
   }
   if (budget.filesLeft <= 0) return notStored(executionId, output, 'past the outputFiles limit', stat.size);
   const room = Math.min(outputBytes, budget.bytesLeft);
-  const stored = await storeFile(where, key, sink, room);
+  let stored: Awaited<ReturnType<typeof storeFile>>;
+  try {
+    stored = await storeFile(where, key, sink, room);
+  } catch (error) {
+    if (error instanceof NotReadable) return notStored(executionId, output, error.message, stat.size);
+    throw error;
+  }
   budget.bytesLeft -= stored.bytes;
   budget.filesLeft -= 1;
   return {
@@ -164,12 +175,23 @@ async function collectDirectory(
     if (files.length === 0) return;
     await sink.expect?.(files.map((file) => `${prefix}${file.relative}`));
     for (const file of files) {
-      const stored = await storeFile(
-        path.join(where, file.relative),
-        `${prefix}${file.relative}`,
-        sink,
-        file.size,
-      );
+      let stored: Awaited<ReturnType<typeof storeFile>>;
+      try {
+        stored = await storeFile(
+          path.join(where, file.relative),
+          `${prefix}${file.relative}`,
+          sink,
+          file.size,
+        );
+      } catch (error) {
+        if (!(error instanceof NotReadable)) throw error;
+        // Gone or changed since it was listed: left out, and its reserved room given back.
+        skip({ path: file.relative, bytes: file.size, reason: error.message });
+        bytes -= file.size;
+        budget.bytesLeft += file.size;
+        budget.filesLeft += 1;
+        continue;
+      }
       if (stored.bytes < stored.size) {
         // It grew after it was listed (nothing should be writing now): what was read is kept.
         skip({ path: file.relative, bytes: stored.size, reason: 'changed while it was stored; cut' });
@@ -189,6 +211,10 @@ async function collectDirectory(
       continue;
     }
     totalBytes += file.size;
+    if (Buffer.byteLength(`${prefix}${file.relative}`) > MAX_KEY_BYTES) {
+      skip({ path: file.relative, bytes: file.size, reason: 'its path is too long for the result store' });
+      continue;
+    }
     if (budget.filesLeft <= 0) {
       skip({ path: file.relative, bytes: file.size, reason: 'past the outputFiles limit' });
       continue;
@@ -252,13 +278,20 @@ async function storeFile(
   sink: ResultSink,
   room: number,
 ): Promise<{ bytes: number; size: number; sha256: string }> {
-  const handle = await fsp.open(
-    file,
-    fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
-  );
+  const handle = await fsp
+    .open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+    .catch((error: NodeJS.ErrnoException) => {
+      throw new NotReadable(
+        error.code === 'ENOENT'
+          ? 'gone before it was stored'
+          : error.code === 'ELOOP'
+            ? 'a symbolic link: not followed'
+            : `could not be opened: ${error.code ?? error.message}`,
+      );
+    });
   try {
     const stat = await handle.stat();
-    if (!stat.isFile()) throw new Error(`${file} is not a plain file`);
+    if (!stat.isFile()) throw new NotReadable('not a plain file');
     const hash = createHash('sha256');
     let bytes = 0;
     const take = Math.min(room, stat.size);

@@ -353,7 +353,11 @@ describe('file:// inputs from the server’s own machine', () => {
     // Links inside the allowed directory that lead out of it.
     await fsp.symlink('/etc/passwd', path.join(shared, 'passwd'));
     await fsp.symlink('/etc/passwd', path.join(shared, 'refs', 'passwd'));
-    server = await startServer({ FERRY_BACKEND: 'process', FERRY_INPUT_ALLOW: `file://${shared}/` });
+    // Ferry's own data directory inside the allowed one: it is still never read.
+    server = await startServer(
+      { FERRY_BACKEND: 'process', FERRY_INPUT_ALLOW: `file://${shared}/` },
+      path.join(shared, 'ferry-data'),
+    );
   });
   afterAll(async () => {
     await server?.close();
@@ -413,5 +417,18 @@ describe('file:// inputs from the server’s own machine', () => {
     expect(outside.body.bid.accepted).toBe(false);
     // The URL's ".." is resolved before the check: the path asked for is /etc/passwd's.
     expect(outside.body.bid.reason).toContain('is not from an allowed source');
+
+    const own = await waitDone(
+      server.client,
+      (
+        await submit(server.client, {
+          image: 'x/y:1',
+          command: ['true'],
+          inputs: [{ url: `file://${shared}/ferry-data`, path: '/in/ferry', type: 'DIRECTORY' }],
+        })
+      ).id,
+    );
+    expect(own.state).toBe('FAILED');
+    expect(own.reason).toContain("could not be fetched: it is inside Ferry's own data directory");
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { makeBid } from '../../shared/domain/bidding.ts';
+import { fargateProfile, makeBid } from '../../shared/domain/bidding.ts';
 import {
   dataMounts,
   dataProblems,
@@ -264,8 +264,33 @@ describe('a job’s data in a Fargate task', () => {
     expect(taskDataPlan(spec).volumes).toEqual([
       { name: 'data-0', containerPath: '/io', writable: true, mountPoints: [] },
     ]);
+    // Each once: the Fargate checks run a single time in a bid.
+    const bid = makeBid({
+      spec: parseJobSpec({
+        image: 'alpine:3',
+        command: ['true'],
+        inputs: [{ content: 'x', path: '/io/a.csv' }],
+        outputs: [{ path: '/io/b.csv' }],
+      }),
+      policy: {
+        imageAllow: ['*'],
+        imageDeny: [],
+        registryAllow: ['docker.io'],
+        publishAllow: [],
+        inputAllow: [],
+        minTimeoutSeconds: 1,
+        maxTimeoutSeconds: 3600,
+        allowEgress: true,
+        maxOutputBytes: 1024 ** 3,
+      },
+      profile: fargateProfile(false),
+      facts: { imagePresent: true },
+      expiresAt: '2030-01-01T00:00:00.000Z',
+      queueEstimate: () => ({ waitSeconds: 0, runningJobs: 0, queuedJobs: 0 }),
+    });
+    expect(bid.constraints?.notes.filter((note) => note.includes('/io'))).toEqual(taskDataNotes(spec));
     expect(taskDataNotes(spec)).toEqual([
-      "on Fargate a FILE input's directory is a volume of its own: what the image has in /io is hidden",
+      'on Fargate the directory of a FILE input or output is a volume of its own: what the image has in /io is hidden',
       '/io holds inputs and outputs: on Fargate it is writable, its inputs read-only files',
     ]);
   });

@@ -205,6 +205,7 @@ describe('local execution store (SQLite)', () => {
     await named('ex_2', '2030-01-01T00:00:02.000Z', 'align sample_2', { run: 'r2' });
     await named('ex_3', '2030-01-01T00:00:03.000Z', 'align%', { step: 'x' });
     await named('ex_4', '2030-01-01T00:00:04.000Z', undefined, { run: 'r3', step: 'y' });
+    await named('ex_5', '2030-01-01T00:00:05.000Z', '🚀 launch', {});
     const ids = async (query: Parameters<typeof store.list>[0]) =>
       (await store.list(query)).items.map((e) => e.id);
 
@@ -214,6 +215,8 @@ describe('local execution store (SQLite)', () => {
     // "%" and "_" are characters like any other, not patterns.
     expect(await ids({ owner: 'a', namePrefix: 'align%', limit: 10 })).toEqual(['ex_3']);
     expect(await ids({ owner: 'a', namePrefix: 'align_', limit: 10 })).toEqual([]);
+    // Characters, not UTF-16 units: an emoji is one.
+    expect(await ids({ owner: 'a', namePrefix: '🚀', limit: 10 })).toEqual(['ex_5']);
     expect(await ids({ owner: 'a', namePrefix: 'align', labelKeys: ['run'], limit: 10 })).toEqual([
       'ex_2',
       'ex_1',

@@ -173,7 +173,8 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
       params.push(value);
     }
     for (const key of query.labelKeys ?? []) {
-      where.push(`json_type(body, '$.spec.labels."${key.replaceAll('"', '')}"') IS NOT NULL`);
+      where.push(`json_type(body, ?) IS NOT NULL`);
+      params.push(`$.spec.labels."${key.replaceAll('"', '')}"`);
     }
     if (query.image !== undefined) {
       where.push(`json_extract(body, '$.spec.image') = ?`);
@@ -181,8 +182,8 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
     }
     if (query.namePrefix !== undefined) {
       // substr, not LIKE: the prefix is matched as written, "%" and "_" included.
-      where.push(`substr(json_extract(body, '$.spec.name'), 1, ?) = ?`);
-      params.push(query.namePrefix.length, query.namePrefix);
+      where.push(`substr(json_extract(body, '$.spec.name'), 1, length(?)) = ?`);
+      params.push(query.namePrefix, query.namePrefix);
     }
     if (after !== undefined) {
       where.push('(created_at < ? OR (created_at = ? AND id < ?))');
