@@ -103,7 +103,7 @@ describe.skipIf(!inject('dockerAvailable'))('data in and out of a Fargate task',
       ],
     });
     expect(submitted.bid.constraints?.notes).toContain(
-      "on Fargate the directory of a FILE input or output is a volume of its own: what the image has in /in, /data, /res is hidden",
+      'on Fargate the directory of a FILE input or output is a volume of its own: what the image has in /in, /data, /res is hidden',
     );
     const since = h.deployment.calls.length;
     const done = await h.waitFor(submitted.id, undefined, 180_000);
