@@ -68,6 +68,11 @@ export const SETTINGS: Readonly<Record<SettingName, SettingDoc>> = {
     meaning:
       "comma-separated prefixes inputs may be fetched from: `s3://bucket/prefix/`, `https://host/path/`, `file:///dir/` (files of the machine the local server runs on; `*` never allows those), or `*`; the bid declines any other source. On AWS it adds to the deployment's own `inputs/` (set by the construct's `inputSources`, which also lets the tasks read them)",
   },
+  FERRY_OUTPUT_ALLOW: {
+    default: 'nothing',
+    meaning:
+      "comma-separated `file:///dir/` prefixes of the machine the local server runs on that a job's outputs may be delivered to (an output's `url`, as TES clients give it), once they are stored; the bid declines any other destination",
+  },
   FERRY_S3_FORCE_PATH_STYLE: {
     default: '`false`',
     meaning:

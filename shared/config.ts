@@ -43,6 +43,19 @@ const sourcePrefixes = z.string().transform((text, ctx) =>
       return url?.protocol === 'file:' ? `file://${decodeURIComponent(url.pathname)}` : entry;
     }),
 );
+
+/** Where outputs may be delivered: file:// prefixes only (`*` would allow every file). */
+const destinationPrefixes = sourcePrefixes.superRefine((entries, ctx) => {
+  for (const entry of entries) {
+    if (!entry.startsWith('file://')) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `not a file:// prefix (outputs are delivered to files of this machine only): ${entry}`,
+      });
+    }
+  }
+});
+
 /** Comma-separated web origins (`scheme://host[:port]`), each normalised as a browser sends it. */
 const origins = z.string().transform((text, ctx) =>
   text
@@ -93,6 +106,7 @@ export const EnvSchema = z.strictObject({
   FERRY_REGISTRY_ALLOW: patterns.optional(),
   FERRY_PUBLISH_ALLOW: patterns.optional(),
   FERRY_INPUT_ALLOW: sourcePrefixes.optional(),
+  FERRY_OUTPUT_ALLOW: destinationPrefixes.optional(),
   FERRY_S3_FORCE_PATH_STYLE: bool.default(false),
   FERRY_MIN_TIMEOUT_SECONDS: integer(1, 14 * 24 * 3600).default(1),
   FERRY_MAX_TIMEOUT_SECONDS: integer(1, 14 * 24 * 3600).default(24 * 3600),
@@ -149,6 +163,8 @@ export interface FerryConfig {
     readonly publishAllow: readonly string[];
     /** Where inputs may be fetched from (prefixes; `*` for anywhere). */
     readonly inputAllow: readonly string[];
+    /** Where outputs may be delivered to (file:// prefixes on this machine). */
+    readonly outputAllow: readonly string[];
     readonly minTimeoutSeconds: number;
     readonly maxTimeoutSeconds: number;
     readonly allowEgress: boolean;
@@ -268,6 +284,7 @@ export function loadConfig(env: Record<string, string | undefined> = {}, cwd = '
         ...(onAws && e.FERRY_BUCKET ? [`s3://${e.FERRY_BUCKET}/inputs/`] : []),
         ...(e.FERRY_INPUT_ALLOW ?? []),
       ],
+      outputAllow: e.FERRY_OUTPUT_ALLOW ?? [],
       minTimeoutSeconds: e.FERRY_MIN_TIMEOUT_SECONDS,
       maxTimeoutSeconds: e.FERRY_MAX_TIMEOUT_SECONDS,
       allowEgress: e.FERRY_ALLOW_EGRESS,

@@ -74,7 +74,7 @@ static void die(const char *what) {
 static void usage(void) {
   fprintf(stderr,
           "usage: ferry-wrapper --io DIR [--timeout SECONDS] [--grace SECONDS] [--workdir PATH] -- PROGRAM [ARG...]\n"
-          "       ferry-wrapper --spool DIR --stdout-keep HEAD:TAIL --stderr-keep HEAD:TAIL [--timeout SECONDS]\n"
+          "       ferry-wrapper --spool DIR --stdout-keep HEAD:TAIL --stderr-keep HEAD:TAIL [--append] [--timeout SECONDS]\n"
           "                     [--grace SECONDS] [--workdir PATH] -- PROGRAM [ARG...]\n");
   exit(125);
 }
@@ -344,15 +344,36 @@ static void pwrite_all(int fd, const void *data, size_t length, uint64_t offset)
   }
 }
 
-static void spool_open(struct spool *s, const char *dir, const char *name, uint64_t head, uint64_t tail) {
+static uint64_t get_u64(const unsigned char *at) {
+  uint64_t value = 0;
+  for (int i = 7; i >= 0; i--) value = (value << 8) | at[i];
+  return value;
+}
+
+/*
+ * Opens DIR/NAME.spool. With `append` (a later step of the same job), the stream goes on after
+ * what an earlier wrapper committed there, when that file was kept with the same limits;
+ * otherwise it starts empty.
+ */
+static void spool_open(struct spool *s, const char *dir, const char *name, uint64_t head, uint64_t tail,
+                       int append) {
   char path[4096];
   snprintf(path, sizeof path, "%s/%s.spool", dir, name);
-  s->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  s->fd = open(path, O_RDWR | O_CREAT | (append ? 0 : O_TRUNC) | O_CLOEXEC, 0644);
   if (s->fd < 0) die(path);
   s->head_limit = head;
   s->tail_limit = tail;
   s->ring = tail > 0 ? tail + CHUNK : 0;
   s->total = 0;
+  if (append) {
+    unsigned char kept[SPOOL_HEADER];
+    if (pread(s->fd, kept, sizeof kept, 0) == (ssize_t)sizeof kept && memcmp(kept, "FERRYSP1", 8) == 0 &&
+        get_u64(kept + 8) == head && get_u64(kept + 16) == tail && get_u64(kept + 24) == s->ring) {
+      s->total = get_u64(kept + 32);
+      return;
+    }
+    if (ftruncate(s->fd, 0) != 0) die(path);
+  }
   unsigned char header[SPOOL_HEADER] = {0};
   memcpy(header, "FERRYSP1", 8);
   put_u64(header + 8, head);
@@ -422,8 +443,8 @@ static int pump(int fd, struct spool *s, char *buffer) {
   }
 }
 
-static int run_spooled(const char *dir, uint64_t keep[2][2], const char *workdir, long timeout, long grace,
-                       char **job) {
+static int run_spooled(const char *dir, uint64_t keep[2][2], int append, const char *workdir, long timeout,
+                       long grace, char **job) {
   /* Every signal the wrapper acts on is taken through a signalfd, beside the output pipes. */
   sigset_t watched, previous;
   block_watched(&watched, &previous);
@@ -431,8 +452,8 @@ static int run_spooled(const char *dir, uint64_t keep[2][2], const char *workdir
   if (signals < 0) die("signalfd");
 
   struct spool spools[2];
-  spool_open(&spools[0], dir, "stdout", keep[0][0], keep[0][1]);
-  spool_open(&spools[1], dir, "stderr", keep[1][0], keep[1][1]);
+  spool_open(&spools[0], dir, "stdout", keep[0][0], keep[0][1], append);
+  spool_open(&spools[1], dir, "stderr", keep[1][0], keep[1][1], append);
   static char buffer[CHUNK];
 
   if (workdir && (make_path(workdir) != 0 || chdir(workdir) != 0)) {
@@ -497,11 +518,12 @@ int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "--init") == 0) return init(argv[2]);
   const char *io = NULL, *spool = NULL, *workdir = NULL;
   uint64_t keep[2][2] = {{0, 0}, {0, 0}};
-  int kept = 0;
+  int kept = 0, append = 0;
   long timeout = 0, grace = 10;
   int i = 1;
   for (; i < argc; i++) {
     if (strcmp(argv[i], "--") == 0) { i++; break; }
+    if (strcmp(argv[i], "--append") == 0) { append = 1; continue; }
     if (i + 1 >= argc) usage();
     if (strcmp(argv[i], "--io") == 0) io = argv[++i];
     else if (strcmp(argv[i], "--timeout") == 0) timeout = strtol(argv[++i], NULL, 10);
@@ -516,7 +538,7 @@ int main(int argc, char **argv) {
   char **job = &argv[i];
   if (spool) {
     if (kept != 3) usage();
-    return run_spooled(spool, keep, workdir, timeout, grace, job);
+    return run_spooled(spool, keep, append, workdir, timeout, grace, job);
   }
 
   /*

@@ -2,7 +2,7 @@
 // manifest `result.json` last, so its presence means the result is complete. Also the
 // live window the Fargate publisher refreshes while a job runs.
 import { createHash } from 'node:crypto';
-import type { OutputResult, ResultManifest } from '../domain/execution.ts';
+import type { OutputResult, ResultManifest, StepResult } from '../domain/execution.ts';
 import { resultKeys } from '../domain/execution.ts';
 import type { Keep } from '../domain/job-spec.ts';
 import type { ResultSink } from '../ports.ts';
@@ -20,6 +20,8 @@ export interface RunEnding {
   readonly outputs?: readonly OutputResult[];
   /** Why the command never ran (an input that could not be had, a program that is not there). */
   readonly startError?: string;
+  /** A job with steps: how each that ran ended. */
+  readonly steps?: readonly StepResult[];
 }
 
 export async function storeResult(
@@ -45,6 +47,7 @@ export async function storeResult(
     stderr: { ...stderr.summary, sha256: sha256(stderr.stored) },
     outputs: ending.outputs ?? [],
     keep,
+    ...(ending.steps === undefined ? {} : { steps: ending.steps }),
   };
   await objects.put(keys.stdout, stdout.stored, 'application/octet-stream');
   await objects.put(keys.stderr, stderr.stored, 'application/octet-stream');

@@ -14,7 +14,7 @@ import {
   taskOverrides,
 } from './fargate-task.ts';
 import { isInternalRegistry, parseImageReference, registryAllowed } from './image-reference.ts';
-import type { JobSpec } from './job-spec.ts';
+import { imagesOf, type JobSpec, stepsOf } from './job-spec.ts';
 import { formatBytes, formatMiB } from './units.ts';
 import { LONGEST_UPLOAD_SECRET } from './upload-links.ts';
 
@@ -26,6 +26,8 @@ export interface BidPolicy {
   readonly publishAllow: readonly string[];
   /** Prefixes inputs may be fetched from (FERRY_INPUT_ALLOW): s3://bucket/prefix/, https://host/path/. */
   readonly inputAllow: readonly string[];
+  /** Prefixes outputs may be delivered to (FERRY_OUTPUT_ALLOW): file:///dir/. */
+  readonly outputAllow?: readonly string[];
   readonly minTimeoutSeconds: number;
   readonly maxTimeoutSeconds: number;
   readonly allowEgress: boolean;
@@ -41,6 +43,12 @@ export interface PlatformProfile {
   readonly supportsInputs: boolean;
   readonly supportsOutputs: boolean;
   readonly supportsPublish: boolean;
+  /** The most steps one job may have: each is a container run after the one before. */
+  readonly maxSteps: number;
+  /** Whether a job may ask for volumes (empty writable directories its steps share). */
+  readonly supportsVolumes: boolean;
+  /** Whether outputs may be delivered to a `url` once stored (file:// destinations). */
+  readonly deliversOutputs?: boolean;
   /** False where a job asking for network "none" still gets an interface that can reach out. */
   readonly enforcesNetworkNone: boolean;
   /**
@@ -62,7 +70,8 @@ export interface InputSize {
 
 /** What the bid learnt about the job's surroundings before deciding (bidding itself is pure). */
 export interface BidFacts {
-  readonly imagePresent: boolean;
+  /** The job's images that are already on this host (Docker backend only). */
+  readonly presentImages: ReadonlySet<string>;
   /** One per input, in order, when the sources were looked at. */
   readonly inputSizes?: readonly InputSize[];
 }
@@ -84,6 +93,8 @@ export const fargateProfile = (enforcesNetworkNone: boolean): PlatformProfile =>
   supportsInputs: true,
   supportsOutputs: true,
   supportsPublish: true,
+  maxSteps: 1,
+  supportsVolumes: false,
   enforcesNetworkNone,
 });
 
@@ -97,27 +108,51 @@ function globToRegExp(pattern: string): RegExp {
 }
 
 export const imagePolicy: BidStrategy = (spec, policy) => {
-  const denied = policy.imageDeny.find((pattern) => globToRegExp(pattern).test(spec.image));
-  if (denied !== undefined) return { decline: `image ${spec.image} is denied by pattern "${denied}"` };
-  const allowed = policy.imageAllow.some((pattern) => globToRegExp(pattern).test(spec.image));
-  if (!allowed) {
-    return {
-      decline: `image ${spec.image} is not allowed; allowed images match: ${policy.imageAllow.join(', ')}`,
-    };
+  const declines: string[] = [];
+  for (const image of imagesOf(spec)) {
+    const denied = policy.imageDeny.find((pattern) => globToRegExp(pattern).test(image));
+    if (denied !== undefined) {
+      declines.push(`image ${image} is denied by pattern "${denied}"`);
+      continue;
+    }
+    if (!policy.imageAllow.some((pattern) => globToRegExp(pattern).test(image))) {
+      declines.push(`image ${image} is not allowed; allowed images match: ${policy.imageAllow.join(', ')}`);
+    }
   }
-  return {};
+  return declines.length === 0 ? {} : { decline: declines.join('; ') };
 };
 
 /** The engine never pulls from a registry the executor does not allow: an image name is an address. */
 export const registryPolicy: BidStrategy = (spec, policy, profile, facts) => {
-  if (facts.imagePresent) return {};
-  const { registry } = parseImageReference(spec.image);
-  if (registryAllowed(registry, policy.registryAllow)) return {};
-  const onHost = profile.platform === 'docker' ? '; images already on this host run whatever their name' : '';
-  const why = isInternalRegistry(registry)
-    ? `registry ${registry} is a local or private address, allowed only when FERRY_REGISTRY_ALLOW names it exactly`
-    : `registry ${registry} is not allowed; FERRY_REGISTRY_ALLOW is ${policy.registryAllow.join(', ') || 'empty'}`;
-  return { decline: `image ${spec.image}: ${why}${onHost}` };
+  const declines: string[] = [];
+  for (const image of imagesOf(spec)) {
+    if (facts.presentImages.has(image)) continue;
+    const { registry } = parseImageReference(image);
+    if (registryAllowed(registry, policy.registryAllow)) continue;
+    const onHost =
+      profile.platform === 'docker' ? '; images already on this host run whatever their name' : '';
+    const why = isInternalRegistry(registry)
+      ? `registry ${registry} is a local or private address, allowed only when FERRY_REGISTRY_ALLOW names it exactly`
+      : `registry ${registry} is not allowed; FERRY_REGISTRY_ALLOW is ${policy.registryAllow.join(', ') || 'empty'}`;
+    declines.push(`image ${image}: ${why}${onHost}`);
+  }
+  return declines.length === 0 ? {} : { decline: declines.join('; ') };
+};
+
+/** A job's steps each take a container; a backend runs as many in one job as it can chain. */
+export const stepLimit: BidStrategy = (spec, _policy, profile) => {
+  const asked = stepsOf(spec).length;
+  if (asked === 1 && spec.steps !== undefined && profile.maxSteps === 1) {
+    // One step whose failure is ignored: a backend of single steps has no steps to ignore it in.
+    return { decline: `steps asked; the ${profile.platform} backend runs a job's image and command only` };
+  }
+  if (asked <= profile.maxSteps) return {};
+  return {
+    decline:
+      profile.maxSteps === 1
+        ? `${asked} steps asked; the ${profile.platform} backend runs one step per job`
+        : `${asked} steps asked; the ${profile.platform} backend runs at most ${profile.maxSteps} steps in a job`,
+  };
 };
 
 export const timeoutBounds: BidStrategy = (spec, policy) => {
@@ -167,6 +202,9 @@ export const dataCapabilities: BidStrategy = (spec, _policy, profile) => {
   if (spec.inputs.length > 0 && !profile.supportsInputs) missing.push('inputs');
   if (spec.outputs.length > 0 && !profile.supportsOutputs) missing.push('outputs');
   if (spec.publish !== undefined && !profile.supportsPublish) missing.push('publish');
+  if ((spec.volumes ?? []).length > 0 && !profile.supportsVolumes) missing.push('volumes');
+  if (spec.outputs.some((output) => output.url !== undefined) && profile.deliversOutputs !== true)
+    missing.push('output urls');
   if (missing.length === 0) return {};
   return {
     decline: `${missing.join(', ')} asked; the ${profile.platform} backend does not support ${missing.join(', ')}`,
@@ -178,11 +216,11 @@ export const dataCapabilities: BidStrategy = (spec, _policy, profile) => {
  * paths absolute and apart, not too many, and inputs that fit the disk the job gets.
  */
 export const dataPolicy: BidStrategy = (spec, policy, profile, facts) => {
-  if (spec.inputs.length === 0 && spec.outputs.length === 0) return {};
+  if (spec.inputs.length === 0 && spec.outputs.length === 0 && (spec.volumes ?? []).length === 0) return {};
   // What the backend cannot serve at all, dataCapabilities declines.
   if (spec.inputs.length > 0 && !profile.supportsInputs) return {};
   if (spec.outputs.length > 0 && !profile.supportsOutputs) return {};
-  const problems = dataProblems(spec, policy.inputAllow);
+  const problems = dataProblems(spec, policy.inputAllow, policy.outputAllow ?? []);
   const notes: string[] = [];
   const sizes = facts.inputSizes ?? [];
   let known = 0;
@@ -266,6 +304,7 @@ export const DEFAULT_STRATEGIES: readonly BidStrategy[] = [
   publishPolicy,
   imagePolicy,
   registryPolicy,
+  stepLimit,
   timeoutBounds,
   gpuSupport,
   networkPolicy,
@@ -352,7 +391,7 @@ export function makeBid(input: BidInput): Bid {
   const declines: string[] = [];
   const notes: string[] = [];
   const facts: BidFacts = {
-    imagePresent: input.facts?.imagePresent ?? false,
+    presentImages: input.facts?.presentImages ?? new Set(),
     ...(input.facts?.inputSizes === undefined ? {} : { inputSizes: input.facts.inputSizes }),
   };
   for (const strategy of input.strategies ?? DEFAULT_STRATEGIES) {

@@ -79,6 +79,32 @@ export function sourceAllowed(source: InputSource, allow: readonly string[]): bo
   });
 }
 
+/**
+ * Why an output cannot be delivered to `url`: only a file of this machine, file:///path, under
+ * one of the file:// prefixes of FERRY_OUTPUT_ALLOW (whole segments, as for inputs).
+ */
+export function destinationProblem(url: string, outputAllow: readonly string[]): string | undefined {
+  const parsed = URL.canParse(url) ? new URL(url) : undefined;
+  if (parsed?.protocol !== 'file:' || parsed.host !== '' || parsed.search !== '' || parsed.hash !== '') {
+    return `it is delivered only to a file of this machine, file:///path, not ${url}`;
+  }
+  let path: string;
+  try {
+    path = decodeURIComponent(parsed.pathname);
+  } catch {
+    return `${url} is not a plain path`;
+  }
+  if (path.split('/').some((part) => part === '..' || part === '.'))
+    return `${url} must be plain: no "." or ".." parts`;
+  if (!sourceAllowed({ kind: 'file', path }, outputAllow)) {
+    const files = outputAllow.filter((entry) => entry.startsWith('file://'));
+    return `${url} is not an allowed destination; ${
+      files.length === 0 ? 'FERRY_OUTPUT_ALLOW allows none' : `FERRY_OUTPUT_ALLOW allows ${files.join(', ')}`
+    }`;
+  }
+  return undefined;
+}
+
 /** The path with a trailing slash removed, or why it cannot hold a job's data. */
 function pathProblem(path: string): string | undefined {
   if (!path.startsWith('/')) return 'is not absolute';
@@ -107,8 +133,9 @@ export const parentOf = (path: string): string =>
  * allowed. Empty when a backend that supports data can serve them.
  */
 export function dataProblems(
-  spec: Pick<JobSpec, 'inputs' | 'outputs'>,
+  spec: Pick<JobSpec, 'inputs' | 'outputs' | 'volumes'>,
   inputAllow: readonly string[],
+  outputAllow: readonly string[] = [],
 ): string[] {
   const problems: string[] = [];
   if (spec.inputs.length > DATA_LIMITS.inputs) {
@@ -147,6 +174,10 @@ export function dataProblems(
         `${what}: a FILE output must be in a directory below /, which is made for the job to write in`,
       );
     } else paths.push({ path: plainPath(output.path), what, type: output.type, output: true });
+    if (output.url !== undefined) {
+      const problem = destinationProblem(output.url, outputAllow);
+      if (problem !== undefined) problems.push(`${what}: ${problem}`);
+    }
     const taken = names.get(output.name);
     if (taken !== undefined)
       problems.push(`outputs ${taken} and ${output.path} are both named ${output.name}`);
@@ -162,6 +193,24 @@ export function dataProblems(
       }
     }
   }
+  // A volume is a directory of its own, apart from inputs and other volumes; outputs may be in it.
+  const volumes = spec.volumes ?? [];
+  volumes.forEach((volume, index) => {
+    const what = `volume ${volume}`;
+    const wrong = pathProblem(plainPath(volume));
+    if (wrong !== undefined) {
+      problems.push(`${what}: the path ${wrong}`);
+      return;
+    }
+    const others = [
+      ...spec.inputs.map((input) => ({ path: plainPath(input.path), what: `input at ${input.path}` })),
+      ...volumes.slice(index + 1).map((other) => ({ path: plainPath(other), what: `volume ${other}` })),
+    ];
+    for (const other of others) {
+      if (within(plainPath(volume), other.path) || within(other.path, plainPath(volume)))
+        problems.push(`${what} and ${other.what} overlap: each path must be apart from the others`);
+    }
+  });
   // A FILE output's directory is mounted for the job to write in: no input may hold it.
   for (const output of spec.outputs) {
     if (output.type !== 'FILE') continue;
@@ -193,7 +242,7 @@ export const outputDir = (output: JobOutput): string =>
  * The mounts a job's data needs, outermost first: each input at its path; for outputs, each
  * DIRECTORY output's path and each FILE output's directory (one mount for files sharing one).
  */
-export function dataMounts(spec: Pick<JobSpec, 'inputs' | 'outputs'>): DataMount[] {
+export function dataMounts(spec: Pick<JobSpec, 'inputs' | 'outputs' | 'volumes'>): DataMount[] {
   const mounts: DataMount[] = spec.inputs.map((input, index) => ({
     kind: 'input',
     index,
@@ -205,6 +254,11 @@ export function dataMounts(spec: Pick<JobSpec, 'inputs' | 'outputs'>): DataMount
     const dir = outputDir(output);
     if (!dirs.includes(dir)) dirs.push(dir);
   }
+  // Volumes are writable directories too, after the outputs' so those keep their numbers.
+  for (const volume of spec.volumes ?? []) {
+    const dir = plainPath(volume);
+    if (!dirs.includes(dir)) dirs.push(dir);
+  }
   mounts.push(...dirs.map((containerPath, index) => ({ kind: 'outputs' as const, index, containerPath })));
   return mounts.sort((a, b) => depth(a.containerPath) - depth(b.containerPath));
 }
@@ -213,7 +267,7 @@ const depth = (path: string): number => path.split('/').length;
 
 /** Which output mount holds an output, and where the output is inside it ('' for the mount itself). */
 export function outputLocation(
-  spec: Pick<JobSpec, 'inputs' | 'outputs'>,
+  spec: Pick<JobSpec, 'inputs' | 'outputs' | 'volumes'>,
   output: JobOutput,
 ): { readonly mount: number; readonly relative: string } {
   const dir = outputDir(output);

@@ -99,11 +99,28 @@ export interface OutputResult {
   readonly skipped?: readonly SkippedEntry[];
   /** How many were not stored, listed or not. */
   readonly skippedCount?: number;
+  /** The url it was delivered to, once stored (the output's `url`). */
+  readonly deliveredTo?: string;
+  /** Why it could not be delivered to its url. */
+  readonly deliveryError?: string;
 }
 
 export type ReviewState = 'PENDING' | 'ACCEPTED' | 'REJECTED';
 
 /** The manifest written last as `executions/{id}/result.json`. */
+/** How one step of a job with several ended, in the manifest. */
+export interface StepResult {
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  readonly startedAt: string | null;
+  readonly endedAt: string;
+  /** Where its output starts in the job's stdout and stderr (byte positions in each stream). */
+  readonly stdoutFrom: number;
+  readonly stderrFrom: number;
+  /** Why it never ran its command (no such program, a working directory it could not enter). */
+  readonly startError?: string;
+}
+
 export interface ResultManifest {
   readonly executionId: string;
   readonly exitCode: number | null;
@@ -120,6 +137,11 @@ export interface ResultManifest {
   readonly stderr: StreamResult;
   readonly outputs: readonly OutputResult[];
   readonly keep: 'head' | 'tail' | 'head+tail';
+  /**
+   * A job with steps: each step that ran, in order (the ones after a failure never run). The
+   * job's exit code is that of the step that failed it, else 0.
+   */
+  readonly steps?: readonly StepResult[];
 }
 
 export interface ExecutionResult {

@@ -23,6 +23,9 @@ export const JOB_LIMITS = Object.freeze({
   inputContentBytes: 64 * 1024,
   inputsContentBytes: 128 * 1024,
   imageLength: 512,
+  /** Steps of one job: each its own container, one after another. */
+  steps: 16,
+  volumes: 64,
   pathLength: 1024,
   outputStreamBytesMax: 1024 * GiB,
   inlineBytesMax: 1 * MiB,
@@ -180,101 +183,156 @@ export const OutputSchema = z.strictObject({
     .optional()
     .describe('its name among the results (outputs/NAME); the last part of the path when not given'),
   type: dataType.optional().describe('FILE (the default) or DIRECTORY'),
+  url: z
+    .string()
+    .max(JOB_LIMITS.urlLength)
+    .refine((url) => URL.canParse(url), 'is not a URL (file:///dir/name)')
+    .optional()
+    .describe('where to deliver it once stored: file:///path on the local server, inside FERRY_OUTPUT_ALLOW'),
 });
 
-export const JobSpecSchema = z.strictObject({
-  name: z
-    .string()
-    .min(1, 'must not be empty')
-    .max(JOB_LIMITS.nameLength)
-    .refine((name) => !/\p{Cc}/u.test(name), 'must not hold control characters')
-    .optional()
-    .describe('a name for people to know the job by; need not be unique'),
-  description: z
-    .string()
-    .max(JOB_LIMITS.descriptionLength)
-    .optional()
-    .describe('what the job is for, in a few words'),
-  image: z
-    .string()
-    .min(1, 'must not be empty')
-    .max(JOB_LIMITS.imageLength)
-    .regex(
-      IMAGE_REFERENCE,
-      'is not a valid image reference (e.g. "alpine:3.20" or "registry/name@sha256:…")',
-    ),
-  command: z
-    .array(z.string().refine((arg) => byteLength(arg) <= JOB_LIMITS.commandArgBytes, 'argument is too long'))
-    .min(1, 'must have at least one element (the program to run)')
-    .max(JOB_LIMITS.commandArgs, `must have at most ${JOB_LIMITS.commandArgs} arguments`)
-    .refine((argv) => argv[0] !== '', 'program name (first element) must not be empty')
-    .meta({ prefixItems: [{ type: 'string', minLength: 1, description: 'the program to run' }] })
-    .refine(
-      (argv) => argv.reduce((total, arg) => total + byteLength(arg), 0) <= JOB_LIMITS.commandTotalBytes,
-      'arguments together must be at most 256 KiB',
-    ),
-  env: z
-    .record(
-      z
-        .string()
-        .regex(ENV_NAME, 'environment variable names are letters, digits and "_", not starting with a digit'),
-      z
-        .string()
-        .refine((value) => byteLength(value) <= JOB_LIMITS.envValueBytes, 'value is longer than 32 KiB'),
-    )
-    .refine(
-      (env) => Object.keys(env).length <= JOB_LIMITS.envEntries,
-      `at most ${JOB_LIMITS.envEntries} variables`,
-    )
-    .optional(),
+const imageField = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(JOB_LIMITS.imageLength)
+  .regex(IMAGE_REFERENCE, 'is not a valid image reference (e.g. "alpine:3.20" or "registry/name@sha256:…")');
+
+const commandField = z
+  .array(z.string().refine((arg) => byteLength(arg) <= JOB_LIMITS.commandArgBytes, 'argument is too long'))
+  .min(1, 'must have at least one element (the program to run)')
+  .max(JOB_LIMITS.commandArgs, `must have at most ${JOB_LIMITS.commandArgs} arguments`)
+  .refine((argv) => argv[0] !== '', 'program name (first element) must not be empty')
+  .meta({ prefixItems: [{ type: 'string', minLength: 1, description: 'the program to run' }] })
+  .refine(
+    (argv) => argv.reduce((total, arg) => total + byteLength(arg), 0) <= JOB_LIMITS.commandTotalBytes,
+    'arguments together must be at most 256 KiB',
+  );
+
+const envField = z
+  .record(
+    z
+      .string()
+      .regex(ENV_NAME, 'environment variable names are letters, digits and "_", not starting with a digit'),
+    z
+      .string()
+      .refine((value) => byteLength(value) <= JOB_LIMITS.envValueBytes, 'value is longer than 32 KiB'),
+  )
+  .refine(
+    (env) => Object.keys(env).length <= JOB_LIMITS.envEntries,
+    `at most ${JOB_LIMITS.envEntries} variables`,
+  );
+
+/** One step of a job with several: its own container, run after the step before it. */
+export const StepSchema = z.strictObject({
+  image: imageField,
+  command: commandField,
+  env: envField.optional(),
   workdir: containerPath.optional(),
-  resources: ResourcesSchema.optional(),
-  timeoutSeconds: z
-    .number()
-    .int('must be a whole number of seconds')
-    .positive('must be greater than zero')
-    .max(14 * 24 * 3600, 'must be at most 14 days')
-    .optional(),
-  network: z.enum(['none', 'egress']).optional(),
-  outputLimits: OutputLimitsSchema.optional(),
-  inputs: z
-    .array(InputSchema)
-    .max(JOB_LIMITS.inputs)
-    .refine(
-      (inputs) =>
-        inputs.reduce((total, input) => total + byteLength(input.content ?? ''), 0) <=
-        JOB_LIMITS.inputsContentBytes,
-      'inline content of all inputs together must be at most 128 KiB',
-    )
+  ignoreError: z
+    .boolean()
     .optional()
-    .describe('fetched before the command runs, read-only at their paths'),
-  outputs: z
-    .array(OutputSchema)
-    .max(JOB_LIMITS.outputs)
-    .optional()
-    .describe('collected after the command exits, whatever its exit code'),
-  publish: z
-    .strictObject({
-      destination: z
-        .string()
-        .regex(/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/, 'must be an s3:// prefix'),
-    })
-    .optional(),
-  labels: z
-    .record(
-      z
-        .string()
-        .max(JOB_LIMITS.labelKeyLength)
-        .regex(LABEL_KEY, 'label keys are letters, digits, ".", "_", "/", "-"'),
-      z.string().max(JOB_LIMITS.labelValueLength),
-    )
-    .refine(
-      (labels) => Object.keys(labels).length <= JOB_LIMITS.labels,
-      `at most ${JOB_LIMITS.labels} labels`,
-    )
-    .optional(),
-  priority: z.number().int().min(-100).max(100).optional(),
+    .describe('the steps after it run even when it fails, and its failure is not the job’s'),
 });
+
+export const JobSpecSchema = z
+  .strictObject({
+    name: z
+      .string()
+      .min(1, 'must not be empty')
+      .max(JOB_LIMITS.nameLength)
+      .refine((name) => !/\p{Cc}/u.test(name), 'must not hold control characters')
+      .optional()
+      .describe('a name for people to know the job by; need not be unique'),
+    description: z
+      .string()
+      .max(JOB_LIMITS.descriptionLength)
+      .optional()
+      .describe('what the job is for, in a few words'),
+    image: imageField.optional().describe('the image to run; required unless steps are given'),
+    command: commandField
+      .optional()
+      .describe('the program and its arguments; required unless steps are given'),
+    env: envField.optional(),
+    workdir: containerPath.optional(),
+    resources: ResourcesSchema.optional(),
+    timeoutSeconds: z
+      .number()
+      .int('must be a whole number of seconds')
+      .positive('must be greater than zero')
+      .max(14 * 24 * 3600, 'must be at most 14 days')
+      .optional(),
+    network: z.enum(['none', 'egress']).optional(),
+    outputLimits: OutputLimitsSchema.optional(),
+    inputs: z
+      .array(InputSchema)
+      .max(JOB_LIMITS.inputs)
+      .refine(
+        (inputs) =>
+          inputs.reduce((total, input) => total + byteLength(input.content ?? ''), 0) <=
+          JOB_LIMITS.inputsContentBytes,
+        'inline content of all inputs together must be at most 128 KiB',
+      )
+      .optional()
+      .describe('fetched before the command runs, read-only at their paths'),
+    outputs: z
+      .array(OutputSchema)
+      .max(JOB_LIMITS.outputs)
+      .optional()
+      .describe('collected after the command exits, whatever its exit code'),
+    publish: z
+      .strictObject({
+        destination: z
+          .string()
+          .regex(/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/, 'must be an s3:// prefix'),
+      })
+      .optional(),
+    labels: z
+      .record(
+        z
+          .string()
+          .max(JOB_LIMITS.labelKeyLength)
+          .regex(LABEL_KEY, 'label keys are letters, digits, ".", "_", "/", "-"'),
+        z.string().max(JOB_LIMITS.labelValueLength),
+      )
+      .refine(
+        (labels) => Object.keys(labels).length <= JOB_LIMITS.labels,
+        `at most ${JOB_LIMITS.labels} labels`,
+      )
+      .optional(),
+    priority: z.number().int().min(-100).max(100).optional(),
+    volumes: z
+      .array(dataPath)
+      .max(JOB_LIMITS.volumes)
+      .optional()
+      .describe('empty writable directories at these paths, shared by the steps and not kept'),
+    steps: z
+      .array(StepSchema)
+      .min(1, 'must have at least one step')
+      .max(JOB_LIMITS.steps, `must have at most ${JOB_LIMITS.steps} steps`)
+      .optional()
+      .describe(
+        'instead of image and command: steps run one after another, each in its own container, sharing the inputs and outputs; the first failure ends the job unless that step has ignoreError',
+      ),
+  })
+  // The document says what the check below does: image and command, or steps.
+  .meta({ oneOf: [{ required: ['image', 'command'] }, { required: ['steps'] }] })
+  .superRefine((spec, ctx) => {
+    if (spec.steps !== undefined) {
+      for (const field of ['image', 'command', 'env', 'workdir'] as const) {
+        if (spec[field] !== undefined)
+          ctx.addIssue({
+            code: 'custom',
+            path: [field],
+            message: 'give it in each step when the job has steps',
+          });
+      }
+      return;
+    }
+    if (spec.image === undefined)
+      ctx.addIssue({ code: 'custom', path: ['image'], message: 'required (or give steps)' });
+    if (spec.command === undefined)
+      ctx.addIssue({ code: 'custom', path: ['command'], message: 'required (or give steps)' });
+  });
 
 export type JobSpecInput = z.input<typeof JobSpecSchema>;
 type ParsedSpec = z.output<typeof JobSpecSchema>;
@@ -309,6 +367,18 @@ export interface JobOutput {
   readonly path: string;
   readonly name: string;
   readonly type: DataType;
+  /** Where it is delivered once stored (a FILE to that file, a DIRECTORY's files below it). */
+  readonly url?: string;
+}
+
+/** One step of a job: a container run after the step before it ended (successfully, or ignored). */
+export interface JobStep {
+  readonly image: string;
+  readonly command: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  readonly workdir?: string;
+  /** The steps after it run even when it fails, and its exit code is not the job's. */
+  readonly ignoreError: boolean;
 }
 
 /** The request for resources as the caller wrote it, in Ferry's units; absent means "no preference". */
@@ -333,9 +403,36 @@ export interface JobSpec {
   readonly outputLimits: OutputLimits;
   readonly inputs: readonly JobInput[];
   readonly outputs: readonly JobOutput[];
+  /** Empty writable directories the steps share; nothing in them is kept. */
+  readonly volumes?: readonly string[];
   readonly publish?: { destination: string };
   readonly labels: Readonly<Record<string, string>>;
   readonly priority: number;
+  /**
+   * The job's steps, when it has more than its image and command (which are then its first
+   * step's): see `stepsOf`.
+   */
+  readonly steps?: readonly JobStep[];
+}
+
+/** The steps a job runs: its own list, or one step of its image and command. */
+export function stepsOf(spec: JobSpec): readonly JobStep[] {
+  return (
+    spec.steps ?? [
+      {
+        image: spec.image,
+        command: spec.command,
+        env: spec.env,
+        ...(spec.workdir === undefined ? {} : { workdir: spec.workdir }),
+        ignoreError: false,
+      },
+    ]
+  );
+}
+
+/** Every image a job runs, each once, in the order its steps use them. */
+export function imagesOf(spec: JobSpec): string[] {
+  return [...new Set(stepsOf(spec).map((step) => step.image))];
 }
 
 function normalise(spec: ParsedSpec, maxOutputBytes: number): JobSpec {
@@ -343,13 +440,30 @@ function normalise(spec: ParsedSpec, maxOutputBytes: number): JobSpec {
   // A default never exceeds what the executor stores; only an explicit ask can be declined.
   const stdoutBytes = limits.stdoutBytes ?? Math.min(DEFAULT_OUTPUT_LIMITS.stdoutBytes, maxOutputBytes);
   const stderrBytes = limits.stderrBytes ?? Math.min(DEFAULT_OUTPUT_LIMITS.stderrBytes, maxOutputBytes);
+  const steps = (spec.steps ?? []).map((step) => ({
+    image: step.image,
+    command: step.command,
+    env: step.env ?? {},
+    ...(step.workdir === undefined ? {} : { workdir: step.workdir }),
+    ignoreError: step.ignoreError ?? false,
+  }));
+  // The first step (or the only one) is also the job's image and command, as lists show them;
+  // a single step that fails the job when it fails is just a job.
+  const [first] = steps;
+  const main = first ?? {
+    image: spec.image ?? '',
+    command: spec.command ?? [],
+    env: spec.env ?? {},
+    ...(spec.workdir === undefined ? {} : { workdir: spec.workdir }),
+  };
+  const multiStep = steps.length > 1 || first?.ignoreError === true;
   return {
     ...(spec.name === undefined ? {} : { name: spec.name }),
     ...(spec.description === undefined ? {} : { description: spec.description }),
-    image: spec.image,
-    command: spec.command,
-    env: spec.env ?? {},
-    ...(spec.workdir === undefined ? {} : { workdir: spec.workdir }),
+    image: main.image,
+    command: main.command,
+    env: main.env,
+    ...(main.workdir === undefined ? {} : { workdir: main.workdir }),
     resources: {
       ...(spec.resources?.cpu === undefined ? {} : { cpu: spec.resources.cpu }),
       ...(spec.resources?.memory === undefined ? {} : { memoryMiB: spec.resources.memory }),
@@ -378,9 +492,11 @@ function normalise(spec: ParsedSpec, maxOutputBytes: number): JobSpec {
       type: input.type ?? 'FILE',
     })),
     outputs: outputNames(spec.outputs ?? []),
+    ...(spec.volumes === undefined || spec.volumes.length === 0 ? {} : { volumes: spec.volumes }),
     ...(spec.publish === undefined ? {} : { publish: spec.publish }),
     labels: spec.labels ?? {},
     priority: spec.priority ?? 0,
+    ...(multiStep ? { steps } : {}),
   };
 }
 
@@ -410,7 +526,12 @@ function outputNames(outputs: NonNullable<ParsedSpec['outputs']>): JobOutput[] {
             .filter((part) => part !== '')
             .join('_')
             .replace(/[^A-Za-z0-9._-]/g, '_') || 'root');
-    return { path: output.path, name, type: output.type ?? 'FILE' };
+    return {
+      path: output.path,
+      name,
+      type: output.type ?? 'FILE',
+      ...(output.url === undefined ? {} : { url: output.url }),
+    };
   });
 }
 

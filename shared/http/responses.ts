@@ -80,10 +80,25 @@ export const StoredJobSpecSchema = z.object({
       type: dataType,
     }),
   ),
-  outputs: z.array(z.object({ path: z.string(), name: z.string(), type: dataType })),
+  outputs: z.array(
+    z.object({ path: z.string(), name: z.string(), type: dataType, url: z.string().optional() }),
+  ),
+  volumes: z.array(z.string()).optional(),
   publish: z.object({ destination: z.string() }).optional(),
   labels: z.record(z.string(), z.string()),
   priority: z.number().int(),
+  steps: z
+    .array(
+      z.object({
+        image: z.string(),
+        command: z.array(z.string()),
+        env: z.record(z.string(), z.string()),
+        workdir: z.string().optional(),
+        ignoreError: z.boolean(),
+      }),
+    )
+    .optional()
+    .describe('present when the job has several steps; image and command are then its first'),
 });
 
 const streamTotals = z.object({ totalBytes: count, storedBytes: count, truncated: z.boolean() });
@@ -198,6 +213,8 @@ const OutputResultSchema = z.object({
     .optional()
     .describe('what was left out and why (the first 100)'),
   skippedCount: count.optional(),
+  deliveredTo: z.string().optional().describe('the url it was delivered to'),
+  deliveryError: z.string().optional().describe('why it could not be delivered to its url'),
 });
 
 export const ResultManifestSchema = z.object({
@@ -213,6 +230,20 @@ export const ResultManifestSchema = z.object({
   stderr: StreamResultSchema,
   outputs: z.array(OutputResultSchema),
   keep,
+  steps: z
+    .array(
+      z.object({
+        exitCode: z.number().int().nullable(),
+        signal: z.string().nullable(),
+        startedAt: timestamp.nullable(),
+        endedAt: timestamp,
+        stdoutFrom: count.describe('where its output starts in the job’s stdout'),
+        stderrFrom: count.describe('where its output starts in the job’s stderr'),
+        startError: z.string().optional().describe('why its command never ran'),
+      }),
+    )
+    .optional()
+    .describe('a job with steps: how each step that ran ended, in order'),
 });
 
 export const ResultViewSchema = z.object({

@@ -35,6 +35,7 @@ import type { FerryConfig } from '../config.ts';
 import type { Core } from '../core.ts';
 import type { PlatformProfile } from '../domain/bidding.ts';
 import { parseImageReference, registryAllowed } from '../domain/image-reference.ts';
+import { JOB_LIMITS } from '../domain/job-spec.ts';
 import { ACTIVE_STATES } from '../domain/states.ts';
 import type { TaskStateChangeEvent } from '../domain/task-event.ts';
 import { UPLOAD_LINK_SECONDS } from '../domain/upload-links.ts';
@@ -229,6 +230,14 @@ async function startWork(
       entry.startsWith('file://') ? [decodeURIComponent(new URL(entry).pathname)] : [],
     ),
   });
+  // Outputs with a url are delivered into the directories FERRY_OUTPUT_ALLOW names with file://,
+  // never into Ferry's own.
+  const delivery = {
+    roots: config.policy.outputAllow.flatMap((entry) =>
+      entry.startsWith('file://') ? [decodeURIComponent(new URL(entry).pathname)] : [],
+    ),
+    excluded: [config.dataDir],
+  };
   const backend =
     chosen.platform === 'docker' && chosen.docker !== undefined
       ? new DockerBackend(
@@ -244,7 +253,7 @@ async function startWork(
               ? undefined
               : `registry ${registry} is not allowed by FERRY_REGISTRY_ALLOW`;
           },
-          new LocalJobData(path.join(config.dataDir, 'work'), 'mounts', inputs),
+          new LocalJobData(path.join(config.dataDir, 'work'), 'mounts', inputs, delivery),
         )
       : new ProcessBackend(
           objects,
@@ -254,6 +263,7 @@ async function startWork(
           { PATH: config.processPath },
           path.join(config.dataDir, 'processes'),
           inputs,
+          delivery,
         );
 
   // In memory: this server alone holds the data directory, so the map is the whole truth,
@@ -267,6 +277,9 @@ async function startWork(
     supportsInputs: true,
     supportsOutputs: true,
     supportsPublish: true,
+    maxSteps: JOB_LIMITS.steps,
+    supportsVolumes: true,
+    deliversOutputs: true,
     // Docker gives a job no network at all; plain processes share the host's.
     enforcesNetworkNone: backend.platform === 'docker',
     // Images already on the host run whatever their name; the process backend runs no images.

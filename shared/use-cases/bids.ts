@@ -5,7 +5,7 @@ import { makeBid } from '../domain/bidding.ts';
 import { estimateWait } from '../domain/capacity.ts';
 import { sourceAllowed, sourceOf } from '../domain/data-plan.ts';
 import type { Execution } from '../domain/execution.ts';
-import { parseJobSpec } from '../domain/job-spec.ts';
+import { imagesOf, parseJobSpec } from '../domain/job-spec.ts';
 import type { ReviewBody } from '../domain/review.ts';
 import { BidDeclined, IdempotencyConflict, InvalidTransition, NotFound, StaleExecution } from '../errors.ts';
 import { messageFor } from './dispatch.ts';
@@ -34,8 +34,9 @@ async function bidOn(
   const usage = await currentUsage(core);
   const { profile } = core.settings;
   const looked = profile.supportsInputs && spec.inputs.length > 0 && core.inputs !== undefined;
-  const [imagePresent, inputSizes] = await Promise.all([
-    profile.imagePresent?.(spec.image) ?? false,
+  const images = imagesOf(spec);
+  const [present, inputSizes] = await Promise.all([
+    Promise.all(images.map((image) => profile.imagePresent?.(image) ?? false)),
     // Only sources the policy allows are looked at: a bid never reaches out anywhere else.
     looked
       ? Promise.all(
@@ -52,7 +53,10 @@ async function bidOn(
     spec,
     policy: core.settings.policy,
     profile,
-    facts: { imagePresent, ...(inputSizes === undefined ? {} : { inputSizes }) },
+    facts: {
+      presentImages: new Set(images.filter((_, index) => present[index])),
+      ...(inputSizes === undefined ? {} : { inputSizes }),
+    },
     budget: core.settings.capacity,
     expiresAt: new Date(now.getTime() + core.settings.bidTtlSeconds * 1000).toISOString(),
     queueEstimate: (constraints) => {

@@ -153,6 +153,15 @@ export function endingOf(
       reason: detail.stoppedReason ?? 'the job ended without an exit code',
     };
   }
+  const undelivered = manifest?.outputs.find((output) => output.deliveryError !== undefined);
+  if (exitCode === 0 && undelivered !== undefined) {
+    // The job did its work, but not all of it reached where the caller said it must go.
+    return {
+      state: 'FAILED',
+      exitCode,
+      reason: `output ${undelivered.name} was not delivered: ${undelivered.deliveryError}`,
+    };
+  }
   return { state: 'COMPLETED', exitCode };
 }
 

@@ -54,8 +54,10 @@ async function spooled(
   limits: { stdout: CaptureLimits; stderr: CaptureLimits },
   command: readonly string[],
   during: (spools: { stdout: SpoolFile; stderr: SpoolFile }) => Promise<void> = async () => undefined,
+  /** Goes on in the spool directory of an earlier run, as a job's later step does. */
+  after?: Run,
 ): Promise<Run> {
-  const dir = await fsp.mkdtemp(path.join(work, 'run-'));
+  const dir = after?.dir ?? (await fsp.mkdtemp(path.join(work, 'run-')));
   const spools = {
     stdout: new SpoolFile(path.join(dir, 'stdout.spool'), limits.stdout),
     stderr: new SpoolFile(path.join(dir, 'stderr.spool'), limits.stderr),
@@ -69,6 +71,7 @@ async function spooled(
       spoolKeepArgument(limits.stdout),
       '--stderr-keep',
       spoolKeepArgument(limits.stderr),
+      ...(after === undefined ? [] : ['--append']),
       '--',
       ...command,
     ],
@@ -232,6 +235,32 @@ describe('ferry-wrapper --spool', () => {
     expect(code).toBe(128 + 15);
     expect(await exitRecord(dir)).toMatchObject({ exitCode: 143, signal: 'SIGTERM', stopped: true });
     expect((await stdout.restore()).finish().stored.toString()).toBe('started\n');
+  });
+
+  it('goes on with the stream of an earlier run with --append, and starts afresh if its limits differ', async () => {
+    const limits = { storedBytes: 64 * KiB, inlineBytes: 4 * KiB, keep: 'head+tail' as const };
+    const both = { stdout: limits, stderr: limits };
+    const bytes = produced(300 * KiB);
+    const cut = 100 * KiB;
+    const parts = [bytes.subarray(0, cut), bytes.subarray(cut)];
+    const files = await Promise.all(
+      parts.map(async (part, index) => {
+        const file = path.join(work, `append-${index}`);
+        await fsp.writeFile(file, part);
+        return file;
+      }),
+    );
+    const first = await spooled(both, ['cat', files[0] ?? '']);
+    const second = await spooled(both, ['cat', files[1] ?? ''], undefined, first);
+    expect(second.code).toBe(0);
+    const kept = (await second.stdout.restore()).finish();
+    const expected = reference(limits, bytes);
+    expect(kept.summary.totalBytes).toBe(bytes.length);
+    expect(kept.stored.equals(expected.stored)).toBe(true);
+    // Other limits: the earlier stream cannot be read on with them, so it is not.
+    const other = { ...limits, storedBytes: 32 * KiB };
+    const third = await spooled({ stdout: other, stderr: other }, ['echo', 'fresh'], undefined, second);
+    expect((await third.stdout.restore()).finish().stored.toString()).toBe('fresh\n');
   });
 
   it('is built once per source, and says why when there is no compiler', async () => {

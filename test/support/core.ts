@@ -115,6 +115,8 @@ export async function buildTestCore(overrides: Partial<Core['settings']> = {}): 
         supportsInputs: false,
         supportsOutputs: false,
         supportsPublish: true,
+        maxSteps: 16,
+        supportsVolumes: true,
         enforcesNetworkNone: true,
       },
       capacity: { maxConcurrency: 2, maxCpu: 2, maxMemoryMiB: 4096, starvationSeconds: 60 },

@@ -28,6 +28,8 @@ const fargate: PlatformProfile = {
   supportsInputs: true,
   supportsOutputs: true,
   supportsPublish: true,
+  maxSteps: 16,
+  supportsVolumes: true,
   enforcesNetworkNone: true,
 };
 
@@ -114,6 +116,45 @@ describe('bids', () => {
       'image docker.io/tool:1 is not allowed; allowed images match: registry.example/*',
     );
     expect(bid({ image: 'registry.example/bad:1' }, fargate, strict).reason).toContain('denied by pattern');
+  });
+
+  it('judges every step’s image, and the steps and volumes a backend can run', () => {
+    const stepped = (steps: object[], profile: PlatformProfile, p = policy, extra: object = {}) =>
+      makeBid({
+        spec: parseJobSpec({ steps, ...extra }, p.maxOutputBytes),
+        policy: p,
+        profile,
+        queueEstimate: noQueue,
+        expiresAt: '2030-01-01T00:00:00.000Z',
+      });
+    const two = [
+      { image: 'registry.example/tool:1', command: ['true'] },
+      { image: 'docker.io/other:1', command: ['true'] },
+    ];
+    const strict = { ...policy, imageAllow: ['registry.example/*'] };
+    expect(stepped(two, docker, strict).reason).toBe(
+      'image docker.io/other:1 is not allowed; allowed images match: registry.example/*',
+    );
+    expect(stepped(two, docker).accepted).toBe(true);
+    const oneStepFargate = { ...fargate, maxSteps: 1, supportsVolumes: false };
+    expect(stepped(two, oneStepFargate, policy, { volumes: ['/work'] }).reason).toBe(
+      '2 steps asked; the fargate backend runs one step per job; volumes asked; the fargate backend does not support volumes',
+    );
+    expect(
+      stepped([{ image: 'alpine:3', command: ['false'], ignoreError: true }], oneStepFargate).reason,
+    ).toBe("steps asked; the fargate backend runs a job's image and command only");
+    const many = Array.from({ length: 5 }, () => ({ image: 'alpine:3', command: ['true'] }));
+    expect(stepped(many, { ...docker, maxSteps: 4 }).reason).toBe(
+      '5 steps asked; the docker backend runs at most 4 steps in a job',
+    );
+    expect(
+      stepped(two, docker, policy, {
+        volumes: ['/work', '/work/tmp'],
+        inputs: [{ content: 'x', path: '/work/in' }],
+      }).reason,
+    ).toBe(
+      'volume /work and input at /work/in overlap: each path must be apart from the others; volume /work and volume /work/tmp overlap: each path must be apart from the others',
+    );
   });
 
   it('refuses egress where the policy forbids it, and oversize output limits', () => {

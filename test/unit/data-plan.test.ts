@@ -192,6 +192,8 @@ describe('a bid on inputs', () => {
     supportsInputs: true,
     supportsOutputs: true,
     supportsPublish: true,
+    maxSteps: 16,
+    supportsVolumes: true,
     enforcesNetworkNone: true,
   };
   const bidOn = (spec: object, inputSizes: object[]) =>
@@ -199,7 +201,7 @@ describe('a bid on inputs', () => {
       spec: parseJobSpec({ image: 'alpine:3', command: ['true'], ...spec }),
       policy,
       profile,
-      facts: { imagePresent: true, inputSizes },
+      facts: { presentImages: new Set(['alpine:3']), inputSizes },
       expiresAt: '2030-01-01T00:00:00.000Z',
       queueEstimate: () => ({ waitSeconds: 0, runningJobs: 0, queuedJobs: 0 }),
     });
@@ -284,7 +286,7 @@ describe('a job’s data in a Fargate task', () => {
         maxOutputBytes: 1024 ** 3,
       },
       profile: fargateProfile(false),
-      facts: { imagePresent: true },
+      facts: { presentImages: new Set(['alpine:3']) },
       expiresAt: '2030-01-01T00:00:00.000Z',
       queueEstimate: () => ({ waitSeconds: 0, runningJobs: 0, queuedJobs: 0 }),
     });

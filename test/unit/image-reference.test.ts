@@ -125,6 +125,8 @@ describe('the bid on an image', () => {
     supportsInputs: false,
     supportsOutputs: false,
     supportsPublish: true,
+    maxSteps: 16,
+    supportsVolumes: true,
     enforcesNetworkNone: true,
   };
   const bid = (image: string, registryAllow: readonly string[], imagePresent = false) =>
@@ -132,7 +134,7 @@ describe('the bid on an image', () => {
       spec: parseJobSpec({ image, command: ['true'] }, policy.maxOutputBytes),
       policy: { ...policy, registryAllow },
       profile: docker,
-      facts: { imagePresent },
+      facts: { presentImages: new Set(imagePresent ? [image] : []) },
       queueEstimate: () => ({ waitSeconds: 0, runningJobs: 0, queuedJobs: 0 }),
       expiresAt: '2030-01-01T00:00:00.000Z',
     });

@@ -1,7 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { parseJobSpec } from '../../shared/domain/job-spec.ts';
+import { imagesOf, parseJobSpec, stepsOf } from '../../shared/domain/job-spec.ts';
+import { jobExitOf, stepLetsNextRun } from '../../shared/domain/steps.ts';
 import { formatBytes, parseSize } from '../../shared/domain/units.ts';
 import { ValidationError } from '../../shared/errors.ts';
+
+const fail = (): never => {
+  throw new Error('no such step');
+};
 
 function problemsOf(input: unknown): { field: string; message: string }[] {
   try {
@@ -130,5 +135,68 @@ describe('sizes', () => {
     expect(formatBytes(0)).toBe('0 B');
     expect(formatBytes(1536)).toBe('1.5 KiB');
     expect(formatBytes(10 * 1024 * 1024)).toBe('10 MiB');
+  });
+});
+
+describe('job steps', () => {
+  const step = (command: string[], more: object = {}) => ({ image: 'alpine:3', command, ...more });
+
+  it('takes steps instead of image and command, the first step showing as the job’s', () => {
+    const spec = parseJobSpec({
+      steps: [
+        step(['make'], { env: { A: '1' }, workdir: '/src' }),
+        step(['make', 'test'], { ignoreError: true }),
+      ],
+    });
+    expect(spec).toMatchObject({ image: 'alpine:3', command: ['make'], env: { A: '1' }, workdir: '/src' });
+    expect(stepsOf(spec)).toEqual([
+      { image: 'alpine:3', command: ['make'], env: { A: '1' }, workdir: '/src', ignoreError: false },
+      { image: 'alpine:3', command: ['make', 'test'], env: {}, ignoreError: true },
+    ]);
+    expect(imagesOf(spec)).toEqual(['alpine:3']);
+  });
+
+  it('makes one plain step a plain job, and a job without steps one step', () => {
+    const one = parseJobSpec({ steps: [step(['true'])] });
+    expect(one.steps).toBeUndefined();
+    expect(stepsOf(one)).toEqual([{ image: 'alpine:3', command: ['true'], env: {}, ignoreError: false }]);
+    // A single step whose failure is ignored still needs the steps to say so.
+    expect(parseJobSpec({ steps: [step(['false'], { ignoreError: true })] }).steps).toHaveLength(1);
+  });
+
+  it('refuses image or command beside steps, neither, and too many steps', () => {
+    expect(problemsOf({ image: 'alpine:3', steps: [step(['true'])] })).toEqual([
+      { field: 'image', message: 'give it in each step when the job has steps' },
+    ]);
+    expect(problemsOf({ timeoutSeconds: 5 })).toEqual([
+      { field: 'image', message: 'required (or give steps)' },
+      { field: 'command', message: 'required (or give steps)' },
+    ]);
+    expect(problemsOf({ steps: [] })[0]).toEqual({ field: 'steps', message: 'must have at least one step' });
+    expect(problemsOf({ steps: Array.from({ length: 17 }, () => step(['true'])) })[0]?.message).toBe(
+      'must have at most 16 steps',
+    );
+    expect(problemsOf({ steps: [step([]), { command: ['x'] }] }).map((p) => p.field)).toEqual([
+      'steps.0.command',
+      'steps.1.image',
+    ]);
+  });
+
+  it('ends a job at its first failure not ignored, with that step’s exit code', () => {
+    const steps = stepsOf(
+      parseJobSpec({ steps: [step(['a'], { ignoreError: true }), step(['b']), step(['c'])] }),
+    );
+    const ok = { exitCode: 0, signal: null };
+    const failed = (exitCode: number) => ({ exitCode, signal: null });
+    expect(stepLetsNextRun(steps[0] ?? fail(), failed(9))).toBe(true);
+    expect(stepLetsNextRun(steps[1] ?? fail(), failed(2))).toBe(false);
+    expect(jobExitOf(steps, [failed(9), ok, ok], false)).toEqual(ok);
+    expect(jobExitOf(steps, [failed(9), failed(2)], false)).toEqual(failed(2));
+    // Stopped in a step whose failure is ignored: its code, not a success.
+    expect(jobExitOf(steps, [failed(143)], true)).toEqual(failed(143));
+    expect(jobExitOf(steps, [{ exitCode: null, signal: null }], false)).toEqual({
+      exitCode: 0,
+      signal: null,
+    });
   });
 });

@@ -20,10 +20,12 @@ describe('OpenAPI document', () => {
   it('describes the job spec from the schema that validates it', () => {
     const spec = openApiDocument().components.schemas.JobSpec as {
       required?: string[];
+      oneOf?: unknown[];
       additionalProperties?: unknown;
       properties: Record<string, { additionalProperties?: unknown }>;
     };
-    expect(spec.required).toEqual(['image', 'command']);
+    expect(spec.required).toBeUndefined();
+    expect(spec.oneOf).toEqual([{ required: ['image', 'command'] }, { required: ['steps'] }]);
     expect(spec.additionalProperties).toBe(false);
     expect(spec.properties.resources?.additionalProperties).toBe(false);
     expect(Object.keys(spec.properties)).toContain('outputLimits');

@@ -17,9 +17,12 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
+import { z } from 'zod';
 import { openPlainFile, SpoolFile, spoolKeepArgument } from '../../capture/spool.ts';
 import { captureLimitsFor } from '../../capture/stream-capture.ts';
-import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
+import type { Execution, ResolvedConstraints, StepResult } from '../../domain/execution.ts';
+import { imagesOf, type JobStep, stepsOf } from '../../domain/job-spec.ts';
+import { jobExitOf, stepLetsNextRun } from '../../domain/steps.ts';
 import type { Logger } from '../../logger.ts';
 import type { ComputeBackend, LiveRead, ObjectStore, TaskStatus } from '../../ports.ts';
 import { LocalJobData } from './job-data.ts';
@@ -36,6 +39,9 @@ export const LABEL_EXECUTION = 'ferry.execution';
 export const LABEL_SERVER = 'ferry.server';
 /** How a container's output is captured: `spool` for ferry-wrapper's spool files; absent for attach. */
 export const LABEL_CAPTURE = 'ferry.capture';
+/** Which step of its job a container runs (0 for a job without steps). */
+export const LABEL_STEP = 'ferry.step';
+const OOM_REASON = 'OutOfMemoryError: Container killed due to memory usage';
 /** Where the wrapper and the spool directory are mounted in a job's container, as on Fargate. */
 const WRAPPER_IN_CONTAINER = '/ferry/bin/ferry-wrapper';
 const SPOOL_IN_CONTAINER = '/ferry/io';
@@ -53,6 +59,10 @@ const PRESENCE_TTL_MS = 2000;
 const PRESENCE_ENTRIES = 1024;
 
 export const containerName = (executionId: string): string => `ferry-${executionId}`;
+
+/** The container of a step: the job's own name for its first, and a numbered one after. */
+export const stepContainerName = (executionId: string, index: number): string =>
+  index === 0 ? containerName(executionId) : `${containerName(executionId)}-step${index + 1}`;
 
 /**
  * The processes and threads a job may hold at once: 512 per vCPU, at least 1,024. Plenty for a
@@ -107,6 +117,50 @@ function newWatch(): Watch {
   return { exited, markExited, abandoned, abandon };
 }
 
+/** The step a task is running, and what the next one needs. */
+interface StepRun {
+  readonly execution: Execution;
+  readonly constraints: ResolvedConstraints;
+  readonly index: number;
+  /** Where the step's output starts in the job's streams. */
+  readonly from: { readonly stdout: number; readonly stderr: number };
+  startedAt: string | null;
+}
+
+/** What a job with steps has done so far, kept beside its spool for a server that restarts. */
+const StepsRecordSchema = z.object({
+  steps: z.array(
+    z.object({
+      exitCode: z.number().int().nullable(),
+      signal: z.string().nullable(),
+      startedAt: z.string().nullable(),
+      endedAt: z.string(),
+      stdoutFrom: z.number().int().nonnegative(),
+      stderrFrom: z.number().int().nonnegative(),
+      startError: z.string().optional(),
+    }),
+  ),
+  current: z.object({
+    index: z.number().int().nonnegative(),
+    from: z.object({ stdout: z.number().int().nonnegative(), stderr: z.number().int().nonnegative() }),
+    startedAt: z.string().nullable(),
+  }),
+});
+
+type StepsRecord = z.infer<typeof StepsRecordSchema>;
+
+/** Bytes the job has written to each stream so far. */
+async function streamTotals(task: LocalTask): Promise<StepRun['from']> {
+  if (task.spool !== undefined) {
+    const [stdout, stderr] = await Promise.all([
+      task.spool.stdout.totalBytes(),
+      task.spool.stderr.totalBytes(),
+    ]);
+    return { stdout, stderr };
+  }
+  return { stdout: task.stdout.totalBytes, stderr: task.stderr.totalBytes };
+}
+
 interface DockerState {
   readonly Running: boolean;
   readonly ExitCode: number;
@@ -122,6 +176,8 @@ export class DockerBackend implements ComputeBackend {
   private readonly stopping = new Set<string>();
   private readonly watches = new Map<string, Watch>();
   private readonly presence = new Map<string, { present: boolean; at: number }>();
+  /** Each task's step now running (or about to), by task id. */
+  private readonly steps = new Map<string, StepRun>();
 
   constructor(
     private readonly docker: Docker,
@@ -180,6 +236,7 @@ export class DockerBackend implements ComputeBackend {
     const task = this.book.open(taskId, execution);
     // Like RunTask: accepted now, the rest (pull, create, start) is reported through events.
     void this.run(task, execution, constraints).catch((error) => {
+      this.steps.delete(taskId);
       this.log.error('container run failed', { taskId, error });
       this.book.failedToStart(task, `could not run the container: ${messageOf(error)}`);
     });
@@ -187,12 +244,13 @@ export class DockerBackend implements ComputeBackend {
   }
 
   private async run(task: LocalTask, execution: Execution, constraints: ResolvedConstraints): Promise<void> {
-    const { spec } = execution;
     const name = containerName(execution.id);
-    const pulled = await this.ensureImage(spec.image);
-    if (pulled !== undefined) {
-      this.book.failedToStart(task, pulled);
-      return;
+    for (const image of imagesOf(execution.spec)) {
+      const pulled = await this.ensureImage(image);
+      if (pulled !== undefined) {
+        this.book.failedToStart(task, pulled);
+        return;
+      }
     }
     if (LocalJobData.needed(execution)) {
       // A container of an earlier attempt at this launch runs on the inputs it was given.
@@ -206,19 +264,43 @@ export class DockerBackend implements ComputeBackend {
       }
       if (!(await this.stageData(task, execution))) return;
     }
+    if (this.capture.kind === 'wrapper') await this.prepareSpool(execution.id);
+    await this.startStep(task, execution, constraints, 0);
+  }
+
+  /**
+   * Creates and starts the container of step `index` (a job without steps has only step 0),
+   * then waits for its end; `awaitEnd` starts the step after it, or ends the task.
+   */
+  private async startStep(
+    task: LocalTask,
+    execution: Execution,
+    constraints: ResolvedConstraints,
+    index: number,
+  ): Promise<void> {
+    const step = stepsOf(execution.spec)[index];
+    if (step === undefined) throw new Error(`the job has no step ${index + 1}`);
+    const name = stepContainerName(execution.id, index);
     const spooled = this.capture.kind === 'wrapper';
-    if (spooled) await this.prepareSpool(execution.id);
+    if (spooled) task.spool ??= this.spoolFiles(execution);
+    // The first step starts the streams afresh (a spool may hold an earlier attempt's output).
+    const from = index === 0 ? { stdout: 0, stderr: 0 } : await streamTotals(task);
+    const run: StepRun = { execution, constraints, index, from, startedAt: null };
+    this.steps.set(task.taskId, run);
+    if (execution.spec.steps !== undefined) await this.saveSteps(task, run);
+    if (await this.stoppedBetweenSteps(task, run)) return;
     let container: Docker.Container;
     try {
       container = await this.docker.createContainer({
         name,
-        Image: spec.image,
-        ...this.entryPoint(execution),
-        Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
-        ...(spec.workdir === undefined ? {} : { WorkingDir: spec.workdir }),
+        Image: step.image,
+        ...this.entryPoint(execution, step, index),
+        Env: Object.entries(step.env).map(([key, value]) => `${key}=${value}`),
+        ...(step.workdir === undefined ? {} : { WorkingDir: step.workdir }),
         Labels: {
           [LABEL_EXECUTION]: execution.id,
           [LABEL_SERVER]: this.serverId,
+          [LABEL_STEP]: String(index),
           'ferry.task': task.taskId,
           ...(spooled ? { [LABEL_CAPTURE]: 'spool' } : {}),
         },
@@ -230,7 +312,7 @@ export class DockerBackend implements ComputeBackend {
           NanoCpus: Math.round(constraints.cpu * 1e9),
           Memory: constraints.memoryMiB * MiB,
           MemorySwap: constraints.memoryMiB * MiB,
-          NetworkMode: spec.network === 'egress' ? 'bridge' : 'none',
+          NetworkMode: execution.spec.network === 'egress' ? 'bridge' : 'none',
           PidsLimit: pidsLimit(constraints.cpu),
           Binds: [
             ...(this.capture.kind === 'wrapper'
@@ -255,15 +337,13 @@ export class DockerBackend implements ComputeBackend {
         await this.adopt(task, this.docker.getContainer(name), execution);
         return;
       }
-      await this.removeSpool(execution.id);
-      this.book.failedToStart(task, `could not create the container: ${messageOf(error)}`);
+      await this.stepCouldNotStart(task, run, `could not create the container: ${messageOf(error)}`);
       return;
     }
     let attached: Attached | undefined;
     if (spooled) {
       // A new container: an exit record left by an earlier one is not its own.
       await fsp.rm(path.join(this.spoolDir(execution.id), 'exit.json'), { force: true });
-      task.spool = this.spoolFiles(execution);
     } else {
       const output = (await container.attach({
         stream: true,
@@ -272,17 +352,56 @@ export class DockerBackend implements ComputeBackend {
       })) as unknown as Readable;
       attached = { output, captured: demux(output, task) };
     }
+    if (index > 0 && task.stopReason !== undefined) {
+      // A stop came while the container was made: it never runs.
+      attached?.output.destroy();
+      await container.remove({ force: true }).catch(() => undefined);
+      await this.stoppedBetweenSteps(task, run);
+      return;
+    }
     try {
       await container.start();
     } catch (error) {
       await container.remove({ force: true }).catch(() => undefined);
-      await this.removeSpool(execution.id);
-      this.book.failedToStart(task, `could not start the container: ${messageOf(error)}`);
+      await this.stepCouldNotStart(task, run, `could not start the container: ${messageOf(error)}`);
       return;
     }
+    run.startedAt = new Date().toISOString();
     this.watchFor(task.taskId);
-    this.book.markRunning(task);
+    // The job's deadline counts from its first step (also when a restart came between steps).
+    if (task.status !== 'RUNNING') this.book.markRunning(task, task.startedAt ?? run.startedAt);
     await this.awaitEnd(task, container, attached);
+  }
+
+  /** A stop (cancel, timeout) that came before a later step ran: the job ends with the steps it had. */
+  private async stoppedBetweenSteps(task: LocalTask, run: StepRun): Promise<boolean> {
+    if (run.index === 0 || task.stopReason === undefined) return false;
+    const steps = stepsOf(run.execution.spec);
+    await this.book.finish(task, { ...jobExitOf(steps, task.steps ?? [], true) });
+    await this.removeSpool(task.executionId);
+    this.forget(task.taskId);
+    this.steps.delete(task.taskId);
+    return true;
+  }
+
+  /**
+   * A step whose container could not be made or started: the first means the task never
+   * started; a later one is that step failing, which ends the job.
+   */
+  private async stepCouldNotStart(task: LocalTask, run: StepRun, reason: string): Promise<void> {
+    if (run.index === 0) {
+      this.steps.delete(task.taskId);
+      await this.removeSpool(task.executionId);
+      this.book.failedToStart(task, reason);
+      return;
+    }
+    await this.stepEnded(task, run, {
+      exitCode: null,
+      signal: null,
+      endedAt: new Date().toISOString(),
+      startError: reason,
+      removed: true,
+    });
   }
 
   /**
@@ -317,16 +436,22 @@ export class DockerBackend implements ComputeBackend {
 
   /** The task collects the job's outputs when it ends, and removes its data directory. */
   private attachData(task: LocalTask, execution: Execution, data: LocalJobData): void {
-    task.collect = (sink) => data.collect(execution, sink);
+    task.collect = (sink, deliver) => data.collect(execution, sink, deliver);
     task.cleanup = () => data.remove(execution.id);
   }
 
   /**
-   * The container's entry point and arguments. The command is the whole argv: the image's own
-   * entry point does not wrap it. With the wrapper, it is the wrapper's argv after `--`.
+   * The container's entry point and arguments for a step. The command is the whole argv: the
+   * image's own entry point does not wrap it. With the wrapper, it is the wrapper's argv after
+   * `--`; a later step's wrapper goes on with the output the steps before it left.
    */
-  private entryPoint(execution: Execution): { Entrypoint: string[]; Cmd: string[] } {
-    const { command, outputLimits } = execution.spec;
+  private entryPoint(
+    execution: Execution,
+    step: JobStep,
+    index: number,
+  ): { Entrypoint: string[]; Cmd: string[] } {
+    const { outputLimits } = execution.spec;
+    const { command } = step;
     if (this.capture.kind !== 'wrapper') return { Entrypoint: command.slice(0, 1), Cmd: command.slice(1) };
     return {
       Entrypoint: [WRAPPER_IN_CONTAINER],
@@ -337,6 +462,7 @@ export class DockerBackend implements ComputeBackend {
         spoolKeepArgument(captureLimitsFor(outputLimits, 'stdout')),
         '--stderr-keep',
         spoolKeepArgument(captureLimitsFor(outputLimits, 'stderr')),
+        ...(index > 0 ? ['--append'] : []),
         '--',
         ...command,
       ],
@@ -371,6 +497,39 @@ export class DockerBackend implements ComputeBackend {
     await fsp.rm(this.spoolDir(executionId), { recursive: true, force: true }).catch((error) => {
       this.log.warn('could not remove the output spool', { executionId, error: messageOf(error) });
     });
+    await fsp.rm(this.stepsFile(executionId), { force: true }).catch(() => undefined);
+  }
+
+  /**
+   * Where a job with steps records how far it got: beside its spool directory, not in it, since
+   * the job's containers can write there.
+   */
+  private stepsFile(executionId: string): string {
+    return path.join(this.capture.spoolRoot, `${executionId}.steps.json`);
+  }
+
+  private async saveSteps(task: LocalTask, run: StepRun): Promise<void> {
+    const record: StepsRecord = {
+      steps: task.steps ?? [],
+      current: { index: run.index, from: run.from, startedAt: run.startedAt },
+    };
+    const file = this.stepsFile(task.executionId);
+    await fsp.mkdir(path.dirname(file), { recursive: true });
+    await fsp.writeFile(`${file}.tmp`, JSON.stringify(record));
+    await fsp.rename(`${file}.tmp`, file);
+  }
+
+  private async loadSteps(executionId: string): Promise<StepsRecord | undefined> {
+    try {
+      const parsed = StepsRecordSchema.safeParse(
+        JSON.parse(await fsp.readFile(this.stepsFile(executionId), 'utf8')),
+      );
+      if (parsed.success) return parsed.data;
+      this.log.warn('the record of a job’s steps is unreadable; going on without it', { executionId });
+    } catch {
+      // Not there: the server went down before the job's first step was recorded.
+    }
+    return undefined;
   }
 
   /**
@@ -425,10 +584,41 @@ export class DockerBackend implements ComputeBackend {
     if (spooled) task.spool = this.spoolFiles(execution);
     if (this.data !== undefined && LocalJobData.needed(execution))
       this.attachData(task, execution, this.data);
+    // A job with steps goes on from the step this container runs, with what the ones before did.
+    let jobStartedAt = state.StartedAt;
+    if (execution.spec.steps !== undefined) {
+      const index = Number(info.Config.Labels[LABEL_STEP] ?? '0');
+      const record = await this.loadSteps(execution.id);
+      const here = record?.current.index === index ? record.current : undefined;
+      // Step `index` runs, so each step before it without a record ended well, or was let fail.
+      const steps = stepsOf(execution.spec);
+      task.steps = Array.from(
+        { length: index },
+        (_, i): StepResult =>
+          record?.steps[i] ?? {
+            exitCode: steps[i]?.ignoreError === true ? null : 0,
+            signal: null,
+            startedAt: null,
+            endedAt: state.StartedAt,
+            stdoutFrom: 0,
+            stderrFrom: 0,
+          },
+      );
+      const constraints = execution.bid.constraints;
+      if (constraints === undefined) throw new Error('its bid holds no resources to run the next step with');
+      jobStartedAt = task.steps[0]?.startedAt ?? state.StartedAt;
+      this.steps.set(task.taskId, {
+        execution,
+        constraints,
+        index,
+        from: here?.from ?? (await streamTotals(task)),
+        startedAt: state.StartedAt,
+      });
+    }
     if (state.Running) {
-      // The deadline counts from the container's start, as the engine recorded it.
+      // The deadline counts from the job's start, as the engine recorded it.
       this.watchFor(task.taskId);
-      this.book.markRunning(task, state.StartedAt);
+      this.book.markRunning(task, jobStartedAt);
       if (spooled) {
         await this.awaitEnd(task, container, undefined);
         return;
@@ -442,7 +632,7 @@ export class DockerBackend implements ComputeBackend {
       await this.awaitEnd(task, container, { output, captured: demux(output, task) });
       return;
     }
-    task.startedAt = state.StartedAt;
+    task.startedAt = jobStartedAt;
     if (spooled) {
       await this.awaitEnd(task, container, undefined);
       return;
@@ -471,7 +661,8 @@ export class DockerBackend implements ComputeBackend {
   ): Promise<void> {
     const watch = this.watchFor(task.taskId);
     // A stop asked for before the container ran could not reach it: it applies now.
-    if (task.stopReason !== undefined && !task.timedOut) void this.escalate(task.taskId, CANCEL_GRACE_MS);
+    if (task.stopReason !== undefined)
+      void this.escalate(task.taskId, task.timedOut ? TIMEOUT_GRACE_MS : CANCEL_GRACE_MS);
     const waited = container.wait().then(
       (reply) => reply as { StatusCode: number },
       (error) => {
@@ -487,13 +678,20 @@ export class DockerBackend implements ComputeBackend {
     // The job's end: what follows (capture, inspect, removal) is the engine's time, not the job's.
     const endedAt = new Date().toISOString();
     watch.markExited();
+    const run = this.steps.get(task.taskId);
+    const multiStep = run?.execution.spec.steps !== undefined;
     if (ended === undefined) {
       // The engine has not confirmed the end: report what was captured, keep the capacity.
       attached?.output.destroy();
       this.log.warn('the engine did not confirm the container stopped; ending the task without it', {
         taskId: task.taskId,
       });
+      if (multiStep && run !== undefined) {
+        await this.stepEnded(task, run, { exitCode: null, signal: null, endedAt, removed: false }, container);
+        return;
+      }
       await this.book.finish(task, { exitCode: null, signal: null, endedAt, resourcesHeld: true });
+      this.steps.delete(task.taskId);
       this.removeUntilGone(task, container);
       return;
     }
@@ -506,34 +704,131 @@ export class DockerBackend implements ComputeBackend {
     );
     const exit = task.spool === undefined ? undefined : await this.wrapperExit(task.executionId);
     const removed = await this.remove(task, container);
-    if (exit?.startError) {
+    // The wrapper says how the job itself ended; without it (killed, or no wrapper), the engine.
+    const exitCode = exit?.exitCode ?? state?.ExitCode ?? ended.reply?.StatusCode ?? null;
+    const signal =
+      exit !== undefined
+        ? exit.signal
+        : exitCode !== null && exitCode > 128
+          ? signalName(exitCode - 128)
+          : null;
+    const oom = state?.OOMKilled === true;
+    if (exit?.startError && (run === undefined || run.index === 0)) {
       // The wrapper could not run the command (no such program, not executable): as when the
       // engine cannot start a container, the task never started.
       if (removed) this.forget(task.taskId);
+      this.steps.delete(task.taskId);
       await this.removeSpool(task.executionId);
       this.book.failedToStart(task, exit.startError);
       if (!removed) this.removeUntilGone(task, container);
       return;
     }
-    // The wrapper says how the job itself ended; without it (killed, or no wrapper), the engine.
-    const exitCode = exit?.exitCode ?? state?.ExitCode ?? ended.reply?.StatusCode ?? null;
+    if (multiStep && run !== undefined) {
+      await this.stepEnded(
+        task,
+        run,
+        {
+          exitCode,
+          signal,
+          endedAt,
+          removed,
+          oom,
+          ...(exit?.startError ? { startError: exit.startError } : {}),
+        },
+        container,
+      );
+      return;
+    }
     await this.book.finish(task, {
       exitCode,
-      signal:
-        exit !== undefined
-          ? exit.signal
-          : exitCode !== null && exitCode > 128
-            ? signalName(exitCode - 128)
-            : null,
+      signal,
       endedAt,
-      ...(state?.OOMKilled
-        ? { containerReason: 'OutOfMemoryError: Container killed due to memory usage' }
-        : {}),
+      ...(oom ? { containerReason: OOM_REASON } : {}),
       ...(removed ? {} : { resourcesHeld: true }),
     });
     if (task.spool !== undefined) await this.removeSpool(task.executionId);
+    this.steps.delete(task.taskId);
     if (!removed) this.removeUntilGone(task, container);
     else this.forget(task.taskId);
+  }
+
+  /**
+   * A step of a job with several has ended: records how, then starts the next step, or ends
+   * the task when this one failed (and does not ignore it), a stop came, or it was the last.
+   */
+  private async stepEnded(
+    task: LocalTask,
+    run: StepRun,
+    end: {
+      exitCode: number | null;
+      signal: string | null;
+      endedAt: string;
+      /** False when the engine has not confirmed the container gone: nothing more runs. */
+      removed: boolean;
+      oom?: boolean;
+      startError?: string;
+    },
+    container?: Docker.Container,
+  ): Promise<void> {
+    const steps = stepsOf(run.execution.spec);
+    const result: StepResult = {
+      exitCode: end.exitCode,
+      signal: end.signal,
+      startedAt: run.startedAt,
+      endedAt: end.endedAt,
+      stdoutFrom: run.from.stdout,
+      stderrFrom: run.from.stderr,
+      ...(end.startError === undefined ? {} : { startError: end.startError }),
+    };
+    task.steps = [...(task.steps ?? []), result];
+    const step = steps[run.index];
+    const next = run.index + 1;
+    const goesOn =
+      step !== undefined &&
+      next < steps.length &&
+      task.stopReason === undefined &&
+      stepLetsNextRun(step, result);
+    if (goesOn && end.removed) {
+      this.forget(task.taskId);
+      try {
+        await this.startStep(task, run.execution, run.constraints, next);
+      } catch (error) {
+        // The next step could not even be tried: the job ends there, with what it has.
+        this.log.error('could not start the next step', { taskId: task.taskId, error });
+        await this.stepEnded(
+          task,
+          { ...run, index: next, startedAt: null },
+          {
+            exitCode: null,
+            signal: null,
+            endedAt: new Date().toISOString(),
+            removed: true,
+            startError: `could not start step ${next + 1}: ${messageOf(error)}`,
+          },
+        );
+      }
+      return;
+    }
+    // A step whose container the engine has not confirmed gone holds what the next would need.
+    const cut = goesOn && !end.removed;
+    const job = cut
+      ? { exitCode: null, signal: null }
+      : jobExitOf(steps, task.steps, task.stopReason !== undefined);
+    await this.book.finish(task, {
+      ...job,
+      endedAt: end.endedAt,
+      ...(end.oom === true ? { containerReason: OOM_REASON } : {}),
+      ...(cut
+        ? {
+            stoppedReason: `the engine did not confirm step ${run.index + 1}'s container gone; the steps after it did not run`,
+          }
+        : {}),
+      ...(end.removed ? {} : { resourcesHeld: true }),
+    });
+    await this.removeSpool(task.executionId);
+    if (end.removed || container === undefined) this.forget(task.taskId);
+    else this.removeUntilGone(task, container);
+    this.steps.delete(task.taskId);
   }
 
   /** Removes the container; true once it is gone, false if the engine did not answer in time. */
@@ -576,7 +871,10 @@ export class DockerBackend implements ComputeBackend {
    * is reported ended anyway (see `awaitEnd`).
    */
   private async escalate(taskId: string, graceMs: number): Promise<void> {
-    const container = this.docker.getContainer(containerName(taskId.slice(TASK_PREFIX.length)));
+    const executionId = taskId.slice(TASK_PREFIX.length);
+    const container = this.docker.getContainer(
+      stepContainerName(executionId, this.steps.get(taskId)?.index ?? 0),
+    );
     const watch = this.watches.get(taskId);
     if (watch === undefined) {
       // Not started yet, or not this server's to watch: the engine's own stop, and `awaitEnd`
@@ -697,6 +995,8 @@ export class DockerBackend implements ComputeBackend {
       adopted++;
       void this.adopt(task, container, execution).catch((error) => {
         this.log.error('could not adopt container', { taskId, error });
+        // Nobody would watch it: it goes.
+        void container.remove({ force: true }).catch(() => undefined);
         this.book.failedToStart(task, `lost after a restart: ${messageOf(error)}`);
       });
     }
@@ -713,7 +1013,8 @@ export class DockerBackend implements ComputeBackend {
     } catch {
       return;
     }
-    for (const executionId of entries) {
+    for (const entry of entries) {
+      const executionId = entry.endsWith('.steps.json') ? entry.slice(0, -'.steps.json'.length) : entry;
       if (!activeExecutions.has(executionId)) await this.removeSpool(executionId);
     }
   }

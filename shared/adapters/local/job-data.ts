@@ -1,7 +1,8 @@
 // A local job's inputs and outputs on this machine, in a directory of its own under the data
 // directory. Two layouts:
 // - `mounts` (Docker): each input is staged at inputs/N and bind-mounted read-only at its
-//   path; each directory the outputs are written in is outputs/N, bind-mounted writable.
+//   path; each directory the outputs are written in, and each volume, is outputs/N,
+//   bind-mounted writable, so every step of the job sees the same files there.
 // - `root` (plain processes): the job's own directory is its root: an input at /data/in.csv
 //   is staged at ROOT/data/in.csv, and outputs are collected from below ROOT the same way.
 import fsp from 'node:fs/promises';
@@ -11,6 +12,7 @@ import type { Execution, OutputResult } from '../../domain/execution.ts';
 import type { JobOutput } from '../../domain/job-spec.ts';
 import { GiB } from '../../domain/units.ts';
 import type { InputFetcher, ResultSink } from '../../ports.ts';
+import { type DeliveryRoots, deliverOutput } from '../../staging/deliver.ts';
 import { collectOutputs, type OutputPlace } from '../../staging/outputs.ts';
 
 export type DataLayout = 'mounts' | 'root';
@@ -21,6 +23,8 @@ export class LocalJobData {
     private readonly root: string,
     private readonly layout: DataLayout,
     private readonly fetcher: InputFetcher,
+    /** Where outputs with a url may be delivered; none without it. */
+    private readonly delivery: DeliveryRoots = { roots: [], excluded: [] },
   ) {}
 
   /** The execution's own directory (its root, in the `root` layout). */
@@ -30,7 +34,8 @@ export class LocalJobData {
 
   /** Whether the job has any data to stage or collect. */
   static needed(execution: Execution): boolean {
-    return execution.spec.inputs.length > 0 || execution.spec.outputs.length > 0;
+    const { spec } = execution;
+    return spec.inputs.length > 0 || spec.outputs.length > 0 || (spec.volumes ?? []).length > 0;
   }
 
   /**
@@ -71,14 +76,25 @@ export class LocalJobData {
   }
 
   /** Stores the job's outputs once its command has exited; see collectOutputs for the limits. */
-  collect(execution: Execution, sink: ResultSink): Promise<OutputResult[]> {
+  async collect(execution: Execution, sink: ResultSink, deliver = true): Promise<OutputResult[]> {
     const { spec } = execution;
-    return collectOutputs(
+    const results = await collectOutputs(
       execution.id,
       spec.outputs,
       (output) => this.locate(execution, output),
       sink,
       spec.outputLimits,
+    );
+    // Then each output with a url goes there too, before the result says the job is done.
+    if (!deliver) return results;
+    return Promise.all(
+      results.map(async (result, index) => {
+        const output = spec.outputs[index];
+        if (output?.url === undefined) return result;
+        const place = await this.locate(execution, output);
+        if (typeof place !== 'string') return { ...result, deliveryError: place.refused };
+        return deliverOutput(output, result, place, this.delivery);
+      }),
     );
   }
 

@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { storeResult } from '../../capture/result-writer.ts';
 import type { SpoolFile } from '../../capture/spool.ts';
 import { StreamCapture } from '../../capture/stream-capture.ts';
-import type { Execution, OutputResult } from '../../domain/execution.ts';
+import type { Execution, OutputResult, StepResult } from '../../domain/execution.ts';
 import type { OutputLimits } from '../../domain/job-spec.ts';
 import {
   JOB_CONTAINER,
@@ -55,12 +55,17 @@ export interface LocalTask {
   /** Set once the task reached its deadline; the result then says it timed out. */
   timedOut: boolean;
   deadline?: NodeJS.Timeout;
-  /** Stores the job's outputs, once its command has exited; before the manifest is written. */
-  collect?: (sink: ObjectStore) => Promise<OutputResult[]>;
+  /**
+   * Stores the job's outputs, once its command has exited; before the manifest is written. With
+   * `deliver`, those with a url go there too.
+   */
+  collect?: (sink: ObjectStore, deliver: boolean) => Promise<OutputResult[]>;
   /** Removes what the job's inputs and outputs took on this machine, once the result is stored. */
   cleanup?: () => Promise<void>;
   /** Stops the staging of inputs, when a stop comes before the job ran. */
   abortStaging?: AbortController;
+  /** A job with steps: how each that has run so far ended. */
+  steps?: StepResult[];
   /** How the task ended, as its stop events said: what `describe` reports for it. */
   ending?: Pick<TaskStateChangeDetail, 'stopCode' | 'stoppedReason' | 'stoppedAt' | 'containers'>;
 }
@@ -174,7 +179,9 @@ export class LocalTaskBook {
           ? task
           : { stdout: await task.spool.stdout.restore(), stderr: await task.spool.stderr.restore() };
       // Whatever the exit code, and after a timeout or a cancel too (the result says partial).
-      const outputs = task.collect === undefined ? undefined : await task.collect(this.objects);
+      // Delivered only from a job that ended by itself, well: never a cut or failed run's outputs.
+      const deliver = task.stopReason === undefined && ending.exitCode === 0;
+      const outputs = task.collect === undefined ? undefined : await task.collect(this.objects, deliver);
       await storeResult(this.objects, task.executionId, captures, task.keep, {
         ...(outputs === undefined ? {} : { outputs }),
         exitCode: ending.exitCode,
@@ -183,6 +190,7 @@ export class LocalTaskBook {
         ...(task.timedOut ? { timedOut: true } : {}),
         startedAt: task.startedAt,
         endedAt,
+        ...(task.steps === undefined ? {} : { steps: task.steps }),
       });
     } catch (error) {
       // The stop event still goes out, saying the output is lost: the execution ends FAILED

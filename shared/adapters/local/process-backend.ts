@@ -10,9 +10,12 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { captureStream } from '../../capture/stream-capture.ts';
-import type { Execution, ResolvedConstraints } from '../../domain/execution.ts';
+import type { Execution, ResolvedConstraints, StepResult } from '../../domain/execution.ts';
+import { stepsOf } from '../../domain/job-spec.ts';
+import { jobExitOf, stepLetsNextRun } from '../../domain/steps.ts';
 import type { Logger } from '../../logger.ts';
 import type { ComputeBackend, InputFetcher, LiveRead, ObjectStore, TaskStatus } from '../../ports.ts';
+import type { DeliveryRoots } from '../../staging/deliver.ts';
 import { InputSources } from '../../staging/inputs.ts';
 import { LocalJobData } from './job-data.ts';
 import {
@@ -50,9 +53,11 @@ export class ProcessBackend implements ComputeBackend {
     recordsDir: string = path.join(os.tmpdir(), 'ferry-processes'),
     /** Fetches inputs from their sources (by default: inline content and https only). */
     fetcher: InputFetcher = new InputSources(),
+    /** Where outputs with a url may be delivered. */
+    delivery?: DeliveryRoots,
   ) {
     this.records = new ProcessRecords(recordsDir);
-    this.data = new LocalJobData(workRoot, 'root', fetcher);
+    this.data = new LocalJobData(workRoot, 'root', fetcher, delivery);
     this.book = new LocalTaskBook(objects, emit, log, (task) =>
       this.terminate(task.taskId, TIMEOUT_GRACE_MS),
     );
@@ -69,7 +74,7 @@ export class ProcessBackend implements ComputeBackend {
       return { taskId };
     }
     // Like RunTask: accepted now; the inputs are fetched, then the job starts (or fails to).
-    task.collect = (sink) => this.data.collect(execution, sink);
+    task.collect = (sink, deliver) => this.data.collect(execution, sink, deliver);
     task.abortStaging = new AbortController();
     void this.data
       .stage(execution, task.abortStaging.signal)
@@ -97,15 +102,68 @@ export class ProcessBackend implements ComputeBackend {
 
   /** Spawns the job in its own directory (its root, where its inputs and outputs are). */
   private async start(task: LocalTask, execution: Execution): Promise<void> {
+    await this.startStep(task, execution, 0);
+  }
+
+  /**
+   * Spawns step `index` of the job (a job without steps has only step 0). When it ends, the
+   * next step starts, or the task ends.
+   */
+  private async startStep(task: LocalTask, execution: Execution, index: number): Promise<void> {
     const { taskId } = task;
+    const multiStep = execution.spec.steps !== undefined;
+    const step = stepsOf(execution.spec)[index];
+    if (step === undefined) throw new Error(`the job has no step ${index + 1}`);
     const root = this.data.dirOf(execution.id);
     // The job's workdir is below its root, as its data paths are.
-    const cwd = path.join(root, execution.spec.workdir ?? '');
+    const cwd = path.join(root, step.workdir ?? '');
     await fsp.mkdir(cwd, { recursive: true });
-    const [program = '', ...args] = execution.spec.command;
+    const [program = '', ...args] = step.command;
+    const from = { stdout: task.stdout.totalBytes, stderr: task.stderr.totalBytes };
+    let stepStartedAt: string | null = null;
+    const stepEnded = async (end: {
+      exitCode: number | null;
+      signal: string | null;
+      endedAt: string;
+      startError?: string;
+    }) => {
+      const steps = stepsOf(execution.spec);
+      const result: StepResult = {
+        exitCode: end.exitCode,
+        signal: end.signal,
+        startedAt: stepStartedAt,
+        endedAt: end.endedAt,
+        stdoutFrom: from.stdout,
+        stderrFrom: from.stderr,
+        ...(end.startError === undefined ? {} : { startError: end.startError }),
+      };
+      task.steps = [...(task.steps ?? []), result];
+      if (index + 1 < steps.length && task.stopReason === undefined && stepLetsNextRun(step, result)) {
+        try {
+          await this.startStep(task, execution, index + 1);
+          return;
+        } catch (error) {
+          // The next step could not even be tried (its workdir could not be made): it failed.
+          task.steps = [
+            ...task.steps,
+            {
+              exitCode: null,
+              signal: null,
+              startedAt: null,
+              endedAt: new Date().toISOString(),
+              stdoutFrom: task.stdout.totalBytes,
+              stderrFrom: task.stderr.totalBytes,
+              startError: `could not start step ${index + 2}: ${(error as Error).message}`,
+            },
+          ];
+        }
+      }
+      const job = jobExitOf(steps, task.steps, task.stopReason !== undefined);
+      await this.book.finish(task, { ...job, endedAt: end.endedAt });
+    };
     const child = spawn(program, args, {
       cwd,
-      env: { ...this.baseEnv, ...execution.spec.env, FERRY_ROOT: root },
+      env: { ...this.baseEnv, ...step.env, FERRY_ROOT: root },
       stdio: ['ignore', 'pipe', 'pipe'],
       // Its own process group, so stop reaches everything the job started.
       detached: true,
@@ -126,7 +184,11 @@ export class ProcessBackend implements ComputeBackend {
         this.book.failedToStart(task, `could not record the job process: ${(error as Error).message}`);
         return;
       }
-      this.book.markRunning(task);
+      stepStartedAt = new Date().toISOString();
+      if (index === 0) this.book.markRunning(task, stepStartedAt);
+      // A stop that came while this step was being started reaches it now.
+      else if (task.stopReason !== undefined)
+        this.terminate(taskId, task.timedOut ? TIMEOUT_GRACE_MS : CANCEL_GRACE_MS);
     });
     // The job ends with its first process; what it left in its group goes with it. Its end is
     // then, not when its output pipes close ('close') or its result is stored.
@@ -136,28 +198,41 @@ export class ProcessBackend implements ComputeBackend {
       if (child.pid !== undefined) signalGroup(-child.pid, 'SIGKILL');
     });
     child.once('error', (error: NodeJS.ErrnoException) => {
-      if (task.status !== 'PENDING') return;
+      if (child.pid !== undefined) return; // it ran: 'close' reports its end
       this.children.delete(taskId);
       const reason =
         error.code === 'ENOENT'
           ? `program not found: ${program}`
           : `could not start ${program}: ${error.message}`;
-      this.book.failedToStart(task, reason);
+      if (index === 0 || task.status !== 'RUNNING') {
+        this.book.failedToStart(task, reason);
+        return;
+      }
+      // A later step that cannot start fails, as a shell says so: 127 when there is no such program.
+      task.stderr.write(Buffer.from(`ferry: ${reason}\n`));
+      void stepEnded({
+        exitCode: error.code === 'ENOENT' ? 127 : 126,
+        signal: null,
+        endedAt: new Date().toISOString(),
+        startError: reason,
+      }).catch((failure) => this.log.error('could not go on with the job', { taskId, error: failure }));
     });
     child.once('close', (code, signal) => {
+      // A child that never started may close after the next step's began: that one is not its.
+      if (this.children.get(taskId) !== child) return;
       this.children.delete(taskId);
       this.terminating.delete(taskId);
       this.records.remove(execution.id);
-      if (task.status !== 'RUNNING') return; // never started; reported by 'error' or 'spawn'
+      if (task.status !== 'RUNNING' || stepStartedAt === null) return; // never started; reported by 'error' or 'spawn'
+      const end = {
+        exitCode: code ?? 128 + (os.constants.signals[signal as NodeJS.Signals] ?? 0),
+        signal,
+        endedAt: endedAt ?? new Date().toISOString(),
+      };
       void outputs
         .catch((error) => this.log.warn('output capture ended with an error', { taskId, error }))
-        .then(() =>
-          this.book.finish(task, {
-            exitCode: code ?? 128 + (os.constants.signals[signal as NodeJS.Signals] ?? 0),
-            signal,
-            ...(endedAt === undefined ? {} : { endedAt }),
-          }),
-        );
+        .then(() => (multiStep ? stepEnded(end) : this.book.finish(task, end)))
+        .catch((error) => this.log.error('could not go on with the job', { taskId, error }));
     });
   }
 
