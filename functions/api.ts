@@ -354,7 +354,8 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
         serviceInfo({
           version: node.version,
           backend: node.backend,
-          url: `https://${event.requestContext.domainName}/`,
+          // API Gateway answers on https only; the local server on plain http.
+          url: `${event.requestContext.apiId === 'local' ? 'http' : 'https'}://${event.requestContext.domainName}/`,
           storage: core.settings.policy.inputAllow,
         }),
       );

@@ -3,8 +3,8 @@
 // task document onto a Ferry job spec, and an execution (with its result, when there is one)
 // back onto a TES task in the view asked for. Pure: the routes call the /v1 use cases.
 import { z } from 'zod';
-import type { Execution, ResultManifest } from '../domain/execution.ts';
-import { JOB_LIMITS, LABEL_KEY } from '../domain/job-spec.ts';
+import type { Execution, OutputResult, ResultManifest } from '../domain/execution.ts';
+import { JOB_LIMITS, LABEL_KEY, stepsOf } from '../domain/job-spec.ts';
 import { ACTIVE_STATES, type ExecutionState } from '../domain/states.ts';
 import { SPOT_RECLAIMED } from '../domain/task-event.ts';
 import { ValidationError } from '../errors.ts';
@@ -118,6 +118,7 @@ export const TesTaskViewSchema = z.object({
       }),
     )
     .optional(),
+  outputs: z.array(z.object({ url: z.string(), path: z.string(), type: fileType })).optional(),
   resources: z
     .object({ cpu_cores: z.number().int(), ram_gb: z.number(), disk_gb: z.number() })
     .optional()
@@ -129,9 +130,11 @@ export const TesTaskViewSchema = z.object({
         command: z.array(z.string()),
         workdir: z.string().optional(),
         env: z.record(z.string(), z.string()).optional(),
+        ignore_error: z.boolean().optional(),
       }),
     )
     .optional(),
+  volumes: z.array(z.string()).optional(),
   tags: z.record(z.string(), z.string()).optional(),
   logs: z
     .array(
@@ -192,30 +195,31 @@ const GB = 1e9;
 export function jobOfTask(task: TesTaskInput, settings: TesJobSettings): TesJob {
   const problems: { field: string; message: string }[] = [];
   const warnings: string[] = [];
-  const [executor, ...more] = task.executors;
-  if (more.length > 0) {
+  const [executor] = task.executors;
+  if (task.executors.length > JOB_LIMITS.steps) {
     problems.push({
       field: 'executors',
-      message: `${task.executors.length} executors asked; this Ferry runs one executor per task`,
+      message: `${task.executors.length} executors asked; a task runs at most ${JOB_LIMITS.steps}`,
     });
   }
-  for (const field of ['stdin', 'stdout', 'stderr'] as const) {
-    if (executor?.[field] !== undefined) {
+  task.executors.forEach((each, index) => {
+    for (const field of ['stdin', 'stdout', 'stderr'] as const) {
+      if (each[field] !== undefined) {
+        problems.push({
+          field: `executors.${index}.${field}`,
+          message: `redirecting ${field} to a file is not supported; the executor's ${field} is kept in the task's logs`,
+        });
+      }
+    }
+  });
+  (task.outputs ?? []).forEach((output, index) => {
+    if (output.path_prefix !== undefined) {
       problems.push({
-        field: `executors.0.${field}`,
-        message: `redirecting ${field} to a file is not supported; the executor's ${field} is kept in the task's logs`,
+        field: `outputs.${index}.path_prefix`,
+        message: 'outputs chosen by a wildcard are not supported; name each file or directory',
       });
     }
-  }
-  if ((task.outputs ?? []).length > 0) {
-    problems.push({
-      field: 'outputs',
-      message: 'copying outputs to their url when the task completes is not supported yet',
-    });
-  }
-  if ((task.volumes ?? []).length > 0) {
-    problems.push({ field: 'volumes', message: 'volumes shared between executors are not supported yet' });
-  }
+  });
   const resources = task.resources ?? {};
   const parameters = Object.keys(resources.backend_parameters ?? {});
   if (parameters.length > 0) {
@@ -251,13 +255,25 @@ export function jobOfTask(task: TesTaskInput, settings: TesJobSettings): TesJob 
       problems,
     );
   }
+  // Several executors, or one whose failure is ignored, are a job's steps.
+  const stepped = task.executors.length > 1 || executor.ignore_error === true;
+  const stepOf = (each: (typeof task.executors)[number]) => ({
+    image: each.image,
+    command: each.command,
+    ...(each.env === undefined ? {} : { env: each.env }),
+    ...(each.workdir === undefined ? {} : { workdir: each.workdir }),
+  });
   const spec: Record<string, unknown> = {
     ...(task.name === undefined || task.name === '' ? {} : { name: task.name }),
     ...(task.description === undefined || task.description === '' ? {} : { description: task.description }),
-    image: executor.image,
-    command: executor.command,
-    ...(executor.env === undefined ? {} : { env: executor.env }),
-    ...(executor.workdir === undefined ? {} : { workdir: executor.workdir }),
+    ...(stepped
+      ? {
+          steps: task.executors.map((each) => ({
+            ...stepOf(each),
+            ...(each.ignore_error === true ? { ignoreError: true } : {}),
+          })),
+        }
+      : stepOf(executor)),
     resources: {
       ...(resources.cpu_cores === undefined ? {} : { cpu: resources.cpu_cores }),
       ...(resources.ram_gb === undefined ? {} : { memory: Math.ceil((resources.ram_gb * GB) / 2 ** 20) }),
@@ -273,6 +289,16 @@ export function jobOfTask(task: TesTaskInput, settings: TesJobSettings): TesJob 
       path: input.path,
       type: input.type ?? 'FILE',
     })),
+    ...((task.outputs ?? []).length === 0
+      ? {}
+      : {
+          outputs: (task.outputs ?? []).map((output) => ({
+            path: output.path,
+            type: output.type ?? 'FILE',
+            url: output.url,
+          })),
+        }),
+    ...((task.volumes ?? []).length === 0 ? {} : { volumes: task.volumes }),
     ...(Object.keys(task.tags ?? {}).length === 0 ? {} : { labels: task.tags }),
   };
   return { spec, warnings };
@@ -340,8 +366,10 @@ export interface TesTask {
   readonly name?: string;
   readonly description?: string;
   readonly inputs?: readonly Record<string, unknown>[];
+  readonly outputs?: readonly Record<string, unknown>[];
   readonly resources?: Record<string, unknown>;
   readonly executors?: readonly Record<string, unknown>[];
+  readonly volumes?: readonly string[];
   readonly tags?: Readonly<Record<string, string>>;
   readonly logs?: readonly Record<string, unknown>[];
   readonly creation_time?: string;
@@ -353,18 +381,28 @@ const gb = (bytes: number): number => Math.round((bytes / GB) * 1000) / 1000;
  * An execution as a TES task in `view`. `manifest` (its stored result, when there is one) gives
  * the executor's output in the FULL view.
  */
-export function taskOf(execution: Execution, view: TesView, manifest?: ResultManifest): TesTask {
+export function taskOf(
+  execution: Execution,
+  view: TesView,
+  manifest?: ResultManifest,
+  /** FULL view of a task with several executors: each one's part of the stored output. */
+  stepOutput?: readonly { readonly stdout: string; readonly stderr: string }[],
+): TesTask {
   const state = tesStateOf(execution);
   if (view === 'MINIMAL') return { id: execution.id, state };
   const { spec } = execution;
   const full = view === 'FULL';
   const resolved = execution.bid.constraints;
-  const executor = {
-    image: spec.image,
-    command: [...spec.command],
-    ...(spec.workdir === undefined ? {} : { workdir: spec.workdir }),
-    ...(Object.keys(spec.env).length === 0 ? {} : { env: spec.env }),
-  };
+  const delivered = spec.outputs.flatMap((output) =>
+    output.url === undefined ? [] : [{ ...output, url: output.url }],
+  );
+  const executors = stepsOf(spec).map((step) => ({
+    image: step.image,
+    command: [...step.command],
+    ...(step.workdir === undefined ? {} : { workdir: step.workdir }),
+    ...(Object.keys(step.env).length === 0 ? {} : { env: step.env }),
+    ...(step.ignoreError ? { ignore_error: true } : {}),
+  }));
   const resources =
     resolved === undefined
       ? undefined
@@ -388,17 +426,27 @@ export function taskOf(execution: Execution, view: TesView, manifest?: ResultMan
             ...(full && input.content !== undefined ? { content: input.content } : {}),
           })),
         }),
+    // A TES output is one delivered to its url; Ferry's others are kept with the result only.
+    ...(delivered.length === 0
+      ? {}
+      : { outputs: delivered.map((output) => ({ url: output.url, path: output.path, type: output.type })) }),
     ...(resources === undefined ? {} : { resources }),
-    executors: [executor],
+    executors,
+    ...((spec.volumes ?? []).length === 0 ? {} : { volumes: [...(spec.volumes ?? [])] }),
     ...(Object.keys(spec.labels).length === 0 ? {} : { tags: spec.labels }),
     ...(execution.startedAt === undefined && execution.endedAt === undefined
       ? {}
-      : { logs: [taskLog(execution, full, manifest)] }),
+      : { logs: [taskLog(execution, full, manifest, stepOutput)] }),
     creation_time: execution.createdAt,
   };
 }
 
-function taskLog(execution: Execution, full: boolean, manifest?: ResultManifest): Record<string, unknown> {
+function taskLog(
+  execution: Execution,
+  full: boolean,
+  manifest?: ResultManifest,
+  stepOutput?: readonly { readonly stdout: string; readonly stderr: string }[],
+): Record<string, unknown> {
   const exitCode = execution.exitCode ?? manifest?.exitCode ?? null;
   const inline = (stream: ResultManifest['stdout'] | undefined) =>
     stream === undefined
@@ -406,17 +454,27 @@ function taskLog(execution: Execution, full: boolean, manifest?: ResultManifest)
       : stream.inlineEncoding === 'utf8'
         ? stream.inline
         : Buffer.from(stream.inline, 'base64').toString('utf8');
+  // A task of several executors has a log for each that ran, from its stored result.
   const executorLog =
-    exitCode === null
-      ? []
-      : [
-          {
-            ...(execution.startedAt === undefined ? {} : { start_time: execution.startedAt }),
-            ...(execution.endedAt === undefined ? {} : { end_time: execution.endedAt }),
-            ...(full ? { stdout: inline(manifest?.stdout), stderr: inline(manifest?.stderr) } : {}),
-            exit_code: exitCode,
-          },
-        ];
+    manifest?.steps !== undefined
+      ? manifest.steps.map((step, index) => ({
+          ...(step.startedAt === null ? {} : { start_time: step.startedAt }),
+          end_time: step.endedAt,
+          ...(full
+            ? { stdout: stepOutput?.[index]?.stdout ?? '', stderr: stepOutput?.[index]?.stderr ?? '' }
+            : {}),
+          exit_code: step.exitCode ?? (step.signal === null ? 1 : 128),
+        }))
+      : exitCode === null
+        ? []
+        : [
+            {
+              ...(execution.startedAt === undefined ? {} : { start_time: execution.startedAt }),
+              ...(execution.endedAt === undefined ? {} : { end_time: execution.endedAt }),
+              ...(full ? { stdout: inline(manifest?.stdout), stderr: inline(manifest?.stderr) } : {}),
+              exit_code: exitCode,
+            },
+          ];
   const systemLogs = [
     ...(execution.reason === undefined ? [] : [execution.reason]),
     ...(execution.bid.constraints?.notes ?? []),
@@ -425,9 +483,22 @@ function taskLog(execution: Execution, full: boolean, manifest?: ResultManifest)
     logs: executorLog,
     ...(execution.startedAt === undefined ? {} : { start_time: execution.startedAt }),
     ...(execution.endedAt === undefined ? {} : { end_time: execution.endedAt }),
-    outputs: [],
+    outputs: (manifest?.outputs ?? []).flatMap(deliveredFiles),
     ...(full && systemLogs.length > 0 ? { system_logs: systemLogs } : {}),
   };
+}
+
+/** The files an output delivered to its url, as TES lists them (sizes as text, as TES has them). */
+function deliveredFiles(output: OutputResult): { url: string; path: string; size_bytes: string }[] {
+  const url = output.deliveredTo;
+  if (url === undefined) return [];
+  if (output.type === 'FILE') return [{ url, path: output.path, size_bytes: String(output.bytes) }];
+  const join = (base: string, relative: string) => `${base.replace(/\/+$/, '')}/${relative}`;
+  return (output.entries ?? []).map((entry) => ({
+    url: join(url, entry.path.split('/').map(encodeURIComponent).join('/')),
+    path: join(output.path, entry.path),
+    size_bytes: String(entry.bytes),
+  }));
 }
 
 /** GET /service-info: the GA4GH service-info document, with TES's own parts. */

@@ -209,6 +209,27 @@ function readPlan(summary: StreamResult, position: number, maxBytes: number) {
 }
 
 /**
+ * The stored bytes of a stream between positions `from` and `to`, at most `maxBytes` of them:
+ * one step's part of a job's output. Bytes not kept are left out.
+ */
+export async function readStoredSpan(
+  core: Core,
+  manifest: ResultManifest,
+  stream: StreamName,
+  span: { readonly from: number; readonly to: number },
+  maxBytes: number,
+): Promise<Buffer> {
+  const summary = manifest[stream];
+  const start = readPlan(summary, span.from, 1).position;
+  const length = Math.min(maxBytes, span.to - start);
+  if (length <= 0) return Buffer.alloc(0);
+  const plan = readPlan(summary, start, length);
+  if (plan.end <= plan.start) return Buffer.alloc(0);
+  const key = resultKeys(manifest.executionId)[stream];
+  return (await core.objects.getRange(key, plan.start, plan.end)) ?? Buffer.alloc(0);
+}
+
+/**
  * Refuses to read the output of an ended execution that has none stored, saying why, rather
  * than answering with nothing as if the job had printed nothing.
  */

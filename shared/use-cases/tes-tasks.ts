@@ -17,7 +17,7 @@ import {
 } from '../http/tes.ts';
 import { getOwned, type KeyedRequest, submitJob } from './bids.ts';
 import { cancelExecution, listExecutions } from './executions.ts';
-import { loadManifest } from './results.ts';
+import { loadManifest, readStoredSpan } from './results.ts';
 
 /** Stored results read at once for a page in the FULL view. */
 const FULL_VIEW_READS = 16;
@@ -96,11 +96,36 @@ export async function cancelTask(core: Core, owner: string, id: string): Promise
   return {};
 }
 
-/** The FULL view shows the executor's output, kept in the stored result. */
+/**
+ * The FULL view shows each executor's output, kept in the stored result: the inline part of it
+ * for a task of one executor, and the first bytes of each executor's part of it for several.
+ */
 async function viewOf(core: Core, execution: Execution, view: TesView): Promise<TesTask> {
+  // BASIC lists the files delivered to outputs' urls, which only the stored result knows.
+  const needed =
+    view === 'FULL' || (view === 'BASIC' && execution.spec.outputs.some((o) => o.url !== undefined));
   const manifest =
-    view === 'FULL' && execution.result !== undefined && execution.result.review !== 'REJECTED'
+    needed && execution.result !== undefined && execution.result.review !== 'REJECTED'
       ? await loadManifest(core, execution.id).catch(() => undefined)
       : undefined;
-  return taskOf(execution, view, manifest);
+  const steps = manifest?.steps;
+  if (view !== 'FULL' || manifest === undefined || steps === undefined)
+    return taskOf(execution, view, manifest);
+  const limit = execution.spec.outputLimits.inlineBytes;
+  const text = async (stream: 'stdout' | 'stderr', index: number) => {
+    const from = steps[index]?.[stream === 'stdout' ? 'stdoutFrom' : 'stderrFrom'] ?? 0;
+    const next = steps[index + 1];
+    const to =
+      next === undefined
+        ? manifest[stream].totalBytes
+        : next[stream === 'stdout' ? 'stdoutFrom' : 'stderrFrom'];
+    return (await readStoredSpan(core, manifest, stream, { from, to }, limit)).toString('utf8');
+  };
+  const stepOutput = await Promise.all(
+    steps.map(async (_, index) => ({
+      stdout: await text('stdout', index),
+      stderr: await text('stderr', index),
+    })),
+  );
+  return taskOf(execution, view, manifest, stepOutput);
 }

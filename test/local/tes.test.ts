@@ -4,12 +4,14 @@
 // (name_prefix, state, tag_key/tag_value) are asked for over plain HTTP.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { FerryClient } from '../../cli/client.ts';
 import type { Execution } from '../../shared/domain/execution.ts';
 import { removeContainersOf } from '../support/docker.ts';
-import { startServer, type TestServer } from '../support/server.ts';
+import { startServer, type TestServer, tempDir } from '../support/server.ts';
+import { expectTesShape } from '../support/tes-schema.ts';
 
 const dockerAvailable = inject('dockerAvailable');
 const image = inject('testImage');
@@ -38,6 +40,8 @@ type Answer = {
 };
 
 let server: TestServer;
+/** A directory of this machine tasks read inputs from (in/) and deliver outputs to (out/). */
+let exchange: string | undefined;
 
 /** Runs the calls through py-tes, in one Python process, and gives its answers in order. */
 async function pyTes(calls: object[]): Promise<Answer[]> {
@@ -95,11 +99,22 @@ const waitEnded = (id: string) => one({ call: 'wait', id, timeout: 120 });
 
 describe.skipIf(!dockerAvailable)('the TES API, through py-tes, on the Docker backend', () => {
   beforeAll(async () => {
-    server = await startServer({ FERRY_BACKEND: 'docker', FERRY_TOKEN: TOKEN });
+    exchange = await tempDir('ferry-tes-files-');
+    await fsp.mkdir(path.join(exchange, 'in', 'refs'), { recursive: true });
+    await fsp.mkdir(path.join(exchange, 'out'));
+    await fsp.writeFile(path.join(exchange, 'in', 'sample.txt'), 'alpha\nbeta\n');
+    await fsp.writeFile(path.join(exchange, 'in', 'refs', 'r1.txt'), 'ref one\n');
+    server = await startServer({
+      FERRY_BACKEND: 'docker',
+      FERRY_TOKEN: TOKEN,
+      FERRY_INPUT_ALLOW: `file://${exchange}/in/`,
+      FERRY_OUTPUT_ALLOW: `file://${exchange}/out/`,
+    });
   }, 60_000);
   afterAll(async () => {
     await server?.close();
     await removeContainersOf(created);
+    if (exchange !== undefined) await fsp.rm(exchange, { recursive: true, force: true });
   });
 
   it('answers service-info as a TES 1.1 service', async () => {
@@ -108,7 +123,7 @@ describe.skipIf(!dockerAvailable)('the TES API, through py-tes, on the Docker ba
       id: 'ferry.tes',
       name: 'Ferry',
       type: { group: 'org.ga4gh', artifact: 'tes', version: '1.1.0' },
-      organization: { name: 'Ferry' },
+      organization: { name: 'Ferry', url: `${server.url}/` },
     });
   });
 
@@ -189,6 +204,150 @@ describe.skipIf(!dockerAvailable)('the TES API, through py-tes, on the Docker ba
     }
     expect([...states].at(-1)).toBe('CANCELED');
     expect([...states].every((s) => s === 'CANCELING' || s === 'CANCELED')).toBe(true);
+  }, 180_000);
+
+  it('fetches file:// inputs and delivers outputs to their url before the task is COMPLETE', async () => {
+    const dir = exchange ?? '';
+    const id = await create({
+      executors: [
+        {
+          image,
+          command: [
+            'sh',
+            '-c',
+            'mkdir -p /out/tables && wc -l < /in/sample.txt > /out/count.txt && cp /in/refs/r1.txt /out/tables/a.txt && echo b > /out/tables/b.txt',
+          ],
+        },
+      ],
+      inputs: [
+        { url: `file://${dir}/in/sample.txt`, path: '/in/sample.txt' },
+        { url: `file://${dir}/in/refs`, path: '/in/refs', type: 'DIRECTORY' },
+      ],
+      outputs: [
+        { url: `file://${dir}/out/run1/count.txt`, path: '/out/count.txt' },
+        { url: `file://${dir}/out/run1/tables`, path: '/out/tables', type: 'DIRECTORY' },
+      ],
+    });
+    expect((await waitEnded(id)).state).toBe('COMPLETE');
+    // Delivered by the time the task is COMPLETE.
+    expect(await fsp.readFile(path.join(dir, 'out/run1/count.txt'), 'utf8')).toBe('2\n');
+    expect(await fsp.readFile(path.join(dir, 'out/run1/tables/a.txt'), 'utf8')).toBe('ref one\n');
+    expect(await fsp.readFile(path.join(dir, 'out/run1/tables/b.txt'), 'utf8')).toBe('b\n');
+    const basic = await one({ call: 'get', id, view: 'BASIC' });
+    expect(basic.outputs).toEqual([
+      expect.objectContaining({ url: `file://${dir}/out/run1/count.txt`, path: '/out/count.txt' }),
+      expect.objectContaining({
+        url: `file://${dir}/out/run1/tables`,
+        path: '/out/tables',
+        type: 'DIRECTORY',
+      }),
+    ]);
+    // Every file delivered, with its size (py-tes reads TES's text sizes as numbers).
+    const [log] = basic.logs as (TaskLogView & { outputs: unknown[] })[];
+    expect(log?.outputs).toEqual([
+      { url: `file://${dir}/out/run1/count.txt`, path: '/out/count.txt', size_bytes: 2 },
+      { url: `file://${dir}/out/run1/tables/a.txt`, path: '/out/tables/a.txt', size_bytes: 8 },
+      { url: `file://${dir}/out/run1/tables/b.txt`, path: '/out/tables/b.txt', size_bytes: 2 },
+    ]);
+  }, 180_000);
+
+  it('fails a task whose output cannot be delivered, and declines a destination not allowed', async () => {
+    const dir = exchange ?? '';
+    const [outside] = await pyTes([
+      {
+        call: 'create',
+        task: {
+          executors: [{ image, command: ['true'] }],
+          outputs: [{ url: `file://${dir}/in/stolen.txt`, path: '/out/x.txt' }],
+        },
+      },
+    ]);
+    expect(outside?.status).toBe(400);
+    expect(JSON.parse(outside?.body ?? '{}').detail).toContain(
+      `output /out/x.txt: file://${dir}/in/stolen.txt is not an allowed destination; FERRY_OUTPUT_ALLOW allows file://${dir}/out/`,
+    );
+    // Nothing at the path: the executor succeeded, the task did not.
+    const id = await create({
+      executors: [{ image, command: ['true'] }],
+      outputs: [{ url: `file://${dir}/out/never.txt`, path: '/out/never.txt' }],
+    });
+    expect((await waitEnded(id)).state).toBe('SYSTEM_ERROR');
+    const full = await one({ call: 'get', id, view: 'FULL' });
+    expect((full.logs as TaskLogView[])[0]?.system_logs?.[0]).toBe(
+      `output never.txt was not delivered: nothing was at /out/never.txt to deliver to file://${dir}/out/never.txt`,
+    );
+    expect(fs.existsSync(path.join(dir, 'out/never.txt'))).toBe(false);
+    // A task that fails delivers nothing, though its output is there.
+    const failing = await create({
+      executors: [{ image, command: ['sh', '-c', 'echo partial > /out/half.txt; exit 1'] }],
+      outputs: [{ url: `file://${dir}/out/half.txt`, path: '/out/half.txt' }],
+    });
+    expect((await waitEnded(failing)).state).toBe('EXECUTOR_ERROR');
+    expect(fs.existsSync(path.join(dir, 'out/half.txt'))).toBe(false);
+  }, 180_000);
+
+  it('runs two executors one after the other, sharing a volume', async () => {
+    const id = await create({
+      name: 'two-steps',
+      executors: [
+        { image, command: ['sh', '-c', 'echo step one; echo shared-by-one > /shared/note.txt'] },
+        { image, command: ['sh', '-c', 'echo step two read $(cat /shared/note.txt); echo done >&2'] },
+      ],
+      volumes: ['/shared'],
+    });
+    expect((await waitEnded(id)).state).toBe('COMPLETE');
+    const basic = await one({ call: 'get', id, view: 'BASIC' });
+    expect(basic.volumes).toEqual(['/shared']);
+    expect((basic.executors as unknown[]).length).toBe(2);
+    const full = await one({ call: 'get', id, view: 'FULL' });
+    const [log] = full.logs as TaskLogView[];
+    expect(log?.logs).toEqual([
+      expect.objectContaining({ exit_code: 0, stdout: 'step one\n', stderr: '' }),
+      expect.objectContaining({ exit_code: 0, stdout: 'step two read shared-by-one\n', stderr: 'done\n' }),
+    ]);
+    // Each executor's log has its own times, the second after the first.
+    const [first, second] = (log?.logs ?? []) as unknown as { start_time: string; end_time: string }[];
+    expect(Date.parse(second?.start_time ?? '')).toBeGreaterThanOrEqual(Date.parse(first?.end_time ?? ''));
+    // Through /v1 it is one job with steps, its output the steps' one after the other.
+    const result = (
+      await v1().json<{ manifest: { steps: unknown[]; stdout: { inline: string } } }>(
+        'GET',
+        `/v1/executions/${id}/result`,
+      )
+    ).body;
+    expect(result.manifest.steps).toHaveLength(2);
+    expect(result.manifest.stdout.inline).toBe('step one\nstep two read shared-by-one\n');
+  }, 180_000);
+
+  it('stops at the first failing executor unless it ignores errors', async () => {
+    const stopped = await create({
+      executors: [
+        { image, command: ['sh', '-c', 'echo first fails >&2; exit 3'] },
+        { image, command: ['sh', '-c', 'echo never printed'] },
+      ],
+    });
+    const goesOn = await create({
+      executors: [
+        { image, command: ['sh', '-c', 'exit 4'], ignore_error: true },
+        { image, command: ['sh', '-c', 'echo second ran'] },
+      ],
+    });
+    expect((await waitEnded(stopped)).state).toBe('EXECUTOR_ERROR');
+    const stoppedLogs = ((await one({ call: 'get', id: stopped, view: 'FULL' })).logs as TaskLogView[])[0]
+      ?.logs;
+    expect(stoppedLogs).toEqual([
+      expect.objectContaining({ exit_code: 3, stdout: '', stderr: 'first fails\n' }),
+    ]);
+
+    expect((await waitEnded(goesOn)).state).toBe('COMPLETE');
+    const goesOnLogs = ((await one({ call: 'get', id: goesOn, view: 'FULL' })).logs as TaskLogView[])[0]
+      ?.logs;
+    expect(goesOnLogs).toEqual([
+      expect.objectContaining({ exit_code: 4, stdout: '' }),
+      expect.objectContaining({ exit_code: 0, stdout: 'second ran\n' }),
+    ]);
+    const execution = (await v1().json<Execution>('GET', `/v1/executions/${goesOn}`)).body;
+    expect(execution).toMatchObject({ state: 'COMPLETED', exitCode: 0 });
   }, 180_000);
 
   it('refuses a task Ferry will not run with 400, the reason in the body', async () => {
@@ -284,6 +443,45 @@ describe.skipIf(!dockerAvailable)('the TES API, through py-tes, on the Docker ba
       executors: [{ command: ['sh', '-c', 'echo v1'] }],
     });
     expect((task.logs as TaskLogView[])[0]?.logs[0]).toMatchObject({ exit_code: 0, stdout: 'v1\n' });
+  }, 180_000);
+
+  it('answers every route in the shape of the official TES 1.1 schema', async () => {
+    const raw = async (method: string, route: string, body?: object) => {
+      const response = await fetch(`${server.url}/ga4gh/tes/v1${route}`, {
+        method,
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+      expect(response.status).toBe(200);
+      return (await response.json()) as unknown;
+    };
+    expectTesShape('tesServiceInfo', await raw('GET', '/service-info'));
+    const createdTask = await raw('POST', '/tasks', {
+      executors: [
+        { image, command: ['sh', '-c', 'echo one; cp /in/a.txt /scratch/a.txt'] },
+        { image, command: ['sh', '-c', 'echo two; exit 5'], ignore_error: true },
+      ],
+      inputs: [{ path: '/in/a.txt', content: 'a' }],
+      outputs: [{ url: `file://${exchange}/out/official/a.txt`, path: '/scratch/a.txt' }],
+      volumes: ['/scratch'],
+      tags: { suite: 'official-schema' },
+    });
+    expectTesShape('tesCreateTaskResponse', createdTask);
+    const { id } = createdTask as { id: string };
+    created.push(id);
+    expect((await waitEnded(id)).state).toBe('COMPLETE');
+    expectTesShape('tesTask', await raw('GET', `/tasks/${id}`), { view: 'MINIMAL' });
+    const basic = (await raw('GET', `/tasks/${id}?view=BASIC`)) as { logs: { outputs: unknown[] }[] };
+    // TES gives sizes as text.
+    expect(basic.logs[0]?.outputs).toEqual([
+      { url: `file://${exchange}/out/official/a.txt`, path: '/scratch/a.txt', size_bytes: '1' },
+    ]);
+    for (const view of ['MINIMAL', 'BASIC', 'FULL'] as const) {
+      expectTesShape('tesTask', await raw('GET', `/tasks/${id}?view=${view}`), { view });
+      expectTesShape('tesListTasksResponse', await raw('GET', `/tasks?view=${view}&page_size=3`), { view });
+    }
+    const running = await create({ executors: [{ image, command: ['sleep', '30'] }] });
+    expectTesShape('tesCancelTaskResponse', await raw('POST', `/tasks/${running}:cancel`));
   }, 180_000);
 
   it('refuses a caller without the token', async () => {

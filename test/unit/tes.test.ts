@@ -47,6 +47,36 @@ describe('a TES task as a Ferry job', () => {
     expect(jobOfTask(task(), { ...settings, allowEgress: false }).spec.network).toBe('none');
   });
 
+  it('makes several executors the job’s steps, volumes its volumes and outputs with a url delivered ones', () => {
+    const { spec } = jobOfTask(
+      TesTaskSchema.parse({
+        executors: [
+          { image: 'a:1', command: ['make'], workdir: '/src', env: { A: '1' } },
+          { image: 'b:1', command: ['check'], ignore_error: true },
+        ],
+        volumes: ['/shared'],
+        outputs: [{ path: '/shared/report.txt', url: 'file:///srv/out/report.txt' }],
+      }),
+      settings,
+    );
+    expect(spec).toMatchObject({
+      steps: [
+        { image: 'a:1', command: ['make'], workdir: '/src', env: { A: '1' } },
+        { image: 'b:1', command: ['check'], ignoreError: true },
+      ],
+      volumes: ['/shared'],
+      outputs: [{ path: '/shared/report.txt', type: 'FILE', url: 'file:///srv/out/report.txt' }],
+    });
+    expect(spec.image).toBeUndefined();
+    // One executor whose failure is ignored is a step too; one plain executor is the job itself.
+    const ignoring = jobOfTask(
+      task({ executors: [{ image: 'a:1', command: ['x'], ignore_error: true }] }),
+      settings,
+    );
+    expect(ignoring.spec.steps).toEqual([{ image: 'a:1', command: ['x'], ignoreError: true }]);
+    expect(jobOfTask(task(), settings).spec.steps).toBeUndefined();
+  });
+
   it('refuses what Ferry cannot do yet, naming each field', () => {
     const refused = (extra: object) => {
       try {
@@ -61,21 +91,22 @@ describe('a TES task as a Ferry job', () => {
       refused({
         executors: [
           { image: 'a:1', command: ['x'], stdout: '/tmp/out' },
-          { image: 'b:1', command: ['y'] },
+          { image: 'b:1', command: ['y'], stdin: '/in/x' },
         ],
-        outputs: [{ path: '/out', url: 's3://b/out' }],
-        volumes: ['/shared'],
+        outputs: [{ path: '/out', url: 'file:///srv/out', path_prefix: '/out/' }],
         resources: { backend_parameters: { queue: 'q' }, backend_parameters_strict: true },
         tags: { 'not ok': 'v' },
       }),
     ).toEqual([
-      'executors',
       'executors.0.stdout',
-      'outputs',
-      'volumes',
+      'executors.1.stdin',
+      'outputs.0.path_prefix',
       'resources.backend_parameters',
       'tags.not ok',
     ]);
+    expect(
+      refused({ executors: Array.from({ length: 17 }, () => ({ image: 'a:1', command: ['x'] })) }),
+    ).toEqual(['executors']);
     expect(refused({ resources: { backend_parameters: { queue: 'q' } } })).toEqual([]);
     expect(() => TesTaskSchema.parse({ executors: [] })).toThrow(/at least one executor/);
     expect(() => TesTaskSchema.parse({ executors: [{ image: 'a', command: ['x'] }], extra: 1 })).toThrow();
