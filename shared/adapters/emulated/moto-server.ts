@@ -38,7 +38,7 @@ export interface LocalServer {
 }
 
 /**
- * Starts an emulator's server process on a free loopback port and waits until `answers` says
+ * Starts an emulator's server process on a free port (loopback unless given) and waits until `answers` says
  * it serves; its last output goes into the error when it exits or never answers.
  */
 export async function serveOnFreePort(options: {
@@ -47,9 +47,11 @@ export async function serveOnFreePort(options: {
   readonly args: (port: number) => string[];
   readonly answers: (endpoint: string) => Promise<boolean>;
   readonly timeoutMs: number;
+  /** The address it is reached at (and listens on): loopback unless given. */
+  readonly host?: string;
 }): Promise<LocalServer> {
   const port = await freePort();
-  const endpoint = `http://127.0.0.1:${port}`;
+  const endpoint = `http://${options.host ?? '127.0.0.1'}:${port}`;
   let output = '';
   const child = spawn(options.command, options.args(port), { stdio: ['ignore', 'pipe', 'pipe'] });
   const keep = (chunk: Buffer) => {
@@ -76,12 +78,13 @@ export async function serveOnFreePort(options: {
   };
 }
 
-export async function startMoto(python = 'python3'): Promise<LocalServer> {
+export async function startMoto(python = 'python3', host = '127.0.0.1'): Promise<LocalServer> {
   ensureMoto(python);
   return serveOnFreePort({
     name: 'moto server',
     command: MOTO,
-    args: (port) => ['-H', '127.0.0.1', '-p', String(port)],
+    host,
+    args: (port) => ['-H', host, '-p', String(port)],
     answers: async (endpoint) => (await fetch(`${endpoint}/moto-api/`)).ok,
     timeoutMs: 60_000,
   });
