@@ -534,7 +534,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--stderr-keep") == 0) { parse_keep(argv[++i], &keep[1][0], &keep[1][1]); kept |= 2; }
     else usage();
   }
-  if (i >= argc || (io == NULL) == (spool == NULL)) usage();
+  if (i >= argc || (io == NULL) == (spool == NULL) || (append && io != NULL)) usage();
   char **job = &argv[i];
   if (spool) {
     if (kept != 3) usage();

@@ -377,6 +377,14 @@ export interface TesTask {
 
 const gb = (bytes: number): number => Math.round((bytes / GB) * 1000) / 1000;
 
+/** What a view shows beside the execution and its stored result. */
+export interface TaskViewExtras {
+  /** FULL view of a task with several executors: each one's part of the stored output. */
+  readonly stepOutput?: readonly { readonly stdout: string; readonly stderr: string }[];
+  /** What kept parts of the stored result from the view (the FULL view's system_logs). */
+  readonly notes?: readonly string[];
+}
+
 /**
  * An execution as a TES task in `view`. `manifest` (its stored result, when there is one) gives
  * the executor's output in the FULL view.
@@ -385,8 +393,7 @@ export function taskOf(
   execution: Execution,
   view: TesView,
   manifest?: ResultManifest,
-  /** FULL view of a task with several executors: each one's part of the stored output. */
-  stepOutput?: readonly { readonly stdout: string; readonly stderr: string }[],
+  more: TaskViewExtras = {},
 ): TesTask {
   const state = tesStateOf(execution);
   if (view === 'MINIMAL') return { id: execution.id, state };
@@ -436,7 +443,7 @@ export function taskOf(
     ...(Object.keys(spec.labels).length === 0 ? {} : { tags: spec.labels }),
     ...(execution.startedAt === undefined && execution.endedAt === undefined
       ? {}
-      : { logs: [taskLog(execution, full, manifest, stepOutput)] }),
+      : { logs: [taskLog(execution, full, manifest, more)] }),
     creation_time: execution.createdAt,
   };
 }
@@ -444,8 +451,8 @@ export function taskOf(
 function taskLog(
   execution: Execution,
   full: boolean,
-  manifest?: ResultManifest,
-  stepOutput?: readonly { readonly stdout: string; readonly stderr: string }[],
+  manifest: ResultManifest | undefined,
+  { stepOutput, notes = [] }: TaskViewExtras,
 ): Record<string, unknown> {
   const exitCode = execution.exitCode ?? manifest?.exitCode ?? null;
   const inline = (stream: ResultManifest['stdout'] | undefined) =>
@@ -478,6 +485,7 @@ function taskLog(
   const systemLogs = [
     ...(execution.reason === undefined ? [] : [execution.reason]),
     ...(execution.bid.constraints?.notes ?? []),
+    ...notes,
   ];
   return {
     logs: executorLog,

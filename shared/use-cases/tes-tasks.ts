@@ -104,13 +104,24 @@ async function viewOf(core: Core, execution: Execution, view: TesView): Promise<
   // BASIC lists the files delivered to outputs' urls, which only the stored result knows.
   const needed =
     view === 'FULL' || (view === 'BASIC' && execution.spec.outputs.some((o) => o.url !== undefined));
+  // A result that cannot be read leaves the task without its output: system_logs says why.
+  const notes: string[] = [];
   const manifest =
     needed && execution.result !== undefined && execution.result.review !== 'REJECTED'
-      ? await loadManifest(core, execution.id).catch(() => undefined)
+      ? await loadManifest(core, execution.id).then(
+          (found) => {
+            if (found === undefined) notes.push('the stored result is no longer there');
+            return found;
+          },
+          (error: Error) => {
+            notes.push(`the stored result could not be read: ${error.message}`);
+            return undefined;
+          },
+        )
       : undefined;
   const steps = manifest?.steps;
   if (view !== 'FULL' || manifest === undefined || steps === undefined)
-    return taskOf(execution, view, manifest);
+    return taskOf(execution, view, manifest, { notes });
   const limit = execution.spec.outputLimits.inlineBytes;
   const text = async (stream: 'stdout' | 'stderr', index: number) => {
     const from = steps[index]?.[stream === 'stdout' ? 'stdoutFrom' : 'stderrFrom'] ?? 0;
@@ -119,7 +130,12 @@ async function viewOf(core: Core, execution: Execution, view: TesView): Promise<
       next === undefined
         ? manifest[stream].totalBytes
         : next[stream === 'stdout' ? 'stdoutFrom' : 'stderrFrom'];
-    return (await readStoredSpan(core, manifest, stream, { from, to }, limit)).toString('utf8');
+    try {
+      return (await readStoredSpan(core, manifest, stream, { from, to }, limit)).toString('utf8');
+    } catch (error) {
+      notes.push(`executor ${index + 1}'s ${stream} could not be read: ${(error as Error).message}`);
+      return '';
+    }
   };
   const stepOutput = await Promise.all(
     steps.map(async (_, index) => ({
@@ -127,5 +143,5 @@ async function viewOf(core: Core, execution: Execution, view: TesView): Promise<
       stderr: await text('stderr', index),
     })),
   );
-  return taskOf(execution, view, manifest, stepOutput);
+  return taskOf(execution, view, manifest, { stepOutput, notes });
 }

@@ -261,6 +261,9 @@ describe('ferry-wrapper --spool', () => {
     const other = { ...limits, storedBytes: 32 * KiB };
     const third = await spooled({ stdout: other, stderr: other }, ['echo', 'fresh'], undefined, second);
     expect((await third.stdout.restore()).finish().stored.toString()).toBe('fresh\n');
+    // Only a spool goes on: --append beside --io is a usage error.
+    const misused = spawn(wrapper, ['--io', work, '--append', '--', 'true'], { stdio: 'ignore' });
+    expect((await once(misused, 'close'))[0]).toBe(125);
   });
 
   it('is built once per source, and says why when there is no compiler', async () => {
