@@ -226,16 +226,12 @@ async function startWork(
     ),
     // Never Ferry's own files (its database, its signing keys), even inside an allowed directory.
     fileExcluded: [config.dataDir],
-    fileRoots: config.policy.inputAllow.flatMap((entry) =>
-      entry.startsWith('file://') ? [decodeURIComponent(new URL(entry).pathname)] : [],
-    ),
+    fileRoots: directoriesOf(config.policy.inputAllow),
   });
   // Outputs with a url are delivered into the directories FERRY_OUTPUT_ALLOW names with file://,
   // never into Ferry's own.
   const delivery = {
-    roots: config.policy.outputAllow.flatMap((entry) =>
-      entry.startsWith('file://') ? [decodeURIComponent(new URL(entry).pathname)] : [],
-    ),
+    roots: directoriesOf(config.policy.outputAllow),
     excluded: [config.dataDir],
   };
   const backend =
@@ -891,4 +887,11 @@ function serveObject(url: URL, response: http.ServerResponse, objects: Directory
       JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: 'the object is gone' }),
     );
   });
+}
+
+/** The directories of this machine that `file://` prefixes (of FERRY_INPUT_ALLOW, FERRY_OUTPUT_ALLOW) name. */
+function directoriesOf(prefixes: readonly string[]): string[] {
+  return prefixes.flatMap((entry) =>
+    entry.startsWith('file://') ? [decodeURIComponent(new URL(entry).pathname)] : [],
+  );
 }

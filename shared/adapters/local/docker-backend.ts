@@ -143,7 +143,6 @@ const StepsRecordSchema = z.object({
   current: z.object({
     index: z.number().int().nonnegative(),
     from: z.object({ stdout: z.number().int().nonnegative(), stderr: z.number().int().nonnegative() }),
-    startedAt: z.string().nullable(),
   }),
 });
 
@@ -511,7 +510,7 @@ export class DockerBackend implements ComputeBackend {
   private async saveSteps(task: LocalTask, run: StepRun): Promise<void> {
     const record: StepsRecord = {
       steps: task.steps ?? [],
-      current: { index: run.index, from: run.from, startedAt: run.startedAt },
+      current: { index: run.index, from: run.from },
     };
     const file = this.stepsFile(task.executionId);
     await fsp.mkdir(path.dirname(file), { recursive: true });
