@@ -48,6 +48,7 @@ try {
   const manifest = await publish({
     executionId: config.executionId,
     ioDir: config.ioDir,
+    ...(config.steps === undefined ? {} : { steps: config.steps }),
     limits: config.limits,
     outputs: { list: config.outputs, dataRoot: config.dataRoot },
     objects: resultSink(config, log),

@@ -396,6 +396,12 @@ const PublisherOutputsSchema = z.array(
   z.strictObject({ name: z.string().min(1), path: z.string(), type: dataType, ...dataPlace }),
 );
 
+/** The job's steps as the publisher needs them: in order, whether each one's failure is ignored. */
+const PublisherStepsSchema = z
+  .array(z.strictObject({ ignoreError: z.boolean() }))
+  .min(1)
+  .max(64);
+
 const StageEnvSchema = z.object({
   FERRY_EXECUTION_ID: z.string().regex(/^ex_[0-9a-z]{26}$/),
   FERRY_STAGE: jsonOf(StageOrderSchema),
@@ -460,6 +466,7 @@ const PublisherEnvSchema = z.object({
     }
   }),
   FERRY_OUTPUTS: jsonOf(PublisherOutputsSchema).optional(),
+  FERRY_STEPS: jsonOf(PublisherStepsSchema).optional(),
   FERRY_IO_DIR: z.string().min(1).default('/ferry/io'),
   FERRY_DATA_ROOT: z.string().min(1).default('/ferry-data'),
   FERRY_LIVE_FLUSH_SECONDS: z.coerce.number().positive().max(300).default(5),
@@ -492,6 +499,8 @@ export interface PublisherConfig {
   readonly ioDir: string;
   /** The job's outputs, and where they are: volume K under `dataRoot`. */
   readonly outputs: z.output<typeof PublisherOutputsSchema>;
+  /** A job with steps, each in its own container with its own io directory; absent for a plain job. */
+  readonly steps?: z.output<typeof PublisherStepsSchema>;
   readonly dataRoot: string;
   readonly flushSeconds: number;
   readonly stopGraceSeconds: number;
@@ -516,6 +525,7 @@ export function loadPublisherConfig(env: Record<string, string | undefined>): Pu
     limits: limits.data,
     ioDir: e.FERRY_IO_DIR,
     outputs: e.FERRY_OUTPUTS ?? [],
+    ...(e.FERRY_STEPS === undefined ? {} : { steps: e.FERRY_STEPS }),
     dataRoot: e.FERRY_DATA_ROOT,
     flushSeconds: e.FERRY_LIVE_FLUSH_SECONDS,
     stopGraceSeconds: e.FERRY_STOP_GRACE_SECONDS,

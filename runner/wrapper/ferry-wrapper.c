@@ -4,14 +4,20 @@
  * Fargate it is handed to the job container through a shared volume; on the local Docker
  * backend it is bind-mounted read-only at the same path.
  *
- *   ferry-wrapper --init DIR
- *   ferry-wrapper --io DIR [--timeout SECONDS] [--grace SECONDS] [--workdir PATH] -- PROGRAM [ARG...]
+ *   ferry-wrapper --init DIR [STEPS]
+ *   ferry-wrapper --io DIR [--timeout SECONDS [--timeout-from FILE]] [--grace SECONDS] [--workdir PATH]
+ *                 -- PROGRAM [ARG...]
  *   ferry-wrapper --spool DIR --stdout-keep HEAD:TAIL --stderr-keep HEAD:TAIL
  *                 [--timeout SECONDS] [--grace SECONDS] [--workdir PATH] -- PROGRAM [ARG...]
  *
  * --init (run by the task's init container, from Ferry's runner image) copies the wrapper
  * to DIR/bin/ferry-wrapper and makes the FIFOs DIR/io/stdout and DIR/io/stderr, open to
- * any user, since the job's image may run as one.
+ * any user, since the job's image may run as one. A job of STEPS steps (each its own
+ * container, run one after another) gets the same for step K >= 2 in DIR/io/step-K.
+ *
+ * --timeout-from FILE (with --io) makes the timeout count from the time in FILE rather than
+ * from this step's start: the first step to start writes it there, and each later step gets
+ * what is left. A step that starts with no time left does not run; exit.json says it timed out.
  *
  * Where the output goes:
  * - with --io (Fargate), stdout and stderr of the job go to DIR/stdout and DIR/stderr (FIFOs
@@ -54,6 +60,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/signalfd.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -73,7 +80,9 @@ static void die(const char *what) {
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: ferry-wrapper --io DIR [--timeout SECONDS] [--grace SECONDS] [--workdir PATH] -- PROGRAM [ARG...]\n"
+          "usage: ferry-wrapper --init DIR [STEPS]\n"
+          "       ferry-wrapper --io DIR [--timeout SECONDS [--timeout-from FILE]] [--grace SECONDS] [--workdir PATH]\n"
+          "                     -- PROGRAM [ARG...]\n"
           "       ferry-wrapper --spool DIR --stdout-keep HEAD:TAIL --stderr-keep HEAD:TAIL [--append] [--timeout SECONDS]\n"
           "                     [--grace SECONDS] [--workdir PATH] -- PROGRAM [ARG...]\n");
   exit(125);
@@ -116,6 +125,7 @@ static void write_exit(const char *dir, int exit_code, int sig, int timed_out, i
   FILE *out = fopen(tmp, "w");
   if (!out) die("cannot write exit.json");
   if (sig) fprintf(out, "{\"exitCode\":%d,\"signal\":\"%s\",", 128 + sig, signal_name(sig));
+  else if (exit_code < 0) fputs("{\"exitCode\":null,\"signal\":null,", out);
   else fprintf(out, "{\"exitCode\":%d,\"signal\":null,", exit_code);
   fprintf(out, "\"timedOut\":%s,\"stopped\":%s,\"startError\":", timed_out ? "true" : "false", stopped ? "true" : "false");
   if (start_error) write_json_string(out, start_error);
@@ -175,22 +185,71 @@ static void make_fifo(const char *path) {
   if (chmod(path, 0666) != 0) die(path);
 }
 
-static int init(const char *dir) {
+/* One step's io directory: its two FIFOs, and no exit record yet. */
+static void make_io(const char *io) {
   char path[4096];
+  make_dir(io);
+  snprintf(path, sizeof path, "%s/stdout", io);
+  make_fifo(path);
+  snprintf(path, sizeof path, "%s/stderr", io);
+  make_fifo(path);
+  snprintf(path, sizeof path, "%s/exit.json", io);
+  unlink(path);
+}
+
+static int init(const char *dir, const char *steps_text) {
+  char path[4096];
+  char *end = NULL;
+  long steps = steps_text ? strtol(steps_text, &end, 10) : 1;
+  if (steps_text && (end == steps_text || *end != '\0' || steps < 1 || steps > 64)) usage();
   make_dir(dir);
   snprintf(path, sizeof path, "%s/bin", dir);
   make_dir(path);
   snprintf(path, sizeof path, "%s/bin/ferry-wrapper", dir);
   copy_self(path);
   snprintf(path, sizeof path, "%s/io", dir);
-  make_dir(path);
-  snprintf(path, sizeof path, "%s/io/stdout", dir);
-  make_fifo(path);
-  snprintf(path, sizeof path, "%s/io/stderr", dir);
-  make_fifo(path);
-  snprintf(path, sizeof path, "%s/io/exit.json", dir);
+  make_io(path);
+  for (long k = 2; k <= steps; k++) {
+    snprintf(path, sizeof path, "%s/io/step-%ld", dir, k);
+    make_io(path);
+  }
+  snprintf(path, sizeof path, "%s/io/started", dir);
   unlink(path);
   return 0;
+}
+
+static long long now_ms(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/*
+ * When the job's time started, in milliseconds since the epoch: read from FILE, or now, written
+ * there by the first step to get here (created exclusively, so two can never both be first).
+ */
+static long long started_at(const char *file) {
+  long long now = now_ms();
+  char tmp[4096 + sizeof ".tmp"];
+  snprintf(tmp, sizeof tmp, "%s.%ld.tmp", file, (long)getpid());
+  FILE *out = fopen(tmp, "w");
+  if (!out) die(tmp);
+  fprintf(out, "%lld\n", now);
+  if (fclose(out) != 0) die(tmp);
+  /* link() fails with EEXIST when another step was first: its time counts, not ours. */
+  int first = link(tmp, file) == 0;
+  int link_errno = errno;
+  unlink(tmp);
+  if (first) return now;
+  if (link_errno != EEXIST) {
+    errno = link_errno;
+    die(file);
+  }
+  FILE *in = fopen(file, "r");
+  long long recorded = 0;
+  if (!in || fscanf(in, "%lld", &recorded) != 1) die(file);
+  fclose(in);
+  return recorded;
 }
 
 /* mkdir -p: each missing directory of an absolute path, as Docker makes a missing WORKDIR. */
@@ -515,8 +574,8 @@ static int run_spooled(const char *dir, uint64_t keep[2][2], int append, const c
 }
 
 int main(int argc, char **argv) {
-  if (argc == 3 && strcmp(argv[1], "--init") == 0) return init(argv[2]);
-  const char *io = NULL, *spool = NULL, *workdir = NULL;
+  if ((argc == 3 || argc == 4) && strcmp(argv[1], "--init") == 0) return init(argv[2], argc == 4 ? argv[3] : NULL);
+  const char *io = NULL, *spool = NULL, *workdir = NULL, *timeout_from = NULL;
   uint64_t keep[2][2] = {{0, 0}, {0, 0}};
   int kept = 0, append = 0;
   long timeout = 0, grace = 10;
@@ -529,12 +588,14 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--timeout") == 0) timeout = strtol(argv[++i], NULL, 10);
     else if (strcmp(argv[i], "--grace") == 0) grace = strtol(argv[++i], NULL, 10);
     else if (strcmp(argv[i], "--workdir") == 0) workdir = argv[++i];
+    else if (strcmp(argv[i], "--timeout-from") == 0) timeout_from = argv[++i];
     else if (strcmp(argv[i], "--spool") == 0) spool = argv[++i];
     else if (strcmp(argv[i], "--stdout-keep") == 0) { parse_keep(argv[++i], &keep[0][0], &keep[0][1]); kept |= 1; }
     else if (strcmp(argv[i], "--stderr-keep") == 0) { parse_keep(argv[++i], &keep[1][0], &keep[1][1]); kept |= 2; }
     else usage();
   }
   if (i >= argc || (io == NULL) == (spool == NULL) || (append && io != NULL)) usage();
+  if (timeout_from && (io == NULL || timeout <= 0)) usage();
   char **job = &argv[i];
   if (spool) {
     if (kept != 3) usage();
@@ -578,13 +639,27 @@ int main(int argc, char **argv) {
   block_watched(&watched, &previous);
   if (got_stop) return stopped_before_start(io, out, err);
 
+  /* What is left of the job's time: all of it, unless earlier steps used some. */
+  long long left_ms = (long long)timeout * 1000;
+  if (timeout_from) left_ms -= now_ms() - started_at(timeout_from);
+  if (timeout > 0 && left_ms <= 0) {
+    dprintf(err, "ferry-wrapper: the job's timeout of %lds ran out before this step started\n", timeout);
+    close(out);
+    close(err);
+    write_exit(io, -1, 0, 1, 0, NULL);
+    return 124;
+  }
+
   char start_error[4300];
   pid_t child = start_job(job, out, err, &previous, 0, start_error, sizeof start_error);
   if (start_error[0]) dprintf(err, "ferry-wrapper: %s\n", start_error);
   close(out);
   close(err);
 
-  if (timeout > 0) alarm((unsigned)timeout);
+  if (timeout > 0) {
+    struct itimerval timer = {.it_value = {.tv_sec = left_ms / 1000, .tv_usec = (left_ms % 1000) * 1000}};
+    setitimer(ITIMER_REAL, &timer, NULL);
+  }
 
   struct job_run run = {.child = child, .grace = grace};
   while (!run.ended) {

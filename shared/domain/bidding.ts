@@ -6,9 +6,11 @@ import type { Bid, Estimate, Platform, ResolvedConstraints } from './execution.t
 import { FARGATE_LIMITS, fargateCostPerHour, fitFargate } from './fargate.ts';
 import { FARGATE_RULES, overridesLength, tagViolations } from './fargate-rules.ts';
 import {
+  CONTAINERS_PER_TASK,
   executionTags,
   LONGEST_EXECUTION_ID,
   labelTagKey,
+  taskContainerCount,
   taskDataNotes,
   taskDataProblems,
   taskOverrides,
@@ -93,8 +95,10 @@ export const fargateProfile = (enforcesNetworkNone: boolean): PlatformProfile =>
   supportsInputs: true,
   supportsOutputs: true,
   supportsPublish: true,
-  maxSteps: 1,
-  supportsVolumes: false,
+  // Within one task definition's containers, beside Ferry's init and publisher; a job with data
+  // has a stage container too, which fargateRequestLimits counts.
+  maxSteps: CONTAINERS_PER_TASK - 2,
+  supportsVolumes: true,
   enforcesNetworkNone,
 });
 
@@ -284,6 +288,14 @@ export const fargateRequestLimits: BidStrategy = (spec, _policy, profile) => {
   if (length > limit) {
     problems.push(
       `${spec.inputs.length > 0 ? 'command, env and inputs' : 'command and env'} take ${length} characters of RunTask overrides with Ferry's own settings; Fargate takes at most ${limit}, so shorten them by ${length - limit}${spec.inputs.some((input) => input.content !== undefined) ? ' (inline content counts: a large input belongs in S3)' : ''}`,
+    );
+  }
+  const containers = taskContainerCount(spec);
+  const steps = stepsOf(spec).length;
+  // More steps than any Fargate job may have is stepLimit's to say; this is the stage container's one.
+  if (containers > CONTAINERS_PER_TASK && steps <= profile.maxSteps) {
+    problems.push(
+      `${steps} steps asked; with its inputs, outputs or volumes a job's Fargate task holds ${containers} containers (Ferry's init, stage and publisher, and one per step), and ECS takes at most ${CONTAINERS_PER_TASK}: at most ${CONTAINERS_PER_TASK - 3} steps with data`,
     );
   }
   const ownTags = executionTags(LONGEST_EXECUTION_ID, {}).length;

@@ -13,6 +13,7 @@ export const FARGATE_RULES = Object.freeze({
   subnetsMax: 16,
   securityGroupsMax: 5,
   tasksPerRunTask: 10,
+  containersPerTaskDefinition: 10,
 });
 
 /** Letters, numbers and spaces in any script, and `_ . : / = + - @`. */
@@ -122,6 +123,11 @@ export function taskDefinitionViolations(definition: TaskDefinitionRules): strin
 
   const containers = definition.containerDefinitions ?? [];
   if (containers.length === 0) problems.push('no container definitions');
+  if (containers.length > FARGATE_RULES.containersPerTaskDefinition) {
+    problems.push(
+      `${containers.length} container definitions, a task definition takes at most ${FARGATE_RULES.containersPerTaskDefinition}`,
+    );
+  }
   if (containers.length > 0 && !containers.some((c) => c.essential !== false)) {
     problems.push('no container is essential');
   }

@@ -2,8 +2,9 @@
 // (size, the job's argv and environment, the publisher's settings and upload secret) and the
 // task's tags. Pure, so the bid can measure exactly what the ECS backend will send.
 import { outputDir, parentOf, plainPath } from './data-plan.ts';
-import type { DataType, JobInput, JobOutput, JobSpec } from './job-spec.ts';
-import { JOB_CONTAINER } from './task-event.ts';
+import { FARGATE_RULES } from './fargate-rules.ts';
+import { type DataType, type JobInput, type JobOutput, type JobSpec, stepsOf } from './job-spec.ts';
+import { stepContainer } from './task-event.ts';
 import { GiB } from './units.ts';
 
 export const INIT_CONTAINER = 'ferry-init';
@@ -15,6 +16,22 @@ export const SHARED_VOLUME = 'ferry';
 export const SHARED_PATH = '/ferry';
 /** Where Ferry's own containers see the job's data volumes: volume K at /ferry-data/K. */
 export const DATA_ROOT = '/ferry-data';
+
+/** Where a step (0-based) and the publisher meet: its FIFOs and its exit record. */
+export const stepIoDir = (index: number): string =>
+  index === 0 ? `${SHARED_PATH}/io` : `${SHARED_PATH}/io/step-${index + 1}`;
+/** Where the first step records when the job's time started, so later steps get what is left. */
+export const STARTED_FILE = `${SHARED_PATH}/io/started`;
+
+/**
+ * ECS takes at most this many containers in one task definition: Ferry's init and publisher,
+ * the stage container when the job has data, and one per step.
+ */
+export const CONTAINERS_PER_TASK = FARGATE_RULES.containersPerTaskDefinition;
+
+/** How many containers a job's task definition holds. */
+export const taskContainerCount = (spec: TaskDataSpec & Partial<Pick<JobSpec, 'steps'>>): number =>
+  2 + (taskDataPlan(spec).volumes.length > 0 ? 1 : 0) + (spec.steps?.length ?? 1);
 
 /**
  * Directories a data volume may not replace: a Fargate volume is a whole directory, and these
@@ -51,8 +68,13 @@ export interface TaskDataPlan {
 
 const baseName = (path: string): string => plainPath(path).slice(plainPath(path).lastIndexOf('/') + 1);
 
-export function taskDataPlan(spec: Pick<JobSpec, 'inputs' | 'outputs'>): TaskDataPlan {
+/** What lays out a job's data: its inputs, its outputs and the volumes its steps share. */
+export type TaskDataSpec = Pick<JobSpec, 'inputs' | 'outputs'> & Partial<Pick<JobSpec, 'volumes'>>;
+
+export function taskDataPlan(spec: TaskDataSpec): TaskDataPlan {
   const wanted = [
+    // A volume the job asked for is an empty writable directory its steps share.
+    ...(spec.volumes ?? []).map((volume) => ({ dir: plainPath(volume), relative: '', writes: true })),
     ...spec.inputs.map((input) => ({
       dir: input.type === 'DIRECTORY' ? plainPath(input.path) : parentOf(input.path),
       relative: input.type === 'DIRECTORY' ? '' : baseName(input.path),
@@ -76,7 +98,9 @@ export function taskDataPlan(spec: Pick<JobSpec, 'inputs' | 'outputs'>): TaskDat
       .filter((inner) => inner !== dir && (dir === '/' ? true : inner.startsWith(`${dir}/`)))
       .map((inner) => inner.slice(dir === '/' ? 1 : dir.length + 1)),
   }));
-  const places = wanted.map((w) => ({ volume: dirs.indexOf(w.dir), relative: w.relative }));
+  const places = wanted
+    .slice(spec.volumes?.length ?? 0)
+    .map((w) => ({ volume: dirs.indexOf(w.dir), relative: w.relative }));
   return {
     volumes,
     inputs: places.slice(0, spec.inputs.length),
@@ -85,7 +109,7 @@ export function taskDataPlan(spec: Pick<JobSpec, 'inputs' | 'outputs'>): TaskDat
 }
 
 /** What a Fargate task cannot mount or fetch, in words; empty when it can. */
-export function taskDataProblems(spec: Pick<JobSpec, 'inputs' | 'outputs'>): string[] {
+export function taskDataProblems(spec: TaskDataSpec): string[] {
   const files = spec.inputs.flatMap((input) =>
     input.url?.startsWith('file:')
       ? [
@@ -105,7 +129,7 @@ export function taskDataProblems(spec: Pick<JobSpec, 'inputs' | 'outputs'>): str
 }
 
 /** What a caller should know about the layout on Fargate. */
-export function taskDataNotes(spec: Pick<JobSpec, 'inputs' | 'outputs'>): string[] {
+export function taskDataNotes(spec: TaskDataSpec): string[] {
   const plan = taskDataPlan(spec);
   const dirOf = (place: DataPlace | undefined) => plan.volumes[place?.volume ?? -1]?.containerPath ?? '';
   const fileDirs = [
@@ -131,10 +155,11 @@ export function taskDataNotes(spec: Pick<JobSpec, 'inputs' | 'outputs'>): string
   return notes;
 }
 
-function holders(spec: Pick<JobSpec, 'inputs' | 'outputs'>, dir: string): string {
+function holders(spec: TaskDataSpec, dir: string): string {
   const plan = taskDataPlan(spec);
   const v = plan.volumes.findIndex((volume) => volume.containerPath === dir);
   return [
+    ...(spec.volumes ?? []).filter((volume) => plainPath(volume) === dir).map((volume) => `volume ${volume}`),
     ...spec.inputs.filter((_, i) => plan.inputs[i]?.volume === v).map((input) => `input ${input.path}`),
     ...spec.outputs.filter((_, i) => plan.outputs[i]?.volume === v).map((output) => `output ${output.path}`),
   ].join(', ');
@@ -154,7 +179,7 @@ export interface PublisherOutput extends DataPlace {
   readonly type: DataType;
 }
 
-export function stageOrder(spec: Pick<JobSpec, 'inputs' | 'outputs'>, diskGiB: number): StageOrder {
+export function stageOrder(spec: TaskDataSpec, diskGiB: number): StageOrder {
   const plan = taskDataPlan(spec);
   return {
     diskBytes: diskGiB * GiB,
@@ -163,7 +188,7 @@ export function stageOrder(spec: Pick<JobSpec, 'inputs' | 'outputs'>, diskGiB: n
   };
 }
 
-export function publisherOutputs(spec: Pick<JobSpec, 'inputs' | 'outputs'>): PublisherOutput[] {
+export function publisherOutputs(spec: TaskDataSpec): PublisherOutput[] {
   const plan = taskDataPlan(spec);
   return spec.outputs.map((output: JobOutput, i) => ({
     name: output.name,
@@ -219,36 +244,39 @@ function publisherLimits(spec: Pick<JobSpec, 'outputLimits'> & Partial<Pick<JobS
 }
 
 export function taskOverrides(
-  spec: Pick<JobSpec, 'command' | 'env' | 'timeoutSeconds' | 'outputLimits' | 'workdir'> &
-    Partial<Pick<JobSpec, 'inputs' | 'outputs'>>,
+  spec: Pick<JobSpec, 'image' | 'command' | 'env' | 'timeoutSeconds' | 'outputLimits' | 'workdir'> &
+    Partial<Pick<JobSpec, 'inputs' | 'outputs' | 'volumes' | 'steps'>>,
   executionId: string,
   size: FargateTaskSize,
   /** The launch attempt's upload secret: the publisher's alone, never the job's, never a tag. */
   uploadSecret: string,
 ): FargateTaskOverrides {
-  const data = { inputs: spec.inputs ?? [], outputs: spec.outputs ?? [] };
+  const data = { inputs: spec.inputs ?? [], outputs: spec.outputs ?? [], volumes: spec.volumes ?? [] };
+  const steps = stepsOf(spec);
   return {
     cpu: size.cpu,
     memory: size.memory,
     // Fargate gives 20 GiB without asking, and refuses an override below 21.
     ...(size.ephemeralStorageGiB > 20 ? { ephemeralStorage: { sizeInGiB: size.ephemeralStorageGiB } } : {}),
     containerOverrides: [
-      {
-        name: JOB_CONTAINER,
-        // The wrapper's own arguments, then the job's argv untouched.
+      ...steps.map((step, index) => ({
+        name: stepContainer(index),
+        // The wrapper's own arguments, then the step's argv untouched.
         command: [
           '--io',
-          `${SHARED_PATH}/io`,
+          stepIoDir(index),
           '--timeout',
           String(spec.timeoutSeconds),
+          // The job's time counts from its first step, whichever container runs it.
+          ...(steps.length > 1 ? ['--timeout-from', STARTED_FILE] : []),
           // RunTask cannot set a container's working directory; the wrapper enters it.
-          ...(spec.workdir === undefined ? [] : ['--workdir', spec.workdir]),
+          ...(step.workdir === undefined ? [] : ['--workdir', step.workdir]),
           '--',
-          ...spec.command,
+          ...step.command,
         ],
-        environment: Object.entries(spec.env).map(([name, value]) => ({ name, value })),
-      },
-      ...(data.inputs.length + data.outputs.length === 0
+        environment: Object.entries(step.env).map(([name, value]) => ({ name, value })),
+      })),
+      ...(taskDataPlan(data).volumes.length === 0
         ? []
         : [
             {
@@ -268,6 +296,15 @@ export function taskOverrides(
           ...(data.outputs.length === 0
             ? []
             : [{ name: 'FERRY_OUTPUTS', value: JSON.stringify(publisherOutputs(data)) }]),
+          // Present whenever the job has steps: one step whose failure is ignored ends in 0.
+          ...(spec.steps === undefined
+            ? []
+            : [
+                {
+                  name: 'FERRY_STEPS',
+                  value: JSON.stringify(steps.map((step) => ({ ignoreError: step.ignoreError }))),
+                },
+              ]),
         ],
       },
     ],

@@ -416,7 +416,9 @@ export interface JobSpec {
 }
 
 /** The steps a job runs: its own list, or one step of its image and command. */
-export function stepsOf(spec: JobSpec): readonly JobStep[] {
+export function stepsOf(
+  spec: Pick<JobSpec, 'image' | 'command' | 'env' | 'workdir'> & Partial<Pick<JobSpec, 'steps'>>,
+): readonly JobStep[] {
   return (
     spec.steps ?? [
       {

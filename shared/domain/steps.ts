@@ -9,7 +9,7 @@ type StepEnd = Pick<StepResult, 'exitCode' | 'signal'>;
 const failed = (end: StepEnd): boolean => end.exitCode !== 0;
 
 /** Whether the step after this one runs, now that this one has ended (and no stop came). */
-export function stepLetsNextRun(step: JobStep, end: StepEnd): boolean {
+export function stepLetsNextRun(step: Pick<JobStep, 'ignoreError'>, end: StepEnd): boolean {
   return !failed(end) || step.ignoreError;
 }
 
@@ -17,7 +17,11 @@ export function stepLetsNextRun(step: JobStep, end: StepEnd): boolean {
  * The job's exit code and signal once its steps have ended: the first failure that was not
  * ignored; else, when a stop cut the run short, the last step's; else 0.
  */
-export function jobExitOf(steps: readonly JobStep[], results: readonly StepEnd[], stopped: boolean): StepEnd {
+export function jobExitOf(
+  steps: readonly Pick<JobStep, 'ignoreError'>[],
+  results: readonly StepEnd[],
+  stopped: boolean,
+): StepEnd {
   const failure = results.find((end, index) => failed(end) && steps[index]?.ignoreError !== true);
   if (failure !== undefined) return { exitCode: failure.exitCode, signal: failure.signal };
   const last = results.at(-1);

@@ -41,6 +41,14 @@ export interface TaskStateChangeEvent {
 /** The container that runs the job's command; other containers are Ferry's own helpers. */
 export const JOB_CONTAINER = 'job';
 
+/** The container of a job's step (0-based): the first is the job's container, step K is `job-stepK`. */
+export const stepContainer = (index: number): string =>
+  index === 0 ? JOB_CONTAINER : `${JOB_CONTAINER}-step${index + 1}`;
+
+/** Whether a task's container runs one of the job's steps. */
+export const isStepContainer = (name: string): boolean =>
+  name === JOB_CONTAINER || /^job-step[0-9]+$/.test(name);
+
 /** Opens the reason of a run that Fargate Spot took the capacity of. */
 export const SPOT_RECLAIMED = 'the Fargate Spot capacity was reclaimed';
 

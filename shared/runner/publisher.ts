@@ -1,5 +1,5 @@
 // The publisher: the container beside a Fargate job that captures its stdout and stderr
-// (read from the FIFOs the wrapper writes) under the job's output limits, refreshes a live
+// (read from the FIFOs the wrapper writes, step after step) under the job's output limits, refreshes a live
 // window of each stream in S3 while the job runs, and stores the result — streams, then the
 // job's outputs from the data volumes, result.json last — when the job ends or the task is stopped.
 import fs from 'node:fs';
@@ -9,17 +9,23 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { encodeLive, liveKey, storeResult } from '../capture/result-writer.ts';
 import { captureLimitsFor, captureStream, StreamCapture } from '../capture/stream-capture.ts';
-import type { ResultManifest } from '../domain/execution.ts';
+import type { ResultManifest, StepResult } from '../domain/execution.ts';
 import type { PublisherOutput } from '../domain/fargate-task.ts';
 import type { OutputLimits } from '../domain/job-spec.ts';
+import { jobExitOf, stepLetsNextRun } from '../domain/steps.ts';
 import type { Logger } from '../logger.ts';
 import type { ResultSink } from '../ports.ts';
 import { collectOutputs } from '../staging/outputs.ts';
 
 export interface PublisherOptions {
   readonly executionId: string;
-  /** Holds the `stdout` and `stderr` FIFOs and, at the end, the wrapper's `exit.json`. */
+  /**
+   * Holds the `stdout` and `stderr` FIFOs and, at the end, the wrapper's `exit.json`: the
+   * first step's; step K's are in `step-K` under it.
+   */
   readonly ioDir: string;
+  /** A job with steps: whether each one's failure is ignored, in order. Absent for a plain job. */
+  readonly steps?: readonly { readonly ignoreError: boolean }[];
   readonly limits: OutputLimits;
   /** The job's outputs, collected once it has ended: each in volume K under `dataRoot`. */
   readonly outputs?: { readonly list: readonly PublisherOutput[]; readonly dataRoot: string };
@@ -44,6 +50,9 @@ interface WrapperExit {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** How long after a stop a later step's wrapper may still take to open its FIFOs. */
+const NOT_STARTED_AFTER_STOP_MS = 2000;
 
 async function readExit(ioDir: string, waitMs: number): Promise<WrapperExit | undefined> {
   const file = path.join(ioDir, 'exit.json');
@@ -93,18 +102,28 @@ async function openFifo(fifo: string): Promise<Readable> {
   return new net.Socket({ fd, readable: true, writable: false });
 }
 
-export async function publish(options: PublisherOptions): Promise<ResultManifest> {
-  const { executionId, ioDir, limits, objects, log } = options;
-  const startedAt = new Date().toISOString();
-  const captures = {
-    stdout: new StreamCapture(captureLimitsFor(limits, 'stdout')),
-    stderr: new StreamCapture(captureLimitsFor(limits, 'stderr')),
-  };
+/** How one step's FIFOs were drained: to their end, or cut off after a stop's grace period. */
+type Drain = 'drained' | 'grace-over';
+
+/**
+ * Captures one step's stdout and stderr into the job's captures until both reach their end
+ * (the wrapper writes exit.json and closes them), or until `stop` says the grace is over.
+ * Resolves with how it ended and when the step's wrapper opened its stdout (null if never).
+ */
+async function captureStep(
+  ioDir: string,
+  captures: Record<'stdout' | 'stderr', StreamCapture>,
+  stop: Promise<'grace-over'>,
+  /** For a later step: resolves when a stop is asked for, which it may never start after. */
+  stopAsked?: Promise<void>,
+): Promise<{ outcome: Drain; startedAt: string | null }> {
+  let startedAt: string | null = null;
   const streams = (['stdout', 'stderr'] as const).map((name) => {
     const fifo = path.join(ioDir, name);
     let open = false;
     const opened = openFifo(fifo).then((readable) => {
       open = true;
+      if (name === 'stdout') startedAt = new Date().toISOString();
       return readable;
     });
     const done = opened.then((readable) => captureStream(readable, captures[name]));
@@ -115,10 +134,11 @@ export async function publish(options: PublisherOptions): Promise<ResultManifest
     finished = true;
     return 'drained' as const;
   });
-  // The wrapper writes exit.json once the job has ended, or when a stop came before the job
-  // started and it never opened the FIFOs. Either way no writer is coming: unblocking them
-  // lets the capture end without waiting for a stop signal, which may never reach the
-  // publisher (PID 1 ignores a SIGTERM that arrives before its handler is installed).
+  // The wrapper writes exit.json once the step has ended, or when a stop came before it
+  // started and it never opened the FIFOs (the stage container writes it too when the inputs
+  // could not be had). Either way no writer is coming: unblocking them lets the capture end
+  // without waiting for a stop signal, which may never reach the publisher (PID 1 ignores a
+  // SIGTERM that arrives before its handler is installed).
   void waitForExit(ioDir, () => finished).then(async (ended) => {
     if (!ended) return;
     // Unblocking works only once our own open is waiting in the kernel, which may not be
@@ -128,6 +148,32 @@ export async function publish(options: PublisherOptions): Promise<ResultManifest
       await sleep(50);
     }
   });
+  // A later step's container is not started once the task is stopping: if its wrapper has not
+  // opened the FIFOs shortly after the stop, it never will, and there is nothing to wait for.
+  const neverStarted =
+    stopAsked === undefined
+      ? new Promise<never>(() => undefined)
+      : stopAsked.then(async () => {
+          await sleep(NOT_STARTED_AFTER_STOP_MS);
+          return streams.some((stream) => stream.isOpen()) ? stop : ('grace-over' as const);
+        });
+  const outcome = await Promise.race([drained, stop, neverStarted]);
+  if (outcome === 'grace-over') {
+    for (const stream of streams) {
+      unblock(stream.fifo);
+      void stream.opened.then((readable) => readable.destroy());
+    }
+  }
+  return { outcome, startedAt };
+}
+
+export async function publish(options: PublisherOptions): Promise<ResultManifest> {
+  const { executionId, ioDir, limits, objects, log } = options;
+  const startedAt = new Date().toISOString();
+  const captures = {
+    stdout: new StreamCapture(captureLimitsFor(limits, 'stdout')),
+    stderr: new StreamCapture(captureLimitsFor(limits, 'stderr')),
+  };
 
   let flushed = { stdout: -1, stderr: -1 };
   let flushing = Promise.resolve();
@@ -156,21 +202,56 @@ export async function publish(options: PublisherOptions): Promise<ResultManifest
     await sleep(options.stopGraceSeconds * 1000);
     return 'grace-over' as const;
   });
-  const outcome = await Promise.race([drained, stop]);
-  clearInterval(timer);
-  if (outcome === 'grace-over') {
-    for (const stream of streams) {
-      unblock(stream.fifo);
-      void stream.opened.then((readable) => readable.destroy());
+
+  // Each step in turn, its output continuing the job's streams; the next one runs only when
+  // this one let it (as its container's dependency in the task definition says too).
+  const steps = options.steps ?? [{ ignoreError: false }];
+  const results: StepResult[] = [];
+  let outcome: Drain = 'drained';
+  let exit: WrapperExit | undefined;
+  let timedOut = false;
+  let stoppedJob = false;
+  let startError: string | undefined;
+  for (const [index, step] of steps.entries()) {
+    const stepDir = index === 0 ? ioDir : path.join(ioDir, `step-${index + 1}`);
+    const from = { stdout: captures.stdout.totalBytes, stderr: captures.stderr.totalBytes };
+    const captured = await captureStep(stepDir, captures, stop, index > 0 ? options.stopped : undefined);
+    outcome = captured.outcome;
+    exit = await readExit(stepDir, outcome === 'drained' ? 5000 : 0);
+    timedOut ||= exit?.timedOut === true;
+    stoppedJob ||= exit?.stopped === true;
+    if (index === 0 && exit?.startError) startError = exit.startError;
+    // A later step that never started (the task stopped first) has no result, as on every backend.
+    if (index > 0 && captured.startedAt === null && exit === undefined) break;
+    results.push({
+      exitCode: exit?.exitCode ?? null,
+      signal: exit?.signal ?? null,
+      startedAt: captured.startedAt,
+      endedAt: new Date().toISOString(),
+      stdoutFrom: from.stdout,
+      stderrFrom: from.stderr,
+      ...(exit?.startError ? { startError: exit.startError } : {}),
+    });
+    const ran = exit !== undefined && (exit.exitCode !== null || exit.signal !== null);
+    if (
+      outcome === 'grace-over' ||
+      stopRequested ||
+      !ran ||
+      exit?.timedOut ||
+      exit?.stopped ||
+      startError !== undefined ||
+      (exit !== undefined && !stepLetsNextRun(step, exit))
+    ) {
+      break;
     }
   }
+  clearInterval(timer);
   await flushing;
 
-  const exit = await readExit(ioDir, outcome === 'drained' ? 5000 : 0);
-  if (exit?.startError) log.warn('the job did not start', { executionId, reason: exit.startError });
+  if (startError !== undefined) log.warn('the job did not start', { executionId, reason: startError });
   const wanted = options.outputs?.list ?? [];
   const outputs =
-    wanted.length === 0 || exit?.startError
+    wanted.length === 0 || startError !== undefined
       ? []
       : await collectOutputs(
           executionId,
@@ -182,20 +263,20 @@ export async function publish(options: PublisherOptions): Promise<ResultManifest
           objects,
           limits,
         );
+  const cutShort = stopRequested || outcome === 'grace-over' || exit === undefined || timedOut || stoppedJob;
+  const ending =
+    options.steps === undefined
+      ? { exitCode: exit?.exitCode ?? null, signal: exit?.signal ?? null }
+      : jobExitOf(steps, results, cutShort);
   const manifest = await storeResult(objects, executionId, captures, limits.keep, {
-    exitCode: exit?.exitCode ?? null,
-    signal: exit?.signal ?? null,
-    partial:
-      stopRequested ||
-      outcome === 'grace-over' ||
-      exit === undefined ||
-      exit.timedOut ||
-      exit.stopped === true,
+    ...ending,
+    partial: cutShort,
     startedAt,
     endedAt: new Date().toISOString(),
-    ...(exit?.timedOut ? { timedOut: true } : {}),
-    ...(exit?.startError ? { startError: exit.startError } : {}),
+    ...(timedOut ? { timedOut: true } : {}),
+    ...(startError === undefined ? {} : { startError }),
     outputs,
+    ...(options.steps === undefined ? {} : { steps: results }),
   });
   await Promise.all(
     (['stdout', 'stderr'] as const).map((name) =>

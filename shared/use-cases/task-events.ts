@@ -9,6 +9,7 @@ import { PUBLISHER_CONTAINER } from '../domain/fargate-task.ts';
 import type { ExecutionState } from '../domain/states.ts';
 import { canTransition, isTerminal } from '../domain/states.ts';
 import {
+  isStepContainer,
   JOB_CONTAINER,
   jobEnded,
   RESULT_NOT_STORED,
@@ -89,7 +90,10 @@ export function endingOf(
       reason: `${SPOT_RECLAIMED} (${detail.stopCode}): ${detail.stoppedReason ?? 'the task was interrupted'}`,
     };
   }
-  if (/OutOfMemory/i.test(containerReason) || /OutOfMemory/i.test(detail.stoppedReason ?? '')) {
+  const outOfMemory = (detail.containers ?? []).some(
+    (c) => isStepContainer(c.name) && /OutOfMemory/i.test(c.reason ?? ''),
+  );
+  if (outOfMemory || /OutOfMemory/i.test(detail.stoppedReason ?? '')) {
     const limit = execution.bid.constraints?.memoryMiB;
     return {
       state: 'FAILED',

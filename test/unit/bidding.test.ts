@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   type BidPolicy,
+  fargateProfile,
   makeBid,
   type PlatformProfile,
   resolveConstraints,
@@ -155,6 +156,39 @@ describe('bids', () => {
     ).toBe(
       'volume /work and input at /work/in overlap: each path must be apart from the others; volume /work and volume /work/tmp overlap: each path must be apart from the others',
     );
+  });
+
+  it('fits a Fargate job’s steps into one task definition, declining past its 10 containers', () => {
+    const profile = fargateProfile(true);
+    const steps = (count: number) =>
+      Array.from({ length: count }, (_, i) => ({ image: 'alpine:3', command: ['echo', String(i)] }));
+    const offer = (count: number, extra: object = {}) =>
+      makeBid({
+        spec: parseJobSpec({ steps: steps(count), ...extra }, policy.maxOutputBytes),
+        policy,
+        profile,
+        queueEstimate: noQueue,
+        expiresAt: '2030-01-01T00:00:00.000Z',
+      });
+    // Init and publisher, and 8 steps; with data the stage container leaves room for 7.
+    expect(offer(8).accepted).toBe(true);
+    expect(offer(9).reason).toBe('9 steps asked; the fargate backend runs at most 8 steps in a job');
+    expect(offer(7, { volumes: ['/work'] }).accepted).toBe(true);
+    expect(offer(8, { volumes: ['/work'] }).reason).toBe(
+      "8 steps asked; with its inputs, outputs or volumes a job's Fargate task holds 11 containers (Ferry's init, stage and publisher, and one per step), and ECS takes at most 10: at most 7 steps with data",
+    );
+    expect(
+      makeBid({
+        spec: parseJobSpec(
+          { steps: [{ image: 'alpine:3', command: ['false'], ignoreError: true }] },
+          policy.maxOutputBytes,
+        ),
+        policy,
+        profile,
+        queueEstimate: noQueue,
+        expiresAt: '2030-01-01T00:00:00.000Z',
+      }).accepted,
+    ).toBe(true);
   });
 
   it('refuses egress where the policy forbids it, and oversize output limits', () => {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { EcsBackend } from '../../shared/adapters/aws/ecs-backend.ts';
 import { fargateProfile, makeBid } from '../../shared/domain/bidding.ts';
 import {
   dataMounts,
@@ -22,6 +23,7 @@ import {
 } from '../../shared/domain/job-spec.ts';
 import { uploadRefusal } from '../../shared/domain/upload-links.ts';
 import { ValidationError } from '../../shared/errors.ts';
+import { silentLogger } from '../../shared/logger.ts';
 
 const file = (url: string, path: string): JobInput => ({ url, path, type: 'FILE' });
 const out = (path: string, name: string, type: JobOutput['type'] = 'FILE'): JobOutput => ({
@@ -315,7 +317,14 @@ describe('a job’s data in a Fargate task', () => {
       outputs: [out('/out', 'out', 'DIRECTORY')],
     };
     const overrides = taskOverrides(
-      { ...spec, command: ['true'], env: {}, timeoutSeconds: 60, outputLimits: DEFAULT_OUTPUT_LIMITS },
+      {
+        ...spec,
+        image: 'alpine:3.20',
+        command: ['true'],
+        env: {},
+        timeoutSeconds: 60,
+        outputLimits: DEFAULT_OUTPUT_LIMITS,
+      },
       'ex_1',
       { cpu: '256', memory: '512', ephemeralStorageGiB: 20 },
       'secret',
@@ -354,6 +363,155 @@ describe('a job’s data in a Fargate task', () => {
     expect(put('executions/ex_1/outputs/plots/')).toMatch(/not a key the publisher writes/);
     expect(put('executions/ex_1/outputs/report/x')).toMatch(/not a key the publisher writes/);
     expect(put('executions/ex_1/outputs/other')).toMatch(/outputs\/plots\/…, outputs\/report$/);
+  });
+});
+
+describe('a Fargate task of steps', () => {
+  const spec = parseJobSpec({
+    steps: [
+      { image: 'alpine:3.20', command: ['make', 'all'], env: { STAGE: 'build' }, workdir: '/work' },
+      { image: 'busybox:1.36', command: ['false'], ignoreError: true },
+      { image: 'alpine:3.20', command: ['sh', '-c', 'cp /work/a /out/a'] },
+    ],
+    volumes: ['/work'],
+    outputs: [{ path: '/out/a' }],
+    timeoutSeconds: 90,
+  });
+  const backend = new EcsBackend({
+    cluster: 'ferry',
+    runnerImage: 'runner:1',
+    bucket: 'results',
+    subnets: ['subnet-1'],
+    securityGroups: [],
+    assignPublicIp: false,
+    executionRoleArn: 'arn:aws:iam::123456789012:role/e',
+    taskRoleArn: 'arn:aws:iam::123456789012:role/t',
+    logGroup: '/ferry',
+    region: 'us-east-1',
+    capacityProvider: 'FARGATE',
+    log: silentLogger,
+  });
+
+  it('chains a container per step after the one before, in one definition keyed by the steps', () => {
+    const definition = backend.taskDefinitionFor(spec.image, spec);
+    const byName = new Map(definition.containerDefinitions?.map((c) => [c.name, c]));
+    expect(byName.get('ferry-init')?.command).toEqual(['--init', '/ferry', '3']);
+    expect([...byName.keys()]).toEqual([
+      'ferry-init',
+      'ferry-stage',
+      'job',
+      'job-step2',
+      'job-step3',
+      'ferry-publisher',
+    ]);
+    expect(byName.get('job')?.dependsOn).toEqual([
+      { containerName: 'ferry-init', condition: 'SUCCESS' },
+      { containerName: 'ferry-stage', condition: 'SUCCESS' },
+    ]);
+    // After a step whose failure is ignored, the next one waits only for it to end.
+    expect(byName.get('job-step2')).toMatchObject({
+      image: 'busybox:1.36',
+      dependsOn: [{ containerName: 'job', condition: 'SUCCESS' }],
+    });
+    expect(byName.get('job-step3')?.dependsOn).toEqual([
+      { containerName: 'job-step2', condition: 'COMPLETE' },
+    ]);
+    // Every step sees the volume, writable, at its own path.
+    for (const name of ['job', 'job-step2', 'job-step3']) {
+      expect(byName.get(name)?.mountPoints).toContainEqual({
+        sourceVolume: 'data-1',
+        containerPath: '/work',
+        readOnly: false,
+      });
+    }
+    // Other images in the steps, or another step's failure ignored, is another definition;
+    // other commands are the same one.
+    const variant = (steps: (object | undefined)[]) =>
+      parseJobSpec({ steps, volumes: spec.volumes, outputs: [{ path: '/out/a' }] });
+    const [a, b, c] = spec.steps ?? [];
+    const family = (s: ReturnType<typeof variant>) => backend.taskDefinitionFor(s.image, s).family;
+    expect(family(variant([{ ...a, command: ['other'] }, b, c]))).toBe(definition.family);
+    expect(family(variant([{ ...a, ignoreError: true }, { ...b, ignoreError: false }, c]))).not.toBe(
+      definition.family,
+    );
+    expect(family(variant([{ ...a, image: 'busybox:1.36' }, b, c]))).not.toBe(definition.family);
+    const swapped = parseJobSpec({
+      steps: [...(spec.steps ?? [])].reverse(),
+      volumes: spec.volumes,
+      outputs: [{ path: '/out/a' }],
+    });
+    expect(backend.taskDefinitionFor(swapped.image, swapped).family).toBe(definition.family);
+    expect(backend.taskDefinitionFor(spec.image, spec).family).toBe(definition.family);
+  });
+
+  it('gives each step its argv, env and io directory, the time to share, and the publisher the steps', () => {
+    const overrides = taskOverrides(
+      spec,
+      'ex_1',
+      { cpu: '256', memory: '512', ephemeralStorageGiB: 20 },
+      'secret',
+    );
+    const byName = new Map(overrides.containerOverrides.map((c) => [c.name, c]));
+    expect(byName.get('job')).toEqual({
+      name: 'job',
+      command: [
+        '--io',
+        '/ferry/io',
+        '--timeout',
+        '90',
+        '--timeout-from',
+        '/ferry/io/started',
+        '--workdir',
+        '/work',
+        '--',
+        'make',
+        'all',
+      ],
+      environment: [{ name: 'STAGE', value: 'build' }],
+    });
+    expect(byName.get('job-step2')?.command).toEqual([
+      '--io',
+      '/ferry/io/step-2',
+      '--timeout',
+      '90',
+      '--timeout-from',
+      '/ferry/io/started',
+      '--',
+      'false',
+    ]);
+    expect(byName.get('job-step3')?.command?.slice(0, 2)).toEqual(['--io', '/ferry/io/step-3']);
+    const publisher = Object.fromEntries(
+      byName.get('ferry-publisher')?.environment.map((e) => [e.name, e.value]) ?? [],
+    );
+    expect(JSON.parse(publisher.FERRY_STEPS ?? '')).toEqual([
+      { ignoreError: false },
+      { ignoreError: true },
+      { ignoreError: false },
+    ]);
+    // The volume is one of the data volumes the stage container opens to the job.
+    const stage = Object.fromEntries(
+      byName.get('ferry-stage')?.environment.map((e) => [e.name, e.value]) ?? [],
+    );
+    expect(JSON.parse(stage.FERRY_STAGE ?? '').volumes).toEqual([
+      { writable: true, mountPoints: [] },
+      { writable: true, mountPoints: [] },
+    ]);
+    // A plain job keeps its single container's arguments, and the publisher hears of no steps.
+    const plain = taskOverrides(
+      parseJobSpec({ image: 'alpine:3.20', command: ['true'] }),
+      'ex_1',
+      { cpu: '256', memory: '512', ephemeralStorageGiB: 20 },
+      'secret',
+    );
+    expect(plain.containerOverrides[0]?.command).toEqual([
+      '--io',
+      '/ferry/io',
+      '--timeout',
+      '3600',
+      '--',
+      'true',
+    ]);
+    expect(JSON.stringify(plain)).not.toContain('FERRY_STEPS');
   });
 });
 

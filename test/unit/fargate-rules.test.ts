@@ -90,7 +90,7 @@ function requestsFor(
     deferrals: 0,
     history: [],
   };
-  const definition = backend.taskDefinitionFor(spec.image);
+  const definition = backend.taskDefinitionFor(spec.image, spec);
   const run = backend.runTaskInput(
     execution,
     constraints,
@@ -429,6 +429,60 @@ describe('what the Fargate bid accepts, RunTask and RegisterTaskDefinition take'
     expect(accepted).toBeGreaterThan(100);
     expect(declined).toBeGreaterThan(50);
     expect(nearLimit).toBeGreaterThan(20);
+  });
+
+  it('holds for jobs with steps, volumes and inputs: every accepted one fits one task definition', () => {
+    const step = fc.record({
+      command: fc.array(fc.string({ minLength: 1, maxLength: 30 }), { minLength: 1, maxLength: 4 }),
+      env: fc.dictionary(fc.stringMatching(/^[A-Z_]{1,8}$/), fc.string({ maxLength: 40 }), { maxKeys: 3 }),
+      ignoreError: fc.boolean(),
+      workdir: fc.constantFrom(undefined, '/work', '/tmp/w'),
+    });
+    let accepted = 0;
+    let declined = 0;
+    fc.assert(
+      fc.property(
+        fc.array(step, { minLength: 1, maxLength: 10 }),
+        fc.integer({ min: 0, max: 3 }),
+        fc.boolean(),
+        (steps, volumes, withInput) => {
+          const input = {
+            steps: steps.map((s, i) => ({
+              image: i % 2 === 0 ? 'alpine:3.20' : 'busybox:1.36',
+              command: s.command,
+              env: s.env,
+              ignoreError: s.ignoreError,
+              ...(s.workdir === undefined ? {} : { workdir: s.workdir }),
+            })),
+            volumes: Array.from({ length: volumes }, (_, i) => `/vol${i}`),
+            ...(withInput ? { inputs: [{ content: 'x', path: '/in/x.txt' }] } : {}),
+          };
+          const spec = parseJobSpec(input);
+          const offer = makeBid({
+            spec,
+            policy,
+            profile: FARGATE,
+            queueEstimate: () => ({ waitSeconds: 0, runningJobs: 0, queuedJobs: 0 }),
+            expiresAt: '2030-01-01T00:00:00.000Z',
+          });
+          if (!offer.accepted) {
+            declined++;
+            expect(offer.reason).toMatch(/steps asked/);
+            return;
+          }
+          accepted++;
+          const { definition, run } = requestsFor(spec, constraintsOf(offer), ids.next());
+          expect(taskDefinitionViolations(definition)).toEqual([]);
+          expect(runTaskViolations(run, definition)).toEqual([]);
+          expect(definition.containerDefinitions?.filter((c) => c.name?.startsWith('job'))).toHaveLength(
+            steps.length,
+          );
+        },
+      ),
+      { numRuns: 300, seed: 13 },
+    );
+    expect(accepted).toBeGreaterThan(100);
+    expect(declined).toBeGreaterThan(20);
   });
 
   it('leaves room for nothing past the limit: the largest accepted command is within a few characters of it', () => {

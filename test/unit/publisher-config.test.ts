@@ -57,6 +57,16 @@ describe('the publisher’s configuration', () => {
     );
   });
 
+  it('reads a job’s steps, and hears of none for a plain job', () => {
+    const bucket = { ...base, FERRY_BUCKET: 'ferry-results' };
+    expect(loadPublisherConfig(bucket).steps).toBeUndefined();
+    expect(
+      loadPublisherConfig({ ...bucket, FERRY_STEPS: '[{"ignoreError":false},{"ignoreError":true}]' }).steps,
+    ).toEqual([{ ignoreError: false }, { ignoreError: true }]);
+    expect(() => loadPublisherConfig({ ...bucket, FERRY_STEPS: '[]' })).toThrow(/FERRY_STEPS/);
+    expect(() => loadPublisherConfig({ ...bucket, FERRY_STEPS: '[{"ignore":true}]' })).toThrow(/FERRY_STEPS/);
+  });
+
   it('names a malformed secret without repeating it', () => {
     const malformed = `${mintUploadSecret()}!`;
 

@@ -29,11 +29,12 @@ import {
   SHARED_PATH,
   SHARED_VOLUME,
   STAGE_CONTAINER,
+  type TaskDataSpec,
   taskDataPlan,
   taskOverrides,
 } from '../../domain/fargate-task.ts';
-import type { JobSpec } from '../../domain/job-spec.ts';
-import { JOB_CONTAINER } from '../../domain/task-event.ts';
+import type { JobStep } from '../../domain/job-spec.ts';
+import { stepContainer } from '../../domain/task-event.ts';
 import { BackendError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
 import type { ComputeBackend, LaunchTicket, LiveRead, TaskStatus } from '../../ports.ts';
@@ -68,6 +69,11 @@ export interface EcsBackendOptions {
 }
 
 export { INIT_CONTAINER, PUBLISHER_CONTAINER, STAGE_CONTAINER };
+
+/** What shapes a job's task definition besides its image: its data, and its steps. */
+export type TaskShape = TaskDataSpec & {
+  readonly steps?: readonly Pick<JobStep, 'image' | 'ignoreError'>[];
+};
 
 /** Reasons in failures[] or error names that a later attempt may get past. */
 const RETRYABLE = [
@@ -118,20 +124,24 @@ export class EcsBackend implements ComputeBackend {
   }
 
   /**
-   * The task definition for an image and the layout of a job's data: everything that makes two
-   * tasks different but the run's own settings. Jobs with data get a volume per directory it is
-   * in (see taskDataPlan) and a stage container that fetches the inputs before the job starts.
+   * The task definition for an image and the shape of a job: everything that makes two tasks
+   * different but the run's own settings. Jobs with data get a volume per directory it is in
+   * (see taskDataPlan) and a stage container that fetches the inputs before the job starts. A
+   * job with steps gets a container per step, each started once the one before it has ended:
+   * successfully, or in any way after a step whose failure is ignored.
    */
   taskDefinitionFor(
     image: string,
-    data: Pick<JobSpec, 'inputs' | 'outputs'> = { inputs: [], outputs: [] },
+    shape: TaskShape = { inputs: [], outputs: [] },
   ): RegisterTaskDefinitionCommandInput {
+    const data = shape;
     const o = this.options;
     const logs = (prefix: string) => ({
       logDriver: 'awslogs' as const,
       options: { 'awslogs-group': o.logGroup, 'awslogs-region': o.region, 'awslogs-stream-prefix': prefix },
     });
     const shared = [{ sourceVolume: SHARED_VOLUME, containerPath: SHARED_PATH, readOnly: false }];
+    const steps = shape.steps ?? [{ image, ignoreError: false }];
     const afterInit = [{ containerName: INIT_CONTAINER, condition: 'SUCCESS' as const }];
     const plan = taskDataPlan(data);
     const staged = plan.volumes.length > 0;
@@ -177,22 +187,30 @@ export class EcsBackend implements ComputeBackend {
           essential: false,
           user: '0',
           entryPoint: ['/opt/ferry/ferry-wrapper'],
-          command: ['--init', SHARED_PATH],
+          command: ['--init', SHARED_PATH, ...(steps.length > 1 ? [String(steps.length)] : [])],
           mountPoints: shared,
           memoryReservation: 16,
           logConfiguration: logs('ferry-init'),
         },
         ...(staged ? [stage] : []),
-        {
-          // The job's own image, run through the wrapper: no shell needed, exit code recorded.
-          name: JOB_CONTAINER,
-          image,
+        ...steps.map((step, index) => ({
+          // The step's own image, run through the wrapper: no shell needed, exit code recorded.
+          name: stepContainer(index),
+          image: step.image,
           // The publisher decides when the task ends, once the output is stored.
           essential: false,
           entryPoint: [`${SHARED_PATH}/bin/ferry-wrapper`],
-          dependsOn: staged
-            ? [...afterInit, { containerName: STAGE_CONTAINER, condition: 'SUCCESS' as const }]
-            : afterInit,
+          dependsOn:
+            index > 0
+              ? [
+                  {
+                    containerName: stepContainer(index - 1),
+                    condition: steps[index - 1]?.ignoreError ? ('COMPLETE' as const) : ('SUCCESS' as const),
+                  },
+                ]
+              : staged
+                ? [...afterInit, { containerName: STAGE_CONTAINER, condition: 'SUCCESS' as const }]
+                : afterInit,
           mountPoints: [
             ...shared,
             ...plan.volumes.map((volume) => ({
@@ -202,10 +220,11 @@ export class EcsBackend implements ComputeBackend {
             })),
           ],
           // A soft reservation only: the task-level memory is the job's limit. Some emulators
-          // cannot place a container that has neither a memory limit nor a reservation.
-          memoryReservation: 64,
+          // cannot place a container that has neither a memory limit nor a reservation. Later
+          // steps reserve less, so that all of them fit the smallest task (512 MiB).
+          memoryReservation: index === 0 ? 64 : 32,
           logConfiguration: logs('ferry-job'),
-        },
+        })),
         {
           name: PUBLISHER_CONTAINER,
           image: o.runnerImage,
@@ -238,8 +257,8 @@ export class EcsBackend implements ComputeBackend {
   }
 
   /** Describe first (cheap, and no new revision); register only for a new family. */
-  async ensureTaskDefinition(image: string, data?: Pick<JobSpec, 'inputs' | 'outputs'>): Promise<string> {
-    const definition = this.taskDefinitionFor(image, data);
+  async ensureTaskDefinition(image: string, shape?: TaskShape): Promise<string> {
+    const definition = this.taskDefinitionFor(image, shape);
     const family = definition.family ?? '';
     const cached = this.definitions.get(family);
     if (cached !== undefined) return cached;
