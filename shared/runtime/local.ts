@@ -49,6 +49,7 @@ import {
   ValidationError,
 } from '../errors.ts';
 import { apiGatewayEvent } from '../http/api-gateway-event.ts';
+import { DashboardAssets } from '../http/dashboard.ts';
 import { errorResponse, problemOf, problemResponse } from '../http/problem.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import type { ComputeBackend } from '../ports.ts';
@@ -546,9 +547,10 @@ async function listen(config: FerryConfig, log: Logger): Promise<FrontDoor> {
   ready.catch(() => undefined);
   // Set as soon as the port is known, before the first request can be read.
   let rules: RequestRules = { origins: new Set() };
+  const dashboard = DashboardAssets.load();
   const server = http.createServer((request, response) => {
     requestScope.run({ response, log }, () => {
-      void serveHttp(request, response, { config, log, ready, rules });
+      void serveHttp(request, response, { config, log, ready, rules, dashboard });
     });
   });
   server.keepAliveTimeout = 65_000;
@@ -642,6 +644,7 @@ export function containRequestFault(error: unknown): boolean {
 interface HttpDeps {
   readonly config: FerryConfig;
   readonly log: Logger;
+  readonly dashboard: DashboardAssets;
   readonly ready: Promise<Serving>;
   readonly rules: RequestRules;
 }
@@ -795,6 +798,13 @@ async function serveHttp(request: http.IncomingMessage, response: http.ServerRes
     const url = requestTarget(request.url ?? '');
     path = url.pathname;
     checkHost(request, deps.rules);
+    if ((request.method === 'GET' || request.method === 'HEAD') && DashboardAssets.claims(url.pathname)) {
+      // The pages hold no one's data: they ask the API for it with the caller's token.
+      const page = deps.dashboard.serve(url.pathname);
+      response.writeHead(page.status, { ...page.headers, 'content-length': page.body.length });
+      response.end(request.method === 'HEAD' ? undefined : page.body);
+      return;
+    }
     const serving = await deps.ready.catch((error) => {
       throw new StartupError('the server failed to start', { cause: error });
     });

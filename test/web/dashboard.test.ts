@@ -1,0 +1,236 @@
+// The dashboard in a real browser (Debian's Chromium through playwright-core) against a real
+// server with the Docker backend and a bearer token: signing in, the executions list and its
+// filters and pages, a running job's output followed live, cancelling it, and reviewing results.
+// Every page runs under the served Content-Security-Policy; a violation fails the test.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import { type Browser, chromium, type Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { FerryClient } from '../../cli/client.ts';
+import type { Execution } from '../../shared/domain/execution.ts';
+import { startServer, submit, type TestServer, waitDone, waitFor } from '../support/server.ts';
+
+const dockerAvailable = inject('dockerAvailable');
+const image = inject('testImage');
+const CHROMIUM = process.env.FERRY_CHROMIUM ?? '/usr/bin/chromium';
+const browserAvailable = fs.existsSync(CHROMIUM);
+if (process.env.CI === 'true' && (!dockerAvailable || !browserAvailable)) {
+  throw new Error(
+    `CI=true but ${dockerAvailable ? `no Chromium at ${CHROMIUM}` : 'no Docker Engine'}: the dashboard suite must run`,
+  );
+}
+
+const TOKEN = 'dashboard-test-token';
+const small = { cpu: 0.25, memory: 64 };
+
+let server: TestServer;
+let client: FerryClient;
+let browser: Browser;
+/** What the pages reported that a test must not see: CSP violations, script errors. */
+let faults: string[] = [];
+
+beforeAll(async () => {
+  if (!dockerAvailable || !browserAvailable) return;
+  // The pages of this checkout, as `npm ci` builds them.
+  execFileSync(process.execPath, ['scripts/build-web.mjs'], { stdio: 'ignore' });
+  server = await startServer({ FERRY_TOKEN: TOKEN, FERRY_MAX_CONCURRENCY: '8' });
+  client = new FerryClient(server.url, TOKEN);
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+}, 120_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.close();
+});
+
+afterEach(() => {
+  expect(faults).toEqual([]);
+  faults = [];
+});
+
+async function openPage(): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.on('console', (message) => {
+    if (message.type() === 'error' && /Content Security Policy/i.test(message.text())) {
+      faults.push(message.text());
+    }
+  });
+  page.on('pageerror', (error) => faults.push(`page error: ${error.message}`));
+  return page;
+}
+
+async function signedIn(hash = '#/'): Promise<Page> {
+  const page = await openPage();
+  await page.goto(`${server.url}/${hash}`);
+  await page.getByLabel('Bearer token').fill(TOKEN);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign out' }).waitFor();
+  return page;
+}
+
+const rowsOf = (page: Page) => page.locator('table.executions tbody tr');
+
+describe.skipIf(!dockerAvailable || !browserAvailable)('the dashboard', () => {
+  it('is served with a policy that allows only its own origin, and no inline script', async () => {
+    const response = await fetch(`${server.url}/`);
+    expect(response.status).toBe(200);
+    const policy = response.headers.get('content-security-policy') ?? '';
+    expect(policy).toContain("default-src 'self'");
+    expect(policy).toContain("script-src 'self'");
+    expect(policy).not.toMatch(/unsafe-inline|unsafe-eval|\*/);
+    const html = await response.text();
+    expect(html).toMatch(/<script type="module" crossorigin src="\/assets\/[^"]+\.js"><\/script>/);
+    // Every script has a source; none is written in the page.
+    expect(html.match(/<script\b[^>]*>/g)?.every((tag) => /\ssrc="/.test(tag))).toBe(true);
+    expect(html).not.toMatch(/\sstyle="|\son[a-z]+="/);
+    const script = /src="(\/assets\/[^"]+\.js)"/.exec(html)?.[1] ?? '';
+    const asset = await fetch(`${server.url}${script}`);
+    expect(asset.headers.get('content-type')).toBe('text/javascript; charset=utf-8');
+    expect(asset.headers.get('cache-control')).toContain('immutable');
+    // The pages need no token; the API behind them does.
+    expect((await fetch(`${server.url}/v1/executions`)).status).toBe(401);
+  });
+
+  it('refuses a wrong token, and signs in with the right one', async () => {
+    const page = await openPage();
+    await page.goto(`${server.url}/`);
+    await page.getByLabel('Bearer token').fill('not-the-token');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await expect.poll(() => page.getByRole('alert').textContent()).toBe('the bearer token is not valid');
+    await expect(page.getByRole('heading', { name: 'Executions' }).count()).resolves.toBe(0);
+    await page.getByLabel('Bearer token').fill(TOKEN);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Executions' }).waitFor();
+    // Kept for the session: a reload does not ask again.
+    await page.reload();
+    await page.getByRole('heading', { name: 'Executions' }).waitFor();
+    await expect(page.getByLabel('Bearer token').count()).resolves.toBe(0);
+    await page.context().close();
+  });
+
+  it('lists executions, filters them by state, label and image, and pages through them', async () => {
+    const label = `run-${Date.now()}`;
+    const jobs = await Promise.all(
+      ['a', 'b', 'c'].map((team) =>
+        submit(client, { image, command: ['true'], resources: small, labels: { suite: label, team } }),
+      ),
+    );
+    for (const job of jobs) await waitDone(client, job.id);
+    // A bid that was never accepted, for another image.
+    const offered = (
+      await client.json<{ executionId: string }>('POST', '/v1/bids', {
+        image: `${image}-other`,
+        command: ['true'],
+        labels: { suite: label },
+      })
+    ).body.executionId;
+
+    const page = await signedIn(`#/?label=suite%3D${label}`);
+    await expect.poll(() => rowsOf(page).count()).toBe(4);
+    // Newest first, each with its state, exit code and labels.
+    const first = rowsOf(page).first();
+    expect(await first.getAttribute('data-id')).toBe(offered);
+    const completed = rowsOf(page).filter({ hasText: 'team=a' });
+    await expect.poll(() => completed.locator('.state').textContent()).toBe('COMPLETED');
+    expect(await completed.locator('td.number').textContent()).toBe('0');
+
+    await page.getByLabel('State').selectOption('COMPLETED');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await expect.poll(() => rowsOf(page).count()).toBe(3);
+    expect(page.url()).toContain('state=COMPLETED');
+
+    await page.getByLabel('Label').fill(`suite=${label}, team=b`);
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await expect
+      .poll(() => rowsOf(page).evaluateAll((rows) => rows.map((row) => row.getAttribute('data-id'))))
+      .toEqual([jobs[1]?.id]);
+
+    const shownIds = () => rowsOf(page).evaluateAll((rows) => rows.map((row) => row.getAttribute('data-id')));
+    await page.goto(`${server.url}/#/?label=suite%3D${label}&image=${encodeURIComponent(`${image}-other`)}`);
+    await expect.poll(shownIds).toEqual([offered]);
+
+    // Two to a page: the four make two pages, newest first.
+    await page.goto(`${server.url}/#/?label=suite%3D${label}&limit=2`);
+    await expect.poll(() => shownIds().then((ids) => ids.length)).toBe(2);
+    await expect.poll(() => shownIds().then((ids) => ids[0])).toBe(offered);
+    const newer = await shownIds();
+    await page.getByRole('button', { name: 'Older' }).click();
+    await expect.poll(() => page.getByText('Page 2').count()).toBe(1);
+    await expect
+      .poll(() => shownIds().then((ids) => ids.length > 0 && !ids.some((id) => newer.includes(id))))
+      .toBe(true);
+    const older = await shownIds();
+    expect(new Set([...newer, ...older])).toEqual(new Set([offered, ...jobs.map((job) => job.id)]));
+    await expect(page.getByRole('button', { name: 'Older' }).isDisabled()).resolves.toBe(true);
+    await page.getByRole('button', { name: 'Newer' }).click();
+    await expect.poll(() => rowsOf(page).first().getAttribute('data-id')).toBe(newer[0]);
+    await page.context().close();
+  });
+
+  it('follows a running job: a line it prints shows within 2 s; it is cancelled from the page', async () => {
+    const job = await submit(client, {
+      image,
+      resources: small,
+      command: [
+        'sh',
+        '-c',
+        "echo started; printf '\\033[32mgreen\\033[0m\\n'; sleep 4; echo the-line; sleep 300",
+      ],
+    });
+    await waitFor(client, job.id, ['RUNNING']);
+    const page = await signedIn(`#/executions/${job.id}`);
+    const stdout = page.locator('pre[data-stream="stdout"]');
+    await stdout.getByText('started').waitFor();
+    // Colours are rendered, not shown as escape codes.
+    await expect(stdout.locator('span.ansi-green-fg').textContent()).resolves.toBe('green');
+    expect(await stdout.textContent()).not.toContain('\u001b');
+
+    // When the server first has the line, and when the page shows it.
+    const served = (async () => {
+      for (;;) {
+        const body = (await client.bytes(`/v1/executions/${job.id}/logs?stream=stdout&offset=0`)).body;
+        if (body.toString().includes('the-line')) return Date.now();
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+    })();
+    await stdout.getByText('the-line').waitFor({ timeout: 15_000 });
+    const shown = Date.now();
+    const lag = shown - (await served);
+    expect(lag).toBeLessThan(2000);
+
+    await page.getByRole('button', { name: 'Cancel' }).click();
+    await page.locator('h1 .state', { hasText: 'CANCELLED' }).waitFor({ timeout: 30_000 });
+    expect((await client.json<Execution>('GET', `/v1/executions/${job.id}`)).body.state).toBe('CANCELLED');
+    await expect(page.getByRole('button', { name: 'Cancel' }).count()).resolves.toBe(0);
+    await page.context().close();
+  });
+
+  it('accepts one result and rejects another, with the caller’s justification', async () => {
+    const [good, bad] = await Promise.all([
+      submit(client, { image, resources: small, command: ['sh', '-c', 'echo good'] }),
+      submit(client, { image, resources: small, command: ['sh', '-c', 'echo bad'] }),
+    ]);
+    await waitDone(client, good.id);
+    await waitDone(client, bad.id);
+
+    const page = await signedIn(`#/executions/${good.id}`);
+    await page.getByRole('heading', { name: 'Result' }).waitFor();
+    await page.getByLabel('Justification').fill('looks right');
+    await page.getByRole('button', { name: 'Accept result' }).click();
+    await page.getByText('Result accepted: looks right').waitFor();
+    const accepted = (await client.json<Execution>('GET', `/v1/executions/${good.id}`)).body;
+    expect(accepted.result).toMatchObject({ review: 'ACCEPTED', justification: 'looks right' });
+
+    await page.goto(`${server.url}/#/executions/${bad.id}`);
+    await page.getByRole('heading', { name: 'Result' }).waitFor();
+    await page.getByLabel('Justification').fill('wrong numbers');
+    await page.getByRole('button', { name: 'Reject result' }).click();
+    await page.getByText('Result rejected: wrong numbers').waitFor();
+    const rejected = (await client.json<Execution>('GET', `/v1/executions/${bad.id}`)).body;
+    expect(rejected.result).toMatchObject({ review: 'REJECTED', justification: 'wrong numbers' });
+    // The timeline records the review.
+    await expect(page.locator('.timeline').textContent()).resolves.toContain('REJECTED');
+    await page.context().close();
+  });
+});
