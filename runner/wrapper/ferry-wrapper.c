@@ -230,12 +230,12 @@ static long long now_ms(void) {
  */
 static long long started_at(const char *file) {
   long long now = now_ms();
-  char tmp[4096 + sizeof ".tmp"];
-  snprintf(tmp, sizeof tmp, "%s.%ld.tmp", file, (long)getpid());
-  FILE *out = fopen(tmp, "w");
-  if (!out) die(tmp);
-  fprintf(out, "%lld\n", now);
-  if (fclose(out) != 0) die(tmp);
+  /* A name of its own: every step's wrapper is PID 1 of its container, and steps may run as other users. */
+  char tmp[4096 + sizeof ".XXXXXX"];
+  snprintf(tmp, sizeof tmp, "%s.XXXXXX", file);
+  int fd = mkstemp(tmp);
+  if (fd < 0) die(tmp);
+  if (dprintf(fd, "%lld\n", now) < 0 || fchmod(fd, 0644) != 0 || close(fd) != 0) die(tmp);
   /* link() fails with EEXIST when another step was first: its time counts, not ours. */
   int first = link(tmp, file) == 0;
   int link_errno = errno;

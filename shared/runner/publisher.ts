@@ -221,8 +221,10 @@ export async function publish(options: PublisherOptions): Promise<ResultManifest
     timedOut ||= exit?.timedOut === true;
     stoppedJob ||= exit?.stopped === true;
     if (index === 0 && exit?.startError) startError = exit.startError;
-    // A later step that never started (the task stopped first) has no result, as on every backend.
+    // A later step that never started (the task stopped first, or the job's time ran out before
+    // it) has no result, as on every backend.
     if (index > 0 && captured.startedAt === null && exit === undefined) break;
+    if (index > 0 && exit?.timedOut && exit.exitCode === null && exit.signal === null) break;
     results.push({
       exitCode: exit?.exitCode ?? null,
       signal: exit?.signal ?? null,

@@ -6,6 +6,7 @@ import type { Core } from '../core.ts';
 import type { Execution, ExecutionResult, ResultManifest } from '../domain/execution.ts';
 import { resultKeys } from '../domain/execution.ts';
 import { PUBLISHER_CONTAINER } from '../domain/fargate-task.ts';
+import { stepsOf } from '../domain/job-spec.ts';
 import type { ExecutionState } from '../domain/states.ts';
 import { canTransition, isTerminal } from '../domain/states.ts';
 import {
@@ -14,6 +15,7 @@ import {
   jobEnded,
   RESULT_NOT_STORED,
   SPOT_RECLAIMED,
+  stepContainer,
   type TaskStateChangeDetail,
 } from '../domain/task-event.ts';
 import { NotFound } from '../errors.ts';
@@ -57,6 +59,34 @@ function stoppedForTimeout(
   return manifest === undefined || Date.parse(manifest.endedAt) >= Date.parse(request.at);
 }
 
+/**
+ * Whether the event says the job runs. ECS reports a task PENDING while any of its containers
+ * still waits to start, so a task whose first step runs while later steps wait for it is PENDING:
+ * the job runs once a step's container does.
+ */
+function jobRunning(detail: TaskStateChangeDetail): boolean {
+  if (detail.lastStatus === 'RUNNING') return true;
+  return (
+    !jobEnded(detail) &&
+    (detail.containers ?? []).some((c) => isStepContainer(c.name) && c.lastStatus === 'RUNNING')
+  );
+}
+
+/**
+ * Whether a container's fate decides the job's: a step's container, and with the steps' results
+ * at hand, only the step whose failure ended the job (one whose failure was ignored does not).
+ */
+function judgedBy(execution: Execution, manifest: ResultManifest | undefined, container: string): boolean {
+  if (!isStepContainer(container)) return false;
+  const results = manifest?.steps;
+  if (results === undefined) return true;
+  const steps = stepsOf(execution.spec);
+  const ended = results.findIndex(
+    (result, index) => result.exitCode !== 0 && steps[index]?.ignoreError !== true,
+  );
+  return ended !== -1 && stepContainer(ended) === container;
+}
+
 /** How a stopped task ended, in Ferry's terms. */
 export function endingOf(
   execution: Execution,
@@ -91,7 +121,7 @@ export function endingOf(
     };
   }
   const outOfMemory = (detail.containers ?? []).some(
-    (c) => isStepContainer(c.name) && /OutOfMemory/i.test(c.reason ?? ''),
+    (c) => judgedBy(execution, manifest, c.name) && /OutOfMemory/i.test(c.reason ?? ''),
   );
   if (outOfMemory || /OutOfMemory/i.test(detail.stoppedReason ?? '')) {
     const limit = execution.bid.constraints?.memoryMiB;
@@ -108,6 +138,10 @@ export function endingOf(
       reason:
         `the task failed to start: ${detail.stoppedReason ?? containerReason ?? 'no reason given'}`.trim(),
     };
+  }
+  const notStarted = stepNotStarted(detail);
+  if (notStarted !== undefined) {
+    return { state: 'FAILED', exitCode: null, reason: notStarted };
   }
   if (manifest?.startError !== undefined) {
     // The command never ran (its inputs could not be had, its program is not there): the job's
@@ -229,9 +263,10 @@ export async function handleTaskStateChange(
       const now = core.clock.now();
       const task = { id: detail.taskArn, lastEventVersion: detail.version };
       applied = true;
-      if (detail.lastStatus === 'RUNNING') {
+      if (jobRunning(detail)) {
         if (current.state !== 'LAUNCHING') return amend(current, now, { task });
-        const startedAt = detail.startedAt ?? now.toISOString();
+        const startedAt =
+          (detail.lastStatus === 'RUNNING' ? detail.startedAt : undefined) ?? now.toISOString();
         return moveTo(current, 'RUNNING', now, {
           task,
           startedAt,
@@ -265,5 +300,28 @@ export async function handleTaskStateChange(
   // and the sweeper releases whatever a crash in between left held. Not at DEPROVISIONING:
   // the task still holds what it was given.
   if (detail.lastStatus === 'STOPPED') await core.ledger.release(id);
+  const stuck = stepNotStarted(detail);
+  if (stuck !== undefined && !jobEnded(detail) && detail.desiredStatus !== 'STOPPED') {
+    // The task would wait for that step (its publisher with it) until the job's deadline.
+    await core.backend.stop(detail.taskArn, stuck);
+  }
   return applied ? 'applied' : 'ignored';
+}
+
+/**
+ * Why a step's container could not be started (its image could not be pulled, the engine would
+ * not start it), when the event says so. A step that ECS did not start because the one before it
+ * failed is no such case: that is how a job of steps ends.
+ */
+function stepNotStarted(detail: TaskStateChangeDetail): string | undefined {
+  const container = (detail.containers ?? []).find(
+    (c) =>
+      isStepContainer(c.name) &&
+      c.lastStatus === 'STOPPED' &&
+      /^Cannot(Pull|Start|Create)Container/.test(c.reason ?? '') &&
+      !/dependency graph|dependency container/i.test(c.reason ?? ''),
+  );
+  if (container === undefined) return undefined;
+  const step = container.name === JOB_CONTAINER ? 1 : Number(container.name.replace(/^job-step/, ''));
+  return `step ${step} could not start: ${container.reason}`;
 }

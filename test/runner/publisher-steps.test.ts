@@ -36,7 +36,7 @@ async function run(args: string[]): Promise<number | null> {
 }
 
 /** A task's shared directory, made by the init container's wrapper, and a publisher reading it. */
-async function task(name: string, ignoreErrors: boolean[]) {
+async function task(name: string, ignoreErrors: boolean[], timeoutSeconds = 60) {
   const root = path.join(work, name);
   expect(await run(['--init', root, String(ignoreErrors.length)])).toBe(0);
   const objects = await DirectoryObjectStore.open(path.join(root, 'store'), () => 'http://127.0.0.1:1');
@@ -61,7 +61,7 @@ async function task(name: string, ignoreErrors: boolean[]) {
       '--io',
       index === 0 ? path.join(root, 'io') : path.join(root, 'io', `step-${index + 1}`),
       '--timeout',
-      '60',
+      String(timeoutSeconds),
       '--timeout-from',
       path.join(root, 'io', 'started'),
       '--',
@@ -108,6 +108,20 @@ describe('the publisher of a job of steps', () => {
     expect(manifest.partial).toBe(true);
     expect(manifest.exitCode).toBe(0);
     expect(manifest.steps?.map((s) => s.exitCode)).toEqual([0]);
+    expect(await t.stored('stdout')).toBe('one\n');
+  });
+
+  it('records no step that found the job’s time gone when it started, as the local backends do', async () => {
+    const t = await task('no-time-left', [false, false], 2);
+    expect(await t.step(0, 'echo one; sleep 1.8')).toBe(0);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    // ECS starts the second step; its wrapper finds nothing left of the 2 s and does not run it.
+    expect(await t.step(1, 'echo never')).toBe(124);
+    const manifest = await t.published;
+    expect(manifest.timedOut).toBe(true);
+    expect(manifest.partial).toBe(true);
+    expect(manifest.steps?.map((s) => s.exitCode)).toEqual([0]);
+    expect(manifest.exitCode).toBe(0);
     expect(await t.stored('stdout')).toBe('one\n');
   });
 });

@@ -208,3 +208,163 @@ describe('a result that cannot be read', () => {
     expect(await core.ledger.holders()).toEqual([]);
   });
 });
+
+describe('a job of steps on Fargate', () => {
+  const steps = {
+    steps: [
+      { image: 'alpine:3', command: ['false'], ignoreError: true },
+      { image: 'busybox:1', command: ['true'] },
+    ],
+    timeoutSeconds: 60,
+  };
+  const manifest = (id: string, results: { exitCode: number | null }[], exitCode: number) => ({
+    executionId: id,
+    exitCode,
+    signal: null,
+    partial: false,
+    startedAt: '2026-01-01T00:00:00.000Z',
+    endedAt: '2026-01-01T00:00:10.000Z',
+    stdout: {
+      totalBytes: 0,
+      storedBytes: 0,
+      truncated: false,
+      headBytes: 0,
+      tailBytes: 0,
+      omittedBytes: 0,
+      inline: '',
+      inlineEncoding: 'utf8',
+      inlineTruncated: false,
+    },
+    stderr: {
+      totalBytes: 0,
+      storedBytes: 0,
+      truncated: false,
+      headBytes: 0,
+      tailBytes: 0,
+      omittedBytes: 0,
+      inline: '',
+      inlineEncoding: 'utf8',
+      inlineTruncated: false,
+    },
+    outputs: [],
+    keep: 'head+tail',
+    steps: results.map((r, i) => ({
+      ...r,
+      signal: null,
+      startedAt: null,
+      endedAt: '2026-01-01T00:00:05.000Z',
+      stdoutFrom: i,
+      stderrFrom: 0,
+    })),
+  });
+
+  it('runs once its first step runs, though ECS reports the task PENDING while later steps wait', async () => {
+    const { core } = await buildTestCore();
+    const execution = await submitJob(core, OWNER, steps);
+    await dispatch(core, { executionId: execution.id });
+    await handleTaskStateChange(
+      core,
+      event(execution.id, 2, 'PENDING', {
+        containers: [
+          { name: 'ferry-init', lastStatus: 'STOPPED', exitCode: 0 },
+          { name: 'job', lastStatus: 'PENDING' },
+          { name: 'job-step2', lastStatus: 'PENDING' },
+          { name: 'ferry-publisher', lastStatus: 'RUNNING' },
+        ],
+      }),
+    );
+    expect((await core.store.get(execution.id))?.state).toBe('LAUNCHING');
+    await handleTaskStateChange(
+      core,
+      event(execution.id, 3, 'PENDING', {
+        containers: [
+          { name: 'ferry-init', lastStatus: 'STOPPED', exitCode: 0 },
+          { name: 'job', lastStatus: 'RUNNING' },
+          { name: 'job-step2', lastStatus: 'PENDING' },
+          { name: 'ferry-publisher', lastStatus: 'RUNNING' },
+        ],
+      }),
+    );
+    const running = await core.store.get(execution.id);
+    expect(running?.state).toBe('RUNNING');
+    // The deadline counts from the first step, so the sweeper's backstop is not late.
+    expect(running?.deadlineAt).toBeDefined();
+  });
+
+  it('is not failed for memory by a step whose failure was ignored', async () => {
+    const { core } = await buildTestCore();
+    const execution = await submitJob(core, OWNER, steps);
+    await dispatch(core, { executionId: execution.id });
+    await core.objects.put(
+      `executions/${execution.id}/result.json`,
+      JSON.stringify(manifest(execution.id, [{ exitCode: 137 }, { exitCode: 0 }], 0)),
+      'application/json',
+    );
+    await handleTaskStateChange(
+      core,
+      event(execution.id, 3, 'STOPPED', {
+        stopCode: 'EssentialContainerExited',
+        containers: [
+          {
+            name: 'job',
+            lastStatus: 'STOPPED',
+            exitCode: 137,
+            reason: 'OutOfMemoryError: Container killed due to memory usage',
+          },
+          { name: 'job-step2', lastStatus: 'STOPPED', exitCode: 0 },
+          { name: 'ferry-publisher', lastStatus: 'STOPPED', exitCode: 0 },
+        ],
+      }),
+    );
+    expect(await core.store.get(execution.id)).toMatchObject({ state: 'COMPLETED', exitCode: 0 });
+  });
+
+  it('stops a task whose later step cannot start, and ends it FAILED saying why', async () => {
+    const { core, backend } = await buildTestCore();
+    const execution = await submitJob(core, OWNER, steps);
+    await dispatch(core, { executionId: execution.id });
+    const pull = 'CannotPullContainerError: pull access denied for busybox:1';
+    const containers = [
+      { name: 'job', lastStatus: 'STOPPED', exitCode: 1 },
+      { name: 'job-step2', lastStatus: 'STOPPED', reason: pull },
+      { name: 'ferry-publisher', lastStatus: 'RUNNING' },
+    ];
+    await handleTaskStateChange(core, event(execution.id, 2, 'RUNNING', { containers }));
+    // The publisher would wait for step 2 until the deadline: Ferry stops the task.
+    expect(backend.stopped).toEqual([`task/${execution.id}`]);
+    await handleTaskStateChange(
+      core,
+      event(execution.id, 3, 'STOPPED', { stopCode: 'UserInitiated', desiredStatus: 'STOPPED', containers }),
+    );
+    expect(await core.store.get(execution.id)).toMatchObject({
+      state: 'FAILED',
+      reason: `step 2 could not start: ${pull}`,
+    });
+    // A step that ECS did not start because the one before it failed is how a job ends.
+    const { core: other, backend: otherBackend } = await buildTestCore();
+    const plain = await submitJob(other, OWNER, {
+      ...steps,
+      steps: [
+        { image: 'alpine:3', command: ['false'] },
+        { image: 'busybox:1', command: ['true'] },
+      ],
+    });
+    await dispatch(other, { executionId: plain.id });
+    await handleTaskStateChange(
+      other,
+      event(plain.id, 2, 'RUNNING', {
+        containers: [
+          { name: 'job', lastStatus: 'STOPPED', exitCode: 1 },
+          {
+            name: 'job-step2',
+            lastStatus: 'STOPPED',
+            exitCode: 143,
+            reason:
+              'CannotStartContainerError: dependency graph: failed to resolve container ordering dependency [job(alpine:3)] for target [job-step2(busybox:1)] as dependency did not exit successfully.',
+          },
+        ],
+      }),
+    );
+    expect(otherBackend.stopped).toEqual([]);
+  });
+});

@@ -525,10 +525,7 @@ export class FargateRealiser {
       }
       c.lastStatus = 'RUNNING';
       c.started.settle(true);
-      if (task.lastStatus === 'PENDING') {
-        task.lastStatus = 'RUNNING';
-        task.times.startedAt = new Date();
-      }
+      this.runningOnceAllStarted(task);
       this.changed(task);
       // A stop that came while the container was being created applies to it too.
       if ((task.desiredStatus as TaskRun['desiredStatus']) === 'STOPPED')
@@ -538,6 +535,7 @@ export class FargateRealiser {
       if (exit.oomKilled) c.reason = 'OutOfMemoryError: Container killed due to memory usage';
       c.lastStatus = 'STOPPED';
       c.exited.settle(exit.code);
+      this.runningOnceAllStarted(task);
       if (c.essential)
         this.requestStop(task, 'EssentialContainerExited', 'Essential container in task exited');
       this.changed(task);
@@ -555,6 +553,19 @@ export class FargateRealiser {
   }
 
   /**
+   * The agent reports a task by the earliest status among its containers: a task stays PENDING
+   * while any container still waits to start (a dependency not yet met), and is RUNNING once
+   * every container has started or stopped.
+   */
+  private runningOnceAllStarted(task: TaskRun): void {
+    if (task.lastStatus !== 'PENDING' || task.desiredStatus === 'STOPPED') return;
+    if (task.containers.some((c) => c.lastStatus === 'PENDING')) return;
+    if (!task.containers.some((c) => c.lastStatus === 'RUNNING')) return;
+    task.lastStatus = 'RUNNING';
+    task.times.startedAt = new Date();
+  }
+
+  /**
    * A container that will not run. ECS marks one whose dependency can never be met as
    * stopped with exit code 143 and says why (amazon-ecs-agent's terminal dependency errors).
    */
@@ -562,6 +573,7 @@ export class FargateRealiser {
     c.lastStatus = 'STOPPED';
     c.started.settle(false);
     c.exited.settle(undefined);
+    this.runningOnceAllStarted(task);
     if (dependencyError === undefined) return;
     c.reason = dependencyError;
     c.exitCode = 143;
