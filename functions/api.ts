@@ -40,6 +40,7 @@ import {
 import { acceptBid, askForBid, type KeyedRequest, rejectBid, submitJob } from '#shared/use-cases/bids.ts';
 import {
   cancelExecution,
+  countExecutions,
   deleteExecution,
   getExecution,
   listExecutions,
@@ -272,6 +273,9 @@ export function routes(core: Core): Route<ApiEvent, ApiResult>[] {
       });
       return jsonResponse(200, page);
     }),
+    route('GET', '/v1/executions/counts', async (event) =>
+      jsonResponse(200, await countExecutions(core, ownerOf(event))),
+    ),
     route('GET', '/v1/executions/{id}', async (event) =>
       jsonResponse(200, await getExecution(core, ownerOf(event), idOf(event))),
     ),

@@ -41,6 +41,11 @@ export interface ExecutionStore {
   update(next: Execution, read: StoredVersion): Promise<void>;
   /** Newest first. Throws ValidationError for a cursor it did not issue. */
   list(query: ListQuery): Promise<Page<Execution>>;
+  /**
+   * How many of one caller's executions are in each state. A store that must read to count
+   * stops at `cap` in a state and names that state in `atLeast`.
+   */
+  countByState(owner: string, cap: number): Promise<StateCounts>;
   /** Removes the record only if it is still as `read` saw it; otherwise throws StaleExecution. */
   delete(id: string, read: StoredVersion): Promise<void>;
   /**
@@ -56,6 +61,13 @@ export interface ExecutionStore {
    * with the answer, never past the cap.
    */
   queuedAhead(execution: Execution, cap: number): Promise<number>;
+}
+
+export interface StateCounts {
+  /** Every state, 0 where there are none. */
+  readonly counts: Readonly<Record<ExecutionState, number>>;
+  /** States whose count stopped at the cap: there are at least that many. */
+  readonly atLeast: readonly ExecutionState[];
 }
 
 /** What a conditional write expects to find stored. */

@@ -20,6 +20,7 @@ import {
   ProblemSchema,
   QueuePlaceSchema,
   ResultViewSchema,
+  StateCountsSchema,
   UploadLinksSchema,
 } from './responses.ts';
 import {
@@ -333,6 +334,13 @@ const PATHS: Record<string, Record<string, Operation>> = {
         },
       ],
       responses: { ...ok(200, 'a page of executions', 'ExecutionPage'), ...problems('400', ...ALWAYS) },
+    },
+  },
+  '/v1/executions/counts': {
+    get: {
+      operationId: 'countExecutions',
+      summary: "How many of the caller's executions are in each state",
+      responses: { ...ok(200, 'the counts', 'StateCounts'), ...problems(...ALWAYS) },
     },
   },
   '/v1/executions/{id}': {
@@ -688,6 +696,7 @@ export function openApiDocument() {
             ExecutionPage: ExecutionPageSchema,
             ResultView: ResultViewSchema,
             Node: NodeSchema,
+            StateCounts: StateCountsSchema,
             QueuePlace: QueuePlaceSchema,
             UploadLinks: UploadLinksSchema,
             Problem: ProblemSchema,

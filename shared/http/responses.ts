@@ -3,8 +3,9 @@
 import { z } from 'zod';
 import type { Bid, Execution, ResultManifest } from '../domain/execution.ts';
 import type { JobSpec } from '../domain/job-spec.ts';
-import { EXECUTION_STATES } from '../domain/states.ts';
+import { EXECUTION_STATES, type ExecutionState } from '../domain/states.ts';
 import type { UploadLinks } from '../domain/upload-links.ts';
+import type { StateCounts } from '../ports.ts';
 import type { describeNode } from '../use-cases/node.ts';
 import type { QueuePlace } from '../use-cases/queue-place.ts';
 import type { ResultView } from '../use-cases/results.ts';
@@ -259,6 +260,22 @@ export const ResultViewSchema = z.object({
   }),
 });
 
+export const StateCountsSchema = z.object({
+  counts: z
+    .object(
+      Object.fromEntries(EXECUTION_STATES.map((name) => [name, count])) as Record<
+        ExecutionState,
+        typeof count
+      >,
+    )
+    .describe("how many of the caller's executions are in each state"),
+  atLeast: z
+    .array(state)
+    .describe(
+      'states whose count stopped at 10,000: there are at least that many (the AWS store reads to count)',
+    ),
+});
+
 export const NodeSchema = z.object({
   version: z.string(),
   backend: platform,
@@ -368,4 +385,5 @@ export const RESPONSE_TYPES_MATCH: readonly [
   Same<Awaited<ReturnType<typeof describeNode>>, z.output<typeof NodeSchema>>,
   Same<UploadLinks, z.output<typeof UploadLinksSchema>>,
   Same<QueuePlace, z.output<typeof QueuePlaceSchema>>,
-] = [true, true, true, true, true, true, true, true];
+  Same<StateCounts, z.output<typeof StateCountsSchema>>,
+] = [true, true, true, true, true, true, true, true, true];

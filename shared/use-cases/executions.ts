@@ -4,7 +4,7 @@ import type { Core } from '../core.ts';
 import type { Execution } from '../domain/execution.ts';
 import { type ExecutionState, isTerminal } from '../domain/states.ts';
 import { InvalidTransition } from '../errors.ts';
-import type { ListQuery, Page } from '../ports.ts';
+import type { ListQuery, Page, StateCounts } from '../ports.ts';
 import { getOwned } from './bids.ts';
 import { amend, moveTo, mutate } from './transitions.ts';
 
@@ -16,6 +16,14 @@ export async function listExecutions(
   query: Omit<ListQuery, 'owner'>,
 ): Promise<Page<Execution>> {
   return core.store.list({ owner, ...query });
+}
+
+/** A store that reads to count stops here in each state, and says so. */
+export const COUNT_CAP = 10_000;
+
+/** How many of the caller's executions are in each state (for a dashboard's totals). */
+export async function countExecutions(core: Core, owner: string): Promise<StateCounts> {
+  return core.store.countByState(owner, COUNT_CAP);
 }
 
 /**

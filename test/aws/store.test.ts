@@ -134,6 +134,23 @@ describe('DynamoDB execution store', () => {
     ]);
   });
 
+  it('counts one owner’s executions by state, stopping at the cap and saying so', async () => {
+    for (let i = 0; i < 5; i++) {
+      const e = offered('fern', `2030-01-05T00:00:0${i}.000Z`);
+      await store.create(e);
+      if (i < 2) await store.update(moveTo(e, 'QUEUED', new Date()), e);
+    }
+    await store.create(offered('gus', '2030-01-05T00:00:09.000Z'));
+    const all = await store.countByState('fern', 100);
+    expect(all.atLeast).toEqual([]);
+    expect(all.counts).toMatchObject({ OFFERED: 3, QUEUED: 2, RUNNING: 0, COMPLETED: 0 });
+    expect(Object.keys(all.counts)).toHaveLength(11);
+    // Read a page of one at a time, the count stops at the cap in each state that has more.
+    const capped = await store.countByState('fern', 2);
+    expect(capped.counts.OFFERED).toBeGreaterThanOrEqual(2);
+    expect(capped.atLeast).toContain('OFFERED');
+  });
+
   it('deletes an execution only as it was read', async () => {
     const e = { ...offered('erin', '2030-01-04T00:00:00.000Z'), state: 'COMPLETED' as const };
     await store.create(e);

@@ -20,6 +20,7 @@ function counting(store: ExecutionStore): { store: ExecutionStore; read: { recor
       create: (execution) => store.create(execution),
       update: (next, expected) => store.update(next, expected),
       delete: (id, expected) => store.delete(id, expected),
+      countByState: (owner, cap) => store.countByState(owner, cap),
       get: async (id) => {
         const found = await store.get(id);
         if (found !== undefined) read.records += 1;

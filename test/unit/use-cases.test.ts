@@ -253,6 +253,7 @@ describe('sweeper', () => {
       create: store.create.bind(store),
       get: store.get.bind(store),
       list: store.list.bind(store),
+      countByState: store.countByState.bind(store),
       queueHead: store.queueHead.bind(store),
       queuedAhead: store.queuedAhead.bind(store),
       delete: store.delete.bind(store),

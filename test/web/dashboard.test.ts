@@ -128,6 +128,16 @@ describe.skipIf(!dockerAvailable || !browserAvailable)('the dashboard', () => {
 
     const page = await signedIn(`#/?label=suite%3D${label}`);
     await expect.poll(() => rowsOf(page).count()).toBe(4);
+    // The counts per state are the caller's, whatever the filter; each links to its state.
+    const counts = (await client.json<{ counts: Record<string, number> }>('GET', '/v1/executions/counts'))
+      .body.counts;
+    expect(counts.COMPLETED).toBeGreaterThanOrEqual(3);
+    await expect
+      .poll(() => page.locator('.counts a[data-state="COMPLETED"] strong').textContent())
+      .toBe(String(counts.COMPLETED));
+    await expect
+      .poll(() => page.locator('.counts a[data-state="OFFERED"] strong').textContent())
+      .toBe(String(counts.OFFERED));
     // Newest first, each with its state, exit code and labels.
     const first = rowsOf(page).first();
     expect(await first.getAttribute('data-id')).toBe(offered);
@@ -135,7 +145,7 @@ describe.skipIf(!dockerAvailable || !browserAvailable)('the dashboard', () => {
     await expect.poll(() => completed.locator('.state').textContent()).toBe('COMPLETED');
     expect(await completed.locator('td.number').textContent()).toBe('0');
 
-    await page.getByLabel('State').selectOption('COMPLETED');
+    await page.getByLabel('State', { exact: true }).selectOption('COMPLETED');
     await page.getByRole('button', { name: 'Filter' }).click();
     await expect.poll(() => rowsOf(page).count()).toBe(3);
     expect(page.url()).toContain('state=COMPLETED');

@@ -81,6 +81,8 @@ export interface ExecutionPage {
 
 export interface StateCounts {
   readonly counts: Readonly<Record<string, number>>;
+  /** States whose count stopped at the store's cap. */
+  readonly atLeast: readonly string[];
 }
 
 /** One read of a stream from a position: the bytes, and where to go on. */

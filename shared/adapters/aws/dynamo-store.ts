@@ -17,7 +17,7 @@ import {
   TransactWriteCommand,
 } from '@aws-sdk/lib-dynamodb';
 import type { Execution } from '../../domain/execution.ts';
-import { type ExecutionState, isExecutionState, isTerminal } from '../../domain/states.ts';
+import { EXECUTION_STATES, type ExecutionState, isExecutionState, isTerminal } from '../../domain/states.ts';
 import { StaleExecution, ValidationError } from '../../errors.ts';
 import type {
   ExecutionStore,
@@ -26,6 +26,7 @@ import type {
   ListQuery,
   Page,
   QueueHead,
+  StateCounts,
   StoredVersion,
 } from '../../ports.ts';
 import { retryingConflicts } from './conflicts.ts';
@@ -246,6 +247,37 @@ export class DynamoExecutionStore implements ExecutionStore {
           }
         : { ExpressionAttributeValues: { ':delta': delta } }),
     };
+  }
+
+  /** One counting query per state on the owner-and-state index, each read until done or `cap`. */
+  async countByState(owner: string, cap: number): Promise<StateCounts> {
+    const atLeast: ExecutionState[] = [];
+    const counted = await Promise.all(
+      EXECUTION_STATES.map(async (state) => {
+        let count = 0;
+        let start: Record<string, unknown> | undefined;
+        do {
+          const reply = await this.db.send(
+            new QueryCommand({
+              TableName: this.table,
+              IndexName: INDEXES.byOwnerState.name,
+              KeyConditionExpression: '#p = :p',
+              ExpressionAttributeNames: { '#p': INDEXES.byOwnerState.partitionKey },
+              ExpressionAttributeValues: { ':p': `${owner}#${state}` },
+              Select: 'COUNT',
+              // Never more than the cap: past it, a count says "at least".
+              Limit: cap - count,
+              ...(start === undefined ? {} : { ExclusiveStartKey: start }),
+            }),
+          );
+          count += reply.Count ?? 0;
+          start = reply.LastEvaluatedKey;
+        } while (start !== undefined && count < cap);
+        if (start !== undefined) atLeast.push(state);
+        return [state, count] as const;
+      }),
+    );
+    return { counts: Object.fromEntries(counted) as Record<ExecutionState, number>, atLeast };
   }
 
   async list(query: ListQuery): Promise<Page<Execution>> {

@@ -6,7 +6,12 @@ import { createHmac } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { ChangeFeed } from '../../core.ts';
 import type { Execution } from '../../domain/execution.ts';
-import { canTransition, TERMINAL_STATES } from '../../domain/states.ts';
+import {
+  canTransition,
+  EXECUTION_STATES,
+  type ExecutionState,
+  TERMINAL_STATES,
+} from '../../domain/states.ts';
 import { InvalidTransition, StaleExecution, ValidationError } from '../../errors.ts';
 import type {
   ExecutionStore,
@@ -15,6 +20,7 @@ import type {
   ListQuery,
   Page,
   QueueHead,
+  StateCounts,
   StoredVersion,
 } from '../../ports.ts';
 import {
@@ -155,6 +161,21 @@ export class SqliteExecutionStore implements ExecutionStore, ChangeFeed {
   }
 
   /** Newest first by (createdAt, id), so pages never overlap. */
+  async countByState(owner: string): Promise<StateCounts> {
+    const rows = this.database.read(
+      () =>
+        this.database.db
+          .prepare('SELECT state, COUNT(*) AS n FROM executions WHERE owner = ? GROUP BY state')
+          .all(owner) as { state: ExecutionState; n: number }[],
+    );
+    const counts = Object.fromEntries(EXECUTION_STATES.map((state) => [state, 0])) as Record<
+      ExecutionState,
+      number
+    >;
+    for (const row of rows) if (row.state in counts) counts[row.state] = row.n;
+    return { counts, atLeast: [] };
+  }
+
   async list(query: ListQuery): Promise<Page<Execution>> {
     const after = query.cursor === undefined ? undefined : this.decodeCursor(query.cursor);
     const where: string[] = [];

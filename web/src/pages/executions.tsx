@@ -2,7 +2,7 @@
 // filtered view can be shared), a page at a time, refreshed every few seconds while shown.
 import { useEffect, useState } from 'preact/hooks';
 import { EXECUTION_STATES } from '../../../shared/domain/states.ts';
-import { type ApiError, type ExecutionPage, getJson } from '../api.ts';
+import { type ApiError, type ExecutionPage, getJson, type StateCounts } from '../api.ts';
 import { ago, commandLine, runTime } from '../format.ts';
 
 const PAGE_SIZE = 50;
@@ -40,6 +40,7 @@ export function ExecutionsPage({ query }: { query: URLSearchParams }) {
   // The cursors of the pages before this one: the first page has none.
   const [cursors, setCursors] = useState<(string | undefined)[]>([undefined]);
   const [page, setPage] = useState<ExecutionPage | undefined>(undefined);
+  const [counts, setCounts] = useState<StateCounts | undefined>(undefined);
   const [error, setError] = useState<string | undefined>(undefined);
   const [now, setNow] = useState(Date.now());
   const cursor = cursors.at(-1);
@@ -52,9 +53,13 @@ export function ExecutionsPage({ query }: { query: URLSearchParams }) {
     setPage(undefined);
     const load = async () => {
       try {
-        const next = await getJson<ExecutionPage>(listPath(filters, cursor));
+        const [next, totals] = await Promise.all([
+          getJson<ExecutionPage>(listPath(filters, cursor)),
+          getJson<StateCounts>('/v1/executions/counts'),
+        ]);
         if (stopped) return;
         setPage(next);
+        setCounts(totals);
         setError(undefined);
         setNow(Date.now());
       } catch (failure) {
@@ -84,24 +89,41 @@ export function ExecutionsPage({ query }: { query: URLSearchParams }) {
   return (
     <section aria-labelledby="executions-title">
       <h1 id="executions-title">Executions</h1>
+      {counts !== undefined && (
+        <ul class="counts" aria-label="Executions by state">
+          {EXECUTION_STATES.filter((state) => (counts.counts[state] ?? 0) > 0).map((state) => (
+            <li>
+              <a
+                href={`#/?state=${state}`}
+                class={stateClass(state)}
+                aria-current={filters.state === state ? 'true' : undefined}
+                data-state={state}
+              >
+                {state} <strong>{(counts.counts[state] ?? 0).toLocaleString('en')}</strong>
+                {counts.atLeast.includes(state) ? '+' : ''}
+              </a>
+            </li>
+          ))}
+        </ul>
+      )}
       <form class="filters" onSubmit={apply} key={key} aria-label="Filter executions">
-        <label>
-          State
-          <select name="state" defaultValue={filters.state}>
+        <div class="field">
+          <label for="filter-state">State</label>
+          <select id="filter-state" name="state" defaultValue={filters.state}>
             <option value="">any</option>
             {EXECUTION_STATES.map((state) => (
               <option value={state}>{state}</option>
             ))}
           </select>
-        </label>
-        <label>
-          Label
-          <input name="label" placeholder="key=value" defaultValue={filters.label} />
-        </label>
-        <label>
-          Image
-          <input name="image" placeholder="alpine:3.20" defaultValue={filters.image} />
-        </label>
+        </div>
+        <div class="field">
+          <label for="filter-label">Label</label>
+          <input id="filter-label" name="label" placeholder="key=value" defaultValue={filters.label} />
+        </div>
+        <div class="field">
+          <label for="filter-image">Image</label>
+          <input id="filter-image" name="image" placeholder="alpine:3.20" defaultValue={filters.image} />
+        </div>
         <button type="submit">Filter</button>
         {filtered && (
           <a href="#/" class="clear">
