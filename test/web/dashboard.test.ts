@@ -243,4 +243,50 @@ describe.skipIf(!dockerAvailable || !browserAvailable)('the dashboard', () => {
     await expect(page.locator('.timeline').textContent()).resolves.toContain('REJECTED');
     await page.context().close();
   });
+
+  it('submits through the form: shows the bid, runs the job once accepted, and says why a bid is declined', async () => {
+    const page = await signedIn('#/submit');
+    await page.getByLabel('Image').fill(image);
+    await page.getByLabel('Command').fill('sh\n-c\necho from the form');
+    await page.getByLabel('vCPU').fill('0.25');
+    await page.getByLabel('Memory').fill('64');
+    await page.getByLabel('Labels').fill('via=form');
+    await page.getByRole('button', { name: 'Ask for a bid' }).click();
+    // The offer: accepted, with its size and price, before anything runs.
+    await page.getByRole('heading', { name: 'Ferry offers' }).waitFor();
+    await expect(page.locator('.offer [data-bid="accepted"]').count()).resolves.toBe(1);
+    await expect(page.locator('.offer .facts').textContent()).resolves.toMatch(/0\.25 vCPU, 64 MiB.*\$/);
+    await page.getByRole('button', { name: 'Accept and run' }).click();
+    await page.locator('h1 .state', { hasText: 'COMPLETED' }).waitFor({ timeout: 30_000 });
+    const id = decodeURIComponent(new URL(page.url()).hash.replace('#/executions/', ''));
+    const done = (await client.json<Execution>('GET', `/v1/executions/${id}`)).body;
+    expect(done.spec).toMatchObject({
+      image,
+      command: ['sh', '-c', 'echo from the form'],
+      labels: { via: 'form' },
+    });
+    await page.locator('pre[data-stream="stdout"]').getByText('from the form').waitFor();
+
+    // More than this host has: declined, and the page says what was asked and what is possible.
+    await page.goto(`${server.url}/#/submit`);
+    await page.getByLabel('Image').fill(image);
+    await page.getByLabel('Command').fill('true');
+    await page.getByLabel('vCPU').fill('512');
+    await page.getByRole('button', { name: 'Ask for a bid' }).click();
+    await page.getByRole('heading', { name: 'Ferry declines' }).waitFor();
+    const reason = await page.locator('.offer [data-bid="declined"]').textContent();
+    expect(reason).toMatch(/^Declined: .*512 vCPU/);
+    await expect(page.getByRole('button', { name: 'Accept and run' }).count()).resolves.toBe(0);
+
+    // A spec Ferry cannot read: the field is named beside it.
+    await page.getByLabel('vCPU').fill('1');
+    await page.getByLabel('Timeout').fill('soon');
+    await page.getByRole('button', { name: 'Ask for a bid' }).click();
+    await page.getByRole('alert').waitFor();
+    await expect(page.locator('.field.invalid').count()).resolves.toBeGreaterThan(0);
+    await expect(page.locator('#submit-timeoutSeconds-error').textContent()).resolves.toMatch(
+      /^timeoutSeconds: /,
+    );
+    await page.context().close();
+  });
 });

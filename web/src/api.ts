@@ -40,10 +40,10 @@ async function failure(response: Response): Promise<ApiError> {
     const body = (await response.json()) as {
       title?: string;
       detail?: string;
-      problems?: { field: string; message: string }[];
+      errors?: { field: string; message: string }[];
     };
     detail = body.detail ?? body.title ?? detail;
-    problems = body.problems ?? [];
+    problems = body.errors ?? [];
   } catch {
     // Not a problem document: the status says what there is to say.
   }

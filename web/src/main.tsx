@@ -5,10 +5,11 @@ import { useEffect, useState } from 'preact/hooks';
 import { type ApiError, getJson, token, whenUnauthorized } from './api.ts';
 import { ExecutionPage } from './pages/execution.tsx';
 import { ExecutionsPage } from './pages/executions.tsx';
+import { SubmitPage } from './pages/submit.tsx';
 import './style.css';
 
 interface Route {
-  readonly page: 'executions' | 'execution';
+  readonly page: 'executions' | 'execution' | 'submit';
   readonly id?: string;
   readonly query: URLSearchParams;
 }
@@ -18,6 +19,7 @@ function parseRoute(hash: string): Route {
   const query = new URLSearchParams(search);
   const execution = /^\/executions\/([^/]+)$/.exec(path);
   if (execution?.[1] !== undefined) return { page: 'execution', id: decodeURIComponent(execution[1]), query };
+  if (path === '/submit') return { page: 'submit', query };
   return { page: 'executions', query };
 }
 
@@ -90,6 +92,9 @@ function App() {
         ...(token.get() === undefined ? {} : { refused: `the token was refused: ${error.message}` }),
       }),
     );
+    // Whether this server wants a token, asked at once: a page that reads nothing (the form)
+    // must not wait for its first call to find out.
+    getJson('/v1/node').catch(() => undefined);
   }, []);
   if (signIn !== undefined) {
     return (
@@ -112,6 +117,9 @@ function App() {
           <a href="#/" aria-current={route.page === 'executions' ? 'page' : undefined}>
             Executions
           </a>
+          <a href="#/submit" aria-current={route.page === 'submit' ? 'page' : undefined}>
+            Submit
+          </a>
         </nav>
         {token.get() !== undefined && (
           <button
@@ -129,6 +137,8 @@ function App() {
       <main key={session}>
         {route.page === 'execution' && route.id !== undefined ? (
           <ExecutionPage id={route.id} />
+        ) : route.page === 'submit' ? (
+          <SubmitPage />
         ) : (
           <ExecutionsPage query={route.query} />
         )}

@@ -2,7 +2,7 @@
 // history as a timeline), its output live or stored, the result with its download links, and
 // the caller's actions: cancel while it may run, accept or reject the result once it has one.
 import { useEffect, useState } from 'preact/hooks';
-import type { Execution, ResultManifest } from '../../../shared/domain/execution.ts';
+import type { Bid, Execution, ResultManifest } from '../../../shared/domain/execution.ts';
 import { type ApiError, getJson, postJson } from '../api.ts';
 import { bytes, commandLine, duration, isTerminal, runTime, usd } from '../format.ts';
 import { LogView } from '../log-view.tsx';
@@ -117,13 +117,15 @@ function Actions({ execution, onDone }: { execution: Execution; onDone: () => vo
   );
 }
 
-function Bid({ execution }: { execution: Execution }) {
-  const { bid } = execution;
+/** What a bid says: accepted or declined and why, the size, the price and the expected wait. */
+export function BidFacts({ bid }: { bid: Bid }) {
   const c = bid.constraints;
   return (
-    <section aria-labelledby="bid-title">
-      <h2 id="bid-title">Bid</h2>
-      <p class={bid.accepted ? 'bid accepted' : 'bid declined'}>
+    <>
+      <p
+        class={bid.accepted ? 'bid accepted' : 'bid declined'}
+        data-bid={bid.accepted ? 'accepted' : 'declined'}
+      >
         {bid.accepted ? 'Accepted' : 'Declined'}: {bid.reason}
       </p>
       {c !== undefined && (
@@ -146,6 +148,14 @@ function Bid({ execution }: { execution: Execution }) {
               </dd>
             </>
           )}
+          {bid.expiresAt !== undefined && (
+            <>
+              <dt>Offer ends</dt>
+              <dd>
+                <time dateTime={bid.expiresAt}>{new Date(bid.expiresAt).toLocaleTimeString()}</time>
+              </dd>
+            </>
+          )}
           {c.notes.map((note) => (
             <>
               <dt>Note</dt>
@@ -154,6 +164,15 @@ function Bid({ execution }: { execution: Execution }) {
           ))}
         </dl>
       )}
+    </>
+  );
+}
+
+function BidSection({ execution }: { execution: Execution }) {
+  return (
+    <section aria-labelledby="bid-title">
+      <h2 id="bid-title">Bid</h2>
+      <BidFacts bid={execution.bid} />
     </section>
   );
 }
@@ -316,7 +335,7 @@ export function ExecutionPage({ id }: { id: string }) {
             <pre class="json">{JSON.stringify(execution.spec, null, 2)}</pre>
           </details>
         </section>
-        <Bid execution={execution} />
+        <BidSection execution={execution} />
         <Timeline execution={execution} />
       </div>
       {started && execution.bid.accepted && (
