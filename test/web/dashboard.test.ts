@@ -289,4 +289,21 @@ describe.skipIf(!dockerAvailable || !browserAvailable)('the dashboard', () => {
     );
     await page.context().close();
   });
+
+  it('renders the API reference from the server’s own OpenAPI document', async () => {
+    const document = (
+      await client.json<{ paths: Record<string, Record<string, unknown>> }>('GET', '/v1/openapi.json')
+    ).body;
+    const operations = Object.values(document.paths).flatMap((item) =>
+      Object.keys(item).filter((key) => ['get', 'post', 'put', 'patch', 'delete'].includes(key)),
+    ).length;
+    const page = await signedIn('#/reference');
+    await expect.poll(() => page.locator('details.operation').count()).toBe(operations);
+    const counts = page.locator('details.operation#countExecutions');
+    await counts.locator('summary').click();
+    await expect(counts.textContent()).resolves.toContain('/v1/executions/counts');
+    await counts.getByRole('link', { name: 'StateCounts' }).click();
+    await expect.poll(() => page.locator('.schema pre.json').textContent()).toContain('"atLeast"');
+    await page.context().close();
+  });
 });

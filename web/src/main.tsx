@@ -5,11 +5,12 @@ import { useEffect, useState } from 'preact/hooks';
 import { type ApiError, getJson, token, whenUnauthorized } from './api.ts';
 import { ExecutionPage } from './pages/execution.tsx';
 import { ExecutionsPage } from './pages/executions.tsx';
+import { ReferencePage } from './pages/reference.tsx';
 import { SubmitPage } from './pages/submit.tsx';
 import './style.css';
 
 interface Route {
-  readonly page: 'executions' | 'execution' | 'submit';
+  readonly page: 'executions' | 'execution' | 'submit' | 'reference';
   readonly id?: string;
   readonly query: URLSearchParams;
 }
@@ -20,6 +21,7 @@ function parseRoute(hash: string): Route {
   const execution = /^\/executions\/([^/]+)$/.exec(path);
   if (execution?.[1] !== undefined) return { page: 'execution', id: decodeURIComponent(execution[1]), query };
   if (path === '/submit') return { page: 'submit', query };
+  if (path === '/reference') return { page: 'reference', query };
   return { page: 'executions', query };
 }
 
@@ -120,6 +122,9 @@ function App() {
           <a href="#/submit" aria-current={route.page === 'submit' ? 'page' : undefined}>
             Submit
           </a>
+          <a href="#/reference" aria-current={route.page === 'reference' ? 'page' : undefined}>
+            API
+          </a>
         </nav>
         {token.get() !== undefined && (
           <button
@@ -139,6 +144,8 @@ function App() {
           <ExecutionPage id={route.id} />
         ) : route.page === 'submit' ? (
           <SubmitPage />
+        ) : route.page === 'reference' ? (
+          <ReferencePage query={route.query} />
         ) : (
           <ExecutionsPage query={route.query} />
         )}
