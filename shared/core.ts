@@ -13,6 +13,7 @@ import type {
   InputFetcher,
   JobIntake,
   JobQueue,
+  NodeHistory,
   ObjectStore,
   UploadSigner,
 } from './ports.ts';
@@ -56,6 +57,8 @@ export interface Core {
    */
   readonly uploads?: UploadSigner;
   readonly backend: ComputeBackend;
+  /** Where the sweeper keeps what ran and waited over the last hours (the dashboard's chart). */
+  readonly history?: NodeHistory;
   /** Looks at input sources for bids (their sizes); absent where inputs are not served. */
   readonly inputs?: InputFetcher;
   readonly ledger: CapacityLedger;

@@ -63,6 +63,22 @@ export interface ExecutionStore {
   queuedAhead(execution: Execution, cap: number): Promise<number>;
 }
 
+/** What ran and waited on the node at one moment. */
+export interface NodeSample {
+  readonly at: string;
+  readonly runningJobs: number;
+  readonly queuedJobs: number;
+}
+
+/**
+ * The node's recent past, for a chart: the sweeper records a sample each time it runs (one per
+ * minute is kept), and the last hours are read back oldest first.
+ */
+export interface NodeHistory {
+  record(sample: NodeSample): Promise<void>;
+  since(since: Date): Promise<readonly NodeSample[]>;
+}
+
 export interface StateCounts {
   /** Every state, 0 where there are none. */
   readonly counts: Readonly<Record<ExecutionState, number>>;

@@ -287,6 +287,9 @@ export const NodeSchema = z.object({
     starvationSeconds: z.number(),
   }),
   usage: z.object({ runningJobs: count, queuedJobs: count, cpu: z.number(), memoryMiB: z.number() }),
+  history: z
+    .array(z.object({ at: timestamp, runningJobs: count, queuedJobs: count }))
+    .describe('jobs running and queued over the last hour, a sample a minute at most, oldest first'),
   perJobLimits: z.object({
     cpu: z.number(),
     memoryMiB: z.number(),

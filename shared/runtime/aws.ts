@@ -4,6 +4,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { ECSClient } from '@aws-sdk/client-ecs';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
+import { DynamoNodeHistory } from '../adapters/aws/dynamo-history.ts';
 import { DynamoCapacityLedger } from '../adapters/aws/dynamo-ledger.ts';
 import { DynamoExecutionStore, DynamoIdempotencyStore } from '../adapters/aws/dynamo-store.ts';
 import { EcsBackend } from '../adapters/aws/ecs-backend.ts';
@@ -60,6 +61,7 @@ export function buildAwsCore(config: FerryConfig, clients: AwsClients = {}, log?
     });
   return {
     store,
+    history: new DynamoNodeHistory(aws.tableName, dynamodb),
     idempotency: new DynamoIdempotencyStore(aws.tableName, dynamodb),
     queue,
     intake: new StoreThenSendIntake(store, queue),

@@ -26,6 +26,7 @@ import { LocalJobData } from '../adapters/local/job-data.ts';
 import { MemoryCapacityLedger } from '../adapters/local/memory-ledger.ts';
 import { ProcessBackend } from '../adapters/local/process-backend.ts';
 import { pruneEnded } from '../adapters/local/retention.ts';
+import { SqliteNodeHistory } from '../adapters/local/sqlite-history.ts';
 import { SqliteJobIntake } from '../adapters/local/sqlite-intake.ts';
 import { SqliteJobQueue } from '../adapters/local/sqlite-queue.ts';
 import { SqliteExecutionStore, SqliteIdempotencyStore } from '../adapters/local/sqlite-store.ts';
@@ -287,6 +288,7 @@ async function startWork(
   const core: Core = {
     store,
     idempotency,
+    history: new SqliteNodeHistory(database),
     queue,
     intake: new SqliteJobIntake(database, store, queue),
     objects,

@@ -127,6 +127,16 @@ export async function sweep(core: Core): Promise<SweepReport> {
   }
 
   const active = await listAll(core, ACTIVE_STATES);
+  if (core.history !== undefined) {
+    // For the chart of the last hour; a sample that cannot be kept is not worth a failed sweep.
+    const history = core.history;
+    await core.store
+      .queueHead(1)
+      .then((queue) =>
+        history.record({ at: now.toISOString(), runningJobs: active.length, queuedJobs: queue.length }),
+      )
+      .catch((error) => core.log.warn('could not keep the node sample', { error }));
+  }
   for (const execution of active) {
     await isolated(core, report, execution.id, async () => {
       if (execution.task === undefined) {

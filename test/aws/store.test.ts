@@ -1,4 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
+import { DynamoNodeHistory } from '../../shared/adapters/aws/dynamo-history.ts';
 import { DynamoExecutionStore, DynamoIdempotencyStore } from '../../shared/adapters/aws/dynamo-store.ts';
 import { executionIds } from '../../shared/adapters/system.ts';
 import type { Execution } from '../../shared/domain/execution.ts';
@@ -201,6 +202,24 @@ describe('DynamoDB execution store', () => {
 
     expect(await keys.claim('k-crashed', lease(-5))).toBeUndefined();
     expect(await keys.claim('k-crashed', lease(60))).toBeUndefined();
+  });
+});
+
+describe('DynamoDB node history', () => {
+  it('keeps one sample a minute in one item, and reads from a time on, oldest first', async () => {
+    const aws = await createAwsEnvironment();
+    const history = new DynamoNodeHistory(aws.tableName, aws.clients.dynamodb);
+    const at = (minutes: number, seconds = 0) =>
+      new Date(Date.UTC(2030, 0, 1, 12, minutes, seconds)).toISOString();
+    expect(await history.since(new Date(at(0)))).toEqual([]);
+    await history.record({ at: at(0, 5), runningJobs: 1, queuedJobs: 4 });
+    await history.record({ at: at(0, 40), runningJobs: 2, queuedJobs: 3 });
+    await history.record({ at: at(1, 10), runningJobs: 2, queuedJobs: 0 });
+    expect(await history.since(new Date(at(0)))).toEqual([
+      { at: at(0, 40), runningJobs: 2, queuedJobs: 3 },
+      { at: at(1, 10), runningJobs: 2, queuedJobs: 0 },
+    ]);
+    expect(await history.since(new Date(at(1)))).toHaveLength(1);
   });
 });
 

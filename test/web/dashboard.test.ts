@@ -71,6 +71,17 @@ async function signedIn(hash = '#/'): Promise<Page> {
 
 const rowsOf = (page: Page) => page.locator('table.executions tbody tr');
 
+/**
+ * With FERRY_SCREENSHOTS=DIR, saves the page as DIR/NAME.png: the README's pictures of the
+ * dashboard are taken this way (FERRY_SCREENSHOTS=docs/screenshots npx vitest run test/web).
+ */
+async function shot(page: Page, name: string, fullPage = false): Promise<void> {
+  const dir = process.env.FERRY_SCREENSHOTS;
+  if (dir === undefined || dir === '') return;
+  fs.mkdirSync(dir, { recursive: true });
+  await page.screenshot({ path: `${dir}/${name}.png`, fullPage });
+}
+
 describe.skipIf(!dockerAvailable || !browserAvailable)('the dashboard', () => {
   it('is served with a policy that allows only its own origin, and no inline script', async () => {
     const response = await fetch(`${server.url}/`);
@@ -138,6 +149,7 @@ describe.skipIf(!dockerAvailable || !browserAvailable)('the dashboard', () => {
     await expect
       .poll(() => page.locator('.counts a[data-state="OFFERED"] strong').textContent())
       .toBe(String(counts.OFFERED));
+    await shot(page, 'executions');
     // Newest first, each with its state, exit code and labels.
     const first = rowsOf(page).first();
     expect(await first.getAttribute('data-id')).toBe(offered);
@@ -208,6 +220,7 @@ describe.skipIf(!dockerAvailable || !browserAvailable)('the dashboard', () => {
     const shown = Date.now();
     const lag = shown - (await served);
     expect(lag).toBeLessThan(2000);
+    await shot(page, 'execution');
 
     await page.getByRole('button', { name: 'Cancel' }).click();
     await page.locator('h1 .state', { hasText: 'CANCELLED' }).waitFor({ timeout: 30_000 });
@@ -256,6 +269,7 @@ describe.skipIf(!dockerAvailable || !browserAvailable)('the dashboard', () => {
     await page.getByRole('heading', { name: 'Ferry offers' }).waitFor();
     await expect(page.locator('.offer [data-bid="accepted"]').count()).resolves.toBe(1);
     await expect(page.locator('.offer .facts').textContent()).resolves.toMatch(/0\.25 vCPU, 64 MiB.*\$/);
+    await shot(page, 'submit', true);
     await page.getByRole('button', { name: 'Accept and run' }).click();
     await page.locator('h1 .state', { hasText: 'COMPLETED' }).waitFor({ timeout: 30_000 });
     const id = decodeURIComponent(new URL(page.url()).hash.replace('#/executions/', ''));
@@ -299,11 +313,27 @@ describe.skipIf(!dockerAvailable || !browserAvailable)('the dashboard', () => {
     ).length;
     const page = await signedIn('#/reference');
     await expect.poll(() => page.locator('details.operation').count()).toBe(operations);
+    await shot(page, 'reference');
     const counts = page.locator('details.operation#countExecutions');
     await counts.locator('summary').click();
     await expect(counts.textContent()).resolves.toContain('/v1/executions/counts');
     await counts.getByRole('link', { name: 'StateCounts' }).click();
     await expect.poll(() => page.locator('.schema pre.json').textContent()).toContain('"atLeast"');
+    await page.context().close();
+  });
+
+  it('shows the node: capacity, what runs and waits now, and the last hour as a chart', async () => {
+    const job = await submit(client, { image, resources: small, command: ['sleep', '30'] });
+    await waitFor(client, job.id, ['RUNNING']);
+    const page = await signedIn('#/node');
+    await expect.poll(() => page.locator('[data-value="running"]').textContent()).toMatch(/^[1-9]\d* of 8$/);
+    // The sweeper (every 0.5 s here) has kept at least this minute's sample.
+    const chart = page.getByRole('img', { name: /^Jobs over the last hour: [1-9]\d* samples/ });
+    await chart.waitFor();
+    await expect.poll(() => chart.getAttribute('aria-label')).toMatch(/now [1-9]\d* running/);
+    await expect(page.locator('svg path.series.running').count()).resolves.toBe(1);
+    await shot(page, 'node');
+    await client.json('POST', `/v1/executions/${job.id}/cancel`);
     await page.context().close();
   });
 });

@@ -5,12 +5,13 @@ import { useEffect, useState } from 'preact/hooks';
 import { type ApiError, getJson, token, whenUnauthorized } from './api.ts';
 import { ExecutionPage } from './pages/execution.tsx';
 import { ExecutionsPage } from './pages/executions.tsx';
+import { NodePage } from './pages/node.tsx';
 import { ReferencePage } from './pages/reference.tsx';
 import { SubmitPage } from './pages/submit.tsx';
 import './style.css';
 
 interface Route {
-  readonly page: 'executions' | 'execution' | 'submit' | 'reference';
+  readonly page: 'executions' | 'execution' | 'submit' | 'reference' | 'node';
   readonly id?: string;
   readonly query: URLSearchParams;
 }
@@ -22,6 +23,7 @@ function parseRoute(hash: string): Route {
   if (execution?.[1] !== undefined) return { page: 'execution', id: decodeURIComponent(execution[1]), query };
   if (path === '/submit') return { page: 'submit', query };
   if (path === '/reference') return { page: 'reference', query };
+  if (path === '/node') return { page: 'node', query };
   return { page: 'executions', query };
 }
 
@@ -122,6 +124,9 @@ function App() {
           <a href="#/submit" aria-current={route.page === 'submit' ? 'page' : undefined}>
             Submit
           </a>
+          <a href="#/node" aria-current={route.page === 'node' ? 'page' : undefined}>
+            Node
+          </a>
           <a href="#/reference" aria-current={route.page === 'reference' ? 'page' : undefined}>
             API
           </a>
@@ -144,6 +149,8 @@ function App() {
           <ExecutionPage id={route.id} />
         ) : route.page === 'submit' ? (
           <SubmitPage />
+        ) : route.page === 'node' ? (
+          <NodePage />
         ) : route.page === 'reference' ? (
           <ReferencePage query={route.query} />
         ) : (

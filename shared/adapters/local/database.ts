@@ -75,6 +75,13 @@ const MIGRATIONS: readonly string[] = [
    BEGIN UPDATE queue_length SET jobs = jobs + (new.state = 'QUEUED') - (old.state = 'QUEUED'); END;
    CREATE TRIGGER executions_queued_out AFTER DELETE ON executions WHEN old.state = 'QUEUED'
    BEGIN UPDATE queue_length SET jobs = jobs - 1; END;`,
+  // What ran and waited, a sample a minute, for the dashboard's chart of the last hour.
+  `CREATE TABLE node_samples (
+     minute INTEGER PRIMARY KEY,
+     at INTEGER NOT NULL,
+     running INTEGER NOT NULL,
+     queued INTEGER NOT NULL
+   );`,
 ];
 
 /** A digest of a stored record, so a damaged byte that still parses is caught, not believed. */

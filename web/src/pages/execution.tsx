@@ -118,7 +118,13 @@ function Actions({ execution, onDone }: { execution: Execution; onDone: () => vo
 }
 
 /** What a bid says: accepted or declined and why, the size, the price and the expected wait. */
-export function BidFacts({ bid }: { bid: Bid }) {
+export function BidFacts({
+  bid,
+  offer = false,
+}: {
+  bid: Bid /** Not yet answered: say when it ends. */;
+  offer?: boolean;
+}) {
   const c = bid.constraints;
   return (
     <>
@@ -148,7 +154,7 @@ export function BidFacts({ bid }: { bid: Bid }) {
               </dd>
             </>
           )}
-          {bid.expiresAt !== undefined && (
+          {offer && bid.expiresAt !== undefined && (
             <>
               <dt>Offer ends</dt>
               <dd>

@@ -188,7 +188,7 @@ export function SubmitPage() {
       {reply !== undefined && (
         <section class="offer" aria-labelledby="offer-title" aria-live="polite">
           <h2 id="offer-title">{reply.bid.accepted ? 'Ferry offers' : 'Ferry declines'}</h2>
-          <BidFacts bid={reply.bid} />
+          <BidFacts bid={reply.bid} offer={reply.bid.accepted} />
           {reply.bid.accepted ? (
             <div class="buttons">
               <button type="button" disabled={busy} onClick={() => answer('accept')}>
