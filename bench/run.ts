@@ -9,6 +9,7 @@ import { startMoto } from '../test/support/moto.ts';
 import { benchAwsCalls, formatAwsCalls } from './aws-calls.ts';
 import { benchCapture, type CaptureBench } from './capture.ts';
 import { benchCliStart, type CliStartBench } from './cli-start.ts';
+import { benchDashboard } from './dashboard.ts';
 import { benchData, type DataBench } from './data.ts';
 import { benchDockerOutput, type DockerOutputBench, OUTPUT_IMAGE } from './docker-output.ts';
 import { benchEmulatedDispatch } from './emulated-dispatch.ts';
@@ -350,16 +351,16 @@ async function main(): Promise<void> {
     process.stderr.write(`[bench +${((performance.now() - started) / 1000).toFixed(0)}s] ${text}\n`);
 
   step(
-    `1/12 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
+    `1/13 latency: Ferry (Docker backend) vs docker run, ${LATENCY_IMAGE}, ${LATENCY_WARMUP} warm-up + ${LATENCY_ROUNDS} interleaved rounds`,
   );
   const latency = await benchLatency({ rounds: LATENCY_ROUNDS, warmup: LATENCY_WARMUP });
   step(
-    `2/12 output through the Docker backend vs docker run --log-driver none, ${OUTPUT_IMAGE}, 1 warm-up + ${OUTPUT_ROUNDS} interleaved rounds per shape`,
+    `2/13 output through the Docker backend vs docker run --log-driver none, ${OUTPUT_IMAGE}, 1 warm-up + ${OUTPUT_ROUNDS} interleaved rounds per shape`,
   );
   const output = await benchDockerOutput(OUTPUT_ROUNDS);
-  step(`3/12 CLI start: ferry --version and ferry ls, built and from sources, ${CLI_START_RUNS} runs each`);
+  step(`3/13 CLI start: ferry --version and ferry ls, built and from sources, ${CLI_START_RUNS} runs each`);
   const cliStart = await benchCliStart(CLI_START_RUNS);
-  step(`4/12 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
+  step(`4/13 throughput: ${THROUGHPUT_JOBS} jobs on the process backend`);
   const rawSpawn = await rawSpawnJobsPerSecond(THROUGHPUT_JOBS, THROUGHPUT_CONCURRENCY);
   const throughput = await benchThroughput({
     jobs: THROUGHPUT_JOBS,
@@ -367,42 +368,42 @@ async function main(): Promise<void> {
     clientParallelism: 16,
   });
   step(
-    `5/12 submissions: ${SUBMISSIONS} bids over HTTP, ${SUBMISSIONS} records through the store, TES tasks beside /v1 jobs`,
+    `5/13 submissions: ${SUBMISSIONS} bids over HTTP, ${SUBMISSIONS} records through the store, TES tasks beside /v1 jobs`,
   );
   const submissions = await benchSubmissions({
     submissions: SUBMISSIONS,
     parallelism: SUBMISSION_PARALLELISM,
   });
-  step('6/12 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
+  step('6/13 capture: 1 GiB of stdout, 3 rounds each of raw pipe and capture');
   const capture = await benchCapture();
   const moto = await startMoto();
-  step('7/12 Fargate publisher: 1 GiB through the wrapper and FIFOs into emulated S3, 3 interleaved rounds');
+  step('7/13 Fargate publisher: 1 GiB through the wrapper and FIFOs into emulated S3, 3 interleaved rounds');
   const publisher = await benchPublisher(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('8/12 data: 1 GiB staged from and collected into emulated S3, beside plain SDK calls, 3 rounds');
+  step('8/13 data: 1 GiB staged from and collected into emulated S3, beside plain SDK calls, 3 rounds');
   const data = await benchData(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('9/12 AWS API calls per execution, counted against moto server');
+  step('9/13 AWS API calls per execution, counted against moto server');
   const awsCalls = await benchAwsCalls(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('10/12 DynamoDB reads per bid and per dispatch with 10, 1,000 and 10,000 jobs queued');
+  step('10/13 DynamoDB reads per bid and per dispatch with 10, 1,000 and 10,000 jobs queued');
   const queueCost = await benchQueueCost(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
-  step('11/12 the emulated deployment: from the API answer to RunTask, through the synthesized stack');
+  step('11/13 the emulated deployment: from the API answer to RunTask, through the synthesized stack');
   const emulated = await benchEmulatedDispatch(moto.endpoint).catch(async (error) => {
     await moto.stop();
     throw error;
   });
   step(
-    `12/12 the emulated deployment: ${DRAIN_JOBS.toLocaleString('en')} queued jobs drained against Fargate's launch rate`,
+    `12/13 the emulated deployment: ${DRAIN_JOBS.toLocaleString('en')} queued jobs drained against Fargate's launch rate`,
   );
   await moto.stop();
   const drain = await withDrainEmulators(
@@ -410,8 +411,12 @@ async function main(): Promise<void> {
     (endpoints) => benchEmulatedDrain(endpoints, DRAIN_JOBS, (line) => step(`    ${line}`)),
   );
   const drainRatio = drain.steadyLaunchesPerSecond / FARGATE_LAUNCHES_PER_SECOND;
+  step(
+    '13/13 the dashboard in Chromium: the list with 10,000 executions stored, a job page with 100 MB of output',
+  );
+  const dashboard = await benchDashboard(LATENCY_IMAGE);
 
-  const rows = [
+  const rows: Row[] = [
     ...latencyRows(latency),
     ...throughputRows(throughput, rawSpawn),
     ...captureRows(capture),
@@ -420,6 +425,30 @@ async function main(): Promise<void> {
     ...outputRows(output),
     ...cliStartRows(cliStart),
     ...dataRows(data),
+    {
+      measure: `13. dashboard: the executions page, ${dashboard.stored.toLocaleString('en')} executions stored, to its first page shown`,
+      ferry: `${dashboard.listMs.toFixed(0)} ms`,
+      baseline: '',
+      ratio: '',
+      target: '< 1000 ms',
+      verdict: dashboard.listMs < 1000 ? 'PASS' : 'MISS',
+    },
+    {
+      measure: `    a job page with ${(dashboard.outputBytes / 1e6).toFixed(0)} MB of stdout: first page / the last page after a click`,
+      ferry: `${dashboard.outputFirstMs.toFixed(0)} / ${dashboard.outputLastMs.toFixed(0)} ms`,
+      baseline: '',
+      ratio: '',
+      target: '< 1000 ms each',
+      verdict: dashboard.outputFirstMs < 1000 && dashboard.outputLastMs < 1000 ? 'PASS' : 'MISS',
+    },
+    {
+      measure: '    the longest busy stretch of the page’s main thread on both pages',
+      ferry: `${dashboard.longestTaskMs.toFixed(0)} ms`,
+      baseline: '',
+      ratio: '',
+      target: '< 200 ms',
+      verdict: dashboard.longestTaskMs < 200 ? 'PASS' : 'MISS',
+    },
   ];
   console.log('');
   console.log(`Ferry benchmark, ${new Date().toISOString()}`);

@@ -60,12 +60,18 @@ describe.skipIf(!dockerAvailable || !installed)('Snakemake through the TES API',
       .catch(() =>
         execFileSync('bash', [path.resolve('scripts/build-snakemake-image.sh'), IMAGE], { stdio: 'inherit' }),
       );
-    // Where the containers reach this machine: the default bridge's gateway.
+    // Where the containers reach this machine: the default bridge's gateway. The engine does not
+    // always name it; it is then the subnet's first address, which Docker gives the bridge.
     const bridge = (await docker.getNetwork('bridge').inspect()) as {
-      IPAM: { Config: { Gateway: string }[] };
+      IPAM: { Config: { Gateway?: string; Subnet?: string }[] };
     };
-    const gateway = bridge.IPAM.Config[0]?.Gateway;
-    if (gateway === undefined) throw new Error('the Docker bridge network has no gateway address');
+    const subnet = /^(\d+)\.(\d+)\.(\d+)\.(\d+)\/\d+$/.exec(bridge.IPAM.Config[0]?.Subnet ?? '');
+    const gateway =
+      bridge.IPAM.Config[0]?.Gateway ??
+      (subnet === null ? undefined : `${subnet[1]}.${subnet[2]}.${subnet[3]}.${Number(subnet[4]) + 1}`);
+    if (gateway === undefined) {
+      throw new Error(`the Docker bridge network has no gateway address (${JSON.stringify(bridge.IPAM)})`);
+    }
     storage = await startMoto('python3', gateway);
     s3 = new S3Client({
       endpoint: storage.endpoint,

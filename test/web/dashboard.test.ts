@@ -3,11 +3,13 @@
 // filters and pages, a running job's output followed live, cancelling it, and reviewing results.
 // Every page runs under the served Content-Security-Policy; a violation fails the test.
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { FerryClient } from '../../cli/client.ts';
 import type { Execution } from '../../shared/domain/execution.ts';
+import { measureDashboard, seedExecutions } from '../support/dashboard-load.ts';
 import { startServer, submit, type TestServer, waitDone, waitFor } from '../support/server.ts';
 
 const dockerAvailable = inject('dockerAvailable');
@@ -336,4 +338,25 @@ describe.skipIf(!dockerAvailable || !browserAvailable)('the dashboard', () => {
     await client.json('POST', `/v1/executions/${job.id}/cancel`);
     await page.context().close();
   });
+
+  it('loads the list with 10,000 executions stored in under 1 s, and pages 100 MB of output', async () => {
+    const owner = `local:token/${createHash('sha256').update(TOKEN).digest('hex').slice(0, 16)}`;
+    await seedExecutions(server.server.core, owner, 10_000);
+    const load = await measureDashboard({
+      browser,
+      url: server.url,
+      token: TOKEN,
+      client,
+      image,
+      stored: 10_000,
+      outputBytes: 100 * 1000 * 1000,
+      waitDone: (id) => waitDone(client, id, 120),
+    });
+    console.log(`dashboard under load: ${JSON.stringify(load)}`);
+    expect(load.listMs).toBeLessThan(1000);
+    expect(load.outputFirstMs).toBeLessThan(1000);
+    expect(load.outputLastMs).toBeLessThan(1000);
+    // Responsive: no single stretch of script long enough for a person to notice.
+    expect(load.longestTaskMs).toBeLessThan(200);
+  }, 240_000);
 });
