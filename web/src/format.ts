@@ -47,15 +47,3 @@ export function commandLine(argv: readonly string[]): string {
     .map((word) => (/^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`))
     .join(' ');
 }
-
-export const TERMINAL_STATES = [
-  'COMPLETED',
-  'FAILED',
-  'TIMED_OUT',
-  'CANCELLED',
-  'DECLINED',
-  'BID_REJECTED',
-  'EXPIRED',
-] as const;
-
-export const isTerminal = (state: string): boolean => (TERMINAL_STATES as readonly string[]).includes(state);

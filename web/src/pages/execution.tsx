@@ -3,8 +3,9 @@
 // the caller's actions: cancel while it may run, accept or reject the result once it has one.
 import { useEffect, useState } from 'preact/hooks';
 import type { Bid, Execution, ResultManifest } from '../../../shared/domain/execution.ts';
+import { isTerminal } from '../../../shared/domain/states.ts';
 import { type ApiError, getJson, postJson } from '../api.ts';
-import { bytes, commandLine, duration, isTerminal, runTime, usd } from '../format.ts';
+import { bytes, commandLine, duration, runTime, usd } from '../format.ts';
 import { LogView } from '../log-view.tsx';
 import { stateClass } from './executions.tsx';
 

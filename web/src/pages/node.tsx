@@ -1,32 +1,13 @@
 // The node: what it can run (capacity, per-job limits), what it runs now (usage, the queue), and
 // a chart of running and queued jobs over the last hour from the sweeper's samples.
 import { useEffect, useState } from 'preact/hooks';
+import type { describeNode } from '../../../shared/use-cases/node.ts';
 import { type ApiError, getJson } from '../api.ts';
 import { bytes, duration } from '../format.ts';
 
-interface Sample {
-  readonly at: string;
-  readonly runningJobs: number;
-  readonly queuedJobs: number;
-}
-
-interface Node {
-  readonly version: string;
-  readonly backend: string;
-  readonly isolated: boolean;
-  readonly capacity: { maxConcurrency: number; cpu: number; memoryMiB: number; starvationSeconds: number };
-  readonly usage: { runningJobs: number; queuedJobs: number; cpu: number; memoryMiB: number };
-  readonly history: readonly Sample[];
-  readonly perJobLimits: {
-    cpu: number;
-    memoryMiB: number;
-    gpu: boolean;
-    timeoutSeconds: { min: number; max: number };
-    outputBytesPerStream: number;
-    network: readonly string[];
-    images: { allow: readonly string[]; deny: readonly string[]; registries: readonly string[] };
-  };
-}
+/** What GET /v1/node answers. */
+type Node = Awaited<ReturnType<typeof describeNode>>;
+type Sample = Node['history'][number];
 
 const REFRESH_MS = 5000;
 const HOUR_MS = 3600_000;
