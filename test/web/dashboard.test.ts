@@ -199,7 +199,7 @@ describe.skipIf(!dockerAvailable || !browserAvailable)('the dashboard', () => {
       command: [
         'sh',
         '-c',
-        "echo started; printf '\\033[32mgreen\\033[0m\\n'; sleep 4; echo the-line; sleep 300",
+        "echo started; printf '\\033[32mgreen\\033[0m \\033[38;2;255;0;128mpink\\033[0m \\033[38;5;208morange\\033[0m\\n'; sleep 4; echo the-line; sleep 300",
       ],
     });
     await waitFor(client, job.id, ['RUNNING']);
@@ -208,6 +208,14 @@ describe.skipIf(!dockerAvailable || !browserAvailable)('the dashboard', () => {
     await stdout.getByText('started').waitFor();
     // Colours are rendered, not shown as escape codes.
     await expect(stdout.locator('span.ansi-green-fg').textContent()).resolves.toBe('green');
+    // A 24-bit colour is a style property set from script, which the page's policy allows.
+    const pink = stdout.getByText('pink');
+    const colourOf = (element: unknown) =>
+      (globalThis as unknown as { getComputedStyle(e: unknown): { color: string } }).getComputedStyle(element)
+        .color;
+    await expect(pink.evaluate(colourOf)).resolves.toBe('rgb(255, 0, 128)');
+    // A 256-colour one, from xterm's cube: 208 is 5,2,0 → 255,135,0.
+    await expect(stdout.getByText('orange').evaluate(colourOf)).resolves.toBe('rgb(255, 135, 0)');
     expect(await stdout.textContent()).not.toContain('\u001b');
 
     // When the server first has the line, and when the page shows it.

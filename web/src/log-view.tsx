@@ -25,19 +25,65 @@ interface Window {
 
 const EMPTY: Window = { from: 0, to: 0, text: '', skipped: 0, complete: false };
 
+/** The 16 standard colours as xterm draws them, for 256-colour indices 0 to 15. */
+const BASIC = [
+  '0,0,0',
+  '205,0,0',
+  '0,205,0',
+  '205,205,0',
+  '0,0,238',
+  '205,0,205',
+  '0,205,205',
+  '229,229,229',
+  '127,127,127',
+  '255,0,0',
+  '0,255,0',
+  '255,255,0',
+  '92,92,255',
+  '255,0,255',
+  '0,255,255',
+  '255,255,255',
+];
+
+/** An xterm 256-colour index as "r,g,b": the 16 standard ones, a 6×6×6 cube, then 24 greys. */
+export function paletteRgb(index: number): string {
+  if (index < 16) return BASIC[index] ?? '0,0,0';
+  if (index < 232) {
+    const level = (n: number) => (n === 0 ? 0 : 55 + n * 40);
+    const n = index - 16;
+    return `${level(Math.floor(n / 36))},${level(Math.floor(n / 6) % 6)},${level(n % 6)}`;
+  }
+  const grey = 8 + (index - 232) * 10;
+  return `${grey},${grey},${grey}`;
+}
+
+/**
+ * A colour as anser names it with classes: a standard one is a class of this page's style
+ * sheet; a 256-colour or 24-bit one becomes a style property.
+ */
+function colour(name: string | null, truecolor: string | null): { className?: string; rgb?: string } {
+  if (name === null || name === '') return {};
+  if (name === 'ansi-truecolor') return truecolor === null ? {} : { rgb: truecolor.replace(/\s/g, '') };
+  const palette = /^ansi-palette-(\d+)$/.exec(name);
+  if (palette?.[1] !== undefined) return { rgb: paletteRgb(Number(palette[1])) };
+  return { className: name };
+}
+
 function Ansi({ text }: { text: string }) {
   const parts = Anser.ansiToJson(text, { json: true, remove_empty: true, use_classes: true });
   return (
     <>
       {parts.map((part) => {
+        const fg = colour(part.fg, part.fg_truecolor);
+        const bg = colour(part.bg, part.bg_truecolor);
         const classes = [
-          part.fg && !part.fg.includes(',') ? `${part.fg}-fg` : '',
-          part.bg && !part.bg.includes(',') ? `${part.bg}-bg` : '',
+          fg.className === undefined ? '' : `${fg.className}-fg`,
+          bg.className === undefined ? '' : `${bg.className}-bg`,
           ...part.decorations.map((d) => `ansi-${d}`),
         ].filter((c) => c !== '');
         const style: Record<string, string> = {};
-        if (part.fg?.includes(',')) style.color = `rgb(${part.fg})`;
-        if (part.bg?.includes(',')) style.backgroundColor = `rgb(${part.bg})`;
+        if (fg.rgb !== undefined) style.color = `rgb(${fg.rgb})`;
+        if (bg.rgb !== undefined) style.backgroundColor = `rgb(${bg.rgb})`;
         if (classes.length === 0 && Object.keys(style).length === 0) return part.content;
         return (
           <span class={classes.join(' ')} style={style}>
