@@ -325,11 +325,12 @@ describe('local queue head', () => {
     await queue('high', 9, '2030-01-01T00:00:04.000Z');
     await queue('plain-earlier', 0, '2030-01-01T00:00:02.000Z');
     await store.create(execution('offered', '2030-01-01T00:00:00.000Z'));
-    // As an earlier Ferry left it: schema 2, without the queue indexes or the queue length.
+    // As an earlier Ferry left it: schema 2, without the queue indexes, the queue length or the
+    // node's samples.
     database.db.exec(
       `DROP INDEX executions_queue_priority; DROP INDEX executions_queue_age;
        DROP TRIGGER executions_queued_in; DROP TRIGGER executions_queued_moved;
-       DROP TRIGGER executions_queued_out; DROP TABLE queue_length;`,
+       DROP TRIGGER executions_queued_out; DROP TABLE queue_length; DROP TABLE node_samples;`,
     );
     database.db.pragma('user_version = 2');
     database.close();
