@@ -209,6 +209,19 @@ describe('a result that cannot be read', () => {
   });
 });
 
+/** A stream that printed nothing, as a manifest records it. */
+const emptyStream = {
+  totalBytes: 0,
+  storedBytes: 0,
+  truncated: false,
+  headBytes: 0,
+  tailBytes: 0,
+  omittedBytes: 0,
+  inline: '',
+  inlineEncoding: 'utf8',
+  inlineTruncated: false,
+};
+
 describe('a job of steps on Fargate', () => {
   const steps = {
     steps: [
@@ -224,28 +237,8 @@ describe('a job of steps on Fargate', () => {
     partial: false,
     startedAt: '2026-01-01T00:00:00.000Z',
     endedAt: '2026-01-01T00:00:10.000Z',
-    stdout: {
-      totalBytes: 0,
-      storedBytes: 0,
-      truncated: false,
-      headBytes: 0,
-      tailBytes: 0,
-      omittedBytes: 0,
-      inline: '',
-      inlineEncoding: 'utf8',
-      inlineTruncated: false,
-    },
-    stderr: {
-      totalBytes: 0,
-      storedBytes: 0,
-      truncated: false,
-      headBytes: 0,
-      tailBytes: 0,
-      omittedBytes: 0,
-      inline: '',
-      inlineEncoding: 'utf8',
-      inlineTruncated: false,
-    },
+    stdout: emptyStream,
+    stderr: emptyStream,
     outputs: [],
     keep: 'head+tail',
     steps: results.map((r, i) => ({

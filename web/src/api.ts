@@ -101,8 +101,10 @@ export async function readLog(
   options: { follow?: boolean; maxBytes?: number; signal?: AbortSignal } = {},
 ): Promise<LogChunk> {
   const query = new URLSearchParams({ stream, offset: String(offset) });
-  if (options.follow) query.set('follow', 'true');
-  if (options.follow) query.set('waitSeconds', '20');
+  if (options.follow) {
+    query.set('follow', 'true');
+    query.set('waitSeconds', '20');
+  }
   if (options.maxBytes !== undefined) query.set('maxBytes', String(options.maxBytes));
   const response = await request(
     `/v1/executions/${encodeURIComponent(id)}/logs?${query}`,
