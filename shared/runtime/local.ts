@@ -3,7 +3,7 @@
 // queue batches to the dispatcher, backend events go to task-events, and the sweeper runs
 // on a timer. This is the one place the local dependencies are built.
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
@@ -40,17 +40,19 @@ import { JOB_LIMITS } from '../domain/job-spec.ts';
 import { ACTIVE_STATES } from '../domain/states.ts';
 import type { TaskStateChangeEvent } from '../domain/task-event.ts';
 import { UPLOAD_LINK_SECONDS } from '../domain/upload-links.ts';
-import {
-  Forbidden,
-  HeadersTooLarge,
-  PayloadTooLarge,
-  StartupError,
-  Unauthorized,
-  UriTooLong,
-  ValidationError,
-} from '../errors.ts';
+import { HeadersTooLarge, StartupError, ValidationError } from '../errors.ts';
 import { apiGatewayEvent } from '../http/api-gateway-event.ts';
 import { DashboardAssets } from '../http/dashboard.ts';
+import {
+  bearerTokenOf,
+  checkBearer,
+  checkHost,
+  checkOrigin,
+  type RequestRules,
+  readBody,
+  requestRules,
+  requestTarget,
+} from '../http/guards.ts';
 import { errorResponse, problemOf, problemResponse } from '../http/problem.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import type { ComputeBackend } from '../ports.ts';
@@ -564,7 +566,10 @@ async function listen(config: FerryConfig, log: Logger): Promise<FrontDoor> {
   server.on('error', (error) => log.error('the HTTP server failed', { error }));
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-  rules = requestRules(config, port);
+  rules = requestRules(config.host, port, {
+    origins: config.allowedOrigins,
+    setting: 'FERRY_ALLOWED_ORIGINS',
+  });
   return {
     url: `http://${host}:${port}`,
     serve,
@@ -664,134 +669,14 @@ function sendProblem(
   response.end(reply.body);
 }
 
-/** The longest request target read; Ferry's own are a few hundred characters at most. */
-const MAX_TARGET_LENGTH = 8192;
-
-/**
- * The request target as a URL on this server. Only origin-form (`/path?query`) is taken: an
- * absolute URL names another server, and a path must be valid percent-encoding throughout.
- */
-function requestTarget(target: string): URL {
-  if (target.length > MAX_TARGET_LENGTH) {
-    throw new UriTooLong(
-      `the request target is ${target.length} characters; at most ${MAX_TARGET_LENGTH} are read`,
-    );
-  }
-  const shown = JSON.stringify(target.length > 80 ? `${target.slice(0, 80)}…` : target);
-  // Joined to a fixed origin rather than resolved against it, so `//host/...` stays a path.
-  const url =
-    target.startsWith('/') && URL.canParse(`http://ferry${target}`)
-      ? new URL(`http://ferry${target}`)
-      : undefined;
-  if (url === undefined) {
-    throw new ValidationError(`the request target must be a path beginning with /, got ${shown}`, [
-      { field: 'path', message: 'not an origin-form request target' },
-    ]);
-  }
-  try {
-    decodeURIComponent(url.pathname);
-  } catch {
-    throw new ValidationError(`the path is not valid percent-encoded UTF-8: ${shown}`, [
-      { field: 'path', message: 'malformed percent-encoding' },
-    ]);
-  }
-  return url;
-}
-
-/** Which Host names and web origins the API answers, from where the server listens. */
-interface RequestRules {
-  /** Host names accepted; undefined when listening beyond loopback, where any name may reach it. */
-  readonly hosts?: ReadonlySet<string>;
-  readonly origins: ReadonlySet<string>;
-}
-
-const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '[::1]'];
-
-function requestRules(config: FerryConfig, port: number): RequestRules {
-  const bound = config.host.includes(':') ? `[${config.host}]` : config.host.toLowerCase();
-  const loopback = bound === 'localhost' || bound === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(bound);
-  const own = [...new Set([...LOOPBACK_NAMES, bound])].map(
-    (name) => new URL(`http://${name}:${port}`).origin,
-  );
-  const origins = new Set([...own, ...config.allowedOrigins]);
-  if (!loopback) return { origins };
-  const allowedHosts = config.allowedOrigins.map((origin) => new URL(origin).hostname);
-  return { hosts: new Set([...LOOPBACK_NAMES, bound, ...allowedHosts]), origins };
-}
-
-/**
- * Refuses what a web page on another site could make a browser send. A page cannot set Host,
- * so a name the server does not answer to means DNS rebinding; a browser always names the
- * page's origin, and `Sec-Fetch-Site`, on what it sends.
- */
-function checkHost(request: http.IncomingMessage, rules: RequestRules): void {
-  const host = request.headers.host;
-  if (rules.hosts === undefined || host === undefined) return;
-  const name = URL.canParse(`http://${host}`) ? new URL(`http://${host}`).hostname : undefined;
-  if (name === undefined || !rules.hosts.has(name)) {
-    throw new Forbidden(
-      `this server does not answer to the host ${JSON.stringify(host)}; use ${[...rules.hosts].join(', ')} ` +
-        '(a web origin in FERRY_ALLOWED_ORIGINS adds its host)',
-    );
-  }
-}
-
-const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
-
-function checkOrigin(request: http.IncomingMessage, rules: RequestRules): void {
-  const origin = request.headers.origin;
-  if (origin !== undefined) {
-    const normal = URL.canParse(origin) ? new URL(origin).origin : origin;
-    if (!rules.origins.has(normal)) {
-      throw new Forbidden(
-        `requests from pages on ${origin} are refused; allow it with FERRY_ALLOWED_ORIGINS`,
-      );
-    }
-  }
-  if (request.headers['sec-fetch-site'] === 'cross-site' && !SAFE_METHODS.has(request.method ?? 'GET')) {
-    throw new Forbidden('a request sent by a page on another site is refused');
-  }
-}
-
-/** A fixed-length digest, so comparing two of them takes the same time whatever they hold. */
-const digestOf = (text: string): Buffer => createHash('sha256').update(text).digest();
-
 /**
  * The caller's identity: a bearer token stands for one caller; none means the local user.
- * The scheme name is case-insensitive (RFC 9110 §11.1).
  */
 function ownerOf(request: http.IncomingMessage, config: FerryConfig): string {
-  const header = request.headers.authorization;
-  const token = header === undefined ? undefined : /^bearer[ \t]+(\S+)[ \t]*$/i.exec(header)?.[1];
-  if (config.token !== undefined) {
-    if (token === undefined) {
-      throw new Unauthorized('a bearer token is required (Authorization: Bearer <FERRY_TOKEN>)', {
-        challenge: 'Bearer realm="ferry"',
-      });
-    }
-    if (!timingSafeEqual(digestOf(token), digestOf(config.token))) {
-      throw new Unauthorized('the bearer token is not valid', {
-        challenge: 'Bearer realm="ferry", error="invalid_token"',
-      });
-    }
-  }
+  const token = bearerTokenOf(request.headers.authorization);
+  if (config.token !== undefined) checkBearer(token, config.token, 'FERRY_TOKEN');
   if (token === undefined) return 'local:user/default';
   return `local:token/${createHash('sha256').update(token).digest('hex').slice(0, 16)}`;
-}
-
-async function readBody(request: http.IncomingMessage, limit: number): Promise<Buffer> {
-  const declared = Number(request.headers['content-length'] ?? '0');
-  if (declared > limit)
-    throw new PayloadTooLarge(`the body is ${declared} bytes; at most ${limit} bytes are accepted`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of request) {
-    size += (chunk as Buffer).length;
-    if (size > limit)
-      throw new PayloadTooLarge(`the body is over ${limit} bytes; at most ${limit} bytes are accepted`);
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
 }
 
 async function serveHttp(request: http.IncomingMessage, response: http.ServerResponse, deps: HttpDeps) {
