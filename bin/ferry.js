@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Ferry's command line. The client commands run from dist/cli/ferry.mjs, built by `npm ci`
 // (scripts/build-cli.mjs), when it is there and newer than every source it was built from;
-// otherwise, and for `serve` and `emulate`, the TypeScript sources run through tsx.
+// otherwise, and for `serve`, `emulate` and `dashboard` (which serve files of the checkout), the
+// TypeScript sources run through tsx.
 import fs from 'node:fs';
 
 const root = new URL('..', import.meta.url);
@@ -25,6 +26,6 @@ async function fromSources() {
   return import('../cli/main.ts');
 }
 
-const runsFromSources = args.includes('serve') || args.includes('emulate');
+const runsFromSources = ['serve', 'emulate', 'dashboard'].some((verb) => args.includes(verb));
 const cli = (runsFromSources ? undefined : await built()) ?? (await fromSources());
 process.exitCode = await cli.main(args);

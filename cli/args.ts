@@ -160,6 +160,20 @@ function program(output: Output, captured: (verb: string, args: string[], flags:
     .description('run the local executor (Docker, or plain processes without Docker)')
     .action(on('serve'));
   root
+    .command('dashboard')
+    .description(
+      'serve the dashboard on this machine for a Ferry deployed on AWS, signing its calls with your AWS credentials',
+    )
+    .option('--port <n>', 'the local port (default: a free one)')
+    .addHelpText(
+      'after',
+      examples(
+        'ferry dashboard --url https://abc123.execute-api.eu-west-1.amazonaws.com',
+        'ferry dashboard --url https://ferry.example.com --sigv4 --region eu-west-1 --port 8090',
+      ),
+    )
+    .action(on('dashboard'));
+  root
     .command('emulate')
     .description('run the stack `cdk deploy` ships, on this machine')
     .argument('<what>', 'aws')

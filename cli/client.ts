@@ -7,7 +7,9 @@ export class ApiError extends Error {
     readonly status: number,
     readonly problem: { title?: string; detail?: string; [key: string]: unknown },
   ) {
-    super(problem.detail ?? problem.title ?? `HTTP ${status}`);
+    // API Gateway's own refusals (an IAM denial, a throttle) say it in `message` or `Message`.
+    const said = problem.detail ?? problem.message ?? problem.Message ?? problem.title;
+    super(typeof said === 'string' && said !== '' ? said : `HTTP ${status}`);
   }
 }
 

@@ -106,6 +106,7 @@ export async function emulate(
         `  export AWS_ACCESS_KEY_ID=${caller.accessKeyId}`,
         `  export AWS_SECRET_ACCESS_KEY=${caller.secretAccessKey}`,
         '  ferry submit --sigv4 --region us-east-1 --wait --image IMAGE -- CMD…',
+        '  ferry dashboard --sigv4 --region us-east-1',
         'Ctrl-C stops it and removes what it made.',
         '',
       ].join('\n'),

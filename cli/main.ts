@@ -68,7 +68,23 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
   }
 
   const url = flags.url ?? config.url;
-  const client = new FerryClient(url, flags.token ?? config.token, await signerFor(url, flags));
+  const token = flags.token ?? config.token;
+  const signer = await signerFor(url, flags);
+  if (verb === 'dashboard') {
+    const { dashboard } = await import('./dashboard.ts');
+    const region = flags.region ?? executeApiRegion(url);
+    return dashboard(
+      {
+        url,
+        port: flags.port,
+        ...(signer === undefined ? {} : { signer }),
+        ...(token === undefined ? {} : { token }),
+        ...(region === undefined ? {} : { region }),
+      },
+      io,
+    );
+  }
+  const client = new FerryClient(url, token, signer);
   const id = () => {
     const [value] = args;
     if (value === undefined) throw new UsageError(`${verb} needs an execution id`, verb);

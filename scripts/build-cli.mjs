@@ -1,6 +1,7 @@
 // Builds the command line's client commands into one ESM file, dist/cli/ferry.mjs, so `ferry`
 // starts without compiling TypeScript (bin/ferry.js falls back to the sources through tsx when
-// the build is missing or older than any of its inputs, and always for `serve` and `emulate`).
+// the build is missing or older than any of its inputs, and always for `serve`, `emulate` and
+// `dashboard`).
 // Run by `npm ci` (postinstall); without esbuild (dev dependencies omitted) it does nothing.
 import fs from 'node:fs';
 
@@ -27,8 +28,8 @@ const result = await esbuild.build({
       setup(build) {
         // Packages load from node_modules as usual; Ferry's own modules (#shared/…) are bundled.
         build.onResolve({ filter: /^[^./#]/ }, (args) => ({ path: args.path, external: true }));
-        // The server and the emulated stack run from the sources (bin/ferry.js sends them there).
-        build.onResolve({ filter: /runtime\/local\.ts$|\/emulate\.ts$/ }, (args) => ({
+        // The servers and the emulated stack run from the sources (bin/ferry.js sends them there).
+        build.onResolve({ filter: /runtime\/local\.ts$|\/emulate\.ts$|^\.\/dashboard\.ts$/ }, (args) => ({
           path: args.path,
           external: true,
         }));

@@ -127,6 +127,15 @@ export class BackendError extends FerryError {
   }
 }
 
+/**
+ * The API a proxy forwards to did not answer as an API should: it is unreachable, or it refused
+ * the credentials the proxy signs with (which the caller of the proxy cannot mend).
+ */
+export class UpstreamFailed extends FerryError {
+  readonly code = 'upstream-failed';
+  readonly status = 502;
+}
+
 /** The request line and headers together are longer than the server reads. */
 export class HeadersTooLarge extends FerryError {
   readonly code = 'headers-too-large';

@@ -115,6 +115,17 @@ describe('usage errors: one line, the mistake named, exit 2, nothing sent', () =
         /^ferry: option '--network <mode>' argument 'host' is invalid\. Allowed choices are none, egress\./,
     },
     {
+      name: 'a dashboard for a server that shows its own',
+      args: ['dashboard'],
+      message:
+        /^ferry: ferry dashboard is for a deployed Ferry, and http:\/\/127\.0\.0\.1:\d+ is not an API Gateway URL: .*\(see `ferry dashboard --help`\)$/,
+    },
+    {
+      name: 'a dashboard port that is not a number',
+      args: ['dashboard', '--sigv4', '--region', 'us-east-1', '--port', '80x'],
+      message: /^ferry: --port must be a port number, not 80x \(see `ferry dashboard --help`\)$/,
+    },
+    {
       name: 'a missing execution id',
       args: ['status'],
       message: /^ferry: missing required argument 'id' \(see `ferry status --help`\)$/,

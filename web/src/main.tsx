@@ -62,7 +62,10 @@ function TokenForm({ refused, onSignedIn }: { refused?: string; onSignedIn: () =
         {/* For password managers: the token belongs to this server, not to a user name. */}
         <input type="text" name="username" autocomplete="username" value="ferry" hidden readOnly />
         <label for="token">Bearer token</label>
-        <p class="hint">This server asks for the token it was started with (FERRY_TOKEN).</p>
+        <p class="hint">
+          This server asks for the token it was started with: FERRY_TOKEN, or the one{' '}
+          <code>ferry dashboard</code> printed.
+        </p>
         <input
           id="token"
           name="token"
@@ -161,5 +164,17 @@ function App() {
   );
 }
 
+/**
+ * `ferry dashboard` prints the pages' address with its launch token, `#token=…`: taken into the
+ * session and out of the address at once, so it stays out of the history and of what is shared.
+ */
+function takeTokenFromAddress(): void {
+  const given = /^#token=([^&/?#]+)$/.exec(location.hash)?.[1];
+  if (given === undefined) return;
+  token.set(decodeURIComponent(given));
+  history.replaceState(null, '', `${location.pathname}${location.search}#/`);
+}
+
+takeTokenFromAddress();
 const root = document.getElementById('app');
 if (root !== null) render(<App />, root);
