@@ -106,6 +106,64 @@ export async function sigv4FromDefaultChain(region: string): Promise<RequestSign
   return sigv4Signer({ region, credentials: defaultProvider() });
 }
 
+/** Why a fetch failed, as its cause says it (undici puts the socket's error there). */
+export const reasonOf = (error: unknown): string =>
+  (error as Error & { cause?: Error }).cause?.message ?? (error as Error).message ?? String(error);
+
+/** The error an API's failed reply stands for: its problem document, or whatever text it sent. */
+export function apiErrorOf(status: number, statusText: string, text: string): ApiError {
+  let problem: ApiError['problem'];
+  try {
+    const parsed = JSON.parse(text) as unknown;
+    problem =
+      typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)
+        ? (parsed as ApiError['problem'])
+        : { detail: text };
+  } catch {
+    problem = { detail: text.trim().slice(0, 300) || statusText };
+  }
+  return new ApiError(status, problem);
+}
+
+/** RFC 3986 encoding, as SigV4 canonicalises a query: a space is %20, never `+`. */
+const rfc3986 = (text: string): string =>
+  encodeURIComponent(text).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+
+/**
+ * A request to the API at `baseUrl`: its URL, and its headers with the caller's identity added
+ * (signed, or the bearer token). A signed request's query is sent as it was signed, so that no
+ * server can read a `+` differently from the signature's `%20`.
+ */
+export async function prepareRequest(
+  baseUrl: string,
+  pathAndQuery: string,
+  request: {
+    readonly method: string;
+    readonly headers: Readonly<Record<string, string>>;
+    readonly body?: string;
+    readonly token?: string;
+    readonly signer?: RequestSigner;
+  },
+): Promise<{ url: URL; headers: Record<string, string> }> {
+  // API Gateway's stage URL ends in a slash; the paths here begin with one.
+  const url = new URL(`${baseUrl.replace(/\/+$/, '')}${pathAndQuery}`);
+  if (request.signer === undefined) {
+    const headers = { ...request.headers };
+    if (request.token !== undefined) headers.authorization = `Bearer ${request.token}`;
+    return { url, headers };
+  }
+  const pairs = [...url.searchParams].map(([name, value]) => `${rfc3986(name)}=${rfc3986(value)}`);
+  url.search = pairs.length === 0 ? '' : `?${pairs.join('&')}`;
+  // A signed request carries its identity in the signature; a bearer token would replace it.
+  const headers = await request.signer.sign({
+    method: request.method,
+    url,
+    headers: request.headers,
+    ...(request.body === undefined ? {} : { body: request.body }),
+  });
+  return { url, headers };
+}
+
 export class FerryClient {
   constructor(
     readonly baseUrl: string,
@@ -118,21 +176,14 @@ export class FerryClient {
     path: string,
     init: { body?: unknown; headers?: Record<string, string> } = {},
   ) {
-    let headers: Record<string, string> = { ...init.headers };
-    // A signed request carries its identity in the signature; a bearer token would replace it.
-    if (this.token !== undefined && this.signer === undefined) headers.authorization = `Bearer ${this.token}`;
-    if (init.body !== undefined) headers['content-type'] = 'application/json';
-    // API Gateway's stage URL ends in a slash; the paths here begin with one.
-    const url = `${this.baseUrl.replace(/\/+$/, '')}${path}`;
     const body = init.body === undefined ? undefined : JSON.stringify(init.body);
-    if (this.signer !== undefined) {
-      headers = await this.signer.sign({
-        method,
-        url: new URL(url),
-        headers,
-        ...(body === undefined ? {} : { body }),
-      });
-    }
+    const { url, headers } = await prepareRequest(this.baseUrl, path, {
+      method,
+      headers: { ...init.headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body }),
+      ...(this.token === undefined ? {} : { token: this.token }),
+      ...(this.signer === undefined ? {} : { signer: this.signer }),
+    });
     let response: Response;
     try {
       response = await fetch(url, {
@@ -150,19 +201,10 @@ export class FerryClient {
       }
     } catch (error) {
       throw new Unreachable(
-        `cannot reach Ferry at ${this.baseUrl} (${(error as Error & { cause?: Error }).cause?.message ?? (error as Error).message}); is \`ferry serve\` running?`,
+        `cannot reach Ferry at ${this.baseUrl} (${reasonOf(error)}); is \`ferry serve\` running?`,
       );
     }
-    if (!response.ok) {
-      const text = await response.text();
-      let problem: ApiError['problem'];
-      try {
-        problem = JSON.parse(text) as ApiError['problem'];
-      } catch {
-        problem = { detail: text || response.statusText };
-      }
-      throw new ApiError(response.status, problem);
-    }
+    if (!response.ok) throw apiErrorOf(response.status, response.statusText, await response.text());
     return response;
   }
 
@@ -193,9 +235,7 @@ export class FerryClient {
       body = Buffer.from(await response.arrayBuffer());
     } catch (error) {
       // The server went away mid-reply: as unreachable as if it had not answered at all.
-      throw new Unreachable(
-        `the connection to Ferry at ${this.baseUrl} broke (${(error as Error & { cause?: Error }).cause?.message ?? (error as Error).message})`,
-      );
+      throw new Unreachable(`the connection to Ferry at ${this.baseUrl} broke (${reasonOf(error)})`);
     }
     return { status: response.status, headers: response.headers, body };
   }

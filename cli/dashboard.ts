@@ -7,27 +7,35 @@
 // from other sites' pages, and forwards only requests that carry the token printed at launch,
 // which no other page can know. That token never leaves this machine; nothing of the browser's
 // (cookies, its own Authorization) is sent on.
-
 import { isUtf8 } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
-import { FerryError, Forbidden, NotFound, UpstreamFailed, ValidationError } from '#shared/errors.ts';
+import type { ReadableStream } from 'node:stream/web';
+import { NotFound, UpstreamAnswer, UpstreamFailed, ValidationError } from '#shared/errors.ts';
 import { DashboardAssets } from '#shared/http/dashboard.ts';
 import {
   bearerTokenOf,
   checkBearer,
   checkHost,
   checkOrigin,
-  readBody,
+  readBodyOrRefuse,
   requestRules,
   requestTarget,
+  sendProblem,
 } from '#shared/http/guards.ts';
 import { MAX_BODY_BYTES } from '#shared/http/openapi.ts';
-import { errorResponse } from '#shared/http/problem.ts';
 import { UsageError } from './args.ts';
-import { ApiError, FerryClient, type RequestSigner, Unreachable } from './client.ts';
+import {
+  ApiError,
+  apiErrorOf,
+  FerryClient,
+  prepareRequest,
+  type RequestSigner,
+  reasonOf,
+  Unreachable,
+} from './client.ts';
 import type { Io } from './main.ts';
 
 /** Where the dashboard's own server listens: this machine only. */
@@ -47,16 +55,14 @@ const FORWARDED_REPLY_HEADERS = new Set([
   'retry-after',
 ]);
 
-/** An error reply API Gateway writes itself (`{"message": …}`) is read this far, to say what it said. */
-const GATEWAY_ERROR_BYTES = 64 * 1024;
+/** An error reply is read this far, to say what it said. */
+const ERROR_BODY_BYTES = 64 * 1024;
 
 export interface DashboardProxyOptions {
   /** The deployed API's base URL (its stage URL). */
   readonly upstream: string;
   /** Signs each forwarded request (SigV4 for an IAM-authorized API). */
-  readonly signer?: RequestSigner;
-  /** A bearer token for an API that takes one instead (a remote `ferry serve`). */
-  readonly upstreamToken?: string;
+  readonly signer: RequestSigner;
   /** The token the pages must present. */
   readonly launchToken: string;
   /** 0 for a free port. */
@@ -75,7 +81,7 @@ export async function startDashboardProxy(options: DashboardProxyOptions): Promi
   let rules = requestRules(LOOPBACK, options.port);
   const server = http.createServer((request, response) => {
     handle(request, response).catch((error) => {
-      if (!response.headersSent) send(response, error);
+      if (!response.headersSent) sendProblem(response, error, retryHint(error));
       else response.destroy();
     });
   });
@@ -83,13 +89,7 @@ export async function startDashboardProxy(options: DashboardProxyOptions): Promi
   async function handle(request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
     const url = requestTarget(request.url ?? '');
     checkHost(request, rules);
-    const method = request.method ?? 'GET';
-    if ((method === 'GET' || method === 'HEAD') && DashboardAssets.claims(url.pathname)) {
-      const page = assets.serve(url.pathname);
-      response.writeHead(page.status, { ...page.headers, 'content-length': page.body.length });
-      response.end(method === 'HEAD' ? undefined : page.body);
-      return;
-    }
+    if (assets.answer(request, response, url.pathname)) return;
     if (!url.pathname.startsWith('/v1/')) {
       throw new NotFound(`nothing at ${url.pathname}: this server forwards the API the pages call, /v1/…`);
     }
@@ -99,51 +99,53 @@ export async function startDashboardProxy(options: DashboardProxyOptions): Promi
       options.launchToken,
       'the token `ferry dashboard` printed',
     );
-    const body = method === 'GET' || method === 'HEAD' ? undefined : await readBody(request, MAX_BODY_BYTES);
-    if (body !== undefined && !isUtf8(body)) {
-      throw new ValidationError('the body must be UTF-8 JSON', [{ field: 'body', message: 'not UTF-8' }]);
+    const method = request.method ?? 'GET';
+    let body: string | undefined;
+    if (method !== 'GET' && method !== 'HEAD') {
+      const bytes = await readBodyOrRefuse(request, response, MAX_BODY_BYTES);
+      if (bytes === undefined) return;
+      if (!isUtf8(bytes)) {
+        throw new ValidationError('the body must be UTF-8 JSON', [{ field: 'body', message: 'not UTF-8' }]);
+      }
+      body = bytes.toString('utf8');
     }
-    await forward(request, response, method, url, body?.toString('utf8'));
+    await forward(request, response, method, `${url.pathname}${url.search}`, body);
   }
 
   async function forward(
     request: http.IncomingMessage,
     response: http.ServerResponse,
     method: string,
-    url: URL,
+    pathAndQuery: string,
     body: string | undefined,
   ): Promise<void> {
-    const target = new URL(`${options.upstream.replace(/\/+$/, '')}${url.pathname}${url.search}`);
-    let headers: Record<string, string> = {};
+    // A follow of a job's output waits for new bytes: a page that goes away, at any point from
+    // here on (signing may wait on an SSO or instance-role refresh), ends the wait upstream.
+    const abort = new AbortController();
+    response.once('close', () => abort.abort());
+    const headers: Record<string, string> = {};
     for (const name of FORWARDED_REQUEST_HEADERS) {
       const value = request.headers[name];
       if (typeof value === 'string') headers[name] = value;
     }
-    if (options.upstreamToken !== undefined && options.signer === undefined) {
-      headers.authorization = `Bearer ${options.upstreamToken}`;
-    }
-    if (options.signer !== undefined) {
-      try {
-        headers = await options.signer.sign({
-          method,
-          url: target,
-          headers,
-          ...(body === undefined ? {} : { body }),
-        });
-      } catch (error) {
-        throw new UpstreamFailed(`cannot sign the request for ${options.upstream}: ${reasonOf(error)}`, {
-          cause: error,
-        });
-      }
-    }
-    // A follow of a job's output waits for new bytes; a page that goes away stops the wait.
-    const abort = new AbortController();
-    response.once('close', () => abort.abort());
-    let reply: Response;
+    let prepared: Awaited<ReturnType<typeof prepareRequest>>;
     try {
-      reply = await fetch(target, {
+      prepared = await prepareRequest(options.upstream, pathAndQuery, {
         method,
         headers,
+        signer: options.signer,
+        ...(body === undefined ? {} : { body }),
+      });
+    } catch (error) {
+      throw new UpstreamFailed(`cannot sign the request for ${options.upstream}: ${reasonOf(error)}`, {
+        cause: error,
+      });
+    }
+    let reply: Response;
+    try {
+      reply = await fetch(prepared.url, {
+        method,
+        headers: prepared.headers,
         redirect: 'manual',
         signal: abort.signal,
         ...(body === undefined ? {} : { body }),
@@ -154,14 +156,14 @@ export async function startDashboardProxy(options: DashboardProxyOptions): Promi
         cause: error,
       });
     }
-    const type = reply.headers.get('content-type') ?? '';
-    if (reply.status >= 400 && !type.startsWith('application/problem+json')) {
-      throw await gatewayRefusal(reply, options.upstream);
-    }
-    if (reply.status === 401) {
-      // The pages would take it for a wrong launch token; it is the API refusing this server.
-      throw new UpstreamFailed(
-        `Ferry at ${options.upstream} refused the credentials this dashboard sends: ${await detailOf(reply)}`,
+    if (reply.status === 401 || reply.status === 403) throw await refusal(reply, options.upstream);
+    if (reply.status >= 400 && !reply.headers.get('content-type')?.startsWith('application/problem+json')) {
+      // API Gateway's own answer (a throttle, a timed-out integration, a limit), not Ferry's.
+      const said = await errorOf(reply);
+      throw new UpstreamAnswer(
+        reply.status,
+        `the API at ${options.upstream} answered ${reply.status}: ${said.message}`,
+        reply.headers.get('retry-after') ?? undefined,
       );
     }
     const out: Record<string, string> = { 'x-content-type-options': 'nosniff' };
@@ -174,12 +176,13 @@ export async function startDashboardProxy(options: DashboardProxyOptions): Promi
       response.end();
       return;
     }
-    const stream = Readable.fromWeb(reply.body as import('node:stream/web').ReadableStream);
+    // The status goes at once, as the API gave it; a long-polled body follows when it comes.
+    response.flushHeaders();
+    const stream = Readable.fromWeb(reply.body as ReadableStream);
     stream.once('error', () => response.destroy());
     stream.pipe(response);
   }
 
-  server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (error: NodeJS.ErrnoException) =>
       reject(
@@ -204,75 +207,45 @@ export async function startDashboardProxy(options: DashboardProxyOptions): Promi
   };
 }
 
-function send(response: http.ServerResponse, error: unknown): void {
-  const reply = errorResponse(error);
-  response.writeHead(reply.statusCode ?? 500, reply.headers as Record<string, string>);
-  response.end(reply.body);
-}
+const retryHint = (error: unknown): Record<string, string> =>
+  error instanceof UpstreamAnswer && error.retryAfter !== undefined
+    ? { 'retry-after': error.retryAfter }
+    : {};
 
-const reasonOf = (error: unknown): string =>
-  (error as Error & { cause?: Error }).cause?.message ?? (error as Error).message ?? String(error);
-
-/** What an error reply says: a problem's detail, API Gateway's message, or its status. */
-async function detailOf(reply: Response): Promise<string> {
-  const text = await readSome(reply, GATEWAY_ERROR_BYTES);
-  try {
-    const parsed = JSON.parse(text) as { detail?: unknown; message?: unknown; Message?: unknown };
-    const said = parsed.detail ?? parsed.message ?? parsed.Message;
-    if (typeof said === 'string' && said !== '') return said;
-  } catch {
-    // Not JSON: the text itself, if short, is what there is.
-  }
-  return text.trim().slice(0, 300) || `${reply.status} ${reply.statusText}`;
-}
-
-/**
- * An error API Gateway answered itself (an IAM denial, a throttle, a timed-out integration), as
- * a problem document the pages can show. A 401 or 403 is about the credentials this server signs
- * with, so it names them.
- */
-async function gatewayRefusal(reply: Response, upstream: string): Promise<Error> {
-  const detail = await detailOf(reply);
-  if (reply.status === 401 || reply.status === 403) {
-    const message = `the API at ${upstream} refused the request signed with your AWS credentials: ${detail}`;
-    // A 401 would send the pages back to asking for the launch token, which is not what failed.
-    return reply.status === 401 ? new UpstreamFailed(message) : new Forbidden(message);
-  }
-  return new GatewayAnswer(reply.status, `the API at ${upstream} answered ${reply.status}: ${detail}`);
-}
-
-/** An error API Gateway answered itself, passed on with its own status. */
-class GatewayAnswer extends FerryError {
-  readonly code = 'upstream-answer';
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-async function readSome(reply: Response, limit: number): Promise<string> {
-  if (reply.body === null) return '';
+/** What an error reply says, read no further than the first ERROR_BODY_BYTES. */
+async function errorOf(reply: Response): Promise<ApiError> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of reply.body as AsyncIterable<Uint8Array>) {
-    chunks.push(Buffer.from(chunk));
-    size += chunk.length;
-    if (size >= limit) break;
+  if (reply.body !== null) {
+    for await (const chunk of reply.body as AsyncIterable<Uint8Array>) {
+      chunks.push(Buffer.from(chunk));
+      size += chunk.length;
+      if (size >= ERROR_BODY_BYTES) break;
+    }
   }
-  return Buffer.concat(chunks).subarray(0, limit).toString('utf8');
+  const text = Buffer.concat(chunks).subarray(0, ERROR_BODY_BYTES).toString('utf8');
+  return apiErrorOf(reply.status, reply.statusText, text);
 }
 
 /**
- * `ferry dashboard`: checks the deployed API answers the user's credentials, then serves the
- * pages until Ctrl-C.
+ * The API refused the credentials this server signs with (IAM said no, or the keys are not
+ * valid): a 403 the pages show as it is. A 401 is answered as a bad gateway, because the pages
+ * would take it for a wrong launch token and ask for that again.
+ */
+async function refusal(reply: Response, upstream: string): Promise<Error> {
+  const said = await errorOf(reply);
+  const message = `the API at ${upstream} refused the request signed with your AWS credentials: ${said.message}`;
+  return reply.status === 401 ? new UpstreamFailed(message) : new UpstreamAnswer(403, message);
+}
+
+/**
+ * `ferry dashboard`: checks that the deployed API answers the user's credentials, then serves
+ * the pages until Ctrl-C.
  */
 export async function dashboard(
   options: {
     readonly url: string;
     readonly signer?: RequestSigner;
-    readonly token?: string;
     readonly port?: string;
     readonly region?: string;
   },
@@ -282,41 +255,34 @@ export async function dashboard(
   if (!/^\d+$/.test(options.port ?? '0') || port > 65535) {
     throw new UsageError(`--port must be a port number, not ${options.port}`, 'dashboard');
   }
-  if (options.signer === undefined && options.token === undefined) {
+  if (options.signer === undefined) {
     throw new UsageError(
-      `ferry dashboard is for a deployed Ferry, and ${options.url} is not an API Gateway URL: ` +
+      `ferry dashboard is for a Ferry deployed on AWS, and ${options.url} is not an API Gateway URL: ` +
         'give the execute-api URL with --url (or FERRY_URL), or add --sigv4 --region for a custom domain ' +
-        '(a local `ferry serve` shows the dashboard at its own address)',
+        '(`ferry serve` shows the dashboard at its own address)',
       'dashboard',
     );
   }
   // A first call before anything is served: wrong keys or a wrong URL are said here, once.
-  const probe = new FerryClient(options.url, options.token, options.signer);
   try {
-    await probe.json('GET', '/v1/node');
+    await new FerryClient(options.url, undefined, options.signer).json('GET', '/v1/node');
   } catch (error) {
-    if (error instanceof ApiError || error instanceof Unreachable) {
-      const said = error instanceof ApiError ? `${error.status}: ${error.message}` : error.message;
-      io.err.write(`ferry: the API at ${options.url} did not answer the dashboard's first call (${said})\n`);
-      return 1;
-    }
-    throw error;
+    if (!(error instanceof ApiError || error instanceof Unreachable)) throw error;
+    const said = error instanceof ApiError ? `${error.status}: ${error.message}` : error.message;
+    io.err.write(`ferry: the API at ${options.url} did not answer the dashboard's first call (${said})\n`);
+    return 1;
   }
   const launchToken = randomBytes(24).toString('base64url');
   const proxy = await startDashboardProxy({
     upstream: options.url,
+    signer: options.signer,
     launchToken,
     port,
-    ...(options.signer === undefined ? {} : { signer: options.signer }),
-    ...(options.token === undefined ? {} : { upstreamToken: options.token }),
   });
-  const how =
-    options.signer === undefined
-      ? 'with the bearer token you gave'
-      : `signed with your AWS credentials${options.region === undefined ? '' : ` for ${options.region}`}`;
   io.out.write(
     [
-      `Ferry's dashboard for ${options.url}, its calls ${how}:`,
+      `Ferry's dashboard for ${options.url}, its calls signed with your AWS credentials` +
+        `${options.region === undefined ? '' : ` for ${options.region}`}:`,
       `  ${proxy.url}/#token=${launchToken}`,
       'Open that address in a browser on this machine; the token in it lets only that browser in.',
       'Ctrl-C stops it.',

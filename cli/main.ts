@@ -68,23 +68,19 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
   }
 
   const url = flags.url ?? config.url;
-  const token = flags.token ?? config.token;
-  const signer = await signerFor(url, flags);
+  const { signer, region } = await signingFor(url, flags);
   if (verb === 'dashboard') {
     const { dashboard } = await import('./dashboard.ts');
-    const region = flags.region ?? executeApiRegion(url);
     return dashboard(
       {
         url,
         port: flags.port,
-        ...(signer === undefined ? {} : { signer }),
-        ...(token === undefined ? {} : { token }),
-        ...(region === undefined ? {} : { region }),
+        ...(signer === undefined ? {} : { signer, region }),
       },
       io,
     );
   }
-  const client = new FerryClient(url, token, signer);
+  const client = new FerryClient(url, flags.token ?? config.token, signer);
   const id = () => {
     const [value] = args;
     if (value === undefined) throw new UsageError(`${verb} needs an execution id`, verb);
@@ -270,11 +266,14 @@ async function run(argv: readonly string[], io: Io): Promise<number> {
  * A deployed Ferry sits behind API Gateway with IAM authorization: its execute-api URLs are
  * signed automatically; `--sigv4` signs for any other URL (a custom domain), with `--region`.
  */
-async function signerFor(url: string, flags: Flags): Promise<RequestSigner | undefined> {
+async function signingFor(
+  url: string,
+  flags: Flags,
+): Promise<{ signer?: undefined; region?: undefined } | { signer: RequestSigner; region: string }> {
   const region = flags.region ?? executeApiRegion(url);
-  if (!flags.sigv4 && executeApiRegion(url) === undefined) return undefined;
+  if (!flags.sigv4 && executeApiRegion(url) === undefined) return {};
   if (region === undefined) throw new UsageError(`--sigv4 needs --region: ${url} names no region`, undefined);
-  return sigv4FromDefaultChain(region);
+  return { signer: await sigv4FromDefaultChain(region), region };
 }
 
 async function serve(io: Io): Promise<number> {

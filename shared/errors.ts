@@ -136,6 +136,22 @@ export class UpstreamFailed extends FerryError {
   readonly status = 502;
 }
 
+/**
+ * An error the API behind a proxy answered that is not one of Ferry's (API Gateway's own
+ * throttling, timeouts and limits), passed on with its status and its retry hint.
+ */
+export class UpstreamAnswer extends FerryError {
+  readonly code = 'upstream-answer';
+  constructor(
+    readonly status: number,
+    message: string,
+    /** The `Retry-After` it came with, if any. */
+    readonly retryAfter?: string,
+  ) {
+    super(message);
+  }
+}
+
 /** The request line and headers together are longer than the server reads. */
 export class HeadersTooLarge extends FerryError {
   readonly code = 'headers-too-large';

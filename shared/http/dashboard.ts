@@ -3,6 +3,7 @@
 // load and call nothing but Ferry's own origin, and no data of any caller's in them (the pages
 // ask the API for that, with the caller's credentials).
 import fs from 'node:fs';
+import type http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -82,6 +83,16 @@ export class DashboardAssets {
       pathname === '/favicon.svg' ||
       pathname.startsWith('/assets/')
     );
+  }
+
+  /** Answers a GET or HEAD of one of the pages' paths; false, having done nothing, for any other request. */
+  answer(request: http.IncomingMessage, response: http.ServerResponse, pathname: string): boolean {
+    const head = request.method === 'HEAD';
+    if (!(request.method === 'GET' || head) || !DashboardAssets.claims(pathname)) return false;
+    const page = this.serve(pathname);
+    response.writeHead(page.status, { ...page.headers, 'content-length': page.body.length });
+    response.end(head ? undefined : page.body);
+    return true;
   }
 
   serve(pathname: string): StaticReply {

@@ -1,10 +1,11 @@
 // What every HTTP server of Ferry's on a person's machine checks before it acts on a request
 // (`ferry serve`, `ferry dashboard`): a well-formed target, a Host name it answers to (against
 // DNS rebinding), no other site's page behind the request (against CSRF), the bearer token it
-// was given, and a body of bounded size.
+// was given, and a body of bounded size; and how it refuses one, with a problem document.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type http from 'node:http';
 import { Forbidden, PayloadTooLarge, Unauthorized, UriTooLong, ValidationError } from '../errors.ts';
+import { errorResponse } from './problem.ts';
 
 /** The longest request target read; Ferry's own are a few hundred characters at most. */
 const MAX_TARGET_LENGTH = 8192;
@@ -129,8 +130,22 @@ export function checkBearer(token: string | undefined, expected: string, named: 
   }
 }
 
+/** Answers with the error's problem document (and the challenge a 401 carries). */
+export function sendProblem(
+  response: http.ServerResponse,
+  error: unknown,
+  extraHeaders: Record<string, string> = {},
+): void {
+  const reply = errorResponse(error);
+  response.writeHead(reply.statusCode ?? 500, {
+    ...(reply.headers as Record<string, string>),
+    ...extraHeaders,
+  });
+  response.end(reply.body);
+}
+
 /** The request's body, refused past `limit` bytes (declared or sent). */
-export async function readBody(request: http.IncomingMessage, limit: number): Promise<Buffer> {
+async function readBody(request: http.IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(request.headers['content-length'] ?? '0');
   if (declared > limit)
     throw new PayloadTooLarge(`the body is ${declared} bytes; at most ${limit} bytes are accepted`);
@@ -143,4 +158,22 @@ export async function readBody(request: http.IncomingMessage, limit: number): Pr
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks);
+}
+
+/**
+ * The request's body; past `limit` bytes (or when it cannot be read) the request is answered
+ * and its connection closed, so the rest of it is not read, and the result is undefined.
+ */
+export async function readBodyOrRefuse(
+  request: http.IncomingMessage,
+  response: http.ServerResponse,
+  limit: number,
+): Promise<Buffer | undefined> {
+  try {
+    return await readBody(request, limit);
+  } catch (error) {
+    sendProblem(response, error, { connection: 'close' });
+    request.destroy();
+    return undefined;
+  }
 }

@@ -49,11 +49,12 @@ import {
   checkHost,
   checkOrigin,
   type RequestRules,
-  readBody,
+  readBodyOrRefuse,
   requestRules,
   requestTarget,
+  sendProblem,
 } from '../http/guards.ts';
-import { errorResponse, problemOf, problemResponse } from '../http/problem.ts';
+import { problemOf, problemResponse } from '../http/problem.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import type { ComputeBackend } from '../ports.ts';
 import { InputSources } from '../staging/inputs.ts';
@@ -656,19 +657,6 @@ interface HttpDeps {
   readonly rules: RequestRules;
 }
 
-function sendProblem(
-  response: http.ServerResponse,
-  error: unknown,
-  extraHeaders: Record<string, string> = {},
-): void {
-  const reply = errorResponse(error);
-  response.writeHead(reply.statusCode ?? 500, {
-    ...(reply.headers as Record<string, string>),
-    ...extraHeaders,
-  });
-  response.end(reply.body);
-}
-
 /**
  * The caller's identity: a bearer token stands for one caller; none means the local user.
  */
@@ -685,13 +673,8 @@ async function serveHttp(request: http.IncomingMessage, response: http.ServerRes
     const url = requestTarget(request.url ?? '');
     path = url.pathname;
     checkHost(request, deps.rules);
-    if ((request.method === 'GET' || request.method === 'HEAD') && DashboardAssets.claims(url.pathname)) {
-      // The pages hold no one's data: they ask the API for it with the caller's token.
-      const page = deps.dashboard.serve(url.pathname);
-      response.writeHead(page.status, { ...page.headers, 'content-length': page.body.length });
-      response.end(request.method === 'HEAD' ? undefined : page.body);
-      return;
-    }
+    // The pages hold no one's data: they ask the API for it with the caller's token.
+    if (deps.dashboard.answer(request, response, url.pathname)) return;
     const serving = await deps.ready.catch((error) => {
       throw new StartupError('the server failed to start', { cause: error });
     });
@@ -707,15 +690,8 @@ async function serveHttp(request: http.IncomingMessage, response: http.ServerRes
     }
     checkOrigin(request, deps.rules);
     const owner = ownerOf(request, deps.config);
-    let body: Buffer;
-    try {
-      body = await readBody(request, MAX_BODY_BYTES);
-    } catch (error) {
-      // Stop reading what is left of an oversized body and close the connection.
-      sendProblem(response, error, { connection: 'close' });
-      request.destroy();
-      return;
-    }
+    const body = await readBodyOrRefuse(request, response, MAX_BODY_BYTES);
+    if (body === undefined) return;
     const headers: Record<string, string> = {};
     for (const [name, value] of Object.entries(request.headers)) {
       if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(',') : value;

@@ -118,7 +118,7 @@ describe('usage errors: one line, the mistake named, exit 2, nothing sent', () =
       name: 'a dashboard for a server that shows its own',
       args: ['dashboard'],
       message:
-        /^ferry: ferry dashboard is for a deployed Ferry, and http:\/\/127\.0\.0\.1:\d+ is not an API Gateway URL: .*\(see `ferry dashboard --help`\)$/,
+        /^ferry: ferry dashboard is for a Ferry deployed on AWS, and http:\/\/127\.0\.0\.1:\d+ is not an API Gateway URL: .*\(see `ferry dashboard --help`\)$/,
     },
     {
       name: 'a dashboard port that is not a number',

@@ -203,9 +203,12 @@ describe.skipIf(!dockerAvailable || !browserAvailable)('ferry dashboard for a de
     await page.context().close();
   });
 
-  it('keeps other sites’ pages out: what they send reaches nothing', async () => {
-    const before = (await h.client.json<{ items: Execution[] }>('GET', '/v1/executions?limit=100')).body
-      .items;
+  it('keeps other sites’ pages out: what they send reaches nothing, even with the token', async () => {
+    const idsNow = async () =>
+      (await h.client.json<{ items: Execution[] }>('GET', '/v1/executions?limit=100')).body.items.map(
+        (execution) => execution.id,
+      );
+    const before = await idsNow();
     // A page on another origin of this machine, as a site the user has open would be.
     const other = http.createServer((_, response) => {
       response.writeHead(200, { 'content-type': 'text/html' });
@@ -216,36 +219,37 @@ describe.skipIf(!dockerAvailable || !browserAvailable)('ferry dashboard for a de
     try {
       const page = await openPage();
       await page.goto(elsewhere);
-      const outcomes = await page.evaluate(
-        async ({ target, spec }) => {
-          const tries: string[] = [];
-          // A form-like POST (no preflight), and a read it would like the answer of.
-          await fetch(`${target}/v1/jobs`, {
-            method: 'POST',
-            mode: 'no-cors',
-            headers: { 'content-type': 'text/plain' },
-            body: JSON.stringify(spec),
-          }).then(
-            (reply) => tries.push(`post:${reply.type}`),
-            (error: Error) => tries.push(`post:${error.name}`),
-          );
-          await fetch(`${target}/v1/executions`).then(
-            (reply) => tries.push(`read:${reply.status}`),
-            (error: Error) => tries.push(`read:${error.name}`),
-          );
-          return tries;
+      const statuses = await page.evaluate(
+        async ({ target, spec, token }) => {
+          const spent: string[] = [];
+          const attempt = (name: string, init: RequestInit) =>
+            fetch(`${target}/v1/jobs`, { method: 'POST', body: JSON.stringify(spec), ...init }).then(
+              (reply) => spent.push(`${name}:${reply.type}`),
+              (error: Error) => spent.push(`${name}:${error.name}`),
+            );
+          // A form-like POST, which needs no preflight and cannot carry the token.
+          await attempt('blind', { mode: 'no-cors', headers: { 'content-type': 'text/plain' } });
+          // A page that somehow has the token: its request needs a preflight the server refuses.
+          await attempt('with-token', {
+            headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+          });
+          return spent;
         },
-        { target: dashboard.origin, spec: { image, command: ['echo', 'planted'] } },
+        { target: dashboard.origin, spec: { image, command: ['echo', 'planted'] }, token: dashboard.token },
       );
-      // The POST went out opaque and the read was blocked: the page learnt nothing.
-      expect(outcomes).toEqual(['post:opaque', 'read:TypeError']);
+      expect(statuses).toEqual(['blind:opaque', 'with-token:TypeError']);
       await page.context().close();
     } finally {
       await new Promise((resolve) => other.close(resolve));
     }
-    const after = (await h.client.json<{ items: Execution[] }>('GET', '/v1/executions?limit=100')).body.items;
-    expect(after.map((e) => e.id)).toEqual(before.map((e) => e.id));
-
+    // Neither made a job: the first lacked the token, the second never got past the preflight.
+    expect(await idsNow()).toEqual(before);
+    const preflight = await fetch(`${dashboard.origin}/v1/jobs`, {
+      method: 'OPTIONS',
+      headers: { origin: elsewhere.replace(/\/$/, ''), 'access-control-request-method': 'POST' },
+    });
+    expect(preflight.status).toBe(403);
+    expect(preflight.headers.get('access-control-allow-origin')).toBeNull();
     // Without the launch token, the same origin's own pages get nothing either.
     const unsigned = await fetch(`${dashboard.origin}/v1/executions`);
     expect(unsigned.status).toBe(401);

@@ -166,12 +166,14 @@ function App() {
 
 /**
  * `ferry dashboard` prints the pages' address with its launch token, `#token=…`: taken into the
- * session and out of the address at once, so it stays out of the history and of what is shared.
+ * session and out of the address at once, so that the tab's history and a copied address no
+ * longer hold it.
  */
 function takeTokenFromAddress(): void {
-  const given = /^#token=([^&/?#]+)$/.exec(location.hash)?.[1];
+  // The token is base64url: nothing in it to decode.
+  const given = /^#token=([A-Za-z0-9_-]+)$/.exec(location.hash)?.[1];
   if (given === undefined) return;
-  token.set(decodeURIComponent(given));
+  token.set(given);
   history.replaceState(null, '', `${location.pathname}${location.search}#/`);
 }
 
