@@ -192,6 +192,47 @@ describe.skipIf(!dockerAvailable || !browserAvailable)('the dashboard', () => {
     await page.context().close();
   });
 
+  it('reads the counts again when the rows shown change, not on every refresh of an idle list', async () => {
+    const label = `counts-${Date.now()}`;
+    const first = await submit(client, {
+      image,
+      command: ['true'],
+      resources: small,
+      labels: { suite: label },
+    });
+    await waitDone(client, first.id);
+    const page = await signedIn(`#/?label=suite%3D${label}`);
+    const asked: string[] = [];
+    page.on('request', (request) => {
+      const path = new URL(request.url()).pathname;
+      if (path.startsWith('/v1/executions')) asked.push(path);
+    });
+    await expect.poll(() => rowsOf(page).count()).toBe(1);
+    await page.locator('.counts a[data-state="COMPLETED"]').waitFor();
+    asked.length = 0;
+
+    // Idle for three refreshes and more: the list is read each time, the counts not again.
+    await page.waitForTimeout(7000);
+    expect(asked.filter((path) => path === '/v1/executions').length).toBeGreaterThanOrEqual(3);
+    expect(asked.filter((path) => path === '/v1/executions/counts')).toEqual([]);
+
+    // A new row: the counts follow it.
+    const second = await submit(client, {
+      image,
+      command: ['true'],
+      resources: small,
+      labels: { suite: label },
+    });
+    await waitDone(client, second.id);
+    const completed = (await client.json<{ counts: Record<string, number> }>('GET', '/v1/executions/counts'))
+      .body.counts.COMPLETED;
+    await expect
+      .poll(() => page.locator('.counts a[data-state="COMPLETED"] strong').textContent(), { timeout: 10_000 })
+      .toBe(String(completed));
+    expect(asked).toContain('/v1/executions/counts');
+    await page.context().close();
+  });
+
   it('follows a running job: a line it prints shows within 2 s; it is cancelled from the page', async () => {
     const job = await submit(client, {
       image,

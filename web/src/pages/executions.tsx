@@ -8,6 +8,11 @@ import { ago, commandLine, runTime } from '../format.ts';
 const PAGE_SIZE = 50;
 const MAX_PAGE_SIZE = 200;
 const REFRESH_MS = 2000;
+/**
+ * The counts are read again when the rows shown change, and otherwise this often: on DynamoDB
+ * a count reads every execution it counts, which a list left open must not do every 2 s.
+ */
+const COUNTS_AT_LEAST_EVERY_MS = 30_000;
 
 interface Filters {
   readonly state: string;
@@ -51,15 +56,21 @@ export function ExecutionsPage({ query }: { query: URLSearchParams }) {
     let timer: ReturnType<typeof setTimeout> | undefined;
     // Another page or other filters: what was shown is not it.
     setPage(undefined);
+    let countedFor: string | undefined;
+    let countedAt = 0;
     const load = async () => {
       try {
-        const [next, totals] = await Promise.all([
-          getJson<ExecutionPage>(listPath(filters, cursor)),
-          getJson<StateCounts>('/v1/executions/counts'),
-        ]);
+        const next = await getJson<ExecutionPage>(listPath(filters, cursor));
+        const shown = next.items.map((execution) => `${execution.id}:${execution.state}`).join(',');
+        const recount = shown !== countedFor || Date.now() - countedAt >= COUNTS_AT_LEAST_EVERY_MS;
+        const totals = recount ? await getJson<StateCounts>('/v1/executions/counts') : undefined;
         if (stopped) return;
         setPage(next);
-        setCounts(totals);
+        if (totals !== undefined) {
+          setCounts(totals);
+          countedFor = shown;
+          countedAt = Date.now();
+        }
         setError(undefined);
         setNow(Date.now());
       } catch (failure) {
