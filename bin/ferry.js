@@ -5,6 +5,15 @@
 // TypeScript sources run through tsx.
 import fs from 'node:fs';
 
+// A reader that stops early (`ferry ls | head`) closes the pipe: the rest is not wanted, and
+// that is no error, as for any Unix tool.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (error) => {
+    if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw error;
+  });
+}
+
 const root = new URL('..', import.meta.url);
 const args = process.argv.slice(2);
 

@@ -2,12 +2,14 @@
 // real binary, a real server (the process backend) for the cases that reach it. Every usage
 // error is one line on stderr naming the mistake and where to read more, exit 2, and sends
 // nothing to the server.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Execution } from '../../shared/domain/execution.ts';
 import { FERRY_VERSION } from '../../shared/version.ts';
-import { ferryInTerminal, type Run, runFerry } from '../support/cli.ts';
+import { FERRY, ferryInTerminal, type Run, runFerry } from '../support/cli.ts';
 import { startServer, type TestServer, tempDir } from '../support/server.ts';
 
 let server: TestServer;
@@ -53,6 +55,21 @@ describe('help and version', () => {
     expect(logs.stdout).toMatch(/^Usage: ferry logs \[options\] <id>/);
     expect(logs.stdout).toContain('-f, --follow');
     expect(logs.stdout).not.toContain('--image');
+  });
+
+  test('a reader that is gone (ferry --help | true) ends it quietly, not with a crash', async () => {
+    const child = spawn(process.execPath, [FERRY, '--help'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+    });
+    // The pipe closed before anything was read, as `true` or an early `head` leaves it.
+    child.stdout.destroy();
+
+    const [code] = await once(child, 'close');
+
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
   });
 
   test('no command at all prints the overview on stderr and exits 2', async () => {
