@@ -10,6 +10,7 @@ import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Execution } from '../../shared/domain/execution.ts';
 import type { Caller } from '../../shared/runtime/emulated-aws.ts';
+import { openWatchedPage } from '../support/browser.ts';
 import { describeDenials, type Harness, startHarness } from '../support/emulated-aws.ts';
 
 const dockerAvailable = inject('dockerAvailable');
@@ -112,17 +113,7 @@ afterEach(async () => {
   expect(denied, describeDenials(denied)).toEqual([]);
 });
 
-async function openPage(): Promise<Page> {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  const page = await context.newPage();
-  page.on('console', (message) => {
-    if (message.type() === 'error' && /Content Security Policy/i.test(message.text())) {
-      faults.push(message.text());
-    }
-  });
-  page.on('pageerror', (error) => faults.push(`page error: ${error.message}`));
-  return page;
-}
+const openPage = (): Promise<Page> => openWatchedPage(browser, faults);
 
 const executionOf = async (id: string) =>
   (await h.client.json<Execution>('GET', `/v1/executions/${id}`)).body;

@@ -9,6 +9,7 @@ import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { FerryClient } from '../../cli/client.ts';
 import type { Execution } from '../../shared/domain/execution.ts';
+import { openWatchedPage } from '../support/browser.ts';
 import { measureDashboard, seedExecutions } from '../support/dashboard-load.ts';
 import { startServer, submit, type TestServer, waitDone, waitFor } from '../support/server.ts';
 
@@ -50,17 +51,7 @@ afterEach(() => {
   faults = [];
 });
 
-async function openPage(): Promise<Page> {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  const page = await context.newPage();
-  page.on('console', (message) => {
-    if (message.type() === 'error' && /Content Security Policy/i.test(message.text())) {
-      faults.push(message.text());
-    }
-  });
-  page.on('pageerror', (error) => faults.push(`page error: ${error.message}`));
-  return page;
-}
+const openPage = (): Promise<Page> => openWatchedPage(browser, faults);
 
 async function signedIn(hash = '#/'): Promise<Page> {
   const page = await openPage();
